@@ -1,0 +1,92 @@
+/* moe/switchglu.h — the Mixture-of-Experts expert layer (mlx-lm's SwitchGLU).
+ *
+ * For tokens x [T, dim], each routed to top_k of num_experts experts with the
+ * router's scores:
+ *     y[t] = Σ_j scores[t,j] · down_e( silu(gate_e(x[t])) ⊙ up_e(x[t]) ),  e = indices[t,j]
+ * with gate/up [E, hidden, dim] and down [E, dim, hidden] (rows = outputs).
+ *
+ * The layer owns its weights, repacked at creation into a kernel-friendly
+ * layout of the same size in bytes. With fuse_gate_up on (the default) gate
+ * and up rows are interleaved so one pass computes both and applies SwiGLU
+ * before writing; off, they are two gathered matmuls and SwiGLU a third step.
+ * Either way the resident weight bytes are the same. */
+#ifndef MOE_SWITCHGLU_H
+#define MOE_SWITCHGLU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moe/dtype.h"
+#include "moe/status.h"
+
+/* One projection's weights for all experts, in the stacked layout.
+ *  float (bits == 0): weight [E, out, in] of dtype F32, F16 or BF16.
+ *  quantized (bits 4 or 8, MLX affine): weight uint32 [E, out, in*bits/32],
+ *    element 0 in the lowest bits; scales and biases [E, out, in/group_size]
+ *    of dtype (F32, F16 or BF16); w = scale·q + bias. */
+typedef struct {
+    moe_dtype dtype;
+    int bits;
+    int group_size;
+    const void *weight;
+    const void *scales;
+    const void *biases;
+} moe_expert_weights;
+
+typedef struct {
+    int num_experts;
+    int dim;          /* model dimension D: input of gate/up, output of down */
+    int hidden;       /* expert hidden size I */
+    int fuse_gate_up; /* 1 (default): fused gate-up with SwiGLU epilogue */
+    /* Pairs (tokens × top_k) at or above which pairs are grouped by expert
+     * before the matmuls; 0 means mlx-lm's 64. */
+    int sort_threshold;
+} moe_switchglu_config;
+
+typedef struct moe_switchglu moe_switchglu;
+
+/* A config with defaults (fused on, sort threshold 64). */
+moe_switchglu_config moe_switchglu_default_config(int num_experts, int dim, int hidden);
+
+/* Allocates the layer for weights of these formats; no weights loaded yet.
+ * gate and up must have the same format. The format structs' pointers are
+ * ignored here. */
+moe_status moe_switchglu_create(const moe_switchglu_config *cfg,
+                                const moe_expert_weights *gate_fmt,
+                                const moe_expert_weights *up_fmt,
+                                const moe_expert_weights *down_fmt,
+                                moe_switchglu **out);
+
+/* Copies one expert's three projections (pointers at that expert's slice:
+ * weight [out, in…], scales/biases [out, in/group]) into the layer's layout.
+ * Lets loaders fill a layer expert by expert without a second full copy. */
+moe_status moe_switchglu_load_expert(moe_switchglu *layer, int expert,
+                                     const moe_expert_weights *gate,
+                                     const moe_expert_weights *up,
+                                     const moe_expert_weights *down);
+
+/* create + load_expert for every expert from stacked [E, …] tensors. */
+moe_status moe_switchglu_create_stacked(const moe_switchglu_config *cfg,
+                                        const moe_expert_weights *gate,
+                                        const moe_expert_weights *up,
+                                        const moe_expert_weights *down,
+                                        moe_switchglu **out);
+
+/* y [T, dim] = the layer applied to x [T, dim]; indices and scores [T, top_k].
+ * y may not alias x. Fails (and leaves y unspecified) on an index outside
+ * [0, num_experts) or a layer with experts never loaded. */
+moe_status moe_switchglu_forward(moe_switchglu *layer, const float *x, int tokens,
+                                 const int32_t *indices, const float *scores, int top_k,
+                                 float *y);
+
+/* Switch fusion after creation: the weights are rearranged in place, so the
+ * resident bytes do not change. */
+moe_status moe_switchglu_set_fused(moe_switchglu *layer, int fuse_gate_up);
+int moe_switchglu_fused(const moe_switchglu *layer);
+
+/* Bytes of expert weights (codes, scales, biases) the layer holds. */
+size_t moe_switchglu_weight_bytes(const moe_switchglu *layer);
+
+void moe_switchglu_free(moe_switchglu *layer);
+
+#endif

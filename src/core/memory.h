@@ -1,0 +1,19 @@
+/* core/memory.h — aligned allocation and process memory figures. */
+#ifndef MOE_CORE_MEMORY_H
+#define MOE_CORE_MEMORY_H
+
+#include <stddef.h>
+
+/* 64-byte aligned (one cache line, one AVX-512 vector); NULL on failure,
+ * with the error message naming `what`. Free with moe_free. */
+void *moe_alloc(size_t bytes, const char *what);
+void *moe_calloc(size_t bytes, const char *what);
+void moe_free(void *p);
+
+/* Peak and current resident set size of this process, from /proc (0 if unknown). */
+size_t moe_peak_rss_bytes(void);
+size_t moe_current_rss_bytes(void);
+/* Restarts the peak at the current RSS (Linux clear_refs); 0 on success. */
+int moe_reset_peak_rss(void);
+
+#endif

@@ -1,0 +1,17 @@
+/* core/threadpool.h — a fixed team of threads for data-parallel kernels.
+ *
+ * moe_parallel_run(fn, ctx) calls fn(ctx, i, n) once on each of n threads
+ * (the caller is thread 0) and returns when all are done. Threads wait for
+ * work by spinning briefly, then sleeping, so that a decode step of a few
+ * hundred microseconds does not pay a futex wake-up per layer. */
+#ifndef MOE_CORE_THREADPOOL_H
+#define MOE_CORE_THREADPOOL_H
+
+typedef void (*moe_parallel_fn)(void *ctx, int thread, int nthreads);
+
+void moe_parallel_run(moe_parallel_fn fn, void *ctx);
+
+/* A barrier across the threads of the current moe_parallel_run. */
+void moe_parallel_barrier(void);
+
+#endif

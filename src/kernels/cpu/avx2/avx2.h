@@ -1,0 +1,11 @@
+/* kernels/cpu/avx2/avx2.h — the AVX2 kernels' entry points. */
+#ifndef MOE_KERNELS_AVX2_H
+#define MOE_KERNELS_AVX2_H
+
+#include "kernels/kernels.h"
+
+void moe_avx2_panel_gemv(const moe_panel_format *f, const moe_panel *p, int m,
+                         const float *const *x, const float *const *xsum, float *const *out);
+void moe_avx2_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst);
+
+#endif

@@ -1,0 +1,83 @@
+/* kernels/cpu/portable/panel.c — panel matrix-vector products and unpacking
+ * in plain C: the reference semantics every SIMD version must match, and the
+ * fallback for CPUs without AVX2. */
+#include "kernels/cpu/portable/portable.h"
+
+#include "quant/dtype.h"
+
+static float scalar_at(moe_dtype t, const void *base, size_t i)
+{
+    switch (t) {
+    case MOE_DTYPE_F16: return moe_f16_to_f32(((const uint16_t *)base)[i]);
+    case MOE_DTYPE_BF16: return moe_bf16_to_f32(((const uint16_t *)base)[i]);
+    default: return ((const float *)base)[i];
+    }
+}
+
+static moe_dtype value_dtype(moe_wformat f)
+{
+    return f == MOE_WF_F16 ? MOE_DTYPE_F16 : f == MOE_WF_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
+}
+
+/* Code q of input k in lane r of a quantized panel. */
+static unsigned code_at(const moe_panel_format *f, const moe_panel *p, int k, int r)
+{
+    int bits = moe_wformat_bits(f->fmt), epw = 32 / bits;
+    uint32_t word = ((const uint32_t *)p->w)[(size_t)(k / epw) * p->nr + r];
+    return (word >> ((k % epw) * bits)) & ((1u << bits) - 1);
+}
+
+float moe_portable_weight_at(const moe_panel_format *f, const moe_panel *p, int k, int r)
+{
+    if (!moe_wformat_is_quant(f->fmt))
+        return scalar_at(value_dtype(f->fmt), p->w, (size_t)k * p->nr + r);
+    size_t g = (size_t)(k / f->group_size) * p->nr + r;
+    return scalar_at(f->sdtype, p->scales, g) * (float)code_at(f, p, k, r)
+         + scalar_at(f->sdtype, p->biases, g);
+}
+
+static void gemv_float(const moe_panel_format *f, const moe_panel *p, int m,
+                       const float *const *x, float *const *out)
+{
+    for (int i = 0; i < m; i++)
+        for (int r = 0; r < p->nr; r++) {
+            float acc = 0.0f;
+            for (int k = 0; k < f->K; k++)
+                acc += moe_portable_weight_at(f, p, k, r) * x[i][k];
+            out[i][r] = acc;
+        }
+}
+
+/* Σ_g scale·Σ_{k∈g} q·x + bias·Σ_{k∈g} x: codes times x, scaled once a group. */
+static void gemv_quant(const moe_panel_format *f, const moe_panel *p, int m,
+                       const float *const *x, const float *const *xsum, float *const *out)
+{
+    int gs = f->group_size, groups = f->K / gs;
+    for (int i = 0; i < m; i++)
+        for (int r = 0; r < p->nr; r++) {
+            float acc = 0.0f;
+            for (int g = 0; g < groups; g++) {
+                float dot = 0.0f;
+                for (int k = g * gs; k < (g + 1) * gs; k++)
+                    dot += (float)code_at(f, p, k, r) * x[i][k];
+                size_t s = (size_t)g * p->nr + r;
+                acc += scalar_at(f->sdtype, p->scales, s) * dot
+                     + scalar_at(f->sdtype, p->biases, s) * xsum[i][g];
+            }
+            out[i][r] = acc;
+        }
+}
+
+void moe_portable_panel_gemv(const moe_panel_format *f, const moe_panel *p, int m,
+                             const float *const *x, const float *const *xsum, float *const *out)
+{
+    if (moe_wformat_is_quant(f->fmt)) gemv_quant(f, p, m, x, xsum, out);
+    else gemv_float(f, p, m, x, out);
+}
+
+void moe_portable_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst)
+{
+    for (int k = 0; k < f->K; k++)
+        for (int r = 0; r < MOE_PANEL; r++)
+            dst[(size_t)k * MOE_PANEL + r] = r < p->nr ? moe_portable_weight_at(f, p, k, r) : 0.0f;
+}

@@ -1,0 +1,89 @@
+/* kernels/dispatch.c — choosing the CPU kernel table at run time, from what
+ * the processor reports (BLIS-style), and format facts shared by all ISAs. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "moe/runtime.h"
+
+static int cpu_has(const char *isa)
+{
+    if (strcmp(isa, "portable") == 0) return 1;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (strcmp(isa, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(isa, "avx512") == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* Best first. */
+static const moe_cpu_kernels *const tables[] = {
+#if defined(__x86_64__)
+    &moe_kernels_avx512,
+    &moe_kernels_avx2,
+#endif
+    &moe_kernels_portable,
+};
+
+static const moe_cpu_kernels *current;
+
+const moe_cpu_kernels *moe_kernels_by_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        if (strcmp(tables[i]->name, name) == 0) return cpu_has(name) ? tables[i] : NULL;
+    return NULL;
+}
+
+int moe_cpu_isa_supported(const char *name) { return name && moe_kernels_by_name(name) != NULL; }
+
+moe_status moe_cpu_select_isa(const char *name)
+{
+    const moe_cpu_kernels *k = name ? moe_kernels_by_name(name) : NULL;
+    if (!k)
+        return moe_error_set(MOE_ERR_UNSUPPORTED,
+                             "CPU kernel set '%s' is unknown or not supported by this CPU "
+                             "(choose avx512, avx2 or portable)", name ? name : "(null)");
+    current = k;
+    return MOE_OK;
+}
+
+const moe_cpu_kernels *moe_kernels(void)
+{
+    if (!current) {
+        const char *env = getenv("MOE_ISA");
+        if (env && *env) current = moe_kernels_by_name(env);
+        for (size_t i = 0; !current && i < sizeof tables / sizeof tables[0]; i++)
+            if (cpu_has(tables[i]->name)) current = tables[i];
+    }
+    return current;
+}
+
+const char *moe_cpu_isa(void) { return moe_kernels()->name; }
+
+int moe_wformat_bits(moe_wformat f) { return f == MOE_WF_Q4 ? 4 : f == MOE_WF_Q8 ? 8 : 0; }
+
+size_t moe_wformat_value_bytes(moe_wformat f)
+{
+    return f == MOE_WF_F32 ? 4 : (f == MOE_WF_F16 || f == MOE_WF_BF16) ? 2 : 0;
+}
+
+void moe_pack_a(int K, int m, int mr, const float *const *x, float *dst)
+{
+    for (int k = 0; k < K; k++)
+        for (int i = 0; i < mr; i++) dst[(size_t)k * mr + i] = i < m ? x[i][k] : 0.0f;
+}
+
+void moe_group_sums(int K, int group, const float *x, float *sums)
+{
+    for (int g = 0; g < K / group; g++) {
+        float s = 0.0f;
+        for (int k = g * group; k < (g + 1) * group; k++) s += x[k];
+        sums[g] = s;
+    }
+}

@@ -1,0 +1,90 @@
+/* kernels/kernels.h — the CPU kernels behind one dispatch table.
+ *
+ * Expert weights are stored in *panels*: 16 output rows side by side, input
+ * index k outer, so one SIMD vector holds the 16 rows' values at one k and a
+ * matrix-vector product needs no horizontal sums (llama.cpp-style repacking,
+ * same bytes as the checkpoint):
+ *   float formats:  values [K][nr]
+ *   quantized:      codes  [K/epw][nr] uint32 (epw = 32/bits codes per word,
+ *                   the checkpoint's own words, only transposed),
+ *                   scales [K/group][nr], biases [K/group][nr] in their dtype.
+ * nr (lanes) is 16 except in a projection's last panel.
+ *
+ * Every ISA (avx512, avx2, portable) fills a moe_cpu_kernels table; the
+ * blocking, threading and SwiGLU layer logic live above, written once. */
+#ifndef MOE_KERNELS_H
+#define MOE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moe/dtype.h"
+
+enum {
+    MOE_PANEL = 16,       /* rows per panel */
+    MOE_GEMV_MAX_M = 4,   /* tokens one panel_gemv call handles */
+    MOE_TILE_N = 32,      /* gemm_tile output columns: two panels */
+    MOE_TILE_MAX_M = 16   /* upper bound of any table's mr */
+};
+
+typedef enum {
+    MOE_WF_F32 = 0,
+    MOE_WF_F16,
+    MOE_WF_BF16,
+    MOE_WF_Q4,
+    MOE_WF_Q8,
+    MOE_WF_COUNT
+} moe_wformat;
+
+/* What every panel of one projection shares. */
+typedef struct {
+    moe_wformat fmt;
+    moe_dtype sdtype;   /* dtype of scales and biases (quantized only) */
+    int group_size;     /* quantized only */
+    int K;              /* input length */
+} moe_panel_format;
+
+typedef struct {
+    const void *w;      /* values or codes */
+    const void *scales;
+    const void *biases;
+    int nr;             /* lanes in use, 1..16 */
+} moe_panel;
+
+typedef struct moe_cpu_kernels {
+    const char *name;
+    /* out[i][r] = Σ_k W[k][r]·x[i][k] for r < nr, i < m ≤ MOE_GEMV_MAX_M.
+     * xsum[i][g] = Σ of x[i] over group g (read for quantized formats only). */
+    void (*panel_gemv)(const moe_panel_format *f, const moe_panel *p, int m,
+                       const float *const *x, const float *const *xsum, float *const *out);
+    /* dst[k][r] = W[k][r] as float for r < nr, 0 for nr ≤ r < 16. */
+    void (*panel_unpack)(const moe_panel_format *f, const moe_panel *p, float *dst);
+    /* C[i][0..32) = Σ_k A[k][i]·(B0[k][0..16) ‖ B1[k][0..16)) for i < mr;
+     * A packed [K][mr], B0/B1 [K][16], C row stride MOE_TILE_N. */
+    void (*gemm_tile)(int K, const float *A, const float *B0, const float *B1, float *C);
+    int mr;
+    /* h[j] = silu(g[j])·u[j], silu(v) = v/(1+e^-v). */
+    void (*swiglu)(int n, const float *g, const float *u, float *h);
+} moe_cpu_kernels;
+
+/* The table in use (best supported, or as chosen by moe_cpu_select_isa). */
+const moe_cpu_kernels *moe_kernels(void);
+/* A table by name if this CPU can run it, else NULL. */
+const moe_cpu_kernels *moe_kernels_by_name(const char *name);
+
+/* The per-ISA tables (kernels/cpu/<isa>/table.c). */
+extern const moe_cpu_kernels moe_kernels_portable;
+extern const moe_cpu_kernels moe_kernels_avx2;
+extern const moe_cpu_kernels moe_kernels_avx512;
+
+/* Format facts. */
+int moe_wformat_bits(moe_wformat f);            /* 0 for float formats */
+size_t moe_wformat_value_bytes(moe_wformat f);  /* float formats: bytes a value */
+static inline int moe_wformat_is_quant(moe_wformat f) { return f == MOE_WF_Q4 || f == MOE_WF_Q8; }
+
+/* Packs rows x[i][0..K) for i < m into dst [K][mr] (zeros for i ≥ m). */
+void moe_pack_a(int K, int m, int mr, const float *const *x, float *dst);
+/* sums[g] = Σ x[g·group .. (g+1)·group) for g < K/group. */
+void moe_group_sums(int K, int group, const float *x, float *sums);
+
+#endif

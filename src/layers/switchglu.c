@@ -1,0 +1,239 @@
+/* layers/switchglu.c — the Mixture-of-Experts expert layer.
+ *
+ *   y[t] = Σ_j score[t,j] · Wdown_e · ( silu(Wgate_e·x[t]) ⊙ (Wup_e·x[t]) ),  e = idx[t,j]
+ *
+ * Token–expert pairs are gathered into groups that share an expert: one group
+ * per pair when pairs are few (as mlx-lm's gather_mm), one group per expert
+ * when pairs are many (sorted: each expert's weights stream once for all its
+ * tokens). A group of a few pairs runs matrix-vector kernels straight on the
+ * packed weights; a larger one dequantizes two panels at a time and runs a
+ * register-tiled GEMM over its tokens.
+ *
+ * Threads split output rows (hidden rows for gate/up, model rows for down),
+ * never pairs, so the down projection accumulates each pair's weighted output
+ * straight into y with no [T, k, D] buffer and no two threads on one row.
+ *
+ * Fused: gate panel p and up panel p sit side by side; one pass computes both
+ * and writes only silu(g)·u. Unfused: gate pass, up pass, SwiGLU pass. Both
+ * run the same kernels on the same panels in the same order, so their results
+ * are bitwise equal. */
+#include "moe/switchglu.h"
+
+#include <string.h>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "core/threadpool.h"
+#include "layers/switchglu_internal.h"
+
+/* Gate/up panel slots for the fused (interleaved) or unfused (stacked) order. */
+static void layout_slots(int hidden, int panels, int fused, size_t *gate_slot, size_t *up_slot)
+{
+    for (int p = 0; p < panels; p++) {
+        size_t start = (size_t)p * MOE_PANEL;
+        if (fused) {
+            gate_slot[p] = 2 * start;
+            up_slot[p] = 2 * start + (size_t)panel_rows(hidden, p);
+        } else {
+            gate_slot[p] = start;
+            up_slot[p] = (size_t)hidden + start;
+        }
+    }
+}
+
+moe_switchglu_config moe_switchglu_default_config(int num_experts, int dim, int hidden)
+{
+    moe_switchglu_config c = { num_experts, dim, hidden, 1, 0 };
+    return c;
+}
+
+static moe_status same_format(const moe_expert_weights *a, const moe_expert_weights *b)
+{
+    if (a->dtype != b->dtype || a->bits != b->bits || (a->bits && a->group_size != b->group_size))
+        return moe_error_set(MOE_ERR_DTYPE, "gate and up weights differ in format "
+                             "(dtype %s/%s, bits %d/%d, group %d/%d)", moe_dtype_name(a->dtype),
+                             moe_dtype_name(b->dtype), a->bits, b->bits, a->group_size, b->group_size);
+    return MOE_OK;
+}
+
+moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_expert_weights *gate_fmt,
+                                const moe_expert_weights *up_fmt, const moe_expert_weights *down_fmt,
+                                moe_switchglu **out)
+{
+    if (!out) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu create: output pointer is NULL");
+    *out = NULL;
+    if (!cfg) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu create: config is NULL");
+    if (cfg->num_experts < 1 || cfg->dim < 1 || cfg->hidden < 1)
+        return moe_error_set(MOE_ERR_SHAPE, "switchglu: experts %d, dim %d, hidden %d must all be positive",
+                             cfg->num_experts, cfg->dim, cfg->hidden);
+    if (cfg->sort_threshold < 0)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu: sort threshold %d is negative", cfg->sort_threshold);
+    moe_panel_format gf, uf, df;
+    moe_status st;
+    if ((st = moe_expert_format_check(gate_fmt, cfg->dim, "gate", &gf)) != MOE_OK ||
+        (st = moe_expert_format_check(up_fmt, cfg->dim, "up", &uf)) != MOE_OK ||
+        (st = moe_expert_format_check(down_fmt, cfg->hidden, "down", &df)) != MOE_OK ||
+        (st = same_format(gate_fmt, up_fmt)) != MOE_OK)
+        return st;
+
+    moe_switchglu *l = moe_calloc(sizeof *l, "switchglu layer");
+    if (!l) return MOE_ERR_NOMEM;
+    l->experts = cfg->num_experts;
+    l->dim = cfg->dim;
+    l->hidden = cfg->hidden;
+    l->fused = cfg->fuse_gate_up != 0;
+    l->sort_threshold = cfg->sort_threshold ? cfg->sort_threshold : 64;
+    l->panels_hidden = (cfg->hidden + MOE_PANEL - 1) / MOE_PANEL;
+    l->panels_dim = (cfg->dim + MOE_PANEL - 1) / MOE_PANEL;
+    l->gate_slot = moe_alloc(sizeof(size_t) * (size_t)l->panels_hidden, "gate panel slots");
+    l->up_slot = moe_alloc(sizeof(size_t) * (size_t)l->panels_hidden, "up panel slots");
+    l->loaded = moe_calloc((size_t)l->experts, "expert flags");
+    if (!l->gate_slot || !l->up_slot || !l->loaded ||
+        (st = moe_expert_store_init(&l->gate_up, &gf, l->experts, 2 * (size_t)l->hidden, "gate/up weights")) != MOE_OK ||
+        (st = moe_expert_store_init(&l->down, &df, l->experts, (size_t)l->dim, "down weights")) != MOE_OK) {
+        moe_switchglu_free(l);
+        return st != MOE_OK ? st : MOE_ERR_NOMEM;
+    }
+    layout_slots(l->hidden, l->panels_hidden, l->fused, l->gate_slot, l->up_slot);
+    *out = l;
+    return MOE_OK;
+}
+
+static moe_status check_weights(const moe_expert_weights *w, const moe_expert_store *s, const char *what, int e)
+{
+    moe_panel_format f;
+    moe_status st = moe_expert_format_check(w, s->fmt.K, what, &f);
+    if (st != MOE_OK) return st;
+    if (f.fmt != s->fmt.fmt || f.sdtype != s->fmt.sdtype || f.group_size != s->fmt.group_size)
+        return moe_error_set(MOE_ERR_DTYPE, "expert %d %s weights differ in format from the layer's", e, what);
+    if (!w->weight || (moe_wformat_is_quant(f.fmt) && (!w->scales || !w->biases)))
+        return moe_error_set(MOE_ERR_INVALID_ARG, "expert %d %s: weight%s pointer is NULL", e, what,
+                             moe_wformat_is_quant(f.fmt) ? ", scales or biases" : "");
+    return MOE_OK;
+}
+
+moe_status moe_switchglu_load_expert(moe_switchglu *l, int e, const moe_expert_weights *gate,
+                                     const moe_expert_weights *up, const moe_expert_weights *down)
+{
+    if (!l) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu load_expert: layer is NULL");
+    if (e < 0 || e >= l->experts)
+        return moe_error_set(MOE_ERR_RANGE, "expert %d is outside 0..%d", e, l->experts - 1);
+    moe_status st;
+    if ((st = check_weights(gate, &l->gate_up, "gate", e)) != MOE_OK ||
+        (st = check_weights(up, &l->gate_up, "up", e)) != MOE_OK ||
+        (st = check_weights(down, &l->down, "down", e)) != MOE_OK)
+        return st;
+    for (int p = 0; p < l->panels_hidden; p++) {
+        size_t r0 = (size_t)p * MOE_PANEL;
+        int nr = panel_rows(l->hidden, p);
+        moe_expert_store_put_panel(&l->gate_up, e, l->gate_slot[p], gate, r0, nr);
+        moe_expert_store_put_panel(&l->gate_up, e, l->up_slot[p], up, r0, nr);
+    }
+    for (int p = 0; p < l->panels_dim; p++)
+        moe_expert_store_put_panel(&l->down, e, (size_t)p * MOE_PANEL, down, (size_t)p * MOE_PANEL,
+                                   panel_rows(l->dim, p));
+    l->loaded[e] = 1;
+    return MOE_OK;
+}
+
+/* The slice of expert e in a stacked [E, rows, …] projection. */
+static moe_expert_weights expert_slice(const moe_expert_weights *w, const moe_expert_store *s, int e)
+{
+    moe_expert_weights r = *w;
+    size_t rows = s->rows_per_expert;
+    r.weight = (const unsigned char *)w->weight + (size_t)e * rows * s->w_row_bytes;
+    if (s->s_row_bytes) {
+        r.scales = (const unsigned char *)w->scales + (size_t)e * rows * s->s_row_bytes;
+        r.biases = (const unsigned char *)w->biases + (size_t)e * rows * s->s_row_bytes;
+    }
+    return r;
+}
+
+moe_status moe_switchglu_create_stacked(const moe_switchglu_config *cfg, const moe_expert_weights *gate,
+                                        const moe_expert_weights *up, const moe_expert_weights *down,
+                                        moe_switchglu **out)
+{
+    moe_status st = moe_switchglu_create(cfg, gate, up, down, out);
+    if (st != MOE_OK) return st;
+    moe_switchglu *l = *out;
+    for (int e = 0; e < l->experts && st == MOE_OK; e++) {
+        /* gate and up each hold `hidden` rows an expert in the stacked file layout */
+        moe_expert_store half = l->gate_up;
+        half.rows_per_expert = (size_t)l->hidden;
+        moe_expert_weights g = expert_slice(gate, &half, e), u = expert_slice(up, &half, e);
+        moe_expert_weights d = expert_slice(down, &l->down, e);
+        if (!gate->weight || !up->weight || !down->weight)
+            st = moe_error_set(MOE_ERR_INVALID_ARG, "switchglu create_stacked: a weight pointer is NULL");
+        else
+            st = moe_switchglu_load_expert(l, e, &g, &u, &d);
+    }
+    if (st != MOE_OK) {
+        moe_switchglu_free(l);
+        *out = NULL;
+    }
+    return st;
+}
+
+moe_status moe_switchglu_set_fused(moe_switchglu *l, int fuse)
+{
+    if (!l) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu set_fused: layer is NULL");
+    fuse = fuse != 0;
+    if (fuse == l->fused) return MOE_OK;
+    int n = 2 * l->panels_hidden;
+    size_t *old_slot = moe_alloc(sizeof(size_t) * 2 * (size_t)n, "panel slots");
+    int *rows = moe_alloc(sizeof(int) * (size_t)n, "panel rows");
+    if (!old_slot || !rows) {
+        moe_free(old_slot);
+        moe_free(rows);
+        return MOE_ERR_NOMEM;
+    }
+    size_t *new_slot = old_slot + n;
+    for (int p = 0; p < l->panels_hidden; p++) {
+        old_slot[2 * p] = l->gate_slot[p];
+        old_slot[2 * p + 1] = l->up_slot[p];
+        rows[2 * p] = rows[2 * p + 1] = panel_rows(l->hidden, p);
+    }
+    layout_slots(l->hidden, l->panels_hidden, fuse, l->gate_slot, l->up_slot);
+    for (int p = 0; p < l->panels_hidden; p++) {
+        new_slot[2 * p] = l->gate_slot[p];
+        new_slot[2 * p + 1] = l->up_slot[p];
+    }
+    moe_status st = moe_expert_store_permute(&l->gate_up, old_slot, new_slot, rows, n);
+    if (st == MOE_OK) l->fused = fuse;
+    else /* nothing moved: restore the slot table */
+        layout_slots(l->hidden, l->panels_hidden, l->fused, l->gate_slot, l->up_slot);
+    moe_free(old_slot);
+    moe_free(rows);
+    return st;
+}
+
+int moe_switchglu_fused(const moe_switchglu *l) { return l ? l->fused : 0; }
+
+size_t moe_switchglu_weight_bytes(const moe_switchglu *l)
+{
+    return l ? moe_expert_store_bytes(&l->gate_up) + moe_expert_store_bytes(&l->down) : 0;
+}
+
+void moe_switchglu_free(moe_switchglu *l)
+{
+    if (!l) return;
+    moe_expert_store_free(&l->gate_up);
+    moe_expert_store_free(&l->down);
+    moe_free(l->gate_slot);
+    moe_free(l->up_slot);
+    moe_free(l->loaded);
+    moe_free(l->h);
+    moe_free(l->g);
+    moe_free(l->u);
+    moe_free(l->xsum);
+    moe_free(l->hsum);
+    moe_free(l->order);
+    moe_free(l->group_start);
+    moe_free(l->group_expert);
+    moe_free(l->count);
+    for (int t = 0; t < MOE_SWITCHGLU_MAX_THREADS; t++) {
+        moe_free(l->scratch[t].apack);
+        moe_free(l->scratch[t].b);
+    }
+    moe_free(l);
+}

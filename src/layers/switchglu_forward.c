@@ -1,0 +1,394 @@
+/* layers/switchglu_forward.c — the forward pass of the expert layer: group
+ * pairs by expert, gate-up (fused or not), SwiGLU, down with the weighted sum.
+ * See switchglu.c for the plan. */
+#include <string.h>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "core/threadpool.h"
+#include "layers/switchglu_internal.h"
+#include "moe/runtime.h"
+
+typedef struct {
+    moe_switchglu *l;
+    const moe_cpu_kernels *kern;
+    const float *x;
+    float *y;
+    const float *scores;
+    int tokens, top_k, groups;
+    int need_xsum, need_hsum;
+} forward_ctx;
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+static int group_uses_gemm(int m) { return m > MOE_GEMV_MAX_M; }
+
+/* Grows a workspace buffer to n elements of `size` bytes. */
+static moe_status grow(void **buf, size_t *cap, size_t n, size_t size, const char *what)
+{
+    if (n <= *cap) return MOE_OK;
+    moe_free(*buf);
+    *buf = moe_alloc(n * size, what);
+    *cap = *buf ? n : 0;
+    return *buf ? MOE_OK : MOE_ERR_NOMEM;
+}
+#define GROW(buf, cap, n, what) grow((void **)&(buf), &(cap), (n), sizeof *(buf), what)
+
+/* The panel as float [K][16]: straight from the store when it already is,
+ * else unpacked into dst. */
+static const float *panel_as_f32(const forward_ctx *c, const moe_expert_store *s,
+                                 const moe_panel *p, float *dst)
+{
+    if (s->fmt.fmt == MOE_WF_F32 && p->nr == MOE_PANEL) return p->w;
+    c->kern->panel_unpack(&s->fmt, p, dst);
+    return dst;
+}
+
+/* Packs the group's input rows (x of each pair's token, or h of each pair)
+ * into mr-token tiles. */
+static void pack_group(const forward_ctx *c, thread_scratch *sc, const int32_t *pairs, int m,
+                       const float *rows, int K, int by_token)
+{
+    int mr = c->kern->mr;
+    for (int t0 = 0; t0 < m; t0 += mr) {
+        const float *src[MOE_TILE_MAX_M];
+        int mm = min_int(mr, m - t0);
+        for (int i = 0; i < mm; i++) {
+            int row = by_token ? pairs[t0 + i] / c->top_k : pairs[t0 + i];
+            src[i] = rows + (size_t)row * K;
+        }
+        moe_pack_a(K, mm, mr, src, sc->apack + (size_t)(t0 / mr) * K * mr);
+    }
+}
+
+/* ---- gate and up ------------------------------------------------------ */
+
+typedef struct {
+    const forward_ctx *c;
+    int e, m;
+    const int32_t *pairs;
+    int p0, p1;          /* this thread's hidden panels */
+} gate_up_job;
+
+static moe_panel hidden_panel(const moe_switchglu *l, int e, const size_t *slots, int p)
+{
+    return moe_expert_store_panel(&l->gate_up, e, slots[p], panel_rows(l->hidden, p));
+}
+
+static void gate_up_gemv(const gate_up_job *j)
+{
+    const forward_ctx *c = j->c;
+    const moe_switchglu *l = c->l;
+    int D = l->dim, I = l->hidden, G = l->gate_up.fmt.group_size;
+    for (int c0 = 0; c0 < j->m; c0 += MOE_GEMV_MAX_M) {
+        int mm = min_int(MOE_GEMV_MAX_M, j->m - c0);
+        const float *xs[MOE_GEMV_MAX_M], *sums[MOE_GEMV_MAX_M];
+        for (int i = 0; i < mm; i++) {
+            int t = j->pairs[c0 + i] / c->top_k;
+            xs[i] = c->x + (size_t)t * D;
+            sums[i] = c->need_xsum ? l->xsum + (size_t)t * (D / G) : NULL;
+        }
+        if (l->fused) {
+            float gt[MOE_GEMV_MAX_M][MOE_PANEL], ut[MOE_GEMV_MAX_M][MOE_PANEL];
+            float *go[MOE_GEMV_MAX_M], *uo[MOE_GEMV_MAX_M];
+            for (int i = 0; i < mm; i++) go[i] = gt[i], uo[i] = ut[i];
+            for (int p = j->p0; p < j->p1; p++) {
+                moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
+                c->kern->panel_gemv(&l->gate_up.fmt, &gp, mm, xs, sums, go);
+                c->kern->panel_gemv(&l->gate_up.fmt, &up, mm, xs, sums, uo);
+                for (int i = 0; i < mm; i++)
+                    c->kern->swiglu(gp.nr, gt[i], ut[i], l->h + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL);
+            }
+            continue;
+        }
+        for (int which = 0; which < 2; which++) {
+            const size_t *slots = which ? l->up_slot : l->gate_slot;
+            float *dst = which ? l->u : l->g;
+            for (int p = j->p0; p < j->p1; p++) {
+                float *out[MOE_GEMV_MAX_M];
+                for (int i = 0; i < mm; i++) out[i] = dst + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL;
+                moe_panel pp = hidden_panel(l, j->e, slots, p);
+                c->kern->panel_gemv(&l->gate_up.fmt, &pp, mm, xs, sums, out);
+            }
+        }
+    }
+}
+
+static void gate_up_gemm(const gate_up_job *j, thread_scratch *sc)
+{
+    const forward_ctx *c = j->c;
+    const moe_switchglu *l = c->l;
+    int D = l->dim, I = l->hidden, mr = c->kern->mr;
+    float C[MOE_TILE_MAX_M * MOE_TILE_N];
+    float *b0 = sc->b, *b1 = sc->b + (size_t)D * MOE_PANEL;
+    pack_group(c, sc, j->pairs, j->m, c->x, D, 1);
+    if (l->fused) {
+        for (int p = j->p0; p < j->p1; p++) {
+            moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
+            const float *B0 = panel_as_f32(c, &l->gate_up, &gp, b0), *B1 = panel_as_f32(c, &l->gate_up, &up, b1);
+            for (int t0 = 0; t0 < j->m; t0 += mr) {
+                c->kern->gemm_tile(D, sc->apack + (size_t)(t0 / mr) * D * mr, B0, B1, C);
+                for (int i = 0; i < min_int(mr, j->m - t0); i++)
+                    c->kern->swiglu(gp.nr, C + i * MOE_TILE_N, C + i * MOE_TILE_N + MOE_PANEL,
+                                    l->h + (size_t)j->pairs[t0 + i] * I + (size_t)p * MOE_PANEL);
+            }
+        }
+        return;
+    }
+    for (int which = 0; which < 2; which++) {
+        const size_t *slots = which ? l->up_slot : l->gate_slot;
+        float *dst = which ? l->u : l->g;
+        for (int p = j->p0; p < j->p1; p += 2) {
+            int two = p + 1 < j->p1;
+            moe_panel pa = hidden_panel(l, j->e, slots, p);
+            moe_panel pb = two ? hidden_panel(l, j->e, slots, p + 1) : pa;
+            const float *B0 = panel_as_f32(c, &l->gate_up, &pa, b0);
+            const float *B1 = two ? panel_as_f32(c, &l->gate_up, &pb, b1) : B0;
+            for (int t0 = 0; t0 < j->m; t0 += mr) {
+                c->kern->gemm_tile(D, sc->apack + (size_t)(t0 / mr) * D * mr, B0, B1, C);
+                for (int i = 0; i < min_int(mr, j->m - t0); i++) {
+                    float *row = dst + (size_t)j->pairs[t0 + i] * I + (size_t)p * MOE_PANEL;
+                    memcpy(row, C + i * MOE_TILE_N, sizeof(float) * (size_t)pa.nr);
+                    if (two) memcpy(row + MOE_PANEL, C + i * MOE_TILE_N + MOE_PANEL, sizeof(float) * (size_t)pb.nr);
+                }
+            }
+        }
+    }
+}
+
+/* ---- down, weighted into y ------------------------------------------- */
+
+static void down_gemv(const forward_ctx *c, int e, const int32_t *pairs, int m, int q0, int q1)
+{
+    const moe_switchglu *l = c->l;
+    int D = l->dim, I = l->hidden, G = l->down.fmt.group_size;
+    for (int c0 = 0; c0 < m; c0 += MOE_GEMV_MAX_M) {
+        int mm = min_int(MOE_GEMV_MAX_M, m - c0);
+        const float *hs[MOE_GEMV_MAX_M], *sums[MOE_GEMV_MAX_M];
+        float tmp[MOE_GEMV_MAX_M][MOE_PANEL], *out[MOE_GEMV_MAX_M];
+        for (int i = 0; i < mm; i++) {
+            hs[i] = l->h + (size_t)pairs[c0 + i] * I;
+            sums[i] = c->need_hsum ? l->hsum + (size_t)pairs[c0 + i] * (I / G) : NULL;
+            out[i] = tmp[i];
+        }
+        for (int q = q0; q < q1; q++) {
+            moe_panel dp = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
+            c->kern->panel_gemv(&l->down.fmt, &dp, mm, hs, sums, out);
+            for (int i = 0; i < mm; i++) {
+                int pair = pairs[c0 + i];
+                float s = c->scores[pair], *yrow = c->y + (size_t)(pair / c->top_k) * D + (size_t)q * MOE_PANEL;
+                for (int r = 0; r < dp.nr; r++) yrow[r] += s * tmp[i][r];
+            }
+        }
+    }
+}
+
+static void down_gemm(const forward_ctx *c, thread_scratch *sc, int e, const int32_t *pairs, int m,
+                      int q0, int q1)
+{
+    const moe_switchglu *l = c->l;
+    int D = l->dim, I = l->hidden, mr = c->kern->mr;
+    float C[MOE_TILE_MAX_M * MOE_TILE_N];
+    float *b0 = sc->b, *b1 = sc->b + (size_t)I * MOE_PANEL;
+    pack_group(c, sc, pairs, m, l->h, I, 0);
+    for (int q = q0; q < q1; q += 2) {
+        int two = q + 1 < q1;
+        moe_panel pa = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
+        moe_panel pb = two ? moe_expert_store_panel(&l->down, e, (size_t)(q + 1) * MOE_PANEL, panel_rows(D, q + 1)) : pa;
+        const float *B0 = panel_as_f32(c, &l->down, &pa, b0);
+        const float *B1 = two ? panel_as_f32(c, &l->down, &pb, b1) : B0;
+        int width = two ? MOE_PANEL + pb.nr : pa.nr;
+        for (int t0 = 0; t0 < m; t0 += mr) {
+            c->kern->gemm_tile(I, sc->apack + (size_t)(t0 / mr) * I * mr, B0, B1, C);
+            for (int i = 0; i < min_int(mr, m - t0); i++) {
+                int pair = pairs[t0 + i];
+                float s = c->scores[pair], *yrow = c->y + (size_t)(pair / c->top_k) * D + (size_t)q * MOE_PANEL;
+                const float *ci = C + i * MOE_TILE_N;
+                for (int r = 0; r < width; r++) yrow[r] += s * ci[r];
+            }
+        }
+    }
+}
+
+/* ---- the parallel body ------------------------------------------------ */
+
+static void split(int n, int t, int nt, int *lo, int *hi)
+{
+    *lo = (int)((long long)n * t / nt);
+    *hi = (int)((long long)n * (t + 1) / nt);
+}
+
+static void forward_thread(void *arg, int t, int nt)
+{
+    forward_ctx *c = arg;
+    moe_switchglu *l = c->l;
+    thread_scratch *sc = &l->scratch[t];
+    int D = l->dim, I = l->hidden, lo, hi;
+    int pairs_total = c->tokens * c->top_k;
+
+    if (c->need_xsum) {
+        int G = l->gate_up.fmt.group_size;
+        split(c->tokens, t, nt, &lo, &hi);
+        for (int tok = lo; tok < hi; tok++)
+            moe_group_sums(D, G, c->x + (size_t)tok * D, l->xsum + (size_t)tok * (D / G));
+        moe_parallel_barrier();
+    }
+
+    /* gate and up (and SwiGLU), this thread's hidden panels */
+    gate_up_job job = { .c = c };
+    split(l->panels_hidden, t, nt, &job.p0, &job.p1);
+    for (int gi = 0; gi < c->groups; gi++) {
+        job.e = l->group_expert[gi];
+        job.pairs = l->order + l->group_start[gi];
+        job.m = l->group_start[gi + 1] - l->group_start[gi];
+        if (group_uses_gemm(job.m)) gate_up_gemm(&job, sc);
+        else gate_up_gemv(&job);
+    }
+    if (!l->fused)
+        for (int pair = 0; pair < pairs_total; pair++)
+            for (int p = job.p0; p < job.p1; p++) {
+                size_t off = (size_t)pair * I + (size_t)p * MOE_PANEL;
+                c->kern->swiglu(panel_rows(I, p), l->g + off, l->u + off, l->h + off);
+            }
+    moe_parallel_barrier();
+
+    if (c->need_hsum) {
+        int G = l->down.fmt.group_size;
+        split(pairs_total, t, nt, &lo, &hi);
+        for (int pair = lo; pair < hi; pair++)
+            moe_group_sums(I, G, l->h + (size_t)pair * I, l->hsum + (size_t)pair * (I / G));
+        moe_parallel_barrier();
+    }
+
+    /* down projection, weighted and summed into y, this thread's model rows */
+    int q0, q1;
+    split(l->panels_dim, t, nt, &q0, &q1);
+    int r0 = q0 * MOE_PANEL, r1 = min_int(q1 * MOE_PANEL, D);
+    for (int tok = 0; tok < c->tokens && r1 > r0; tok++)
+        memset(c->y + (size_t)tok * D + r0, 0, sizeof(float) * (size_t)(r1 - r0));
+    for (int gi = 0; gi < c->groups; gi++) {
+        int e = l->group_expert[gi], m = l->group_start[gi + 1] - l->group_start[gi];
+        const int32_t *pairs = l->order + l->group_start[gi];
+        if (group_uses_gemm(m)) down_gemm(c, sc, e, pairs, m, q0, q1);
+        else down_gemv(c, e, pairs, m, q0, q1);
+    }
+}
+
+/* ---- setup ------------------------------------------------------------ */
+
+/* Fills order/group_start/group_expert; returns the number of groups. */
+static int make_groups(moe_switchglu *l, const int32_t *idx, int pairs)
+{
+    if (pairs < l->sort_threshold) {
+        for (int p = 0; p < pairs; p++) {
+            l->order[p] = p;
+            l->group_start[p] = p;
+            l->group_expert[p] = idx[p];
+        }
+        l->group_start[pairs] = pairs;
+        return pairs;
+    }
+    /* counting sort by expert, stable in pair order */
+    memset(l->count, 0, sizeof(int32_t) * (size_t)l->experts);
+    for (int p = 0; p < pairs; p++) l->count[idx[p]]++;
+    int groups = 0, start = 0;
+    for (int e = 0; e < l->experts; e++) {
+        if (!l->count[e]) continue;
+        l->group_expert[groups] = e;
+        l->group_start[groups++] = start;
+        int n = l->count[e];
+        l->count[e] = start; /* now the next free position of expert e */
+        start += n;
+    }
+    l->group_start[groups] = pairs;
+    for (int p = 0; p < pairs; p++) l->order[l->count[idx[p]]++] = p;
+    return groups;
+}
+
+static int largest_group(const moe_switchglu *l, int groups)
+{
+    int largest = 0;
+    for (int gi = 0; gi < groups; gi++) {
+        int m = l->group_start[gi + 1] - l->group_start[gi];
+        if (m > largest) largest = m;
+    }
+    return largest;
+}
+
+/* Activation buffers and per-thread scratch for this call's shapes. */
+static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int pairs)
+{
+    int D = l->dim, I = l->hidden, mr = c->kern->mr;
+    size_t hf = (size_t)pairs * I;
+    moe_status st;
+    if ((st = GROW(l->h, l->h_floats, hf, "hidden activations")) != MOE_OK) return st;
+    if (!l->fused) {
+        if ((st = GROW(l->g, l->g_floats, hf, "gate activations")) != MOE_OK) return st;
+        if ((st = GROW(l->u, l->u_floats, hf, "up activations")) != MOE_OK) return st;
+    }
+    if (c->need_xsum &&
+        (st = GROW(l->xsum, l->xsum_floats, (size_t)c->tokens * (D / l->gate_up.fmt.group_size), "group sums")) != MOE_OK)
+        return st;
+    if (c->need_hsum &&
+        (st = GROW(l->hsum, l->hsum_floats, hf / l->down.fmt.group_size, "group sums")) != MOE_OK)
+        return st;
+
+    int largest = largest_group(l, c->groups);
+    size_t K = (size_t)(D > I ? D : I);
+    size_t apack = group_uses_gemm(largest) ? (size_t)((largest + mr - 1) / mr) * mr * K : 0;
+    int threads = moe_num_threads();
+    if (threads > MOE_SWITCHGLU_MAX_THREADS) threads = MOE_SWITCHGLU_MAX_THREADS;
+    for (int t = 0; t < threads; t++) {
+        thread_scratch *sc = &l->scratch[t];
+        if ((st = GROW(sc->apack, sc->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
+        if ((st = GROW(sc->b, sc->b_floats, 2 * K * MOE_PANEL, "unpacked panels")) != MOE_OK) return st;
+    }
+    return MOE_OK;
+}
+
+/* order, group_start, group_expert and count sized for `pairs`. */
+static moe_status prepare_groups(moe_switchglu *l, int pairs)
+{
+    size_t need = (size_t)pairs + 1;
+    moe_status st;
+    if ((st = GROW(l->order, l->order_cap, need, "pair order")) != MOE_OK ||
+        (st = GROW(l->group_start, l->group_start_cap, need, "pair groups")) != MOE_OK ||
+        (st = GROW(l->group_expert, l->group_expert_cap, need, "pair groups")) != MOE_OK ||
+        (st = GROW(l->count, l->count_cap, (size_t)l->experts, "expert counts")) != MOE_OK)
+        return st;
+    return MOE_OK;
+}
+
+moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, const int32_t *idx,
+                                 const float *scores, int top_k, float *y)
+{
+    if (!l || !x || !idx || !scores || !y)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu forward: layer, x, indices, scores and y must not be NULL");
+    if (tokens < 0) return moe_error_set(MOE_ERR_SHAPE, "switchglu forward: token count %d is negative", tokens);
+    if (top_k < 1 || top_k > l->experts)
+        return moe_error_set(MOE_ERR_SHAPE, "switchglu forward: top_k %d is outside 1..%d (experts)", top_k, l->experts);
+    if (x == y) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu forward: y must not alias x");
+    int pairs = tokens * top_k;
+    for (int p = 0; p < pairs; p++) {
+        if (idx[p] < 0 || idx[p] >= l->experts)
+            return moe_error_set(MOE_ERR_RANGE, "switchglu forward: expert index %d at token %d, slot %d is outside 0..%d",
+                                 idx[p], p / top_k, p % top_k, l->experts - 1);
+        if (!l->loaded[idx[p]])
+            return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu forward: expert %d was never loaded", idx[p]);
+    }
+    if (tokens == 0) return MOE_OK;
+
+    forward_ctx c = { .l = l, .kern = moe_kernels(), .x = x, .y = y, .scores = scores,
+                      .tokens = tokens, .top_k = top_k };
+    moe_status st;
+    if ((st = prepare_groups(l, pairs)) != MOE_OK) return st;
+    c.groups = make_groups(l, idx, pairs);
+    for (int gi = 0; gi < c.groups; gi++) {
+        int gemv = !group_uses_gemm(l->group_start[gi + 1] - l->group_start[gi]);
+        c.need_xsum |= gemv && moe_wformat_is_quant(l->gate_up.fmt.fmt);
+        c.need_hsum |= gemv && moe_wformat_is_quant(l->down.fmt.fmt);
+    }
+    if ((st = prepare_workspace(l, &c, pairs)) != MOE_OK) return st;
+    moe_parallel_run(forward_thread, &c);
+    return MOE_OK;
+}

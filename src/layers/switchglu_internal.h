@@ -1,0 +1,40 @@
+/* layers/switchglu_internal.h — the layer's state, shared by its creation
+ * (switchglu.c) and its forward pass (switchglu_forward.c). */
+#ifndef MOE_LAYERS_SWITCHGLU_INTERNAL_H
+#define MOE_LAYERS_SWITCHGLU_INTERNAL_H
+
+#include "layers/expert_store.h"
+#include "moe/switchglu.h"
+
+enum { MOE_SWITCHGLU_MAX_THREADS = 256 };
+
+typedef struct {
+    float *apack;     /* [ceil(m/mr)][K][mr] tokens of the current group */
+    float *b;         /* two unpacked panels [2][K][16] */
+    size_t apack_floats, b_floats;
+} thread_scratch;
+
+struct moe_switchglu {
+    int experts, dim, hidden;
+    int fused;
+    int sort_threshold;
+    int panels_hidden, panels_dim;   /* ceil(hidden/16), ceil(dim/16) */
+    moe_expert_store gate_up;        /* 2·hidden row slots per expert */
+    moe_expert_store down;           /* dim row slots per expert */
+    size_t *gate_slot, *up_slot;     /* where hidden panel p of each starts */
+    unsigned char *loaded;           /* per expert */
+    /* workspace, grown on demand */
+    float *h, *g, *u, *xsum, *hsum;
+    size_t h_floats, g_floats, u_floats, xsum_floats, hsum_floats;
+    int32_t *order, *group_start, *group_expert, *count;
+    size_t order_cap, group_start_cap, group_expert_cap, count_cap;
+    thread_scratch scratch[MOE_SWITCHGLU_MAX_THREADS];
+};
+
+/* Rows in panel p of a projection with `rows` outputs. */
+static inline int panel_rows(int rows, int p)
+{
+    return rows - p * MOE_PANEL < MOE_PANEL ? rows - p * MOE_PANEL : MOE_PANEL;
+}
+
+#endif
