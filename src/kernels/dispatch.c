@@ -75,8 +75,9 @@ size_t moe_wformat_value_bytes(moe_wformat f)
 
 void moe_pack_a(int K, int m, int mr, const float *const *x, float *dst)
 {
-    for (int k = 0; k < K; k++)
-        for (int i = 0; i < mr; i++) dst[(size_t)k * mr + i] = i < m ? x[i][k] : 0.0f;
+    /* row by row: each source row is read once, in order */
+    for (int i = 0; i < mr; i++)
+        for (int k = 0; k < K; k++) dst[(size_t)k * mr + i] = i < m ? x[i][k] : 0.0f;
 }
 
 void moe_group_sums(int K, int group, const float *x, float *sums)

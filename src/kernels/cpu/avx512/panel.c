@@ -33,6 +33,8 @@ static inline __m512 hsum4(__m512 a, __m512 b, __m512 c, __m512 d)
 
 /* ---- float weights ---- */
 
+/* m is a compile-time constant at every call (see with_m), so the
+ * accumulators stay in registers. */
 static inline __attribute__((always_inline)) void gemv_float(moe_dtype t, const moe_panel_format *f,
                                                              const moe_panel *p, int m, const float *const *x,
                                                              float *const *out)
@@ -82,6 +84,9 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
     __mmask16 mk = lanes(p->nr);
     int nr = p->nr, epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
     const int32_t *codes = p->w;
+    /* independent FMA chains: 4 per token hide the FMA latency for one
+     * token; with 3-4 tokens, 2 each keep everything in registers */
+    const int ph = m >= 3 ? 2 : 4;
     __m512 res[MOE_GEMV_MAX_M];
     for (int i = 0; i < MOE_GEMV_MAX_M; i++) res[i] = _mm512_setzero_ps();
     for (int g = 0; g < f->K / gs; g++) {
@@ -97,7 +102,7 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
                     __m512 q = q4_code(w, j, table);
 #pragma GCC unroll 4
                     for (int i = 0; i < MOE_GEMV_MAX_M; i++)
-                        if (i < m) acc[i][j & 3] = _mm512_fmadd_ps(q, _mm512_set1_ps(x[i][k + j]), acc[i][j & 3]);
+                        if (i < m) acc[i][j % ph] = _mm512_fmadd_ps(q, _mm512_set1_ps(x[i][k + j]), acc[i][j % ph]);
                 }
             } else {
 #pragma GCC unroll 4
@@ -105,7 +110,7 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
                     __m512 q = q8_code(w, j);
 #pragma GCC unroll 4
                     for (int i = 0; i < MOE_GEMV_MAX_M; i++)
-                        if (i < m) acc[i][j] = _mm512_fmadd_ps(q, _mm512_set1_ps(x[i][k + j]), acc[i][j]);
+                        if (i < m) acc[i][j % ph] = _mm512_fmadd_ps(q, _mm512_set1_ps(x[i][k + j]), acc[i][j % ph]);
                 }
             }
         }
@@ -119,23 +124,47 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
     for (int i = 0; i < m; i++) _mm512_mask_storeu_ps(out[i], mk, res[i]);
 }
 
+/* Calls `call` with m replaced by the constant 1, 2, 3 or 4. */
+#define WITH_M(call)                 \
+    switch (m) {                     \
+    case 1: { enum { m = 1 }; call; } break; \
+    case 2: { enum { m = 2 }; call; } break; \
+    case 3: { enum { m = 3 }; call; } break; \
+    default: { enum { m = 4 }; call; } break; \
+    }
+
+#define DEFINE_GEMV_FLOAT(name, t)                                                            \
+    static void name(const moe_panel_format *f, const moe_panel *p, int m, const float *const *x, \
+                     float *const *out)                                                       \
+    {                                                                                         \
+        WITH_M(gemv_float(t, f, p, m, x, out))                                                \
+    }
+#define DEFINE_GEMV_QUANT(name, bits, st)                                                     \
+    static void name(const moe_panel_format *f, const moe_panel *p, int m, const float *const *x, \
+                     const float *const *xsum, float *const *out)                             \
+    {                                                                                         \
+        WITH_M(gemv_quant(bits, st, f, p, m, x, xsum, out))                                   \
+    }
+DEFINE_GEMV_FLOAT(gemv_f32, MOE_DTYPE_F32)
+DEFINE_GEMV_FLOAT(gemv_f16, MOE_DTYPE_F16)
+DEFINE_GEMV_FLOAT(gemv_bf16, MOE_DTYPE_BF16)
+DEFINE_GEMV_QUANT(gemv_q4_f32, 4, MOE_DTYPE_F32)
+DEFINE_GEMV_QUANT(gemv_q4_f16, 4, MOE_DTYPE_F16)
+DEFINE_GEMV_QUANT(gemv_q4_bf16, 4, MOE_DTYPE_BF16)
+DEFINE_GEMV_QUANT(gemv_q8_f32, 8, MOE_DTYPE_F32)
+DEFINE_GEMV_QUANT(gemv_q8_f16, 8, MOE_DTYPE_F16)
+DEFINE_GEMV_QUANT(gemv_q8_bf16, 8, MOE_DTYPE_BF16)
+
 void moe_avx512_panel_gemv(const moe_panel_format *f, const moe_panel *p, int m,
                            const float *const *x, const float *const *xsum, float *const *out)
 {
+    int s = f->sdtype == MOE_DTYPE_BF16 ? 2 : f->sdtype == MOE_DTYPE_F16 ? 1 : 0;
     switch (f->fmt) {
-    case MOE_WF_F32: gemv_float(MOE_DTYPE_F32, f, p, m, x, out); return;
-    case MOE_WF_F16: gemv_float(MOE_DTYPE_F16, f, p, m, x, out); return;
-    case MOE_WF_BF16: gemv_float(MOE_DTYPE_BF16, f, p, m, x, out); return;
-    case MOE_WF_Q4:
-        if (f->sdtype == MOE_DTYPE_BF16) gemv_quant(4, MOE_DTYPE_BF16, f, p, m, x, xsum, out);
-        else if (f->sdtype == MOE_DTYPE_F16) gemv_quant(4, MOE_DTYPE_F16, f, p, m, x, xsum, out);
-        else gemv_quant(4, MOE_DTYPE_F32, f, p, m, x, xsum, out);
-        return;
-    case MOE_WF_Q8:
-        if (f->sdtype == MOE_DTYPE_BF16) gemv_quant(8, MOE_DTYPE_BF16, f, p, m, x, xsum, out);
-        else if (f->sdtype == MOE_DTYPE_F16) gemv_quant(8, MOE_DTYPE_F16, f, p, m, x, xsum, out);
-        else gemv_quant(8, MOE_DTYPE_F32, f, p, m, x, xsum, out);
-        return;
+    case MOE_WF_F32: gemv_f32(f, p, m, x, out); return;
+    case MOE_WF_F16: gemv_f16(f, p, m, x, out); return;
+    case MOE_WF_BF16: gemv_bf16(f, p, m, x, out); return;
+    case MOE_WF_Q4: (s == 2 ? gemv_q4_bf16 : s == 1 ? gemv_q4_f16 : gemv_q4_f32)(f, p, m, x, xsum, out); return;
+    case MOE_WF_Q8: (s == 2 ? gemv_q8_bf16 : s == 1 ? gemv_q8_f16 : gemv_q8_f32)(f, p, m, x, xsum, out); return;
     default: return;
     }
 }
