@@ -439,14 +439,25 @@ static void gemm_tile_all(void **state)
             test_rand_floats(&rng, B1, (size_t)K * MOE_PANEL, -1, 1);
             float C[MOE_TILE_MAX_M * MOE_TILE_N + CANARY_N], P[MOE_TILE_MAX_M * MOE_TILE_N + CANARY_N];
             fill_canary(C, sizeof C / sizeof C[0]);
-            kt[t]->gemm_tile(K, A, B0, B1, C);
+            kt[t]->gemm_tile(K, A, B0, B1, C, 0);
+            /* K in two blocks, the second accumulating: the same bits */
+            if (K > 1) {
+                float S[MOE_TILE_MAX_M * MOE_TILE_N];
+                int k1 = K / 2;
+                kt[t]->gemm_tile(k1, A, B0, B1, S, 0);
+                kt[t]->gemm_tile(K - k1, A + (size_t)k1 * mr, B0 + (size_t)k1 * MOE_PANEL, B1 + (size_t)k1 * MOE_PANEL,
+                                 S, 1);
+                if (memcmp(S, C, sizeof(float) * (size_t)mr * MOE_TILE_N) != 0)
+                    mismatch("gemm_tile [%s] K %d: split into %d + %d accumulated differs from one call", names[t], K,
+                             k1, K - k1);
+            }
             /* the portable tile, mr rows at a time, on the same rows */
             for (int i0 = 0; i0 < mr; i0 += pmr) {
                 for (int k = 0; k < K; k++)
                     for (int i = 0; i < pmr; i++)
                         Ap[(size_t)k * pmr + i] = i0 + i < mr ? A[(size_t)k * mr + i0 + i] : 0.0f;
                 float Q[MOE_TILE_MAX_M * MOE_TILE_N];
-                port->gemm_tile(K, Ap, B0, B1, Q);
+                port->gemm_tile(K, Ap, B0, B1, Q, 0);
                 for (int i = 0; i < pmr && i0 + i < mr; i++)
                     memcpy(P + (i0 + i) * MOE_TILE_N, Q + i * MOE_TILE_N, sizeof(float) * MOE_TILE_N);
             }

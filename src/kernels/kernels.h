@@ -59,9 +59,11 @@ typedef struct moe_cpu_kernels {
                        const float *const *x, const float *const *xsum, float *const *out);
     /* dst[k][r] = W[k][r] as float for r < nr, 0 for nr ≤ r < 16. */
     void (*panel_unpack)(const moe_panel_format *f, const moe_panel *p, float *dst);
-    /* C[i][0..32) = Σ_k A[k][i]·(B0[k][0..16) ‖ B1[k][0..16)) for i < mr;
-     * A packed [K][mr], B0/B1 [K][16], C row stride MOE_TILE_N. */
-    void (*gemm_tile)(int K, const float *A, const float *B0, const float *B1, float *C);
+    /* C[i][0..32) (+)= Σ_k A[k][i]·(B0[k][0..16) ‖ B1[k][0..16)) for i < mr;
+     * A packed [K][mr], B0/B1 [K][16], C row stride MOE_TILE_N. With
+     * accumulate, the sums continue from C: splitting K into blocks gives
+     * the same bits as one call (the FMA chains are the same). */
+    void (*gemm_tile)(int K, const float *A, const float *B0, const float *B1, float *C, int accumulate);
     int mr;
     /* h[j] = silu(g[j])·u[j], silu(v) = v/(1+e^-v). */
     void (*swiglu)(int n, const float *g, const float *u, float *h);

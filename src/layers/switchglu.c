@@ -234,6 +234,7 @@ void moe_switchglu_free(moe_switchglu *l)
     for (int t = 0; t < MOE_SWITCHGLU_MAX_THREADS; t++) {
         moe_free(l->scratch[t].apack);
         moe_free(l->scratch[t].b);
+        moe_free(l->scratch[t].c);
     }
     moe_free(l);
 }

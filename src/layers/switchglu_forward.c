@@ -61,6 +61,22 @@ static void pack_group(const forward_ctx *c, thread_scratch *sc, const int32_t *
     }
 }
 
+/* Input block length for the GEMM: the two unpacked panels' block (KC × 32
+ * floats, 16 KiB) stays in L1 while every token tile of the group runs over it. */
+enum { KC = 128 };
+
+/* sc->c tiles [ceil(m/mr)][mr][32] = packed token tiles · (B0 ‖ B1). */
+static void gemm_group(const forward_ctx *c, thread_scratch *sc, int m, int K, const float *B0, const float *B1)
+{
+    int mr = c->kern->mr, tiles = (m + mr - 1) / mr;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kc = min_int(KC, K - k0);
+        for (int t = 0; t < tiles; t++)
+            c->kern->gemm_tile(kc, sc->apack + ((size_t)t * K + k0) * mr, B0 + (size_t)k0 * MOE_PANEL,
+                               B1 + (size_t)k0 * MOE_PANEL, sc->c + (size_t)t * mr * MOE_TILE_N, k0 > 0);
+    }
+}
+
 /* ---- gate and up ------------------------------------------------------ */
 
 typedef struct {
@@ -118,20 +134,16 @@ static void gate_up_gemm(const gate_up_job *j, thread_scratch *sc)
 {
     const forward_ctx *c = j->c;
     const moe_switchglu *l = c->l;
-    int D = l->dim, I = l->hidden, mr = c->kern->mr;
-    float C[MOE_TILE_MAX_M * MOE_TILE_N];
+    int D = l->dim, I = l->hidden;
     float *b0 = sc->b, *b1 = sc->b + (size_t)D * MOE_PANEL;
     pack_group(c, sc, j->pairs, j->m, c->x, D, 1);
     if (l->fused) {
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
-            const float *B0 = panel_as_f32(c, &l->gate_up, &gp, b0), *B1 = panel_as_f32(c, &l->gate_up, &up, b1);
-            for (int t0 = 0; t0 < j->m; t0 += mr) {
-                c->kern->gemm_tile(D, sc->apack + (size_t)(t0 / mr) * D * mr, B0, B1, C);
-                for (int i = 0; i < min_int(mr, j->m - t0); i++)
-                    c->kern->swiglu(gp.nr, C + i * MOE_TILE_N, C + i * MOE_TILE_N + MOE_PANEL,
-                                    l->h + (size_t)j->pairs[t0 + i] * I + (size_t)p * MOE_PANEL);
-            }
+            gemm_group(c, sc, j->m, D, panel_as_f32(c, &l->gate_up, &gp, b0), panel_as_f32(c, &l->gate_up, &up, b1));
+            for (int i = 0; i < j->m; i++)
+                c->kern->swiglu(gp.nr, sc->c + (size_t)i * MOE_TILE_N, sc->c + (size_t)i * MOE_TILE_N + MOE_PANEL,
+                                l->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
         }
         return;
     }
@@ -143,14 +155,12 @@ static void gate_up_gemm(const gate_up_job *j, thread_scratch *sc)
             moe_panel pa = hidden_panel(l, j->e, slots, p);
             moe_panel pb = two ? hidden_panel(l, j->e, slots, p + 1) : pa;
             const float *B0 = panel_as_f32(c, &l->gate_up, &pa, b0);
-            const float *B1 = two ? panel_as_f32(c, &l->gate_up, &pb, b1) : B0;
-            for (int t0 = 0; t0 < j->m; t0 += mr) {
-                c->kern->gemm_tile(D, sc->apack + (size_t)(t0 / mr) * D * mr, B0, B1, C);
-                for (int i = 0; i < min_int(mr, j->m - t0); i++) {
-                    float *row = dst + (size_t)j->pairs[t0 + i] * I + (size_t)p * MOE_PANEL;
-                    memcpy(row, C + i * MOE_TILE_N, sizeof(float) * (size_t)pa.nr);
-                    if (two) memcpy(row + MOE_PANEL, C + i * MOE_TILE_N + MOE_PANEL, sizeof(float) * (size_t)pb.nr);
-                }
+            gemm_group(c, sc, j->m, D, B0, two ? panel_as_f32(c, &l->gate_up, &pb, b1) : B0);
+            for (int i = 0; i < j->m; i++) {
+                const float *ci = sc->c + (size_t)i * MOE_TILE_N;
+                float *row = dst + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL;
+                memcpy(row, ci, sizeof(float) * (size_t)pa.nr);
+                if (two) memcpy(row + MOE_PANEL, ci + MOE_PANEL, sizeof(float) * (size_t)pb.nr);
             }
         }
     }
@@ -187,8 +197,7 @@ static void down_gemm(const forward_ctx *c, thread_scratch *sc, int e, const int
                       int q0, int q1)
 {
     const moe_switchglu *l = c->l;
-    int D = l->dim, I = l->hidden, mr = c->kern->mr;
-    float C[MOE_TILE_MAX_M * MOE_TILE_N];
+    int D = l->dim, I = l->hidden;
     float *b0 = sc->b, *b1 = sc->b + (size_t)I * MOE_PANEL;
     pack_group(c, sc, pairs, m, l->h, I, 0);
     for (int q = q0; q < q1; q += 2) {
@@ -196,16 +205,13 @@ static void down_gemm(const forward_ctx *c, thread_scratch *sc, int e, const int
         moe_panel pa = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
         moe_panel pb = two ? moe_expert_store_panel(&l->down, e, (size_t)(q + 1) * MOE_PANEL, panel_rows(D, q + 1)) : pa;
         const float *B0 = panel_as_f32(c, &l->down, &pa, b0);
-        const float *B1 = two ? panel_as_f32(c, &l->down, &pb, b1) : B0;
+        gemm_group(c, sc, m, I, B0, two ? panel_as_f32(c, &l->down, &pb, b1) : B0);
         int width = two ? MOE_PANEL + pb.nr : pa.nr;
-        for (int t0 = 0; t0 < m; t0 += mr) {
-            c->kern->gemm_tile(I, sc->apack + (size_t)(t0 / mr) * I * mr, B0, B1, C);
-            for (int i = 0; i < min_int(mr, m - t0); i++) {
-                int pair = pairs[t0 + i];
-                float s = c->scores[pair], *yrow = c->y + (size_t)(pair / c->top_k) * D + (size_t)q * MOE_PANEL;
-                const float *ci = C + i * MOE_TILE_N;
-                for (int r = 0; r < width; r++) yrow[r] += s * ci[r];
-            }
+        for (int i = 0; i < m; i++) {
+            int pair = pairs[i];
+            float s = c->scores[pair], *yrow = c->y + (size_t)(pair / c->top_k) * D + (size_t)q * MOE_PANEL;
+            const float *ci = sc->c + (size_t)i * MOE_TILE_N;
+            for (int r = 0; r < width; r++) yrow[r] += s * ci[r];
         }
     }
 }
@@ -342,6 +348,7 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
         thread_scratch *sc = &l->scratch[t];
         if ((st = GROW(sc->apack, sc->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
         if ((st = GROW(sc->b, sc->b_floats, 2 * K * MOE_PANEL, "unpacked panels")) != MOE_OK) return st;
+        if ((st = GROW(sc->c, sc->c_floats, apack / K * MOE_TILE_N, "tile results")) != MOE_OK) return st;
     }
     return MOE_OK;
 }

@@ -11,7 +11,8 @@ enum { MOE_SWITCHGLU_MAX_THREADS = 256 };
 typedef struct {
     float *apack;     /* [ceil(m/mr)][K][mr] tokens of the current group */
     float *b;         /* two unpacked panels [2][K][16] */
-    size_t apack_floats, b_floats;
+    float *c;         /* the group's tile results [ceil(m/mr)][mr][32] */
+    size_t apack_floats, b_floats, c_floats;
 } thread_scratch;
 
 struct moe_switchglu {

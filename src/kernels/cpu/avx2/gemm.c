@@ -6,10 +6,13 @@
 
 enum { MR = 4 };
 
-static inline void tile_half(int K, const float *A, const float *B, float *C)
+static inline void tile_half(int K, const float *A, const float *B, float *C, int accumulate)
 {
     __m256 c[MR][2];
-    for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+    for (int i = 0; i < MR; i++) {
+        c[i][0] = accumulate ? _mm256_loadu_ps(C + i * MOE_TILE_N) : _mm256_setzero_ps();
+        c[i][1] = accumulate ? _mm256_loadu_ps(C + i * MOE_TILE_N + 8) : _mm256_setzero_ps();
+    }
     for (int k = 0; k < K; k++) {
         __m256 b0 = _mm256_loadu_ps(B + (size_t)k * MOE_PANEL), b1 = _mm256_loadu_ps(B + (size_t)k * MOE_PANEL + 8);
 #pragma GCC unroll 4
@@ -25,10 +28,10 @@ static inline void tile_half(int K, const float *A, const float *B, float *C)
     }
 }
 
-void moe_avx2_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C)
+void moe_avx2_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C, int accumulate)
 {
-    tile_half(K, A, B0, C);
-    tile_half(K, A, B1, C + MOE_PANEL);
+    tile_half(K, A, B0, C, accumulate);
+    tile_half(K, A, B1, C + MOE_PANEL, accumulate);
 }
 
 /* e^v: v = n·ln2 + r, degree-6 polynomial for e^r, 2^n built in the exponent

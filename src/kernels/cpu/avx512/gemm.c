@@ -7,11 +7,14 @@
 
 enum { MR = 12 };
 
-void moe_avx512_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C)
+void moe_avx512_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C, int accumulate)
 {
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int i = 0; i < MR; i++) {
+        c0[i] = accumulate ? _mm512_loadu_ps(C + i * MOE_TILE_N) : _mm512_setzero_ps();
+        c1[i] = accumulate ? _mm512_loadu_ps(C + i * MOE_TILE_N + MOE_PANEL) : _mm512_setzero_ps();
+    }
     for (int k = 0; k < K; k++) {
         __m512 b0 = _mm512_loadu_ps(B0 + (size_t)k * MOE_PANEL);
         __m512 b1 = _mm512_loadu_ps(B1 + (size_t)k * MOE_PANEL);

@@ -5,9 +5,11 @@
 
 enum { MR = 4 };
 
-void moe_portable_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C)
+void moe_portable_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C, int accumulate)
 {
-    float acc[MR][MOE_TILE_N] = {{0}};
+    float acc[MR][MOE_TILE_N];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < MOE_TILE_N; j++) acc[i][j] = accumulate ? C[i * MOE_TILE_N + j] : 0.0f;
     for (int k = 0; k < K; k++) {
         const float *b0 = B0 + (size_t)k * MOE_PANEL, *b1 = B1 + (size_t)k * MOE_PANEL;
         for (int i = 0; i < MR; i++) {
