@@ -65,7 +65,7 @@ static void finish(const char *what)
 /* The tables this CPU runs, and the portable one. */
 static int tables(const moe_cpu_kernels **kt, const char **names)
 {
-    int n = test_supported_isas(names, 3);
+    int n = test_supported_isas(names, TEST_MAX_ISAS);
     assert_true(n >= 1);
     for (int i = 0; i < n; i++) {
         kt[i] = moe_kernels_by_name(names[i]);
@@ -255,8 +255,8 @@ enum { OUT_LEN = MOE_PANEL + CANARY_N };
 static void gemv_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs, int K, int nr)
 {
     uint64_t rng = seed;
-    const moe_cpu_kernels *kt[3], *port = portable();
-    const char *names[3];
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS], *port = portable();
+    const char *names[TEST_MAX_ISAS];
     int nt = tables(kt, names);
     panel_case pc;
     panel_make(&pc, &rng, fmt, sdtype, gs, K, nr);
@@ -322,6 +322,94 @@ static void gemv_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs, 
     panel_free(&pc);
 }
 
+/* int8 activations: each table's panel_gemv_i8 (where it has one) against
+ * the exact double product — off by at most the activation rounding,
+ * Σ |w|·dx/2 — and against the portable one, which sums the same integers. */
+static void gemv_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs, int K, int nr)
+{
+    uint64_t rng = seed;
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS], *port = portable();
+    const char *names[TEST_MAX_ISAS];
+    int nt = tables(kt, names), groups = K / gs;
+    panel_case pc;
+    panel_make(&pc, &rng, fmt, sdtype, gs, K, nr);
+    float *x[MOE_GEMV_MAX_M], *xsum[MOE_GEMV_MAX_M], *dx[MOE_GEMV_MAX_M];
+    int8_t *xq[MOE_GEMV_MAX_M];
+    double ref[MOE_GEMV_MAX_M][MOE_PANEL], tol[MOE_GEMV_MAX_M][MOE_PANEL];
+    for (int i = 0; i < MOE_GEMV_MAX_M; i++) {
+        x[i] = xmalloc(sizeof(float) * K);
+        xq[i] = xmalloc((size_t)K);
+        xsum[i] = xmalloc(sizeof(float) * groups);
+        dx[i] = xmalloc(sizeof(float) * groups);
+        test_rand_floats(&rng, x[i], (size_t)K, -1, 1);
+        moe_group_sums(K, gs, x[i], xsum[i]);
+        moe_quantize_act_i8(fmt, K, gs, x[i], xq[i], dx[i]);
+        for (int k = 0; k < K; k++) {
+            /* the quantized activation is within half a step of x */
+            double back = (double)dx[i][k / gs] * xq[i][moe_act_i8_index(fmt, k)];
+            n_checked++;
+            if (!(fabs(back - x[i][k]) <= 0.5001 * dx[i][k / gs]))
+                mismatch("quantize_act_i8 %s: x[%d] = %.9g comes back as %.9g (step %.3g)", pc.desc, k, (double)x[i][k],
+                         back, (double)dx[i][k / gs]);
+        }
+        for (int r = 0; r < nr; r++) {
+            double sum = 0, err = 0, a = 0;
+            for (int k = 0; k < K; k++) {
+                sum += pc.W[(size_t)r * K + k] * x[i][k];
+                err += pc.mag[(size_t)r * K + k] * 0.5 * dx[i][k / gs];
+                a += pc.mag[(size_t)r * K + k] * fabs((double)x[i][k]);
+            }
+            ref[i][r] = sum;
+            tol[i][r] = err + 1e-5 * a + 1e-6;
+        }
+    }
+    float outbuf[MOE_GEMV_MAX_M][OUT_LEN], portbuf[MOE_GEMV_MAX_M][OUT_LEN];
+    float *out[MOE_GEMV_MAX_M], *pout[MOE_GEMV_MAX_M];
+    for (int i = 0; i < MOE_GEMV_MAX_M; i++) out[i] = outbuf[i], pout[i] = portbuf[i];
+    for (int m = 1; m <= MOE_GEMV_MAX_M; m++) {
+        port->panel_gemv_i8(&pc.f, &pc.p, m, (const int8_t *const *)xq, (const float *const *)dx,
+                            (const float *const *)xsum, pout);
+        for (int t = 0; t < nt; t++) {
+            if (!kt[t]->panel_gemv_i8) continue;
+            fill_canary(&outbuf[0][0], sizeof outbuf / sizeof(float));
+            kt[t]->panel_gemv_i8(&pc.f, &pc.p, m, (const int8_t *const *)xq, (const float *const *)dx,
+                                 (const float *const *)xsum, out);
+            for (int i = 0; i < m; i++) {
+                for (int r = 0; r < nr; r++) {
+                    double got = out[i][r], same = 1e-5 * fabs(ref[i][r]) + 1e-5 * tol[i][r];
+                    n_checked++;
+                    if (!(fabs(got - ref[i][r]) <= tol[i][r]))
+                        mismatch("panel_gemv_i8 [%s] %s m %d: out[%d][%d] = %.9g, exact %.9g, error %.3g > %.3g",
+                                 names[t], pc.desc, m, i, r, got, ref[i][r], fabs(got - ref[i][r]), tol[i][r]);
+                    else if (!(fabs(got - pout[i][r]) <= same))
+                        mismatch("panel_gemv_i8 [%s] %s m %d: out[%d][%d] = %.9g, portable %.9g", names[t], pc.desc, m,
+                                 i, r, got, (double)pout[i][r]);
+                }
+                long b = canary_broken(out[i] + nr, OUT_LEN - nr);
+                if (b >= 0) mismatch("panel_gemv_i8 [%s] %s m %d: wrote out[%d][%ld], beyond nr", names[t], pc.desc, m, i, nr + b);
+            }
+        }
+    }
+    for (int i = 0; i < MOE_GEMV_MAX_M; i++) free(x[i]), free(xq[i]), free(xsum[i]), free(dx[i]);
+    panel_free(&pc);
+}
+
+static void gemv_i8_formats(void **state)
+{
+    (void)state;
+    static const moe_dtype sd[] = { MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16 };
+    static const int gss[] = { 32, 64, 128 }, nrs[] = { 16, 7 };
+    begin();
+    uint64_t seed = 0x18a70001u;
+    for (int f = MOE_WF_Q4; f <= MOE_WF_Q8; f++)
+        for (int s = 0; s < 3; s++)
+            for (int g = 0; g < 3; g++)
+                for (int ng = 1; ng <= 3; ng += 2)
+                    for (int n = 0; n < 2; n++)
+                        gemv_i8_case(seed++ * 0x9E3779B97F4A7C15ull, (moe_wformat)f, sd[s], gss[g], ng * gss[g], nrs[n]);
+    finish("panel_gemv_i8");
+}
+
 static void gemv_float_formats(void **state)
 {
     (void)state;
@@ -356,8 +444,8 @@ static void gemv_quant_formats(void **state)
 static void unpack_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs, int K, int nr)
 {
     uint64_t rng = seed;
-    const moe_cpu_kernels *kt[3], *port = portable();
-    const char *names[3];
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS], *port = portable();
+    const char *names[TEST_MAX_ISAS];
     int nt = tables(kt, names);
     panel_case pc;
     panel_make(&pc, &rng, fmt, sdtype, gs, K, nr);
@@ -424,8 +512,8 @@ static void gemm_tile_all(void **state)
 {
     (void)state;
     static const int Ks[] = { 1, 5, 129 };
-    const moe_cpu_kernels *kt[3], *port = portable();
-    const char *names[3];
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS], *port = portable();
+    const char *names[TEST_MAX_ISAS];
     int nt = tables(kt, names), pmr = port->mr;
     begin();
     uint64_t rng = 0x9e770001u;
@@ -527,8 +615,8 @@ static void swiglu_case(uint64_t *rng, int n, const moe_cpu_kernels *const *kt, 
 static void swiglu_all(void **state)
 {
     (void)state;
-    const moe_cpu_kernels *kt[3];
-    const char *names[3];
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS];
+    const char *names[TEST_MAX_ISAS];
     int nt = tables(kt, names);
     begin();
     uint64_t rng = 0x5a1c0001u;
@@ -542,8 +630,8 @@ static void swiglu_all(void **state)
 static void pack_a(void **state)
 {
     (void)state;
-    const moe_cpu_kernels *kt[3];
-    const char *names[3];
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS];
+    const char *names[TEST_MAX_ISAS];
     int nt = tables(kt, names);
     int mrs[3 + 4] = { 1, 4, 12, MOE_TILE_MAX_M };
     int nmr = 4;
@@ -619,8 +707,8 @@ static void format_facts(void **state)
     assert_int_equal(moe_wformat_value_bytes(MOE_WF_BF16), 2);
     assert_false(moe_wformat_is_quant(MOE_WF_BF16));
     assert_true(moe_wformat_is_quant(MOE_WF_Q4) && moe_wformat_is_quant(MOE_WF_Q8));
-    const moe_cpu_kernels *kt[3];
-    const char *names[3];
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS];
+    const char *names[TEST_MAX_ISAS];
     int nt = tables(kt, names);
     assert_string_equal(names[nt - 1], "portable");
     for (int t = 0; t < nt; t++) {
@@ -637,7 +725,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(format_facts),      cmocka_unit_test(gemv_float_formats), cmocka_unit_test(gemv_quant_formats),
-        cmocka_unit_test(unpack_all_formats), cmocka_unit_test(gemm_tile_all),     cmocka_unit_test(swiglu_all),
+        cmocka_unit_test(unpack_all_formats), cmocka_unit_test(gemm_tile_all), cmocka_unit_test(gemv_i8_formats),     cmocka_unit_test(swiglu_all),
         cmocka_unit_test(pack_a),            cmocka_unit_test(group_sums),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

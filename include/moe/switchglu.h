@@ -41,6 +41,11 @@ typedef struct {
     /* Pairs (tokens × top_k) at or above which pairs are grouped by expert
      * before the matmuls; 0 means mlx-lm's 64. */
     int sort_threshold;
+    /* 1: with quantized experts, matrix-vector products (decode, small
+     * groups) quantize activations to int8 per weight group and use int8
+     * dot products where the CPU has them (llama.cpp's approach; about 1e-3
+     * relative error). 0 (the default): exact float activations. */
+    int int8_activations;
 } moe_switchglu_config;
 
 typedef struct moe_switchglu moe_switchglu;

@@ -1,5 +1,6 @@
 /* kernels/dispatch.c — choosing the CPU kernel table at run time, from what
  * the processor reports (BLIS-style), and format facts shared by all ISAs. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,10 +15,11 @@ static int cpu_has(const char *isa)
     __builtin_cpu_init();
     if (strcmp(isa, "avx2") == 0)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (strcmp(isa, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("fma");
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("fma");
+    if (strcmp(isa, "avx512") == 0) return avx512;
+    if (strcmp(isa, "avx512vnni") == 0) return avx512 && __builtin_cpu_supports("avx512vnni");
 #endif
     return 0;
 }
@@ -25,6 +27,7 @@ static int cpu_has(const char *isa)
 /* Best first. */
 static const moe_cpu_kernels *const tables[] = {
 #if defined(__x86_64__)
+    &moe_kernels_avx512vnni,
     &moe_kernels_avx512,
     &moe_kernels_avx2,
 #endif
@@ -48,7 +51,7 @@ moe_status moe_cpu_select_isa(const char *name)
     if (!k)
         return moe_error_set(MOE_ERR_UNSUPPORTED,
                              "CPU kernel set '%s' is unknown or not supported by this CPU "
-                             "(choose avx512, avx2 or portable)", name ? name : "(null)");
+                             "(choose avx512vnni, avx512, avx2 or portable)", name ? name : "(null)");
     current = k;
     return MOE_OK;
 }
@@ -78,6 +81,18 @@ void moe_pack_a(int K, int m, int mr, const float *const *x, float *dst)
     /* row by row: each source row is read once, in order */
     for (int i = 0; i < mr; i++)
         for (int k = 0; k < K; k++) dst[(size_t)k * mr + i] = i < m ? x[i][k] : 0.0f;
+}
+
+void moe_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx)
+{
+    for (int g = 0; g < K / group; g++) {
+        float amax = 0.0f;
+        for (int k = g * group; k < (g + 1) * group; k++) amax = fmaxf(amax, fabsf(x[k]));
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        dx[g] = d;
+        for (int k = g * group; k < (g + 1) * group; k++)
+            xq[moe_act_i8_index(f, k)] = (int8_t)lrintf(x[k] * inv);
+    }
 }
 
 void moe_group_sums(int K, int group, const float *x, float *sums)

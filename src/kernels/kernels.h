@@ -67,6 +67,11 @@ typedef struct moe_cpu_kernels {
     int mr;
     /* h[j] = silu(g[j])·u[j], silu(v) = v/(1+e^-v). */
     void (*swiglu)(int n, const float *g, const float *u, float *h);
+    /* Quantized panels with int8 activations (see moe_quantize_act_i8):
+     * out[i][r] = Σ_g scale·dx[i][g]·Σ_{k∈g} q·xq[i][k] + bias·xsum[i][g].
+     * NULL where the ISA has no int8 dot product. */
+    void (*panel_gemv_i8)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
+                          const float *const *dx, const float *const *xsum, float *const *out);
 } moe_cpu_kernels;
 
 /* The table in use (best supported, or as chosen by moe_cpu_select_isa). */
@@ -78,6 +83,7 @@ const moe_cpu_kernels *moe_kernels_by_name(const char *name);
 extern const moe_cpu_kernels moe_kernels_portable;
 extern const moe_cpu_kernels moe_kernels_avx2;
 extern const moe_cpu_kernels moe_kernels_avx512;
+extern const moe_cpu_kernels moe_kernels_avx512vnni;
 
 /* Format facts. */
 int moe_wformat_bits(moe_wformat f);            /* 0 for float formats */
@@ -88,5 +94,16 @@ static inline int moe_wformat_is_quant(moe_wformat f) { return f == MOE_WF_Q4 ||
 void moe_pack_a(int K, int m, int mr, const float *const *x, float *dst);
 /* sums[g] = Σ x[g·group .. (g+1)·group) for g < K/group. */
 void moe_group_sums(int K, int group, const float *x, float *sums);
+
+/* int8 activations, symmetric per weight group: dx[g] = max|x| over g / 127,
+ * xq = round(x/dx), in the order panel_gemv_i8 reads for format f: natural
+ * for Q8; for Q4, each run of 8 inputs as its 4 even then its 4 odd ones
+ * (the order of low and high nibbles in a code word). */
+void moe_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx);
+/* Position in that order of input k. */
+static inline int moe_act_i8_index(moe_wformat f, int k)
+{
+    return f == MOE_WF_Q4 ? (k & ~7) | ((k & 1) << 2) | ((k & 7) >> 1) : k;
+}
 
 #endif

@@ -43,7 +43,7 @@ static void layout_slots(int hidden, int panels, int fused, size_t *gate_slot, s
 
 moe_switchglu_config moe_switchglu_default_config(int num_experts, int dim, int hidden)
 {
-    moe_switchglu_config c = { num_experts, dim, hidden, 1, 0 };
+    moe_switchglu_config c = { num_experts, dim, hidden, 1, 0, 0 };
     return c;
 }
 
@@ -82,6 +82,7 @@ moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_exper
     l->dim = cfg->dim;
     l->hidden = cfg->hidden;
     l->fused = cfg->fuse_gate_up != 0;
+    l->int8_activations = cfg->int8_activations != 0;
     l->sort_threshold = cfg->sort_threshold ? cfg->sort_threshold : 64;
     l->panels_hidden = (cfg->hidden + MOE_PANEL - 1) / MOE_PANEL;
     l->panels_dim = (cfg->dim + MOE_PANEL - 1) / MOE_PANEL;
@@ -227,6 +228,10 @@ void moe_switchglu_free(moe_switchglu *l)
     moe_free(l->u);
     moe_free(l->xsum);
     moe_free(l->hsum);
+    moe_free(l->xq);
+    moe_free(l->hq);
+    moe_free(l->xd);
+    moe_free(l->hd);
     moe_free(l->order);
     moe_free(l->group_start);
     moe_free(l->group_expert);

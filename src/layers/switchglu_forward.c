@@ -16,8 +16,39 @@ typedef struct {
     float *y;
     const float *scores;
     int tokens, top_k, groups;
-    int need_xsum, need_hsum;
+    int need_xsum, need_hsum;   /* group sums of x / h (quantized GEMV) */
+    int i8_x, i8_h;             /* int8 activations of x / h (GEMV) */
 } forward_ctx;
+
+/* The matrix-vector inputs of up to MOE_GEMV_MAX_M vectors: floats, group
+ * sums, and int8 activations with their scales when those are in use. */
+typedef struct {
+    const float *v[MOE_GEMV_MAX_M], *sum[MOE_GEMV_MAX_M], *d[MOE_GEMV_MAX_M];
+    const int8_t *q[MOE_GEMV_MAX_M];
+    int m, i8;
+} gemv_args;
+
+/* Vector `row` of the x (down = 0) or h (down = 1) side into slot i. */
+static void gemv_arg(const forward_ctx *c, gemv_args *a, int i, int down, int row)
+{
+    const moe_switchglu *l = c->l;
+    int K = down ? l->hidden : l->dim;
+    int G = down ? l->down.fmt.group_size : l->gate_up.fmt.group_size;
+    a->v[i] = (down ? l->h : c->x) + (size_t)row * K;
+    a->sum[i] = (down ? c->need_hsum : c->need_xsum) ? (down ? l->hsum : l->xsum) + (size_t)row * (K / G) : NULL;
+    a->i8 = down ? c->i8_h : c->i8_x;
+    if (a->i8) {
+        a->q[i] = (down ? l->hq : l->xq) + (size_t)row * K;
+        a->d[i] = (down ? l->hd : l->xd) + (size_t)row * (K / G);
+    }
+}
+
+static void run_gemv(const forward_ctx *c, const moe_panel_format *f, const moe_panel *p, const gemv_args *a,
+                     float *const *out)
+{
+    if (a->i8) c->kern->panel_gemv_i8(f, p, a->m, a->q, a->d, a->sum, out);
+    else c->kern->panel_gemv(f, p, a->m, a->v, a->sum, out);
+}
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
@@ -95,23 +126,19 @@ static void gate_up_gemv(const gate_up_job *j)
 {
     const forward_ctx *c = j->c;
     const moe_switchglu *l = c->l;
-    int D = l->dim, I = l->hidden, G = l->gate_up.fmt.group_size;
+    int I = l->hidden;
     for (int c0 = 0; c0 < j->m; c0 += MOE_GEMV_MAX_M) {
         int mm = min_int(MOE_GEMV_MAX_M, j->m - c0);
-        const float *xs[MOE_GEMV_MAX_M], *sums[MOE_GEMV_MAX_M];
-        for (int i = 0; i < mm; i++) {
-            int t = j->pairs[c0 + i] / c->top_k;
-            xs[i] = c->x + (size_t)t * D;
-            sums[i] = c->need_xsum ? l->xsum + (size_t)t * (D / G) : NULL;
-        }
+        gemv_args a = { .m = mm };
+        for (int i = 0; i < mm; i++) gemv_arg(c, &a, i, 0, j->pairs[c0 + i] / c->top_k);
         if (l->fused) {
             float gt[MOE_GEMV_MAX_M][MOE_PANEL], ut[MOE_GEMV_MAX_M][MOE_PANEL];
             float *go[MOE_GEMV_MAX_M], *uo[MOE_GEMV_MAX_M];
             for (int i = 0; i < mm; i++) go[i] = gt[i], uo[i] = ut[i];
             for (int p = j->p0; p < j->p1; p++) {
                 moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
-                c->kern->panel_gemv(&l->gate_up.fmt, &gp, mm, xs, sums, go);
-                c->kern->panel_gemv(&l->gate_up.fmt, &up, mm, xs, sums, uo);
+                run_gemv(c, &l->gate_up.fmt, &gp, &a, go);
+                run_gemv(c, &l->gate_up.fmt, &up, &a, uo);
                 for (int i = 0; i < mm; i++)
                     c->kern->swiglu(gp.nr, gt[i], ut[i], l->h + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL);
             }
@@ -124,7 +151,7 @@ static void gate_up_gemv(const gate_up_job *j)
                 float *out[MOE_GEMV_MAX_M];
                 for (int i = 0; i < mm; i++) out[i] = dst + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL;
                 moe_panel pp = hidden_panel(l, j->e, slots, p);
-                c->kern->panel_gemv(&l->gate_up.fmt, &pp, mm, xs, sums, out);
+                run_gemv(c, &l->gate_up.fmt, &pp, &a, out);
             }
         }
     }
@@ -171,19 +198,18 @@ static void gate_up_gemm(const gate_up_job *j, thread_scratch *sc)
 static void down_gemv(const forward_ctx *c, int e, const int32_t *pairs, int m, int q0, int q1)
 {
     const moe_switchglu *l = c->l;
-    int D = l->dim, I = l->hidden, G = l->down.fmt.group_size;
+    int D = l->dim;
     for (int c0 = 0; c0 < m; c0 += MOE_GEMV_MAX_M) {
         int mm = min_int(MOE_GEMV_MAX_M, m - c0);
-        const float *hs[MOE_GEMV_MAX_M], *sums[MOE_GEMV_MAX_M];
+        gemv_args a = { .m = mm };
         float tmp[MOE_GEMV_MAX_M][MOE_PANEL], *out[MOE_GEMV_MAX_M];
         for (int i = 0; i < mm; i++) {
-            hs[i] = l->h + (size_t)pairs[c0 + i] * I;
-            sums[i] = c->need_hsum ? l->hsum + (size_t)pairs[c0 + i] * (I / G) : NULL;
+            gemv_arg(c, &a, i, 1, pairs[c0 + i]);
             out[i] = tmp[i];
         }
         for (int q = q0; q < q1; q++) {
             moe_panel dp = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
-            c->kern->panel_gemv(&l->down.fmt, &dp, mm, hs, sums, out);
+            run_gemv(c, &l->down.fmt, &dp, &a, out);
             for (int i = 0; i < mm; i++) {
                 int pair = pairs[c0 + i];
                 float s = c->scores[pair], *yrow = c->y + (size_t)(pair / c->top_k) * D + (size_t)q * MOE_PANEL;
@@ -235,8 +261,12 @@ static void forward_thread(void *arg, int t, int nt)
     if (c->need_xsum) {
         int G = l->gate_up.fmt.group_size;
         split(c->tokens, t, nt, &lo, &hi);
-        for (int tok = lo; tok < hi; tok++)
+        for (int tok = lo; tok < hi; tok++) {
             moe_group_sums(D, G, c->x + (size_t)tok * D, l->xsum + (size_t)tok * (D / G));
+            if (c->i8_x)
+                moe_quantize_act_i8(l->gate_up.fmt.fmt, D, G, c->x + (size_t)tok * D, l->xq + (size_t)tok * D,
+                                    l->xd + (size_t)tok * (D / G));
+        }
         moe_parallel_barrier();
     }
 
@@ -261,8 +291,12 @@ static void forward_thread(void *arg, int t, int nt)
     if (c->need_hsum) {
         int G = l->down.fmt.group_size;
         split(pairs_total, t, nt, &lo, &hi);
-        for (int pair = lo; pair < hi; pair++)
+        for (int pair = lo; pair < hi; pair++) {
             moe_group_sums(I, G, l->h + (size_t)pair * I, l->hsum + (size_t)pair * (I / G));
+            if (c->i8_h)
+                moe_quantize_act_i8(l->down.fmt.fmt, I, G, l->h + (size_t)pair * I, l->hq + (size_t)pair * I,
+                                    l->hd + (size_t)pair * (I / G));
+        }
         moe_parallel_barrier();
     }
 
@@ -332,11 +366,18 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
         if ((st = GROW(l->g, l->g_floats, hf, "gate activations")) != MOE_OK) return st;
         if ((st = GROW(l->u, l->u_floats, hf, "up activations")) != MOE_OK) return st;
     }
+    size_t xf = (size_t)c->tokens * D;
     if (c->need_xsum &&
-        (st = GROW(l->xsum, l->xsum_floats, (size_t)c->tokens * (D / l->gate_up.fmt.group_size), "group sums")) != MOE_OK)
+        (st = GROW(l->xsum, l->xsum_floats, xf / l->gate_up.fmt.group_size, "group sums")) != MOE_OK)
         return st;
     if (c->need_hsum &&
         (st = GROW(l->hsum, l->hsum_floats, hf / l->down.fmt.group_size, "group sums")) != MOE_OK)
+        return st;
+    if (c->i8_x && ((st = GROW(l->xq, l->xq_bytes, xf, "int8 activations")) != MOE_OK ||
+                    (st = GROW(l->xd, l->xd_floats, xf / l->gate_up.fmt.group_size, "activation scales")) != MOE_OK))
+        return st;
+    if (c->i8_h && ((st = GROW(l->hq, l->hq_bytes, hf, "int8 activations")) != MOE_OK ||
+                    (st = GROW(l->hd, l->hd_floats, hf / l->down.fmt.group_size, "activation scales")) != MOE_OK))
         return st;
 
     int largest = largest_group(l, c->groups);
@@ -395,6 +436,9 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
         c.need_xsum |= gemv && moe_wformat_is_quant(l->gate_up.fmt.fmt);
         c.need_hsum |= gemv && moe_wformat_is_quant(l->down.fmt.fmt);
     }
+    int i8 = l->int8_activations && c.kern->panel_gemv_i8;
+    c.i8_x = i8 && c.need_xsum;
+    c.i8_h = i8 && c.need_hsum;
     if ((st = prepare_workspace(l, &c, pairs)) != MOE_OK) return st;
     moe_parallel_run(forward_thread, &c);
     return MOE_OK;

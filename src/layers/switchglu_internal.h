@@ -18,6 +18,7 @@ typedef struct {
 struct moe_switchglu {
     int experts, dim, hidden;
     int fused;
+    int int8_activations;
     int sort_threshold;
     int panels_hidden, panels_dim;   /* ceil(hidden/16), ceil(dim/16) */
     moe_expert_store gate_up;        /* 2·hidden row slots per expert */
@@ -25,8 +26,9 @@ struct moe_switchglu {
     size_t *gate_slot, *up_slot;     /* where hidden panel p of each starts */
     unsigned char *loaded;           /* per expert */
     /* workspace, grown on demand */
-    float *h, *g, *u, *xsum, *hsum;
-    size_t h_floats, g_floats, u_floats, xsum_floats, hsum_floats;
+    float *h, *g, *u, *xsum, *hsum, *xd, *hd;
+    int8_t *xq, *hq;
+    size_t h_floats, g_floats, u_floats, xsum_floats, hsum_floats, xd_floats, hd_floats, xq_bytes, hq_bytes;
     int32_t *order, *group_start, *group_expert, *count;
     size_t order_cap, group_start_cap, group_expert_cap, count_cap;
     thread_scratch scratch[MOE_SWITCHGLU_MAX_THREADS];

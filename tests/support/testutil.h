@@ -35,6 +35,8 @@ void test_switchglu_reference(const test_proj *gate, const test_proj *up, const 
                               const float *x, int tokens, const int32_t *idx, const float *scores,
                               int top_k, double *y, double *bound);
 
+enum { TEST_MAX_ISAS = 4 };
+
 /* The CPU kernel sets this machine can run, best first; returns the count. */
 int test_supported_isas(const char **names, int max);
 

@@ -5,7 +5,7 @@
 
 #include "kernels/cpu/avx512/avx512.h"
 
-enum { MR = 12 };
+enum { MR = MOE_AVX512_MR };
 
 void moe_avx512_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C, int accumulate)
 {

@@ -36,4 +36,5 @@ const moe_cpu_kernels moe_kernels_portable = {
     .gemm_tile = moe_portable_gemm_tile,
     .mr = MR,
     .swiglu = moe_portable_swiglu,
+    .panel_gemv_i8 = moe_portable_panel_gemv_i8,
 };

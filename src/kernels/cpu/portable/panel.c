@@ -75,6 +75,25 @@ void moe_portable_panel_gemv(const moe_panel_format *f, const moe_panel *p, int 
     else gemv_float(f, p, m, x, out);
 }
 
+void moe_portable_panel_gemv_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
+                                const float *const *dx, const float *const *xsum, float *const *out)
+{
+    int gs = f->group_size, groups = f->K / gs;
+    for (int i = 0; i < m; i++)
+        for (int r = 0; r < p->nr; r++) {
+            float acc = 0.0f;
+            for (int g = 0; g < groups; g++) {
+                int32_t dot = 0;
+                for (int k = g * gs; k < (g + 1) * gs; k++)
+                    dot += (int32_t)code_at(f, p, k, r) * xq[i][moe_act_i8_index(f->fmt, k)];
+                size_t s = (size_t)g * p->nr + r;
+                acc += scalar_at(f->sdtype, p->scales, s) * dx[i][g] * (float)dot
+                     + scalar_at(f->sdtype, p->biases, s) * xsum[i][g];
+            }
+            out[i][r] = acc;
+        }
+}
+
 void moe_portable_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst)
 {
     for (int k = 0; k < f->K; k++)
