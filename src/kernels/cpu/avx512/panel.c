@@ -9,17 +9,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/avx512/avx512.h"
-
-static inline __mmask16 lanes(int nr) { return (__mmask16)((1u << nr) - 1u); }
-
-/* 16 values of dtype t at base[i..], lanes beyond the mask zero. */
-static inline __attribute__((always_inline)) __m512 load_dtype(moe_dtype t, const void *base, size_t i, __mmask16 m)
-{
-    if (t == MOE_DTYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)base + i);
-    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i);
-    if (t == MOE_DTYPE_F16) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
+#include "kernels/cpu/avx512/avx512_util.h"
 
 static inline moe_dtype value_dtype(moe_wformat f)
 {
@@ -39,7 +29,7 @@ static inline __attribute__((always_inline)) void gemv_float(moe_dtype t, const 
                                                              const moe_panel *p, int m, const float *const *x,
                                                              float *const *out)
 {
-    __mmask16 mk = lanes(p->nr);
+    __mmask16 mk = avx512_lanes(p->nr);
     int K = f->K, nr = p->nr;
     __m512 acc[MOE_GEMV_MAX_M][4];
     for (int i = 0; i < MOE_GEMV_MAX_M; i++)
@@ -48,14 +38,14 @@ static inline __attribute__((always_inline)) void gemv_float(moe_dtype t, const 
     for (; k + 4 <= K; k += 4) {
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m512 w = load_dtype(t, p->w, (size_t)(k + j) * nr, mk);
+            __m512 w = avx512_load_dtype(t, p->w, (size_t)(k + j) * nr, mk);
 #pragma GCC unroll 4
             for (int i = 0; i < MOE_GEMV_MAX_M; i++)
                 if (i < m) acc[i][j] = _mm512_fmadd_ps(w, _mm512_set1_ps(x[i][k + j]), acc[i][j]);
         }
     }
     for (; k < K; k++) {
-        __m512 w = load_dtype(t, p->w, (size_t)k * nr, mk);
+        __m512 w = avx512_load_dtype(t, p->w, (size_t)k * nr, mk);
         for (int i = 0; i < m; i++) acc[i][0] = _mm512_fmadd_ps(w, _mm512_set1_ps(x[i][k]), acc[i][0]);
     }
     for (int i = 0; i < m; i++)
@@ -81,7 +71,7 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
                                                              const float *const *xsum, float *const *out)
 {
     const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    __mmask16 mk = lanes(p->nr);
+    __mmask16 mk = avx512_lanes(p->nr);
     int nr = p->nr, epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
     const int32_t *codes = p->w;
     /* independent FMA chains: 4 per token hide the FMA latency for one
@@ -114,8 +104,8 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
                 }
             }
         }
-        __m512 s = load_dtype(st, p->scales, (size_t)g * nr, mk);
-        __m512 b = load_dtype(st, p->biases, (size_t)g * nr, mk);
+        __m512 s = avx512_load_dtype(st, p->scales, (size_t)g * nr, mk);
+        __m512 b = avx512_load_dtype(st, p->biases, (size_t)g * nr, mk);
         for (int i = 0; i < m; i++) {
             res[i] = _mm512_fmadd_ps(s, hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), res[i]);
             res[i] = _mm512_fmadd_ps(b, _mm512_set1_ps(xsum[i][g]), res[i]);
@@ -124,26 +114,17 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
     for (int i = 0; i < m; i++) _mm512_mask_storeu_ps(out[i], mk, res[i]);
 }
 
-/* Calls `call` with m replaced by the constant 1, 2, 3 or 4. */
-#define WITH_M(call)                 \
-    switch (m) {                     \
-    case 1: { enum { m = 1 }; call; } break; \
-    case 2: { enum { m = 2 }; call; } break; \
-    case 3: { enum { m = 3 }; call; } break; \
-    default: { enum { m = 4 }; call; } break; \
-    }
-
 #define DEFINE_GEMV_FLOAT(name, t)                                                            \
     static void name(const moe_panel_format *f, const moe_panel *p, int m, const float *const *x, \
                      float *const *out)                                                       \
     {                                                                                         \
-        WITH_M(gemv_float(t, f, p, m, x, out))                                                \
+        AVX512_WITH_M(gemv_float(t, f, p, m, x, out))                                                \
     }
 #define DEFINE_GEMV_QUANT(name, bits, st)                                                     \
     static void name(const moe_panel_format *f, const moe_panel *p, int m, const float *const *x, \
                      const float *const *xsum, float *const *out)                             \
     {                                                                                         \
-        WITH_M(gemv_quant(bits, st, f, p, m, x, xsum, out))                                   \
+        AVX512_WITH_M(gemv_quant(bits, st, f, p, m, x, xsum, out))                                   \
     }
 DEFINE_GEMV_FLOAT(gemv_f32, MOE_DTYPE_F32)
 DEFINE_GEMV_FLOAT(gemv_f16, MOE_DTYPE_F16)
@@ -175,12 +156,12 @@ static inline __attribute__((always_inline)) void unpack_quant(int bits, moe_dty
                                                                const moe_panel *p, float *dst)
 {
     const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    __mmask16 mk = lanes(p->nr);
+    __mmask16 mk = avx512_lanes(p->nr);
     int nr = p->nr, epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
     const int32_t *codes = p->w;
     for (int g = 0; g < f->K / gs; g++) {
-        __m512 s = load_dtype(st, p->scales, (size_t)g * nr, mk);
-        __m512 b = load_dtype(st, p->biases, (size_t)g * nr, mk);
+        __m512 s = avx512_load_dtype(st, p->scales, (size_t)g * nr, mk);
+        __m512 b = avx512_load_dtype(st, p->biases, (size_t)g * nr, mk);
         for (int c = g * words_per_group; c < (g + 1) * words_per_group; c++) {
             __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)c * nr);
             float *d = dst + (size_t)c * epw * MOE_PANEL;
@@ -198,9 +179,9 @@ static inline __attribute__((always_inline)) void unpack_quant(int bits, moe_dty
 static inline __attribute__((always_inline)) void unpack_float(moe_dtype t, const moe_panel_format *f,
                                                                const moe_panel *p, float *dst)
 {
-    __mmask16 mk = lanes(p->nr);
+    __mmask16 mk = avx512_lanes(p->nr);
     for (int k = 0; k < f->K; k++)
-        _mm512_storeu_ps(dst + (size_t)k * MOE_PANEL, load_dtype(t, p->w, (size_t)k * p->nr, mk));
+        _mm512_storeu_ps(dst + (size_t)k * MOE_PANEL, avx512_load_dtype(t, p->w, (size_t)k * p->nr, mk));
 }
 
 void moe_avx512_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst)

@@ -9,16 +9,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/avx512/avx512.h"
-
-static inline __mmask16 lanes(int nr) { return (__mmask16)((1u << nr) - 1u); }
-
-static inline __attribute__((always_inline)) __m512 load_dtype(moe_dtype t, const void *base, size_t i, __mmask16 m)
-{
-    if (t == MOE_DTYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)base + i);
-    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i);
-    if (t == MOE_DTYPE_F16) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
+#include "kernels/cpu/avx512/avx512_util.h"
 
 /* Four int8 activations as one broadcast dword. */
 static inline __m512i bcast4(const int8_t *p)
@@ -28,14 +19,14 @@ static inline __m512i bcast4(const int8_t *p)
     return _mm512_set1_epi32(v);
 }
 
-/* m is a compile-time constant at every call (see WITH_M). */
+/* m is a compile-time constant at every call (see AVX512_WITH_M). */
 static inline __attribute__((always_inline)) void gemv_i8(int bits, moe_dtype st, const moe_panel_format *f,
                                                           const moe_panel *p, int m, const int8_t *const *xq,
                                                           const float *const *dx, const float *const *xsum,
                                                           float *const *out)
 {
     const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
-    __mmask16 mk = lanes(p->nr);
+    __mmask16 mk = avx512_lanes(p->nr);
     int nr = p->nr, epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
     const int32_t *codes = p->w;
     /* independent dot-product chains per token (exact integer sums, so
@@ -64,8 +55,8 @@ static inline __attribute__((always_inline)) void gemv_i8(int bits, moe_dtype st
                     if (i < m) acc[i][ch] = _mm512_dpbusd_epi32(acc[i][ch], w, bcast4(xq[i] + k));
             }
         }
-        __m512 s = load_dtype(st, p->scales, (size_t)g * nr, mk);
-        __m512 b = load_dtype(st, p->biases, (size_t)g * nr, mk);
+        __m512 s = avx512_load_dtype(st, p->scales, (size_t)g * nr, mk);
+        __m512 b = avx512_load_dtype(st, p->biases, (size_t)g * nr, mk);
         for (int i = 0; i < m; i++) {
             __m512i sum = _mm512_add_epi32(acc[i][0], acc[i][1]);
             __m512 sd = _mm512_mul_ps(s, _mm512_set1_ps(dx[i][g]));
@@ -76,18 +67,11 @@ static inline __attribute__((always_inline)) void gemv_i8(int bits, moe_dtype st
     for (int i = 0; i < m; i++) _mm512_mask_storeu_ps(out[i], mk, res[i]);
 }
 
-#define WITH_M(call)                                \
-    switch (m) {                                    \
-    case 1: { enum { m = 1 }; call; } break;        \
-    case 2: { enum { m = 2 }; call; } break;        \
-    case 3: { enum { m = 3 }; call; } break;        \
-    default: { enum { m = 4 }; call; } break;       \
-    }
 #define DEFINE_GEMV_I8(name, bits, st)                                                              \
     static void name(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq, \
                      const float *const *dx, const float *const *xsum, float *const *out)           \
     {                                                                                               \
-        WITH_M(gemv_i8(bits, st, f, p, m, xq, dx, xsum, out))                                       \
+        AVX512_WITH_M(gemv_i8(bits, st, f, p, m, xq, dx, xsum, out))                                \
     }
 DEFINE_GEMV_I8(gemv_q4_f32, 4, MOE_DTYPE_F32)
 DEFINE_GEMV_I8(gemv_q4_f16, 4, MOE_DTYPE_F16)
