@@ -11,11 +11,6 @@
 #include "kernels/cpu/avx512/avx512.h"
 #include "kernels/cpu/avx512/avx512_util.h"
 
-static inline moe_dtype value_dtype(moe_wformat f)
-{
-    return f == MOE_WF_F16 ? MOE_DTYPE_F16 : f == MOE_WF_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
-}
-
 static inline __m512 hsum4(__m512 a, __m512 b, __m512 c, __m512 d)
 {
     return _mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d));
