@@ -14,7 +14,7 @@
 #include "moe/runtime.h"
 #include "core/error.h"
 
-enum { MAX_THREADS = 256, SPIN_ROUNDS = 20000 };
+enum { MAX_THREADS = 256, SPIN_ROUNDS = 4000 };
 
 static struct {
     pthread_mutex_t mu;
@@ -61,11 +61,13 @@ static void *worker_main(void *arg)
 int moe_num_threads(void)
 {
     if (pool.threads_wanted > 0) return pool.threads_wanted;
+    /* decided once: sysconf reads a file under /sys on every call */
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     const char *env = getenv("MOE_THREADS");
     if (env && atoi(env) > 0) n = atoi(env);
     if (n < 1) n = 1;
     if (n > MAX_THREADS) n = MAX_THREADS;
+    pool.threads_wanted = (int)n;
     return (int)n;
 }
 
