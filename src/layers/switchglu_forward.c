@@ -54,16 +54,12 @@ static int min_int(int a, int b) { return a < b ? a : b; }
 
 static int group_uses_gemm(int m) { return m > MOE_GEMV_MAX_M; }
 
-/* Grows a workspace buffer to n elements of `size` bytes. */
-static moe_status grow(void **buf, size_t *cap, size_t n, size_t size, const char *what)
-{
-    if (n <= *cap) return MOE_OK;
-    moe_free(*buf);
-    *buf = moe_alloc(n * size, what);
-    *cap = *buf ? n : 0;
-    return *buf ? MOE_OK : MOE_ERR_NOMEM;
-}
-#define GROW(buf, cap, n, what) grow((void **)&(buf), &(cap), (n), sizeof *(buf), what)
+/* Grows a workspace buffer to n elements (contents not kept); a status.
+ * A macro so that buf keeps its own pointer type. */
+#define GROW(buf, cap, n, what)                                                            \
+    ((n) <= (cap) ? MOE_OK                                                                 \
+                  : (moe_free(buf), (buf) = moe_alloc((n) * sizeof *(buf), what),          \
+                     (cap) = (buf) ? (n) : 0, (buf) ? MOE_OK : MOE_ERR_NOMEM))
 
 /* The panel as float [K][16]: straight from the store when it already is,
  * else unpacked into dst. */
