@@ -633,7 +633,7 @@ static void pack_a(void **state)
     const moe_cpu_kernels *kt[TEST_MAX_ISAS];
     const char *names[TEST_MAX_ISAS];
     int nt = tables(kt, names);
-    int mrs[3 + 4] = { 1, 4, 12, MOE_TILE_MAX_M };
+    int mrs[4 + TEST_MAX_ISAS] = { 1, 4, 12, MOE_TILE_MAX_M };
     int nmr = 4;
     for (int t = 0; t < nt; t++) mrs[nmr++] = kt[t]->mr;
     static const int Ks[] = { 1, 5, 37 };
