@@ -1,0 +1,22 @@
+/* tools/bench_probe.h — machine floors for `moe bench-layer`: how fast this
+ * machine can read memory and how many fp32 FLOP/s it can do, measured in the
+ * same run as the benchmark so that the floors describe the same conditions
+ * (threads, clock, neighbours on the host). */
+#ifndef MOE_TOOLS_BENCH_PROBE_H
+#define MOE_TOOLS_BENCH_PROBE_H
+
+#include <stddef.h>
+
+/* Read bandwidth in GB/s (1e9 bytes/s): every thread of moe_parallel_run sums
+ * its slice of a `bytes` buffer; the median of `passes` timed passes. The
+ * buffer is allocated, touched and freed inside the call. Returns a negative
+ * value when the buffer cannot be allocated (moe_last_error() says why). */
+double bench_probe_bandwidth_gbps(size_t bytes, int passes);
+
+/* Peak fp32 GFLOP/s over all threads, best of a few runs of a probe with many
+ * independent multiply-add chains. The variant is picked for the ISA name
+ * (one starting "avx512" or "avx2": vector FMA of that width; anything else:
+ * plain SSE multiply then add); *variant is set to what ran. */
+double bench_probe_peak_gflops(const char *isa, const char **variant);
+
+#endif
