@@ -503,25 +503,6 @@ static moe_status build_layer(const shape_def *s, const dtype_def *d, uint64_t s
 
 /* ---- timing -------------------------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof v[0], cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* One variant's timing state: samples and which routing comes next. */
 typedef struct {
     double *ms;
@@ -535,10 +516,10 @@ static moe_status timed_forward(moe_switchglu *layer, const routing *r, variant_
 {
     size_t pairs = (size_t)r->tokens * r->top_k;
     size_t q = (size_t)(v->next_routing++ % ROUTINGS);
-    double t0 = now_s();
+    double t0 = bench_now_s();
     moe_status st = moe_switchglu_forward(layer, r->x, r->tokens, r->idx + q * pairs,
                                           r->scores + q * pairs, r->top_k, r->y);
-    *ms = (now_s() - t0) * 1e3;
+    *ms = (bench_now_s() - t0) * 1e3;
     return st;
 }
 
@@ -599,7 +580,7 @@ static moe_status measure(moe_switchglu *layer, const routing *r, const bench_op
         if (st == MOE_OK) st = run_block(layer, r, &v[!first], !first, t->iters, 1, &warm[!first]);
     }
     for (int k = 0; k < 2; k++) {
-        if (st == MOE_OK) t->ms[k] = median(v[k].ms, v[k].count);
+        if (st == MOE_OK) t->ms[k] = bench_median(v[k].ms, v[k].count);
         t->bytes[k] = v[k].weight_bytes;
         moe_free(v[k].ms);
     }

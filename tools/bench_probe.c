@@ -26,7 +26,7 @@
 
 enum { MAX_THREADS = 256, CHAINS = 12 };
 
-static double now_s(void)
+double bench_now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -37,6 +37,12 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* ---- memory read bandwidth ---------------------------------------------- */
@@ -107,14 +113,13 @@ double bench_probe_bandwidth_gbps(size_t bytes, int passes)
     if (passes > 64) passes = 64;
     if (passes < 1) passes = 1;
     for (int p = 0; p < passes; p++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         moe_parallel_run(bw_read, &c);
-        times[p] = now_s() - t0;
+        times[p] = bench_now_s() - t0;
     }
     moe_free(c.buf);
     c.buf = NULL;
-    qsort(times, (size_t)passes, sizeof times[0], cmp_double);
-    return (double)(c.n * sizeof(float)) / times[passes / 2] / 1e9;
+    return (double)(c.n * sizeof(float)) / bench_median(times, passes) / 1e9;
 }
 
 /* ---- peak fp32 multiply-add rate ----------------------------------------- */
@@ -166,9 +171,9 @@ static void peak_thread(void *arg, int t, int nt)
 
 static double peak_run_s(peak_ctx *c)
 {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     moe_parallel_run(peak_thread, c);
-    return now_s() - t0;
+    return bench_now_s() - t0;
 }
 
 double bench_probe_peak_gflops(const char *isa, const char **variant)

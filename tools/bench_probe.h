@@ -19,4 +19,8 @@ double bench_probe_bandwidth_gbps(size_t bytes, int passes);
  * plain SSE multiply then add); *variant is set to what ran. */
 double bench_probe_peak_gflops(const char *isa, const char **variant);
 
+/* Monotonic seconds, and the median of v[0..n) (sorts v). */
+double bench_now_s(void);
+double bench_median(double *v, int n);
+
 #endif
