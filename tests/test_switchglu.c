@@ -109,7 +109,7 @@ static void run_case(const layer_case *c, uint64_t seed)
                 assert_int_equal(moe_switchglu_weight_bytes(l), expected_bytes(c));
                 assert_int_equal(moe_switchglu_forward(l, x, c->tokens, idx, scores, c->top_k, y), MOE_OK);
                 check_close(c, what, y, ref, bound);
-                if (c->int8 && c->bits && moe_kernels_by_name(isas[ii])->panel_gemv_i8 && !sorted) {
+                if (c->int8 && c->bits && moe_kernels_by_name(isas[ii])->panel_gemv_i8) {
                     /* the int8 path really ran: it differs from exact floats */
                     moe_switchglu_config exact = cfg;
                     exact.int8_activations = 0;
@@ -174,6 +174,8 @@ CASE(q8_few_tokens, 3, 64, 64, 6, 1, 8, MOE_DTYPE_BF16, 64, ROUTE_RANDOM, 0)
 CASE(q4_int8_decode, 16, 256, 128, 1, 8, 4, MOE_DTYPE_BF16, 64, ROUTE_RANDOM, 1)
 CASE(q4_int8_g32,  5, 96, 160, 7, 2, 4, MOE_DTYPE_F16, 32, ROUTE_RANDOM, 1)
 CASE(q8_int8_g128, 4, 256, 128, 9, 3, 8, MOE_DTYPE_F32, 128, ROUTE_FEW, 1)
+CASE(q4_int8_many,  4, 128, 96, 45, 2, 4, MOE_DTYPE_BF16, 32, ROUTE_SAME, 1)
+CASE(q8_int8_many,  3, 64, 128, 70, 2, 8, MOE_DTYPE_F16, 64, ROUTE_RANDOM, 1)
 CASE(f32_int8_ignored, 3, 37, 23, 5, 2, 0, MOE_DTYPE_F32, 0, ROUTE_RANDOM, 1)
 
 /* ---- errors ---- */
@@ -285,7 +287,7 @@ int main(void)
         cmocka_unit_test(q4_f16_g128),    cmocka_unit_test(q4_same),      cmocka_unit_test(q8_bf16_g64),
         cmocka_unit_test(q8_f16_g32),     cmocka_unit_test(q8_f32_g128),  cmocka_unit_test(q4_decode),
         cmocka_unit_test(q8_few_tokens),  cmocka_unit_test(q4_int8_decode), cmocka_unit_test(q4_int8_g32),
-        cmocka_unit_test(q8_int8_g128),   cmocka_unit_test(f32_int8_ignored),  cmocka_unit_test(create_errors), cmocka_unit_test(forward_errors),
+        cmocka_unit_test(q8_int8_g128),   cmocka_unit_test(q4_int8_many),  cmocka_unit_test(q8_int8_many),   cmocka_unit_test(f32_int8_ignored),  cmocka_unit_test(create_errors), cmocka_unit_test(forward_errors),
         cmocka_unit_test(isa_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

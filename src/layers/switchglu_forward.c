@@ -52,7 +52,14 @@ static void run_gemv(const forward_ctx *c, const moe_panel_format *f, const moe_
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-static int group_uses_gemm(int m) { return m > MOE_GEMV_MAX_M; }
+/* A group of m pairs runs the float GEMM (dequantized panels, register
+ * tiles) when it has more pairs than one matrix-vector call takes, except
+ * with int8 activations: those stay on the int8 dot-product kernel, which
+ * then works as a GEMM over the group's tokens a few at a time. */
+static int group_uses_gemm(const forward_ctx *c, int down, int m)
+{
+    return m > MOE_GEMV_MAX_M && !(down ? c->i8_h : c->i8_x);
+}
 
 /* Grows a workspace buffer to n elements (contents not kept); a status.
  * A macro so that buf keeps its own pointer type. */
@@ -118,35 +125,53 @@ static moe_panel hidden_panel(const moe_switchglu *l, int e, const size_t *slots
     return moe_expert_store_panel(&l->gate_up, e, slots[p], panel_rows(l->hidden, p));
 }
 
+/* The chunk of up to MOE_GEMV_MAX_M of the job's pairs starting at c0. */
+static gemv_args gate_up_chunk(const gate_up_job *j, int c0)
+{
+    gemv_args a = { .m = min_int(MOE_GEMV_MAX_M, j->m - c0) };
+    for (int i = 0; i < a.m; i++) gemv_arg(j->c, &a, i, 0, j->pairs[c0 + i] / j->c->top_k);
+    return a;
+}
+
+/* Panel by panel, each panel's tokens a few at a time: a panel stays in
+ * cache while all of the group's tokens pass over it. */
 static void gate_up_gemv(const gate_up_job *j)
 {
     const forward_ctx *c = j->c;
     const moe_switchglu *l = c->l;
     int I = l->hidden;
-    for (int c0 = 0; c0 < j->m; c0 += MOE_GEMV_MAX_M) {
-        int mm = min_int(MOE_GEMV_MAX_M, j->m - c0);
-        gemv_args a = { .m = mm };
-        for (int i = 0; i < mm; i++) gemv_arg(c, &a, i, 0, j->pairs[c0 + i] / c->top_k);
-        if (l->fused) {
-            float gt[MOE_GEMV_MAX_M][MOE_PANEL], ut[MOE_GEMV_MAX_M][MOE_PANEL];
-            float *go[MOE_GEMV_MAX_M], *uo[MOE_GEMV_MAX_M];
-            for (int i = 0; i < mm; i++) go[i] = gt[i], uo[i] = ut[i];
-            for (int p = j->p0; p < j->p1; p++) {
-                moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
-                run_gemv(c, &l->gate_up.fmt, &gp, &a, go);
-                run_gemv(c, &l->gate_up.fmt, &up, &a, uo);
-                for (int i = 0; i < mm; i++)
-                    c->kern->swiglu(gp.nr, gt[i], ut[i], l->h + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL);
+    if (l->fused) {
+        /* gate over a block of tokens, then up over the same block, then
+         * SwiGLU: one panel at a time stays in L1 (both together do not,
+         * at 4 bits and D 2048), and only h is written */
+        enum { BLOCK = 8 * MOE_GEMV_MAX_M };
+        float gt[BLOCK][MOE_PANEL], ut[BLOCK][MOE_PANEL];
+        for (int p = j->p0; p < j->p1; p++) {
+            moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
+            for (int b0 = 0; b0 < j->m; b0 += BLOCK) {
+                int b1 = min_int(j->m, b0 + BLOCK);
+                for (int which = 0; which < 2; which++)
+                    for (int c0 = b0; c0 < b1; c0 += MOE_GEMV_MAX_M) {
+                        gemv_args a = gate_up_chunk(j, c0);
+                        float *out[MOE_GEMV_MAX_M];
+                        for (int i = 0; i < a.m; i++) out[i] = which ? ut[c0 - b0 + i] : gt[c0 - b0 + i];
+                        run_gemv(c, &l->gate_up.fmt, which ? &up : &gp, &a, out);
+                    }
+                for (int i = b0; i < b1; i++)
+                    c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
             }
-            continue;
         }
-        for (int which = 0; which < 2; which++) {
-            const size_t *slots = which ? l->up_slot : l->gate_slot;
-            float *dst = which ? l->u : l->g;
-            for (int p = j->p0; p < j->p1; p++) {
+        return;
+    }
+    for (int which = 0; which < 2; which++) {
+        const size_t *slots = which ? l->up_slot : l->gate_slot;
+        float *dst = which ? l->u : l->g;
+        for (int p = j->p0; p < j->p1; p++) {
+            moe_panel pp = hidden_panel(l, j->e, slots, p);
+            for (int c0 = 0; c0 < j->m; c0 += MOE_GEMV_MAX_M) {
+                gemv_args a = gate_up_chunk(j, c0);
                 float *out[MOE_GEMV_MAX_M];
-                for (int i = 0; i < mm; i++) out[i] = dst + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL;
-                moe_panel pp = hidden_panel(l, j->e, slots, p);
+                for (int i = 0; i < a.m; i++) out[i] = dst + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL;
                 run_gemv(c, &l->gate_up.fmt, &pp, &a, out);
             }
         }
@@ -195,18 +220,15 @@ static void down_gemv(const forward_ctx *c, int e, const int32_t *pairs, int m, 
 {
     const moe_switchglu *l = c->l;
     int D = l->dim;
-    for (int c0 = 0; c0 < m; c0 += MOE_GEMV_MAX_M) {
-        int mm = min_int(MOE_GEMV_MAX_M, m - c0);
-        gemv_args a = { .m = mm };
-        float tmp[MOE_GEMV_MAX_M][MOE_PANEL], *out[MOE_GEMV_MAX_M];
-        for (int i = 0; i < mm; i++) {
-            gemv_arg(c, &a, i, 1, pairs[c0 + i]);
-            out[i] = tmp[i];
-        }
-        for (int q = q0; q < q1; q++) {
-            moe_panel dp = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
+    float tmp[MOE_GEMV_MAX_M][MOE_PANEL], *out[MOE_GEMV_MAX_M];
+    for (int i = 0; i < MOE_GEMV_MAX_M; i++) out[i] = tmp[i];
+    for (int q = q0; q < q1; q++) {
+        moe_panel dp = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
+        for (int c0 = 0; c0 < m; c0 += MOE_GEMV_MAX_M) {
+            gemv_args a = { .m = min_int(MOE_GEMV_MAX_M, m - c0) };
+            for (int i = 0; i < a.m; i++) gemv_arg(c, &a, i, 1, pairs[c0 + i]);
             run_gemv(c, &l->down.fmt, &dp, &a, out);
-            for (int i = 0; i < mm; i++) {
+            for (int i = 0; i < a.m; i++) {
                 int pair = pairs[c0 + i];
                 float s = c->scores[pair], *yrow = c->y + (size_t)(pair / c->top_k) * D + (size_t)q * MOE_PANEL;
                 for (int r = 0; r < dp.nr; r++) yrow[r] += s * tmp[i][r];
@@ -273,7 +295,7 @@ static void forward_thread(void *arg, int t, int nt)
         job.e = l->group_expert[gi];
         job.pairs = l->order + l->group_start[gi];
         job.m = l->group_start[gi + 1] - l->group_start[gi];
-        if (group_uses_gemm(job.m)) gate_up_gemm(&job, sc);
+        if (group_uses_gemm(c, 0, job.m)) gate_up_gemm(&job, sc);
         else gate_up_gemv(&job);
     }
     if (!l->fused)
@@ -305,7 +327,7 @@ static void forward_thread(void *arg, int t, int nt)
     for (int gi = 0; gi < c->groups; gi++) {
         int e = l->group_expert[gi], m = l->group_start[gi + 1] - l->group_start[gi];
         const int32_t *pairs = l->order + l->group_start[gi];
-        if (group_uses_gemm(m)) down_gemm(c, sc, e, pairs, m, q0, q1);
+        if (group_uses_gemm(c, 1, m)) down_gemm(c, sc, e, pairs, m, q0, q1);
         else down_gemv(c, e, pairs, m, q0, q1);
     }
 }
@@ -378,7 +400,8 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
 
     int largest = largest_group(l, c->groups);
     size_t K = (size_t)(D > I ? D : I);
-    size_t apack = group_uses_gemm(largest) ? (size_t)((largest + mr - 1) / mr) * mr * K : 0;
+    size_t apack = group_uses_gemm(c, 0, largest) || group_uses_gemm(c, 1, largest)
+                       ? (size_t)((largest + mr - 1) / mr) * mr * K : 0;
     int threads = moe_num_threads();
     if (threads > MOE_SWITCHGLU_MAX_THREADS) threads = MOE_SWITCHGLU_MAX_THREADS;
     for (int t = 0; t < threads; t++) {
@@ -427,14 +450,14 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
     moe_status st;
     if ((st = prepare_groups(l, pairs)) != MOE_OK) return st;
     c.groups = make_groups(l, idx, pairs);
-    for (int gi = 0; gi < c.groups; gi++) {
-        int gemv = !group_uses_gemm(l->group_start[gi + 1] - l->group_start[gi]);
-        c.need_xsum |= gemv && moe_wformat_is_quant(l->gate_up.fmt.fmt);
-        c.need_hsum |= gemv && moe_wformat_is_quant(l->down.fmt.fmt);
-    }
     int i8 = l->int8_activations && c.kern->panel_gemv_i8;
-    c.i8_x = i8 && c.need_xsum;
-    c.i8_h = i8 && c.need_hsum;
+    c.i8_x = i8 && moe_wformat_is_quant(l->gate_up.fmt.fmt);
+    c.i8_h = i8 && moe_wformat_is_quant(l->down.fmt.fmt);
+    for (int gi = 0; gi < c.groups; gi++) {
+        int m = l->group_start[gi + 1] - l->group_start[gi];
+        c.need_xsum |= !group_uses_gemm(&c, 0, m) && moe_wformat_is_quant(l->gate_up.fmt.fmt);
+        c.need_hsum |= !group_uses_gemm(&c, 1, m) && moe_wformat_is_quant(l->down.fmt.fmt);
+    }
     if ((st = prepare_workspace(l, &c, pairs)) != MOE_OK) return st;
     moe_parallel_run(forward_thread, &c);
     return MOE_OK;
