@@ -248,10 +248,17 @@ static void forward_errors(void **state)
     moe_expert_weights none = g.w;
     none.weight = NULL;
     expect_error(moe_switchglu_load_expert(l, 0, &none, &u.w, &d.w), MOE_ERR_INVALID_ARG, "gate");
+    static uint32_t buf32[64 * 64];
     moe_expert_weights other = g.w;
     other.dtype = MOE_DTYPE_BF16;
     expect_error(moe_switchglu_load_expert(l, 0, &g.w, &other, &d.w), MOE_ERR_DTYPE, "up");
     moe_switchglu_free(l);
+
+    moe_expert_weights no_scales = { MOE_DTYPE_BF16, 4, 32, buf32, NULL, buf32 };
+    moe_switchglu_config qcfg = moe_switchglu_default_config(2, 64, 64);
+    expect_error(moe_switchglu_create_stacked(&qcfg, &no_scales, &no_scales, &no_scales, &l), MOE_ERR_INVALID_ARG,
+                 "scales or biases pointer is NULL");
+    assert_null(l);
 
     assert_int_equal(moe_switchglu_create_stacked(&cfg, &g.w, &u.w, &d.w, &l), MOE_OK);
     assert_int_equal(moe_switchglu_forward(l, x, 2, idx, s, 2, y), MOE_OK);

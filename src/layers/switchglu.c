@@ -150,6 +150,11 @@ static moe_expert_weights expert_slice(const moe_expert_weights *w, const moe_ex
     return r;
 }
 
+static int has_pointers(const moe_expert_weights *w)
+{
+    return w->weight && (!w->bits || (w->scales && w->biases));
+}
+
 moe_status moe_switchglu_create_stacked(const moe_switchglu_config *cfg, const moe_expert_weights *gate,
                                         const moe_expert_weights *up, const moe_expert_weights *down,
                                         moe_switchglu **out)
@@ -157,16 +162,15 @@ moe_status moe_switchglu_create_stacked(const moe_switchglu_config *cfg, const m
     moe_status st = moe_switchglu_create(cfg, gate, up, down, out);
     if (st != MOE_OK) return st;
     moe_switchglu *l = *out;
+    if (!has_pointers(gate) || !has_pointers(up) || !has_pointers(down))
+        st = moe_error_set(MOE_ERR_INVALID_ARG, "switchglu create_stacked: a weight, scales or biases pointer is NULL");
+    /* gate and up each hold `hidden` rows an expert in the stacked file layout */
+    moe_expert_store half = l->gate_up;
+    half.rows_per_expert = (size_t)l->hidden;
     for (int e = 0; e < l->experts && st == MOE_OK; e++) {
-        /* gate and up each hold `hidden` rows an expert in the stacked file layout */
-        moe_expert_store half = l->gate_up;
-        half.rows_per_expert = (size_t)l->hidden;
         moe_expert_weights g = expert_slice(gate, &half, e), u = expert_slice(up, &half, e);
         moe_expert_weights d = expert_slice(down, &l->down, e);
-        if (!gate->weight || !up->weight || !down->weight)
-            st = moe_error_set(MOE_ERR_INVALID_ARG, "switchglu create_stacked: a weight pointer is NULL");
-        else
-            st = moe_switchglu_load_expert(l, e, &g, &u, &d);
+        st = moe_switchglu_load_expert(l, e, &g, &u, &d);
     }
     if (st != MOE_OK) {
         moe_switchglu_free(l);
