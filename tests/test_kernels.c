@@ -394,19 +394,30 @@ static void gemv_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int g
     panel_free(&pc);
 }
 
-static void gemv_i8_formats(void **state)
+typedef void (*panel_case_fn)(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs, int K, int nr);
+
+/* fn on every quantized shape: Q4 and Q8 × scale dtype F32/F16/BF16 × group
+ * 32/64/128 × 1..3 groups (every `group_step`-th) × lane counts nr[0], nr[1];
+ * each with its own seed. */
+static void each_quant_shape(uint64_t *seed, int group_step, const int nr[2], panel_case_fn fn)
 {
-    (void)state;
     static const moe_dtype sd[] = { MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16 };
-    static const int gss[] = { 32, 64, 128 }, nrs[] = { 16, 7 };
-    begin();
-    uint64_t seed = 0x18a70001u;
+    static const int gss[] = { 32, 64, 128 };
     for (int f = MOE_WF_Q4; f <= MOE_WF_Q8; f++)
         for (int s = 0; s < 3; s++)
             for (int g = 0; g < 3; g++)
-                for (int ng = 1; ng <= 3; ng += 2)
+                for (int ng = 1; ng <= 3; ng += group_step)
                     for (int n = 0; n < 2; n++)
-                        gemv_i8_case(seed++ * 0x9E3779B97F4A7C15ull, (moe_wformat)f, sd[s], gss[g], ng * gss[g], nrs[n]);
+                        fn((*seed)++ * 0x9E3779B97F4A7C15ull, (moe_wformat)f, sd[s], gss[g], ng * gss[g], nr[n]);
+}
+
+static void gemv_i8_formats(void **state)
+{
+    (void)state;
+    static const int nrs[2] = { 16, 7 };
+    begin();
+    uint64_t seed = 0x18a70001u;
+    each_quant_shape(&seed, 2, nrs, gemv_i8_case);
     finish("panel_gemv_i8");
 }
 
@@ -426,16 +437,10 @@ static void gemv_float_formats(void **state)
 static void gemv_quant_formats(void **state)
 {
     (void)state;
-    static const moe_dtype sd[] = { MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16 };
-    static const int gss[] = { 32, 64, 128 }, nrs[] = { 16, 5 };
+    static const int nrs[2] = { 16, 5 };
     begin();
     uint64_t seed = 0x6e3f1001u;
-    for (int f = MOE_WF_Q4; f <= MOE_WF_Q8; f++)
-        for (int s = 0; s < 3; s++)
-            for (int g = 0; g < 3; g++)
-                for (int ng = 1; ng <= 3; ng++)
-                    for (int n = 0; n < 2; n++)
-                        gemv_case(seed++ * 0x9E3779B97F4A7C15ull, (moe_wformat)f, sd[s], gss[g], ng * gss[g], nrs[n]);
+    each_quant_shape(&seed, 1, nrs, gemv_case);
     finish("panel_gemv, quantized formats");
 }
 
@@ -488,21 +493,14 @@ static void unpack_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs
 static void unpack_all_formats(void **state)
 {
     (void)state;
-    static const int Ks[] = { 1, 7, 37, 130 }, nrs[] = { 16, 15, 9, 1 };
-    static const moe_dtype sd[] = { MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16 };
-    static const int gss[] = { 32, 64, 128 }, qnrs[] = { 16, 5 };
+    static const int Ks[] = { 1, 7, 37, 130 }, nrs[] = { 16, 15, 9, 1 }, qnrs[2] = { 16, 5 };
     begin();
     uint64_t seed = 0x7a2c0001u;
     for (int f = MOE_WF_F32; f <= MOE_WF_BF16; f++)
         for (size_t a = 0; a < 4; a++)
             for (size_t b = 0; b < 4; b++)
                 unpack_case(seed++ * 0x9E3779B97F4A7C15ull, (moe_wformat)f, MOE_DTYPE_F32, 0, Ks[a], nrs[b]);
-    for (int f = MOE_WF_Q4; f <= MOE_WF_Q8; f++)
-        for (int s = 0; s < 3; s++)
-            for (int g = 0; g < 3; g++)
-                for (int ng = 1; ng <= 3; ng++)
-                    for (int n = 0; n < 2; n++)
-                        unpack_case(seed++ * 0x9E3779B97F4A7C15ull, (moe_wformat)f, sd[s], gss[g], ng * gss[g], qnrs[n]);
+    each_quant_shape(&seed, 1, qnrs, unpack_case);
     finish("panel_unpack");
 }
 
