@@ -79,7 +79,9 @@ moe_status moe_switchglu_create_stacked(const moe_switchglu_config *cfg,
 
 /* y [T, dim] = the layer applied to x [T, dim]; indices and scores [T, top_k].
  * y may not alias x. Fails (and leaves y unspecified) on an index outside
- * [0, num_experts) or a layer with experts never loaded. */
+ * [0, num_experts) or a layer with experts never loaded. Uses all threads
+ * (moe_set_num_threads) and the layer's own workspace: one call at a time
+ * per layer. */
 moe_status moe_switchglu_forward(moe_switchglu *layer, const float *x, int tokens,
                                  const int32_t *indices, const float *scores, int top_k,
                                  float *y);
