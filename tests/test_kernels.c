@@ -181,7 +181,7 @@ static void transpose(void *dst, const void *src, int rows, int cols, size_t esz
 typedef struct {
     moe_panel_format f;
     moe_panel p;
-    void *w, *scales, *biases;
+    void *w;      /* the panel's bytes, as kernels.h lays them out */
     double *W;    /* [nr][K] exact weights */
     double *mag;  /* [nr][K] |w|, or |scale·q| + |bias| for quantized */
     char desc[96];
@@ -230,22 +230,32 @@ static void panel_make(panel_case *pc, uint64_t *rng, moe_wformat fmt, moe_dtype
                     pc->mag[(size_t)r * K + k] = fabs(s * q) + fabs(b);
                 }
             }
-        pc->w = xmalloc(sizeof(uint32_t) * nr * words);
-        pc->scales = xmalloc(sb * nr * groups);
-        pc->biases = xmalloc(sb * nr * groups);
-        transpose(pc->w, codes, nr, words, sizeof(uint32_t));
-        transpose(pc->scales, sc, nr, groups, sb);
-        transpose(pc->biases, bi, nr, groups, sb);
+        /* one block per group: its codes [wpg][nr], scales [nr], biases [nr] */
+        size_t wpg = (size_t)gs / epw, block = wpg * nr * sizeof(uint32_t) + 2 * sb * nr;
+        unsigned char *panel = xmalloc(block * groups);
+        for (int g = 0; g < groups; g++) {
+            unsigned char *b = panel + (size_t)g * block;
+            uint32_t *cw = (uint32_t *)b;
+            for (size_t c = 0; c < wpg; c++)
+                for (int r = 0; r < nr; r++) cw[c * nr + r] = codes[(size_t)r * words + g * wpg + c];
+            for (int r = 0; r < nr; r++) {
+                memcpy(b + wpg * nr * 4 + (size_t)r * sb, (unsigned char *)sc + ((size_t)r * groups + g) * sb, sb);
+                memcpy(b + wpg * nr * 4 + (size_t)(nr + r) * sb, (unsigned char *)bi + ((size_t)r * groups + g) * sb, sb);
+            }
+        }
+        pc->w = panel;
         free(codes), free(sc), free(bi);
         snprintf(pc->desc, sizeof pc->desc, "fmt %s scales %s group %d K %d nr %d", fmt_name[fmt],
                  dtype_name(sdtype), gs, K, nr);
+        pc->p = (moe_panel){ panel, panel + wpg * nr * 4, panel + wpg * nr * 4 + sb * nr, nr, block };
+        return;
     }
-    pc->p = (moe_panel){ pc->w, pc->scales, pc->biases, nr };
+    pc->p = (moe_panel){ pc->w, NULL, NULL, nr, 0 };
 }
 
 static void panel_free(panel_case *pc)
 {
-    free(pc->w), free(pc->scales), free(pc->biases), free(pc->W), free(pc->mag);
+    free(pc->w), free(pc->W), free(pc->mag);
 }
 
 /* ---- panel_gemv ---- */

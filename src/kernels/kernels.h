@@ -5,9 +5,11 @@
  * matrix-vector product needs no horizontal sums (llama.cpp-style repacking,
  * same bytes as the checkpoint):
  *   float formats:  values [K][nr]
- *   quantized:      codes  [K/epw][nr] uint32 (epw = 32/bits codes per word,
- *                   the checkpoint's own words, only transposed),
- *                   scales [K/group][nr], biases [K/group][nr] in their dtype.
+ *   quantized:      one block per group of inputs, one after the other
+ *                   (gstride bytes apart): the group's codes [group/epw][nr]
+ *                   uint32 (epw = 32/bits codes per word, the checkpoint's
+ *                   own words, only transposed), then its scales [nr], then
+ *                   its biases [nr] in their dtype — one sequential stream.
  * nr (lanes) is 16 except in a projection's last panel.
  *
  * Every ISA (avx512, avx2, portable) fills a moe_cpu_kernels table; the
@@ -45,11 +47,18 @@ typedef struct {
 } moe_panel_format;
 
 typedef struct {
-    const void *w;      /* values or codes */
-    const void *scales;
-    const void *biases;
+    const void *w;      /* values, or group 0's codes */
+    const void *scales; /* group 0's scales */
+    const void *biases; /* group 0's biases */
     int nr;             /* lanes in use, 1..16 */
+    size_t gstride;     /* quantized: bytes from one group's block to the next */
 } moe_panel;
+
+/* Group g's codes, scales or biases in a quantized panel. */
+static inline const void *moe_panel_group(const moe_panel *p, const void *part, int g)
+{
+    return (const unsigned char *)part + (size_t)g * p->gstride;
+}
 
 typedef struct moe_cpu_kernels {
     const char *name;

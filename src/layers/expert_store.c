@@ -56,36 +56,34 @@ moe_status moe_expert_store_init(moe_expert_store *s, const moe_panel_format *fm
     } else {
         s->w_row_bytes = K * moe_wformat_value_bytes(fmt->fmt);
     }
-    size_t rows = (size_t)experts * rows_per_expert;
-    s->w = moe_alloc(rows * s->w_row_bytes, what);
-    if (!s->w) return MOE_ERR_NOMEM;
-    if (s->s_row_bytes) {
-        s->scales = moe_alloc(rows * s->s_row_bytes, what);
-        s->biases = moe_alloc(rows * s->s_row_bytes, what);
-        if (!s->scales || !s->biases) {
-            moe_expert_store_free(s);
-            return MOE_ERR_NOMEM;
-        }
-    }
-    return MOE_OK;
+    s->row_bytes = s->w_row_bytes + 2 * s->s_row_bytes;
+    s->data = moe_alloc((size_t)experts * rows_per_expert * s->row_bytes, what);
+    return s->data ? MOE_OK : MOE_ERR_NOMEM;
 }
 
 void moe_expert_store_free(moe_expert_store *s)
 {
-    moe_free(s->w);
-    moe_free(s->scales);
-    moe_free(s->biases);
-    s->w = s->scales = s->biases = NULL;
+    moe_free(s->data);
+    s->data = NULL;
 }
 
 size_t moe_expert_store_bytes(const moe_expert_store *s)
 {
-    return (size_t)s->experts * s->rows_per_expert * (s->w_row_bytes + 2 * s->s_row_bytes);
+    return (size_t)s->experts * s->rows_per_expert * s->row_bytes;
 }
 
-static size_t slot_offset(const moe_expert_store *s, int e, size_t slot, size_t row_bytes)
+moe_panel moe_expert_store_panel(const moe_expert_store *s, int e, size_t slot, int nr)
 {
-    return ((size_t)e * s->rows_per_expert + slot) * row_bytes;
+    unsigned char *base = s->data + ((size_t)e * s->rows_per_expert + slot) * s->row_bytes;
+    moe_panel p = { base, NULL, NULL, nr, 0 };
+    if (s->s_row_bytes) {
+        size_t ss = moe_dtype_size(s->fmt.sdtype), groups = s->s_row_bytes / ss;
+        size_t codes = s->w_row_bytes / groups * (size_t)nr; /* one group's codes */
+        p.scales = base + codes;
+        p.biases = base + codes + (size_t)nr * ss;
+        p.gstride = codes + 2 * (size_t)nr * ss;
+    }
+    return p;
 }
 
 /* dst[c][r] = src row r's unit c, for nr rows of `units` units of `size` bytes. */
@@ -102,55 +100,37 @@ static void transpose_rows(unsigned char *dst, const unsigned char *src, size_t 
 void moe_expert_store_put_panel(moe_expert_store *s, int e, size_t slot,
                                 const moe_expert_weights *src, size_t r0, int nr)
 {
-    int quant = moe_wformat_is_quant(s->fmt.fmt);
-    size_t unit = quant ? 4 : moe_wformat_value_bytes(s->fmt.fmt);
-    transpose_rows(s->w + slot_offset(s, e, slot, s->w_row_bytes),
-                   (const unsigned char *)src->weight + r0 * s->w_row_bytes, s->w_row_bytes, nr,
-                   s->w_row_bytes / unit, unit);
-    if (!quant) return;
-    size_t ss = moe_dtype_size(s->fmt.sdtype), groups = s->s_row_bytes / ss;
-    transpose_rows(s->scales + slot_offset(s, e, slot, s->s_row_bytes),
-                   (const unsigned char *)src->scales + r0 * s->s_row_bytes, s->s_row_bytes, nr,
-                   groups, ss);
-    transpose_rows(s->biases + slot_offset(s, e, slot, s->s_row_bytes),
-                   (const unsigned char *)src->biases + r0 * s->s_row_bytes, s->s_row_bytes, nr,
-                   groups, ss);
-}
-
-moe_panel moe_expert_store_panel(const moe_expert_store *s, int e, size_t slot, int nr)
-{
-    moe_panel p = { s->w + slot_offset(s, e, slot, s->w_row_bytes), NULL, NULL, nr };
-    if (s->s_row_bytes) {
-        p.scales = s->scales + slot_offset(s, e, slot, s->s_row_bytes);
-        p.biases = s->biases + slot_offset(s, e, slot, s->s_row_bytes);
+    moe_panel p = moe_expert_store_panel(s, e, slot, nr);
+    if (!moe_wformat_is_quant(s->fmt.fmt)) {
+        size_t unit = moe_wformat_value_bytes(s->fmt.fmt);
+        transpose_rows((unsigned char *)p.w, (const unsigned char *)src->weight + r0 * s->w_row_bytes,
+                       s->w_row_bytes, nr, s->w_row_bytes / unit, unit);
+        return;
     }
-    return p;
-}
-
-static void permute_array(unsigned char *base, size_t row_bytes, unsigned char *scratch,
-                          const size_t *old_slot, const size_t *new_slot, const int *rows, int count)
-{
-    size_t expert_bytes = 0;
-    for (int i = 0; i < count; i++) expert_bytes += (size_t)rows[i] * row_bytes;
-    memcpy(scratch, base, expert_bytes);
-    for (int i = 0; i < count; i++)
-        memcpy(base + new_slot[i] * row_bytes, scratch + old_slot[i] * row_bytes,
-               (size_t)rows[i] * row_bytes);
+    size_t ss = moe_dtype_size(s->fmt.sdtype), groups = s->s_row_bytes / ss, gw = s->w_row_bytes / groups;
+    for (size_t g = 0; g < groups; g++) {
+        /* group g's block: its codes, its scales, its biases */
+        transpose_rows((unsigned char *)p.w + g * p.gstride,
+                       (const unsigned char *)src->weight + r0 * s->w_row_bytes + g * gw, s->w_row_bytes, nr, gw / 4, 4);
+        transpose_rows((unsigned char *)p.scales + g * p.gstride,
+                       (const unsigned char *)src->scales + r0 * s->s_row_bytes + g * ss, s->s_row_bytes, nr, 1, ss);
+        transpose_rows((unsigned char *)p.biases + g * p.gstride,
+                       (const unsigned char *)src->biases + r0 * s->s_row_bytes + g * ss, s->s_row_bytes, nr, 1, ss);
+    }
 }
 
 moe_status moe_expert_store_permute(moe_expert_store *s, const size_t *old_slot,
                                     const size_t *new_slot, const int *rows, int count)
 {
-    unsigned char *scratch = moe_alloc(s->rows_per_expert * s->w_row_bytes, "panel rearrangement");
+    size_t expert_bytes = s->rows_per_expert * s->row_bytes;
+    unsigned char *scratch = moe_alloc(expert_bytes, "panel rearrangement");
     if (!scratch) return MOE_ERR_NOMEM;
     for (int e = 0; e < s->experts; e++) {
-        permute_array(s->w + slot_offset(s, e, 0, s->w_row_bytes), s->w_row_bytes, scratch,
-                      old_slot, new_slot, rows, count);
-        if (!s->s_row_bytes) continue;
-        permute_array(s->scales + slot_offset(s, e, 0, s->s_row_bytes), s->s_row_bytes, scratch,
-                      old_slot, new_slot, rows, count);
-        permute_array(s->biases + slot_offset(s, e, 0, s->s_row_bytes), s->s_row_bytes, scratch,
-                      old_slot, new_slot, rows, count);
+        unsigned char *base = s->data + (size_t)e * expert_bytes;
+        memcpy(scratch, base, expert_bytes);
+        for (int i = 0; i < count; i++)
+            memcpy(base + new_slot[i] * s->row_bytes, scratch + old_slot[i] * s->row_bytes,
+                   (size_t)rows[i] * s->row_bytes);
     }
     moe_free(scratch);
     return MOE_OK;

@@ -1,10 +1,12 @@
 /* layers/expert_store.h — one projection's weights for all experts, held in
  * the kernels' panel layout (see kernels/kernels.h), same bytes as given.
  *
- * Rows of expert e live in `rows_per_expert` row slots; a panel of nr rows
- * that starts at slot s occupies slots s..s+nr-1 of codes, scales and biases,
- * transposed inside that block. Where each panel starts is the caller's
- * choice: that is how gate and up are interleaved for the fused pass. */
+ * Rows of expert e live in `rows_per_expert` row slots of one buffer; a
+ * panel of nr rows that starts at slot s occupies slots s..s+nr-1 whole,
+ * laid out as kernels.h says (quantized: group by group, codes then scales
+ * then biases — one sequential stream). Where each panel starts is the
+ * caller's choice: that is how gate and up are interleaved for the fused
+ * pass. */
 #ifndef MOE_LAYERS_EXPERT_STORE_H
 #define MOE_LAYERS_EXPERT_STORE_H
 
@@ -19,7 +21,8 @@ typedef struct {
     size_t rows_per_expert;
     size_t w_row_bytes;   /* one row of values or codes */
     size_t s_row_bytes;   /* one row of scales (and of biases); 0 for float */
-    unsigned char *w, *scales, *biases;
+    size_t row_bytes;     /* a row slot: w_row_bytes + 2·s_row_bytes */
+    unsigned char *data;  /* [experts][rows_per_expert] slots */
 } moe_expert_store;
 
 /* Checks a projection's format for input length K and fills `fmt`.

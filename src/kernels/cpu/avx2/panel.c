@@ -55,15 +55,15 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
                                                              const float *const *xsum, float *const *out)
 {
     int epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
-    const int32_t *codes = p->w;
     __m256 res[MOE_GEMV_MAX_M][2];
     for (int i = 0; i < MOE_GEMV_MAX_M; i++) res[i][0] = res[i][1] = _mm256_setzero_ps();
     for (int g = 0; g < f->K / gs; g++) {
+        const int32_t *codes = moe_panel_group(p, p->w, g); /* this group's block */
         __m256 acc[MOE_GEMV_MAX_M][2];
         for (int i = 0; i < MOE_GEMV_MAX_M; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
         for (int c = g * words_per_group; c < (g + 1) * words_per_group; c++) {
-            __m256i w0 = _mm256_loadu_si256((const __m256i *)(codes + (size_t)c * MOE_PANEL));
-            __m256i w1 = _mm256_loadu_si256((const __m256i *)(codes + (size_t)c * MOE_PANEL + 8));
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)(codes + (size_t)(c - g * words_per_group) * MOE_PANEL));
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(codes + (size_t)(c - g * words_per_group) * MOE_PANEL + 8));
             int k = c * epw;
             for (int j = 0; j < epw; j++) {
                 __m256 q0 = code8(w0, bits, j), q1 = code8(w1, bits, j);
@@ -77,8 +77,8 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
             }
         }
         for (int h = 0; h < 2; h++) {
-            __m256 s = load8(st, p->scales, (size_t)g * MOE_PANEL + 8 * h);
-            __m256 b = load8(st, p->biases, (size_t)g * MOE_PANEL + 8 * h);
+            __m256 s = load8(st, moe_panel_group(p, p->scales, g), (size_t)8 * h);
+            __m256 b = load8(st, moe_panel_group(p, p->biases, g), (size_t)8 * h);
             for (int i = 0; i < m; i++) {
                 res[i][h] = _mm256_fmadd_ps(s, acc[i][h], res[i][h]);
                 res[i][h] = _mm256_fmadd_ps(b, _mm256_set1_ps(xsum[i][g]), res[i][h]);
@@ -120,13 +120,13 @@ static inline __attribute__((always_inline)) void unpack_quant(int bits, moe_dty
                                                                const moe_panel *p, float *dst)
 {
     int epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
-    const int32_t *codes = p->w;
     for (int g = 0; g < f->K / gs; g++)
         for (int h = 0; h < 2; h++) {
-            __m256 s = load8(st, p->scales, (size_t)g * MOE_PANEL + 8 * h);
-            __m256 b = load8(st, p->biases, (size_t)g * MOE_PANEL + 8 * h);
+            const int32_t *codes = moe_panel_group(p, p->w, g);
+            __m256 s = load8(st, moe_panel_group(p, p->scales, g), (size_t)8 * h);
+            __m256 b = load8(st, moe_panel_group(p, p->biases, g), (size_t)8 * h);
             for (int c = g * words_per_group; c < (g + 1) * words_per_group; c++) {
-                __m256i w = _mm256_loadu_si256((const __m256i *)(codes + (size_t)c * MOE_PANEL + 8 * h));
+                __m256i w = _mm256_loadu_si256((const __m256i *)(codes + (size_t)(c - g * words_per_group) * MOE_PANEL + 8 * h));
                 for (int j = 0; j < epw; j++)
                     _mm256_storeu_ps(dst + (size_t)(c * epw + j) * MOE_PANEL + 8 * h,
                                      _mm256_fmadd_ps(s, code8(w, bits, j), b));

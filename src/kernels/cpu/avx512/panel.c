@@ -68,18 +68,18 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
     const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __mmask16 mk = avx512_lanes(p->nr);
     int nr = p->nr, epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
-    const int32_t *codes = p->w;
     /* independent FMA chains: 4 per token hide the FMA latency for one
      * token; with 3-4 tokens, 2 each keep everything in registers */
     const int ph = m >= 3 ? 2 : 4;
     __m512 res[MOE_GEMV_MAX_M];
     for (int i = 0; i < MOE_GEMV_MAX_M; i++) res[i] = _mm512_setzero_ps();
     for (int g = 0; g < f->K / gs; g++) {
+        const int32_t *codes = moe_panel_group(p, p->w, g); /* this group's block */
         __m512 acc[MOE_GEMV_MAX_M][4];
         for (int i = 0; i < MOE_GEMV_MAX_M; i++)
             for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
         for (int c = g * words_per_group; c < (g + 1) * words_per_group; c++) {
-            __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)c * nr);
+            __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)(c - g * words_per_group) * nr);
             int k = c * epw;
             if (bits == 4) {
 #pragma GCC unroll 8
@@ -99,8 +99,8 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
                 }
             }
         }
-        __m512 s = avx512_load_dtype(st, p->scales, (size_t)g * nr, mk);
-        __m512 b = avx512_load_dtype(st, p->biases, (size_t)g * nr, mk);
+        __m512 s = avx512_load_dtype(st, moe_panel_group(p, p->scales, g), 0, mk);
+        __m512 b = avx512_load_dtype(st, moe_panel_group(p, p->biases, g), 0, mk);
         for (int i = 0; i < m; i++) {
             res[i] = _mm512_fmadd_ps(s, hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]), res[i]);
             res[i] = _mm512_fmadd_ps(b, _mm512_set1_ps(xsum[i][g]), res[i]);
@@ -153,12 +153,12 @@ static inline __attribute__((always_inline)) void unpack_quant(int bits, moe_dty
     const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __mmask16 mk = avx512_lanes(p->nr);
     int nr = p->nr, epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
-    const int32_t *codes = p->w;
     for (int g = 0; g < f->K / gs; g++) {
-        __m512 s = avx512_load_dtype(st, p->scales, (size_t)g * nr, mk);
-        __m512 b = avx512_load_dtype(st, p->biases, (size_t)g * nr, mk);
+        const int32_t *codes = moe_panel_group(p, p->w, g); /* this group's block */
+        __m512 s = avx512_load_dtype(st, moe_panel_group(p, p->scales, g), 0, mk);
+        __m512 b = avx512_load_dtype(st, moe_panel_group(p, p->biases, g), 0, mk);
         for (int c = g * words_per_group; c < (g + 1) * words_per_group; c++) {
-            __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)c * nr);
+            __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)(c - g * words_per_group) * nr);
             float *d = dst + (size_t)c * epw * MOE_PANEL;
             if (bits == 4) {
 #pragma GCC unroll 8

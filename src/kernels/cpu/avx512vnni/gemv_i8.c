@@ -28,18 +28,18 @@ static inline __attribute__((always_inline)) void gemv_i8(int bits, moe_dtype st
     const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
     __mmask16 mk = avx512_lanes(p->nr);
     int nr = p->nr, epw = 32 / bits, gs = f->group_size, words_per_group = gs / epw;
-    const int32_t *codes = p->w;
     /* independent dot-product chains per token (exact integer sums, so
      * their number does not change the result) */
     enum { CH = 2 };
     __m512 res[MOE_GEMV_MAX_M];
     for (int i = 0; i < MOE_GEMV_MAX_M; i++) res[i] = _mm512_setzero_ps();
     for (int g = 0; g < f->K / gs; g++) {
+        const int32_t *codes = moe_panel_group(p, p->w, g); /* this group's block */
         __m512i acc[MOE_GEMV_MAX_M][CH];
         for (int i = 0; i < MOE_GEMV_MAX_M; i++)
             for (int j = 0; j < CH; j++) acc[i][j] = _mm512_setzero_si512();
         for (int c = g * words_per_group; c < (g + 1) * words_per_group; c++) {
-            __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)c * nr);
+            __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)(c - g * words_per_group) * nr);
             int k = c * epw, ch = c % CH;
             if (bits == 4) {
                 __m512i lo = _mm512_and_si512(w, nib), hi = _mm512_and_si512(_mm512_srli_epi32(w, 4), nib);
@@ -55,8 +55,8 @@ static inline __attribute__((always_inline)) void gemv_i8(int bits, moe_dtype st
                     if (i < m) acc[i][ch] = _mm512_dpbusd_epi32(acc[i][ch], w, bcast4(xq[i] + k));
             }
         }
-        __m512 s = avx512_load_dtype(st, p->scales, (size_t)g * nr, mk);
-        __m512 b = avx512_load_dtype(st, p->biases, (size_t)g * nr, mk);
+        __m512 s = avx512_load_dtype(st, moe_panel_group(p, p->scales, g), 0, mk);
+        __m512 b = avx512_load_dtype(st, moe_panel_group(p, p->biases, g), 0, mk);
         for (int i = 0; i < m; i++) {
             __m512i sum = _mm512_add_epi32(acc[i][0], acc[i][1]);
             __m512 sd = _mm512_mul_ps(s, _mm512_set1_ps(dx[i][g]));

@@ -22,8 +22,9 @@ static moe_dtype value_dtype(moe_wformat f)
 /* Code q of input k in lane r of a quantized panel. */
 static unsigned code_at(const moe_panel_format *f, const moe_panel *p, int k, int r)
 {
-    int bits = moe_wformat_bits(f->fmt), epw = 32 / bits;
-    uint32_t word = ((const uint32_t *)p->w)[(size_t)(k / epw) * p->nr + r];
+    int bits = moe_wformat_bits(f->fmt), epw = 32 / bits, g = k / f->group_size;
+    const uint32_t *codes = moe_panel_group(p, p->w, g);
+    uint32_t word = codes[(size_t)(k / epw - g * (f->group_size / epw)) * p->nr + r];
     return (word >> ((k % epw) * bits)) & ((1u << bits) - 1);
 }
 
@@ -31,9 +32,9 @@ float moe_portable_weight_at(const moe_panel_format *f, const moe_panel *p, int 
 {
     if (!moe_wformat_is_quant(f->fmt))
         return scalar_at(value_dtype(f->fmt), p->w, (size_t)k * p->nr + r);
-    size_t g = (size_t)(k / f->group_size) * p->nr + r;
-    return scalar_at(f->sdtype, p->scales, g) * (float)code_at(f, p, k, r)
-         + scalar_at(f->sdtype, p->biases, g);
+    int g = k / f->group_size;
+    return scalar_at(f->sdtype, moe_panel_group(p, p->scales, g), (size_t)r) * (float)code_at(f, p, k, r)
+         + scalar_at(f->sdtype, moe_panel_group(p, p->biases, g), (size_t)r);
 }
 
 static void gemv_float(const moe_panel_format *f, const moe_panel *p, int m,
@@ -60,9 +61,8 @@ static void gemv_quant(const moe_panel_format *f, const moe_panel *p, int m,
                 float dot = 0.0f;
                 for (int k = g * gs; k < (g + 1) * gs; k++)
                     dot += (float)code_at(f, p, k, r) * x[i][k];
-                size_t s = (size_t)g * p->nr + r;
-                acc += scalar_at(f->sdtype, p->scales, s) * dot
-                     + scalar_at(f->sdtype, p->biases, s) * xsum[i][g];
+                acc += scalar_at(f->sdtype, moe_panel_group(p, p->scales, g), (size_t)r) * dot
+                     + scalar_at(f->sdtype, moe_panel_group(p, p->biases, g), (size_t)r) * xsum[i][g];
             }
             out[i][r] = acc;
         }
@@ -86,9 +86,8 @@ void moe_portable_panel_gemv_i8(const moe_panel_format *f, const moe_panel *p, i
                 int32_t dot = 0;
                 for (int k = g * gs; k < (g + 1) * gs; k++)
                     dot += (int32_t)code_at(f, p, k, r) * xq[i][moe_act_i8_index(f->fmt, k)];
-                size_t s = (size_t)g * p->nr + r;
-                acc += scalar_at(f->sdtype, p->scales, s) * dx[i][g] * (float)dot
-                     + scalar_at(f->sdtype, p->biases, s) * xsum[i][g];
+                acc += scalar_at(f->sdtype, moe_panel_group(p, p->scales, g), (size_t)r) * dx[i][g] * (float)dot
+                     + scalar_at(f->sdtype, moe_panel_group(p, p->biases, g), (size_t)r) * xsum[i][g];
             }
             out[i][r] = acc;
         }
