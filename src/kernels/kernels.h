@@ -12,8 +12,9 @@
  *                   its biases [nr] in their dtype — one sequential stream.
  * nr (lanes) is 16 except in a projection's last panel.
  *
- * Every ISA (avx512, avx2, portable) fills a moe_cpu_kernels table; the
- * blocking, threading and SwiGLU layer logic live above, written once. */
+ * Every ISA (avx512vnni, avx512, avx2, portable) fills a moe_cpu_kernels
+ * table; the blocking, threading and SwiGLU layer logic live above, written
+ * once. */
 #ifndef MOE_KERNELS_H
 #define MOE_KERNELS_H
 
