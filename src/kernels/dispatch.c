@@ -71,9 +71,14 @@ const char *moe_cpu_isa(void) { return moe_kernels()->name; }
 
 int moe_wformat_bits(moe_wformat f) { return f == MOE_WF_Q4 ? 4 : f == MOE_WF_Q8 ? 8 : 0; }
 
+moe_dtype moe_wformat_value_dtype(moe_wformat f)
+{
+    return f == MOE_WF_F16 ? MOE_DTYPE_F16 : f == MOE_WF_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
+}
+
 size_t moe_wformat_value_bytes(moe_wformat f)
 {
-    return f == MOE_WF_F32 ? 4 : (f == MOE_WF_F16 || f == MOE_WF_BF16) ? 2 : 0;
+    return moe_wformat_is_quant(f) ? 0 : moe_dtype_size(moe_wformat_value_dtype(f));
 }
 
 void moe_pack_a(int K, int m, int mr, const float *const *x, float *dst)

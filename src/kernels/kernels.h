@@ -97,6 +97,7 @@ extern const moe_cpu_kernels moe_kernels_avx512vnni;
 
 /* Format facts. */
 int moe_wformat_bits(moe_wformat f);            /* 0 for float formats */
+moe_dtype moe_wformat_value_dtype(moe_wformat f); /* float formats: the dtype of a value */
 size_t moe_wformat_value_bytes(moe_wformat f);  /* float formats: bytes a value */
 static inline int moe_wformat_is_quant(moe_wformat f) { return f == MOE_WF_Q4 || f == MOE_WF_Q8; }
 

@@ -16,11 +16,6 @@ static inline __attribute__((always_inline)) __m256 load8(moe_dtype t, const voi
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-static inline moe_dtype value_dtype(moe_wformat f)
-{
-    return f == MOE_WF_F16 ? MOE_DTYPE_F16 : f == MOE_WF_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
-}
-
 static inline __attribute__((always_inline)) void gemv_float(moe_dtype t, const moe_panel_format *f,
                                                              const moe_panel *p, int m, const float *const *x,
                                                              float *const *out)
@@ -100,7 +95,7 @@ void moe_avx2_panel_gemv(const moe_panel_format *f, const moe_panel *p, int m,
     }
     int bits = moe_wformat_bits(f->fmt);
     if (!bits) {
-        moe_dtype t = value_dtype(f->fmt);
+        moe_dtype t = moe_wformat_value_dtype(f->fmt);
         if (t == MOE_DTYPE_F32) gemv_float(MOE_DTYPE_F32, f, p, m, x, out);
         else if (t == MOE_DTYPE_F16) gemv_float(MOE_DTYPE_F16, f, p, m, x, out);
         else gemv_float(MOE_DTYPE_BF16, f, p, m, x, out);
@@ -142,7 +137,7 @@ void moe_avx2_panel_unpack(const moe_panel_format *f, const moe_panel *p, float 
     }
     int bits = moe_wformat_bits(f->fmt);
     if (!bits) {
-        moe_dtype t = value_dtype(f->fmt);
+        moe_dtype t = moe_wformat_value_dtype(f->fmt);
         for (int k = 0; k < f->K; k++)
             for (int h = 0; h < 2; h++) {
                 size_t i = (size_t)k * MOE_PANEL + 8 * h;

@@ -5,18 +5,13 @@
 
 #include "quant/dtype.h"
 
+/* Element i of an array of dtype t, as float (through the dtype traits). */
 static float scalar_at(moe_dtype t, const void *base, size_t i)
 {
-    switch (t) {
-    case MOE_DTYPE_F16: return moe_f16_to_f32(((const uint16_t *)base)[i]);
-    case MOE_DTYPE_BF16: return moe_bf16_to_f32(((const uint16_t *)base)[i]);
-    default: return ((const float *)base)[i];
-    }
-}
-
-static moe_dtype value_dtype(moe_wformat f)
-{
-    return f == MOE_WF_F16 ? MOE_DTYPE_F16 : f == MOE_WF_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
+    const moe_dtype_traits *tr = moe_dtype_traits_of(t);
+    float v;
+    tr->to_f32((const unsigned char *)base + i * tr->size, &v, 1);
+    return v;
 }
 
 /* Code q of input k in lane r of a quantized panel. */
@@ -31,7 +26,7 @@ static unsigned code_at(const moe_panel_format *f, const moe_panel *p, int k, in
 float moe_portable_weight_at(const moe_panel_format *f, const moe_panel *p, int k, int r)
 {
     if (!moe_wformat_is_quant(f->fmt))
-        return scalar_at(value_dtype(f->fmt), p->w, (size_t)k * p->nr + r);
+        return scalar_at(moe_wformat_value_dtype(f->fmt), p->w, (size_t)k * p->nr + r);
     int g = k / f->group_size;
     return scalar_at(f->sdtype, moe_panel_group(p, p->scales, g), (size_t)r) * (float)code_at(f, p, k, r)
          + scalar_at(f->sdtype, moe_panel_group(p, p->biases, g), (size_t)r);
