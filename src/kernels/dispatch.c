@@ -1,6 +1,5 @@
 /* kernels/dispatch.c — choosing the CPU kernel table at run time, from what
  * the processor reports (BLIS-style), and format facts shared by all ISAs. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,32 +78,4 @@ moe_dtype moe_wformat_value_dtype(moe_wformat f)
 size_t moe_wformat_value_bytes(moe_wformat f)
 {
     return moe_wformat_is_quant(f) ? 0 : moe_dtype_size(moe_wformat_value_dtype(f));
-}
-
-void moe_pack_a(int K, int m, int mr, const float *const *x, float *dst)
-{
-    /* row by row: each source row is read once, in order */
-    for (int i = 0; i < mr; i++)
-        for (int k = 0; k < K; k++) dst[(size_t)k * mr + i] = i < m ? x[i][k] : 0.0f;
-}
-
-void moe_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx)
-{
-    for (int g = 0; g < K / group; g++) {
-        float amax = 0.0f;
-        for (int k = g * group; k < (g + 1) * group; k++) amax = fmaxf(amax, fabsf(x[k]));
-        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
-        dx[g] = d;
-        for (int k = g * group; k < (g + 1) * group; k++)
-            xq[moe_act_i8_index(f, k)] = (int8_t)lrintf(x[k] * inv);
-    }
-}
-
-void moe_group_sums(int K, int group, const float *x, float *sums)
-{
-    for (int g = 0; g < K / group; g++) {
-        float s = 0.0f;
-        for (int k = g * group; k < (g + 1) * group; k++) s += x[k];
-        sums[g] = s;
-    }
 }
