@@ -125,11 +125,12 @@ static moe_panel hidden_panel(const moe_switchglu *l, int e, const size_t *slots
     return moe_expert_store_panel(&l->gate_up, e, slots[p], panel_rows(l->hidden, p));
 }
 
-/* The chunk of up to MOE_GEMV_MAX_M of the job's pairs starting at c0. */
-static gemv_args gate_up_chunk(const gate_up_job *j, int c0)
+/* The matrix-vector inputs of up to MOE_GEMV_MAX_M of a group's m pairs,
+ * from pair c0 on: each pair's token of x (gate/up) or its own h (down). */
+static gemv_args chunk_args(const forward_ctx *c, int down, const int32_t *pairs, int m, int c0)
 {
-    gemv_args a = { .m = min_int(MOE_GEMV_MAX_M, j->m - c0) };
-    for (int i = 0; i < a.m; i++) gemv_arg(j->c, &a, i, 0, j->pairs[c0 + i] / j->c->top_k);
+    gemv_args a = { .m = min_int(MOE_GEMV_MAX_M, m - c0) };
+    for (int i = 0; i < a.m; i++) gemv_arg(c, &a, i, down, down ? pairs[c0 + i] : pairs[c0 + i] / c->top_k);
     return a;
 }
 
@@ -152,7 +153,7 @@ static void gate_up_gemv(const gate_up_job *j)
                 int b1 = min_int(j->m, b0 + BLOCK);
                 for (int which = 0; which < 2; which++)
                     for (int c0 = b0; c0 < b1; c0 += MOE_GEMV_MAX_M) {
-                        gemv_args a = gate_up_chunk(j, c0);
+                        gemv_args a = chunk_args(c, 0, j->pairs, j->m, c0);
                         float *out[MOE_GEMV_MAX_M];
                         for (int i = 0; i < a.m; i++) out[i] = which ? ut[c0 - b0 + i] : gt[c0 - b0 + i];
                         run_gemv(c, &l->gate_up.fmt, which ? &up : &gp, &a, out);
@@ -169,7 +170,7 @@ static void gate_up_gemv(const gate_up_job *j)
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel pp = hidden_panel(l, j->e, slots, p);
             for (int c0 = 0; c0 < j->m; c0 += MOE_GEMV_MAX_M) {
-                gemv_args a = gate_up_chunk(j, c0);
+                gemv_args a = chunk_args(c, 0, j->pairs, j->m, c0);
                 float *out[MOE_GEMV_MAX_M];
                 for (int i = 0; i < a.m; i++) out[i] = dst + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL;
                 run_gemv(c, &l->gate_up.fmt, &pp, &a, out);
@@ -225,8 +226,7 @@ static void down_gemv(const forward_ctx *c, int e, const int32_t *pairs, int m, 
     for (int q = q0; q < q1; q++) {
         moe_panel dp = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
         for (int c0 = 0; c0 < m; c0 += MOE_GEMV_MAX_M) {
-            gemv_args a = { .m = min_int(MOE_GEMV_MAX_M, m - c0) };
-            for (int i = 0; i < a.m; i++) gemv_arg(c, &a, i, 1, pairs[c0 + i]);
+            gemv_args a = chunk_args(c, 1, pairs, m, c0);
             run_gemv(c, &l->down.fmt, &dp, &a, out);
             for (int i = 0; i < a.m; i++) {
                 int pair = pairs[c0 + i];
