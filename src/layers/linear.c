@@ -1,0 +1,324 @@
+/* layers/linear.c — a dense projection on panel-packed weights.
+ *
+ * The work splits like the expert layer's: threads own output panels (16
+ * rows each), never tokens, so each y element has one writer. Per call:
+ *   1. the token side is prepared once, shared by all threads: group sums
+ *      and int8 activations (matrix-vector paths), or tokens packed into the
+ *      GEMM's register tiles;
+ *   2. each thread runs its panels — matrix-vector kernels on the packed
+ *      weights for a few tokens (a panel stays in L1 while they pass over
+ *      it), else token blocks × dequantized panel pairs through the GEMM. */
+#include "layers/linear.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "core/threadpool.h"
+#include "kernels/tile_gemm.h"
+#include "layers/expert_store.h"
+#include "moe/runtime.h"
+#include "quant/dtype.h"
+
+enum { MAX_THREADS = 256 };
+
+typedef struct {
+    float *b;            /* two unpacked panels [2][K][16] */
+    float *c;            /* a token block's tile results [block][32] */
+    size_t b_floats, c_floats;
+} linear_scratch;
+
+struct moe_linear {
+    char name[96];
+    int out, in, panels;
+    int int8;
+    moe_expert_store w;          /* one "expert" of `out` row slots */
+    unsigned char *loaded;       /* per panel */
+    /* workspace, grown on demand */
+    float *apack, *xsum, *xd;
+    int8_t *xq;
+    size_t apack_floats, xsum_floats, xd_floats, xq_bytes;
+    linear_scratch scratch[MAX_THREADS];
+};
+
+#define GROW(buf, cap, n, what)                                                            \
+    ((n) <= (cap) ? MOE_OK                                                                 \
+                  : (moe_free(buf), (buf) = moe_alloc((n) * sizeof *(buf), what),          \
+                     (cap) = (buf) ? (n) : 0, (buf) ? MOE_OK : MOE_ERR_NOMEM))
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+static int panel_nr(const moe_linear *l, int p) { return min_int(MOE_PANEL, l->out - p * MOE_PANEL); }
+
+static moe_panel panel_at(const moe_linear *l, int p)
+{
+    return moe_expert_store_panel(&l->w, 0, (size_t)p * MOE_PANEL, panel_nr(l, p));
+}
+
+moe_status moe_linear_create(int out, int in, const moe_expert_weights *fmt, const char *name,
+                             moe_linear **result)
+{
+    if (!result) return moe_error_set(MOE_ERR_INVALID_ARG, "linear create: output pointer is NULL");
+    *result = NULL;
+    if (!name) name = "linear";
+    if (out < 1 || in < 1)
+        return moe_error_set(MOE_ERR_SHAPE, "%s: shape [%d, %d] must be positive", name, out, in);
+    moe_panel_format f;
+    moe_status st = moe_expert_format_check(fmt, in, name, &f);
+    if (st != MOE_OK) return st;
+    moe_linear *l = moe_calloc(sizeof *l, name);
+    if (!l) return MOE_ERR_NOMEM;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->out = out;
+    l->in = in;
+    l->panels = (out + MOE_PANEL - 1) / MOE_PANEL;
+    l->loaded = moe_calloc((size_t)l->panels, "panel flags");
+    if (!l->loaded || (st = moe_expert_store_init(&l->w, &f, 1, (size_t)out, name)) != MOE_OK) {
+        moe_linear_free(l);
+        return st != MOE_OK ? st : MOE_ERR_NOMEM;
+    }
+    *result = l;
+    return MOE_OK;
+}
+
+moe_status moe_linear_load_rows(moe_linear *l, int row0, int rows, const moe_expert_weights *w)
+{
+    if (!l) return moe_error_set(MOE_ERR_INVALID_ARG, "linear load: projection is NULL");
+    if (row0 < 0 || rows < 1 || row0 + rows > l->out)
+        return moe_error_set(MOE_ERR_SHAPE, "%s: rows [%d, %d) are outside its %d rows", l->name, row0,
+                             row0 + rows, l->out);
+    if (row0 % MOE_PANEL || (rows % MOE_PANEL && row0 + rows != l->out))
+        return moe_error_set(MOE_ERR_SHAPE, "%s: rows [%d, %d) do not start and end on 16-row panels",
+                             l->name, row0, row0 + rows);
+    moe_panel_format f;
+    moe_status st = moe_expert_format_check(w, l->in, l->name, &f);
+    if (st != MOE_OK) return st;
+    if (f.fmt != l->w.fmt.fmt || f.sdtype != l->w.fmt.sdtype || f.group_size != l->w.fmt.group_size)
+        return moe_error_set(MOE_ERR_DTYPE, "%s: rows [%d, %d) differ in format from the projection's", l->name,
+                             row0, row0 + rows);
+    if (!w->weight || (moe_wformat_is_quant(f.fmt) && (!w->scales || !w->biases)))
+        return moe_error_set(MOE_ERR_INVALID_ARG, "%s: weight, scales or biases pointer is NULL", l->name);
+    for (int r = 0; r < rows; r += MOE_PANEL) {
+        int p = (row0 + r) / MOE_PANEL;
+        moe_expert_store_put_panel(&l->w, 0, (size_t)p * MOE_PANEL, w, (size_t)r, panel_nr(l, p));
+        l->loaded[p] = 1;
+    }
+    return MOE_OK;
+}
+
+void moe_linear_row(const moe_linear *l, int r, float *dst)
+{
+    moe_panel p = panel_at(l, r / MOE_PANEL);
+    int lane = r % MOE_PANEL, K = l->in;
+    const moe_panel_format *f = &l->w.fmt;
+    if (!moe_wformat_is_quant(f->fmt)) {
+        const moe_dtype_traits *t = moe_dtype_traits_of(moe_wformat_value_dtype(f->fmt));
+        for (int k = 0; k < K; k++)
+            t->to_f32((const unsigned char *)p.w + ((size_t)k * p.nr + lane) * t->size, dst + k, 1);
+        return;
+    }
+    const moe_dtype_traits *st = moe_dtype_traits_of(f->sdtype);
+    int bits = moe_wformat_bits(f->fmt), epw = 32 / bits, G = f->group_size;
+    uint32_t mask = (1u << bits) - 1;
+    for (int g = 0; g < K / G; g++) {
+        const uint32_t *codes = moe_panel_group(&p, p.w, g);
+        float scale, bias;
+        st->to_f32((const unsigned char *)moe_panel_group(&p, p.scales, g) + (size_t)lane * st->size, &scale, 1);
+        st->to_f32((const unsigned char *)moe_panel_group(&p, p.biases, g) + (size_t)lane * st->size, &bias, 1);
+        for (int i = 0; i < G; i++) {
+            uint32_t word = codes[(size_t)(i / epw) * p.nr + lane];
+            dst[g * G + i] = scale * (float)((word >> (i % epw * bits)) & mask) + bias;
+        }
+    }
+}
+
+void moe_linear_set_int8(moe_linear *l, int on) { l->int8 = on != 0; }
+int moe_linear_out(const moe_linear *l) { return l->out; }
+int moe_linear_in(const moe_linear *l) { return l->in; }
+size_t moe_linear_weight_bytes(const moe_linear *l) { return moe_expert_store_bytes(&l->w); }
+
+void moe_linear_free(moe_linear *l)
+{
+    if (!l) return;
+    moe_expert_store_free(&l->w);
+    moe_free(l->loaded);
+    moe_free(l->apack);
+    moe_free(l->xsum);
+    moe_free(l->xd);
+    moe_free(l->xq);
+    for (int t = 0; t < MAX_THREADS; t++) {
+        moe_free(l->scratch[t].b);
+        moe_free(l->scratch[t].c);
+    }
+    moe_free(l);
+}
+
+/* ---- forward ---------------------------------------------------------- */
+
+typedef enum { PATH_GEMV, PATH_GEMV_I8, PATH_GEMM } linear_path;
+
+typedef struct {
+    moe_linear *l;
+    const moe_cpu_kernels *k;
+    const float *x;
+    float *y;
+    int tokens;
+    linear_path path;
+    int quant;
+} linear_ctx;
+
+/* Tokens of one GEMM block: eight register tiles, whose packed inputs
+ * (block × K floats) stay in L2 while every panel pair passes over them. */
+static int gemm_block(const moe_cpu_kernels *k) { return 8 * k->mr; }
+
+static void split(int n, int t, int nt, int *lo, int *hi)
+{
+    *lo = (int)((long long)n * t / nt);
+    *hi = (int)((long long)n * (t + 1) / nt);
+}
+
+/* Step 1: the token side, shared by all threads. */
+static void prepare_tokens(const linear_ctx *c, int t, int nt)
+{
+    moe_linear *l = c->l;
+    int K = l->in, G = l->w.fmt.group_size, lo, hi;
+    if (c->path == PATH_GEMM) {
+        int mr = c->k->mr, tiles = (c->tokens + mr - 1) / mr;
+        split(tiles, t, nt, &lo, &hi);
+        for (int tile = lo; tile < hi; tile++) {
+            const float *src[MOE_TILE_MAX_M];
+            int m = min_int(mr, c->tokens - tile * mr);
+            for (int i = 0; i < m; i++) src[i] = c->x + (size_t)(tile * mr + i) * K;
+            moe_pack_a(K, m, mr, src, l->apack + (size_t)tile * K * mr);
+        }
+        return;
+    }
+    if (!c->quant) return;
+    split(c->tokens, t, nt, &lo, &hi);
+    for (int tok = lo; tok < hi; tok++) {
+        const float *x = c->x + (size_t)tok * K;
+        moe_group_sums(K, G, x, l->xsum + (size_t)tok * (K / G));
+        if (c->path == PATH_GEMV_I8)
+            moe_quantize_act_i8(l->w.fmt.fmt, K, G, x, l->xq + (size_t)tok * K, l->xd + (size_t)tok * (K / G));
+    }
+}
+
+/* Step 2, few tokens: panel by panel, the tokens a few at a time. */
+static void run_gemv(const linear_ctx *c, int p0, int p1)
+{
+    const moe_linear *l = c->l;
+    int K = l->in, G = l->w.fmt.group_size;
+    for (int p = p0; p < p1; p++) {
+        moe_panel pn = panel_at(l, p);
+        for (int t0 = 0; t0 < c->tokens; t0 += MOE_GEMV_MAX_M) {
+            int m = min_int(MOE_GEMV_MAX_M, c->tokens - t0);
+            const float *v[MOE_GEMV_MAX_M], *sum[MOE_GEMV_MAX_M] = { 0 }, *d[MOE_GEMV_MAX_M];
+            const int8_t *q[MOE_GEMV_MAX_M];
+            float *out[MOE_GEMV_MAX_M];
+            for (int i = 0; i < m; i++) {
+                size_t tok = (size_t)(t0 + i);
+                v[i] = c->x + tok * K;
+                if (c->quant) sum[i] = l->xsum + tok * (K / G);
+                if (c->path == PATH_GEMV_I8) {
+                    q[i] = l->xq + tok * K;
+                    d[i] = l->xd + tok * (K / G);
+                }
+                out[i] = c->y + tok * l->out + (size_t)p * MOE_PANEL;
+            }
+            if (c->path == PATH_GEMV_I8) c->k->panel_gemv_i8(&l->w.fmt, &pn, m, q, d, sum, out);
+            else c->k->panel_gemv(&l->w.fmt, &pn, m, v, sum, out);
+        }
+    }
+}
+
+/* Step 2, many tokens: token blocks × pairs of this thread's panels. */
+static void run_gemm(const linear_ctx *c, linear_scratch *sc, int p0, int p1)
+{
+    const moe_linear *l = c->l;
+    int K = l->in, mr = c->k->mr, block = gemm_block(c->k);
+    float *b0 = sc->b, *b1 = sc->b + (size_t)K * MOE_PANEL;
+    int direct = l->w.fmt.fmt == MOE_WF_F32;
+    for (int t0 = 0; t0 < c->tokens; t0 += block) {
+        int m = min_int(block, c->tokens - t0);
+        const float *A = l->apack + (size_t)(t0 / mr) * K * mr;
+        for (int p = p0; p < p1; p += 2) {
+            int two = p + 1 < p1;
+            moe_panel pa = panel_at(l, p), pb = two ? panel_at(l, p + 1) : pa;
+            const float *B0 = direct && pa.nr == MOE_PANEL ? pa.w : (c->k->panel_unpack(&l->w.fmt, &pa, b0), b0);
+            const float *B1 = !two ? B0
+                              : direct && pb.nr == MOE_PANEL ? pb.w : (c->k->panel_unpack(&l->w.fmt, &pb, b1), b1);
+            moe_tile_gemm(c->k, m, K, A, B0, B1, sc->c);
+            int width = two ? MOE_PANEL + pb.nr : pa.nr;
+            for (int i = 0; i < m; i++)
+                memcpy(c->y + (size_t)(t0 + i) * l->out + (size_t)p * MOE_PANEL, sc->c + (size_t)i * MOE_TILE_N,
+                       sizeof(float) * (size_t)width);
+        }
+    }
+}
+
+static void linear_thread(void *arg, int t, int nt)
+{
+    const linear_ctx *c = arg;
+    if (c->path == PATH_GEMM || c->quant) {
+        prepare_tokens(c, t, nt);
+        moe_parallel_barrier();
+    }
+    int p0, p1;
+    /* GEMM threads take panels in pairs, the micro-kernel's width */
+    if (c->path == PATH_GEMM) {
+        split((c->l->panels + 1) / 2, t, nt, &p0, &p1);
+        p0 *= 2;
+        p1 = min_int(2 * p1, c->l->panels);
+        run_gemm(c, &c->l->scratch[t], p0, p1);
+    } else {
+        split(c->l->panels, t, nt, &p0, &p1);
+        run_gemv(c, p0, p1);
+    }
+}
+
+static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
+{
+    int K = l->in, G = l->w.fmt.group_size;
+    size_t xf = (size_t)c->tokens * K;
+    moe_status st;
+    if (c->path == PATH_GEMM) {
+        int mr = c->k->mr;
+        size_t apack = (size_t)((c->tokens + mr - 1) / mr) * mr * K;
+        if ((st = GROW(l->apack, l->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
+        int threads = min_int(moe_num_threads(), MAX_THREADS);
+        for (int t = 0; t < threads; t++) {
+            linear_scratch *sc = &l->scratch[t];
+            if ((st = GROW(sc->b, sc->b_floats, 2 * (size_t)K * MOE_PANEL, "unpacked panels")) != MOE_OK ||
+                (st = GROW(sc->c, sc->c_floats, (size_t)gemm_block(c->k) * MOE_TILE_N, "tile results")) != MOE_OK)
+                return st;
+        }
+        return MOE_OK;
+    }
+    if (c->quant && (st = GROW(l->xsum, l->xsum_floats, xf / G, "group sums")) != MOE_OK) return st;
+    if (c->path == PATH_GEMV_I8 &&
+        ((st = GROW(l->xq, l->xq_bytes, xf, "int8 activations")) != MOE_OK ||
+         (st = GROW(l->xd, l->xd_floats, xf / G, "activation scales")) != MOE_OK))
+        return st;
+    return MOE_OK;
+}
+
+moe_status moe_linear_forward(moe_linear *l, const float *x, int tokens, float *y)
+{
+    if (!l || !x || !y) return moe_error_set(MOE_ERR_INVALID_ARG, "linear forward: projection, x and y must not be NULL");
+    if (tokens < 0) return moe_error_set(MOE_ERR_SHAPE, "%s: token count %d is negative", l->name, tokens);
+    if (x == y) return moe_error_set(MOE_ERR_INVALID_ARG, "%s: y must not alias x", l->name);
+    for (int p = 0; p < l->panels; p++)
+        if (!l->loaded[p])
+            return moe_error_set(MOE_ERR_INVALID_ARG, "%s: rows from %d were never loaded", l->name, p * MOE_PANEL);
+    if (tokens == 0) return MOE_OK;
+    linear_ctx c = { .l = l, .k = moe_kernels(), .x = x, .y = y, .tokens = tokens };
+    c.quant = moe_wformat_is_quant(l->w.fmt.fmt);
+    if (c.quant && l->int8 && c.k->panel_gemv_i8) c.path = PATH_GEMV_I8;
+    else if (tokens > MOE_GEMV_MAX_M) c.path = PATH_GEMM;
+    else c.path = PATH_GEMV;
+    moe_status st = prepare_workspace(l, &c);
+    if (st != MOE_OK) return st;
+    moe_parallel_run(linear_thread, &c);
+    return MOE_OK;
+}
