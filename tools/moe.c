@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bench_layer.h"
+#include "commands.h"
 
 typedef struct {
     const char *name;
@@ -14,6 +15,9 @@ typedef struct {
 } subcommand;
 
 static const subcommand COMMANDS[] = {
+    { "generate", generate_main, generate_usage, "generate token ids after a prompt of token ids" },
+    { "logits", logits_main, logits_usage, "write the logits of every position as a .npy file" },
+    { "bench", bench_main, bench_usage, "end-to-end benchmark: TTFT, prompt and decode tok/s, peak memory" },
     { "bench-layer", bench_layer_main, bench_layer_usage,
       "benchmark the SwitchGLU layer, fused vs unfused, against machine floors" },
 };

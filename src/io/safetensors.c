@@ -732,3 +732,13 @@ const moe_st_tensor *moe_st_set_find(const moe_st_set *s, const char *name)
 {
     return s ? index_find(&s->index, s->tensors, name) : NULL;
 }
+
+void moe_st_tensor_release(const moe_st_tensor *t)
+{
+    if (!t || !t->nbytes) return;
+    /* whole pages inside the tensor only: a neighbour's pages stay */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}

@@ -78,6 +78,12 @@ const moe_st_tensor *moe_st_find(const moe_st_file *f, const char *name); /* NUL
 /* A "__metadata__" value, or NULL when the key (or the whole object) is absent. */
 const char *moe_st_metadata(const moe_st_file *f, const char *key);
 
+/* Drops the tensor's pages from this process's resident memory (the file
+ * is untouched; reading `data` again maps them back in). Loaders call it
+ * once a tensor has been copied into its packed layout, so that loading a
+ * checkpoint does not hold the file and the model in memory at once. */
+void moe_st_tensor_release(const moe_st_tensor *t);
+
 /* ---- a checkpoint directory, sharded or not ---- */
 typedef struct moe_st_set moe_st_set;
 

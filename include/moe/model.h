@@ -1,0 +1,87 @@
+/* moe/model.h — loading a Mixture-of-Experts language model and running it.
+ *
+ *   moe_model_load(dir)          a checkpoint directory: config.json and
+ *                                safetensors (one file or sharded), in the
+ *                                Hugging Face per-expert layout or the MLX
+ *                                stacked (optionally quantized) layout
+ *   moe_model_synthetic(...)     OLMoE-1B-7B's shapes with seeded random
+ *                                weights, built in memory (benchmarks)
+ *   moe_context_create(model, n) a KV cache for up to n tokens
+ *   moe_context_eval(ctx, ids)   appends tokens, returns logits
+ *
+ * A context holds one sequence; several contexts may share one model but
+ * must not run at the same time (the model's layers own their workspace). */
+#ifndef MOE_MODEL_H
+#define MOE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moe/status.h"
+
+typedef struct moe_model moe_model;
+typedef struct moe_context moe_context;
+
+/* Called while loading: `done` of `total` steps (layers) finished. */
+typedef void (*moe_progress_fn)(void *user, int done, int total, const char *what);
+
+typedef struct {
+    int fuse_gate_up;       /* 1 (default): fused gate-up projection */
+    /* int8 activations for quantized weights: -1 (default) lets moe decide
+     * (on for quantized weights where the CPU has int8 dot products), 0
+     * exact float activations, 1 on. */
+    int int8_activations;
+    moe_progress_fn progress;
+    void *progress_user;
+} moe_model_options;
+
+moe_model_options moe_model_default_options(void);
+
+typedef struct {
+    const char *architecture;   /* "olmoe" */
+    int vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, head_dim;
+    int num_experts, top_k, expert_hidden;
+    int max_position;
+    int bos_id;                 /* -1 when the checkpoint names none */
+    int num_eos;
+    const int *eos_ids;
+    int bits;                   /* experts' quantization bits; 0 = float */
+    int fused, int8_activations;
+    size_t weight_bytes;        /* resident weights */
+    size_t active_bytes_per_token; /* weights one decode step reads (top_k
+                                      distinct experts a layer) */
+} moe_model_info;
+
+moe_status moe_model_load(const char *dir, const moe_model_options *opt, moe_model **out);
+
+/* OLMoE-1B-7B's exact shapes (hidden 2048, 16 layers, 16 heads of 128, 64
+ * experts top-8 of hidden 1024, vocab 50304, untied head) with random
+ * weights from `seed`: bits 4 or 8 (MLX affine, group 64, bf16 scales; every
+ * projection and the embedding quantized) or 16 (bf16). `layers` 0 means 16. */
+moe_status moe_model_synthetic(int bits, int layers, uint64_t seed, const moe_model_options *opt,
+                               moe_model **out);
+
+moe_model_info moe_model_get_info(const moe_model *m);
+
+/* Switches gate-up fusion of every expert layer in place (same bytes). */
+moe_status moe_model_set_fused(moe_model *m, int fuse_gate_up);
+
+void moe_model_free(moe_model *m);
+
+/* A KV cache for up to max_tokens positions (memory is touched only as
+ * positions fill) and workspace for chunks of up to max_chunk tokens. */
+moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_context **out);
+
+/* Runs n (≤ max_chunk) tokens at the next positions. logits: NULL, or
+ * [n][vocab] when all_positions, else [vocab] for the last token. Token ids
+ * outside the vocabulary and overflowing the cache are errors. */
+moe_status moe_context_eval(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions);
+
+moe_model *moe_context_model(const moe_context *c);
+
+/* Positions filled so far; reset empties the cache. */
+int moe_context_position(const moe_context *c);
+void moe_context_reset(moe_context *c);
+void moe_context_free(moe_context *c);
+
+#endif

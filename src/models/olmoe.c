@@ -1,0 +1,113 @@
+/* models/olmoe.c — the OLMoE forward pass over a chunk of T tokens.
+ *
+ *   x = embed[tokens]
+ *   per layer:
+ *     h = rmsnorm(x)
+ *     q = rmsnorm(h·Wqᵀ) over all heads at once, k = rmsnorm(h·Wkᵀ), v = h·Wvᵀ
+ *     (clipped to ±clip_qkv when the config asks), RoPE on q and k
+ *     x += Wo · causal_softmax(q·kᵀ/√hd) · v        (keys of every position so far)
+ *     h = rmsnorm(x)
+ *     (experts, weights) = top_k(softmax(h·Wrouterᵀ)), renormalised if norm_topk_prob
+ *     x += Σ_j weight_j · SwitchGLU_expert_j(h)
+ *   logits = rmsnorm(x)·Wheadᵀ
+ */
+#include <math.h>
+
+#include "kernels/attention.h"
+#include "kernels/norm_rope.h"
+#include "layers/router.h"
+#include "models/olmoe.h"
+
+#define TRY(call)                                  \
+    do {                                           \
+        moe_status try_st_ = (call);               \
+        if (try_st_ != MOE_OK) return try_st_;     \
+    } while (0)
+
+static void rmsnorm_rows(int rows, int n, const float *x, const float *w, float eps, float *y)
+{
+    for (int r = 0; r < rows; r++) moe_rmsnorm(n, x + (size_t)r * n, w, eps, y + (size_t)r * n);
+}
+
+static void clip_rows(size_t n, float *x, float limit)
+{
+    for (size_t i = 0; i < n; i++) x[i] = x[i] > limit ? limit : x[i] < -limit ? -limit : x[i];
+}
+
+/* RoPE on every head of T rows of `heads` heads. */
+static void rope_rows(const moe_context *c, int T, int heads, int hd, float *x)
+{
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < heads; h++)
+            moe_rope_apply(hd, x + ((size_t)t * heads + h) * hd, c->rope_cos + (size_t)t * (hd / 2),
+                           c->rope_sin + (size_t)t * (hd / 2));
+}
+
+static void add_rows(size_t n, float *x, const float *y)
+{
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *logits, int all_positions)
+{
+    moe_model *m = c->m;
+    const moe_model_config *p = &m->cfg;
+    int D = p->hidden_size, H = p->num_heads, KV = p->num_kv_heads, hd = p->head_dim;
+    int qdim = H * hd, kvdim = KV * hd, pos = c->pos;
+    float eps = (float)p->rms_norm_eps;
+    size_t layer_cache = (size_t)c->max_tokens * kvdim;
+
+    // token embedding
+    for (int t = 0; t < T; t++) moe_linear_row(m->embed, tokens[t], c->x + (size_t)t * D);
+    // rotation angles of this chunk's positions
+    for (int t = 0; t < T; t++)
+        moe_rope_angles(hd, p->rope_theta, pos + t, c->rope_cos + (size_t)t * (hd / 2),
+                        c->rope_sin + (size_t)t * (hd / 2));
+
+    for (int l = 0; l < p->num_layers; l++) {
+        olmoe_layer *L = &m->layers[l];
+        float *key_cache = c->key_cache + l * layer_cache, *value_cache = c->value_cache + l * layer_cache;
+        float *k = key_cache + (size_t)pos * kvdim, *v = value_cache + (size_t)pos * kvdim;
+
+        // attention rmsnorm
+        rmsnorm_rows(T, D, c->x, L->attn_norm, eps, c->xb);
+        // q, k, v; k and v go straight into the cache at this chunk's positions
+        TRY(moe_linear_forward(L->wq, c->xb, T, c->q));
+        TRY(moe_linear_forward(L->wk, c->xb, T, k));
+        TRY(moe_linear_forward(L->wv, c->xb, T, v));
+        // QK-norm over the whole projection (not per head)
+        rmsnorm_rows(T, qdim, c->q, L->q_norm, eps, c->q);
+        rmsnorm_rows(T, kvdim, k, L->k_norm, eps, k);
+        if (p->clip_qkv > 0) {
+            clip_rows((size_t)T * qdim, c->q, (float)p->clip_qkv);
+            clip_rows((size_t)T * kvdim, k, (float)p->clip_qkv);
+            clip_rows((size_t)T * kvdim, v, (float)p->clip_qkv);
+        }
+        // RoPE (rotate-half) on every head of q and k
+        rope_rows(c, T, H, hd, c->q);
+        rope_rows(c, T, KV, hd, k);
+        // causal attention over every position so far (grouped-query)
+        moe_attention_causal(T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, key_cache, value_cache,
+                             (size_t)kvdim, c->att);
+        // output projection and residual connection
+        TRY(moe_linear_forward(L->wo, c->att, T, c->xb2));
+        add_rows((size_t)T * D, c->x, c->xb2);
+
+        // mlp rmsnorm
+        rmsnorm_rows(T, D, c->x, L->mlp_norm, eps, c->xb);
+        // router: softmax over all experts, top-k
+        TRY(moe_linear_forward(L->router, c->xb, T, c->router_logits));
+        TRY(moe_router_topk(c->router_logits, T, p->num_experts, p->top_k, p->norm_topk_prob, c->expert_idx,
+                            c->expert_w));
+        // the chosen experts, weighted and summed; residual connection
+        TRY(moe_switchglu_forward(L->experts, c->xb, T, c->expert_idx, c->expert_w, p->top_k, c->xb2));
+        add_rows((size_t)T * D, c->x, c->xb2);
+    }
+
+    c->pos += T;
+    if (!logits) return MOE_OK;
+    // final rmsnorm and the classifier, at every position or the last only
+    int first = all_positions ? 0 : T - 1, rows = T - first;
+    rmsnorm_rows(rows, D, c->x + (size_t)first * D, m->final_norm, eps, c->xb);
+    return moe_linear_forward(m->lm_head, c->xb, rows, logits);
+}

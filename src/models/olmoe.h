@@ -1,0 +1,62 @@
+/* models/olmoe.h — OLMoE's weights and run state (llama2.c style: each
+ * buffer with its shape in a trailing comment). D = hidden_size, H heads of
+ * hd, KV heads, E experts, I expert hidden, V vocab, T tokens of a chunk. */
+#ifndef MOE_MODELS_OLMOE_H
+#define MOE_MODELS_OLMOE_H
+
+#include "io/model_config.h"
+#include "layers/linear.h"
+#include "moe/model.h"
+#include "moe/switchglu.h"
+
+typedef struct {
+    float *attn_norm;          /* (D) input_layernorm */
+    moe_linear *wq;            /* (H·hd, D) */
+    moe_linear *wk;            /* (KV·hd, D) */
+    moe_linear *wv;            /* (KV·hd, D) */
+    moe_linear *wo;            /* (D, H·hd) */
+    float *q_norm;             /* (H·hd) over the whole q projection */
+    float *k_norm;             /* (KV·hd) over the whole k projection */
+    float *mlp_norm;           /* (D) post_attention_layernorm */
+    moe_linear *router;        /* (E, D) */
+    moe_switchglu *experts;    /* gate/up (E, I, D), down (E, D, I) */
+} olmoe_layer;
+
+struct moe_model {
+    moe_model_config cfg;
+    moe_model_options opt;
+    int bits;                  /* experts' quantization bits, 0 = float */
+    int int8;                  /* int8 activations for quantized projections */
+    moe_linear *embed;         /* (V, D) */
+    olmoe_layer *layers;       /* (num_layers) */
+    float *final_norm;         /* (D) */
+    moe_linear *lm_head;       /* (V, D); the embedding when tied */
+};
+
+/* The run state of one sequence. */
+struct moe_context {
+    moe_model *m;
+    int max_tokens, max_chunk, pos;
+    float *key_cache;          /* (layers, max_tokens, KV·hd) */
+    float *value_cache;        /* (layers, max_tokens, KV·hd) */
+    float *x;                  /* (T, D) residual stream */
+    float *xb;                 /* (T, D) normalised input of a block */
+    float *xb2;                /* (T, D) a block's output */
+    float *q;                  /* (T, H·hd) */
+    float *att;                /* (T, H·hd) attention output */
+    float *router_logits;      /* (T, E) */
+    int32_t *expert_idx;       /* (T, top_k) */
+    float *expert_w;           /* (T, top_k) */
+    float *rope_cos, *rope_sin;/* (T, hd/2) */
+};
+
+void olmoe_free_weights(moe_model *m);
+
+/* Checkpoint loading (olmoe_load.c) and random weights (olmoe_synthetic.c). */
+moe_status olmoe_load(moe_model *m, const char *dir);
+moe_status olmoe_synthetic(moe_model *m, int bits, uint64_t seed);
+
+/* The forward pass over tokens[0..n) at positions c->pos.. (olmoe.c). */
+moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions);
+
+#endif

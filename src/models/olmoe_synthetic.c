@@ -1,0 +1,174 @@
+/* models/olmoe_synthetic.c — OLMoE-1B-7B's exact shapes with seeded random
+ * weights, built in memory: what the benchmarks run when no checkpoint is
+ * given. Quantized (4 or 8 bits): every projection and the embedding in the
+ * MLX affine layout (group 64, bf16 scales and biases), random codes with
+ * scales that give weights of about ±0.035 (the spread of a trained model's
+ * init); bf16 (16): the same spread as float values. Norm weights are 1.
+ * Each tensor passes through the same packing as a checkpoint's, a block of
+ * rows at a time, so the synthetic model runs exactly the loaded paths. */
+#include <string.h>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "kernels/kernels.h"
+#include "models/olmoe.h"
+#include "quant/dtype.h"
+
+enum { GROUP = 64, BLOCK_ROWS = 1024 };
+static const float SPREAD = 0.035f;
+
+static uint64_t next(uint64_t *s)
+{
+    /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float uniform(uint64_t *s) { return (float)(next(s) >> 40) * (1.0f / 16777216.0f); } /* [0, 1) */
+
+typedef struct {
+    int bits;
+    uint64_t rng;
+    void *weight, *scales, *biases;   /* one block of rows */
+} synth;
+
+/* Random rows [rows, cols] of this format into the block buffers. */
+static moe_expert_weights fill_rows(synth *s, int rows, int cols)
+{
+    size_t n = (size_t)rows * cols;
+    if (s->bits == 16) {
+        uint16_t *w = s->weight;
+        for (size_t i = 0; i < n; i++) w[i] = moe_f32_to_bf16((2 * uniform(&s->rng) - 1) * SPREAD);
+        return (moe_expert_weights){ MOE_DTYPE_BF16, 0, 0, s->weight, NULL, NULL };
+    }
+    uint64_t *codes = s->weight;
+    for (size_t i = 0; i < n * s->bits / 64; i++) codes[i] = next(&s->rng);
+    uint16_t *sc = s->scales, *bi = s->biases;
+    float levels = (float)((1 << s->bits) - 1);
+    for (size_t g = 0; g < n / GROUP; g++) {
+        float scale = 2 * SPREAD / levels * (0.75f + 0.5f * uniform(&s->rng));
+        sc[g] = moe_f32_to_bf16(scale);
+        bi[g] = moe_f32_to_bf16(-0.5f * levels * scale);
+    }
+    return (moe_expert_weights){ MOE_DTYPE_BF16, s->bits, GROUP, s->weight, s->scales, s->biases };
+}
+
+static moe_expert_weights format_of(const synth *s)
+{
+    return s->bits == 16 ? (moe_expert_weights){ MOE_DTYPE_BF16, 0, 0, NULL, NULL, NULL }
+                         : (moe_expert_weights){ MOE_DTYPE_BF16, s->bits, GROUP, NULL, NULL, NULL };
+}
+
+static moe_status make_linear(synth *s, int rows, int cols, const char *name, int int8, moe_linear **out)
+{
+    moe_expert_weights f = format_of(s);
+    moe_status st = moe_linear_create(rows, cols, &f, name, out);
+    for (int r0 = 0; r0 < rows && st == MOE_OK; r0 += BLOCK_ROWS) {
+        int n = rows - r0 < BLOCK_ROWS ? rows - r0 : BLOCK_ROWS;
+        moe_expert_weights w = fill_rows(s, n, cols);
+        st = moe_linear_load_rows(*out, r0, n, &w);
+    }
+    if (st == MOE_OK) moe_linear_set_int8(*out, int8);
+    return st;
+}
+
+static moe_status make_ones(int n, float **out)
+{
+    if (!(*out = moe_alloc(sizeof(float) * (size_t)n, "norm weights"))) return MOE_ERR_NOMEM;
+    for (int i = 0; i < n; i++) (*out)[i] = 1.0f;
+    return MOE_OK;
+}
+
+static moe_status make_experts(synth *s, const moe_model *m, moe_switchglu **out)
+{
+    const moe_model_config *c = &m->cfg;
+    int D = c->hidden_size, I = c->expert_hidden;
+    moe_switchglu_config cfg = moe_switchglu_default_config(c->num_experts, D, I);
+    cfg.fuse_gate_up = m->opt.fuse_gate_up;
+    cfg.int8_activations = m->int8;
+    moe_expert_weights f = format_of(s);
+    moe_status st = moe_switchglu_create(&cfg, &f, &f, &f, out);
+    /* one expert's three projections at a time: gate and up at the block's
+     * start, down after them */
+    size_t elems = (size_t)I * D, wbytes = s->bits == 16 ? 2 * elems : elems * s->bits / 8;
+    size_t sbytes = s->bits == 16 ? 0 : elems / GROUP * 2;
+    for (int e = 0; e < c->num_experts && st == MOE_OK; e++) {
+        moe_expert_weights w[3];
+        for (int i = 0; i < 3; i++) {
+            synth part = *s;
+            part.weight = (char *)s->weight + i * wbytes;
+            part.scales = (char *)s->scales + i * sbytes;
+            part.biases = (char *)s->biases + i * sbytes;
+            w[i] = fill_rows(&part, i < 2 ? I : D, i < 2 ? D : I);
+            s->rng = part.rng;
+        }
+        st = moe_switchglu_load_expert(*out, e, &w[0], &w[1], &w[2]);
+    }
+    return st;
+}
+
+/* OLMoE-1B-7B (allenai/OLMoE-1B-7B-0924) config.json's numbers. */
+static void olmoe_1b_7b_config(moe_model_config *c, int layers)
+{
+    memset(c, 0, sizeof *c);
+    strcpy(c->model_type, "olmoe");
+    c->hidden_size = 2048;
+    c->num_layers = layers;
+    c->num_heads = c->num_kv_heads = 16;
+    c->head_dim = 128;
+    c->expert_hidden = 1024;
+    c->num_experts = 64;
+    c->top_k = 8;
+    c->vocab_size = 50304;
+    c->max_position = 4096;
+    c->rms_norm_eps = 1e-5;
+    c->rope_theta = 10000;
+    c->bos_id = -1;
+    c->num_eos = 1;
+    c->eos_ids[0] = 50279;
+}
+
+moe_status olmoe_synthetic(moe_model *m, int bits, uint64_t seed)
+{
+    olmoe_1b_7b_config(&m->cfg, m->cfg.num_layers);
+    const moe_model_config *c = &m->cfg;
+    if (bits != 16) {
+        m->cfg.quant_bits = bits;
+        m->cfg.quant_group_size = GROUP;
+    }
+    m->bits = bits == 16 ? 0 : bits;
+    m->int8 = m->opt.int8_activations < 0 ? bits != 16 && moe_kernels()->panel_gemv_i8 != NULL
+                                           : m->opt.int8_activations > 0;
+    int D = c->hidden_size, qdim = c->num_heads * c->head_dim, kvdim = c->num_kv_heads * c->head_dim;
+    /* block buffers: the larger of a row block of the embedding and one
+     * expert's three projections */
+    size_t elems = (size_t)BLOCK_ROWS * D;
+    if ((size_t)3 * c->expert_hidden * D > elems) elems = (size_t)3 * c->expert_hidden * D;
+    synth s = { .bits = bits, .rng = seed ^ 0x6a09e667f3bcc908ull };
+    s.weight = moe_alloc(bits == 16 ? 2 * elems : elems * bits / 8 + 64, "synthetic weights");
+    s.scales = moe_alloc(elems / GROUP * 2 + 64, "synthetic scales");
+    s.biases = moe_alloc(elems / GROUP * 2 + 64, "synthetic biases");
+    m->layers = moe_calloc(sizeof(olmoe_layer) * (size_t)c->num_layers, "layers");
+    moe_status st = s.weight && s.scales && s.biases && m->layers ? MOE_OK : MOE_ERR_NOMEM;
+    if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "model.embed_tokens", m->int8, &m->embed);
+    for (int l = 0; l < c->num_layers && st == MOE_OK; l++) {
+        olmoe_layer *L = &m->layers[l];
+        if (m->opt.progress) m->opt.progress(m->opt.progress_user, l, c->num_layers, "building");
+        if ((st = make_ones(D, &L->attn_norm)) != MOE_OK || (st = make_ones(D, &L->mlp_norm)) != MOE_OK ||
+            (st = make_ones(qdim, &L->q_norm)) != MOE_OK || (st = make_ones(kvdim, &L->k_norm)) != MOE_OK ||
+            (st = make_linear(&s, qdim, D, "q_proj", m->int8, &L->wq)) != MOE_OK ||
+            (st = make_linear(&s, kvdim, D, "k_proj", m->int8, &L->wk)) != MOE_OK ||
+            (st = make_linear(&s, kvdim, D, "v_proj", m->int8, &L->wv)) != MOE_OK ||
+            (st = make_linear(&s, D, qdim, "o_proj", m->int8, &L->wo)) != MOE_OK ||
+            (st = make_linear(&s, c->num_experts, D, "router", m->int8, &L->router)) != MOE_OK)
+            break;
+        st = make_experts(&s, m, &L->experts);
+    }
+    if (m->opt.progress && st == MOE_OK) m->opt.progress(m->opt.progress_user, c->num_layers, c->num_layers, "building");
+    if (st == MOE_OK) st = make_ones(D, &m->final_norm);
+    if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "lm_head", m->int8, &m->lm_head);
+    moe_free(s.weight), moe_free(s.scales), moe_free(s.biases);
+    return st;
+}

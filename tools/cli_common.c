@@ -1,0 +1,287 @@
+/* tools/cli_common.c — see cli_common.h. */
+#include "cli_common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "moe/runtime.h"
+
+static int bad(const char *cmd, const char *fmt, const char *what)
+{
+    fprintf(stderr, "moe %s: ", cmd);
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, "\n(see moe %s --help)\n", cmd);
+    return 2;
+}
+
+/* Whole-string parses: "12x", "", "-3" are errors. */
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    if (!s || !*s) return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    long v;
+    if (!parse_long(s, lo, hi, &v)) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static int parse_float(const char *s, double lo, double hi, float *out)
+{
+    if (!s || !*s) return 0;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < lo || v > hi) return 0;
+    *out = (float)v;
+    return 1;
+}
+
+static int parse_switch(const char *s, int allow_auto, int *out)
+{
+    if (!strcmp(s, "on")) *out = 1;
+    else if (!strcmp(s, "off")) *out = 0;
+    else if (allow_auto && !strcmp(s, "auto")) *out = -1;
+    else return 0;
+    return 1;
+}
+
+static int allowed_flag(const char *allowed, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = allowed; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == allowed || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) return 1;
+    return 0;
+}
+
+static const char *const VALUELESS[] = { "json", "ignore-eos", NULL };
+
+/* One option with its value; 0 or 2. */
+static int parse_one(const char *cmd, cli_opts *o, const char *name, const char *flag, const char *v)
+{
+    long l;
+    int ok = 1;
+    if (!strcmp(name, "model")) o->model = v;
+    else if (!strcmp(name, "device")) o->device = v;
+    else if (!strcmp(name, "threads")) ok = parse_int(v, 1, 4096, &o->threads);
+    else if (!strcmp(name, "isa")) o->isa = v;
+    else if (!strcmp(name, "fuse-gate-up"))
+        ok = parse_switch(v, 0, &o->fuse_gate_up) || (!strcmp(cmd, "bench") && !strcmp(v, "both") && (o->fuse_gate_up = 2));
+    else if (!strcmp(name, "int8-activations")) ok = parse_switch(v, 1, &o->int8);
+    else if (!strcmp(name, "tokens")) o->tokens = v;
+    else if (!strcmp(name, "out")) o->out = v;
+    else if (!strcmp(name, "n")) ok = parse_int(v, 0, 1 << 24, &o->n_new);
+    else if (!strcmp(name, "temp")) ok = parse_float(v, 0, 1e6, &o->temp);
+    else if (!strcmp(name, "top-p")) ok = parse_float(v, 0, 1, &o->top_p);
+    else if (!strcmp(name, "min-p")) ok = parse_float(v, 0, 0.999999, &o->min_p);
+    else if (!strcmp(name, "top-k")) ok = parse_int(v, 0, 1 << 30, &o->top_k);
+    else if (!strcmp(name, "seed")) ok = parse_long(v, 0, __LONG_MAX__, &l) && (o->seed = (uint64_t)l, 1);
+    else if (!strcmp(name, "prefill-step")) ok = parse_int(v, 1, 1 << 24, &o->prefill_step);
+    else if (!strcmp(name, "prompt-tokens")) ok = parse_int(v, 1, 1 << 24, &o->prompt_tokens);
+    else if (!strcmp(name, "gen-tokens")) ok = parse_int(v, 0, 1 << 24, &o->gen_tokens);
+    else if (!strcmp(name, "synthetic-bits")) ok = parse_int(v, 4, 16, &o->synthetic_bits) &&
+                                                   (o->synthetic_bits == 4 || o->synthetic_bits == 8 || o->synthetic_bits == 16);
+    else if (!strcmp(name, "synthetic-layers")) ok = parse_int(v, 1, 1024, &o->synthetic_layers);
+    else if (!strcmp(name, "repeat")) ok = parse_int(v, 1, 1000, &o->repeat);
+    if (!ok) {
+        fprintf(stderr, "moe %s: bad value '%s' for '%s'\n(see moe %s --help)\n", cmd, v, flag, cmd);
+        return 2;
+    }
+    return 0;
+}
+
+int cli_parse(const char *cmd, int argc, char **argv, const char *allowed, cli_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->device = "cpu";
+    o->fuse_gate_up = 1;
+    o->int8 = -1;
+    o->n_new = 32;
+    o->top_p = 1.0f;
+    o->prefill_step = 2048;
+    o->prompt_tokens = 512;
+    o->gen_tokens = 64;
+    o->synthetic_bits = 4;
+    o->repeat = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *name;
+        if (!strcmp(a, "-n")) name = "n";
+        else if (a[0] == '-' && a[1] == '-' && a[2]) name = a + 2;
+        else return bad(cmd, "unexpected argument '%s'", a);
+        if (!allowed_flag(allowed, name)) return bad(cmd, "unknown option '%s'", a);
+        int valueless = 0;
+        for (int k = 0; VALUELESS[k]; k++) valueless |= !strcmp(VALUELESS[k], name);
+        if (valueless) {
+            if (!strcmp(name, "json")) o->json = 1;
+            if (!strcmp(name, "ignore-eos")) o->ignore_eos = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return bad(cmd, "'%s' needs a value", a);
+        int rc = parse_one(cmd, o, name, a, argv[++i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int cli_fail(const char *cmd)
+{
+    cli_progress_done();
+    fprintf(stderr, "moe %s: %s\n", cmd, moe_last_error());
+    return 1;
+}
+
+int cli_setup_runtime(const char *cmd, const cli_opts *o)
+{
+    if (strcmp(o->device, "cpu") != 0) {
+        if (!strcmp(o->device, "cuda"))
+            fprintf(stderr, "moe %s: --device cuda is not available in this build (the CUDA backend is not "
+                    "built yet); use --device cpu\n", cmd);
+        else fprintf(stderr, "moe %s: unknown device '%s' (choose cpu)\n", cmd, o->device);
+        return 2;
+    }
+    if (o->threads && moe_set_num_threads(o->threads) != MOE_OK) return cli_fail(cmd) + 1;
+    if (o->isa && moe_cpu_select_isa(o->isa) != MOE_OK) return cli_fail(cmd) + 1;
+    return 0;
+}
+
+/* ---- progress ---- */
+
+static int progress_on;
+
+void cli_progress_init(const cli_opts *o) { progress_on = !o->json && isatty(STDERR_FILENO); }
+
+void cli_progress(const char *fmt, ...)
+{
+    if (!progress_on) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "\r\033[K");
+    vfprintf(stderr, fmt, ap);
+    fflush(stderr);
+    va_end(ap);
+}
+
+void cli_progress_done(void)
+{
+    if (progress_on) fprintf(stderr, "\r\033[K");
+}
+
+static void load_progress(void *user, int done, int total, const char *what)
+{
+    (void)user;
+    cli_progress("%s: layer %d/%d", what, done, total);
+}
+
+moe_model *cli_open_model(const char *cmd, const cli_opts *o)
+{
+    moe_model_options mo = moe_model_default_options();
+    mo.fuse_gate_up = o->fuse_gate_up;
+    mo.int8_activations = o->int8;
+    mo.progress = load_progress;
+    moe_model *m = NULL;
+    moe_status st = o->model ? moe_model_load(o->model, &mo, &m)
+                             : moe_model_synthetic(o->synthetic_bits, o->synthetic_layers, o->seed, &mo, &m);
+    cli_progress_done();
+    if (st != MOE_OK) {
+        cli_fail(cmd);
+        return NULL;
+    }
+    return m;
+}
+
+int32_t *cli_parse_tokens(const char *cmd, const char *list, int *n)
+{
+    *n = 0;
+    if (!list || !*list) {
+        fprintf(stderr, "moe %s: --tokens is required (comma-separated token ids, e.g. --tokens 1,2,3)\n", cmd);
+        return NULL;
+    }
+    int cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',';
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!ids) {
+        fprintf(stderr, "moe %s: out of memory\n", cmd);
+        return NULL;
+    }
+    const char *p = list;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX || (*end != ',' && *end != '\0')) {
+            fprintf(stderr, "moe %s: --tokens: '%.*s' at position %d is not a token id\n", cmd,
+                    (int)strcspn(p, ","), p, *n);
+            free(ids);
+            return NULL;
+        }
+        ids[(*n)++] = (int32_t)v;
+        if (*end == '\0') break;
+        p = end + 1;
+    }
+    return ids;
+}
+
+void cli_usage_runtime(FILE *f)
+{
+    fprintf(f, "  --device cpu             where to run (cpu; cuda comes with the GPU backend)\n"
+               "  --threads N              threads (default: all cores)\n"
+               "  --isa NAME               CPU kernel set: avx512vnni, avx512, avx2, portable (default: best)\n"
+               "  --fuse-gate-up on|off    fused gate-up expert projection (default on)\n"
+               "  --int8-activations on|off|auto\n"
+               "                           int8 dot products for quantized weights (default auto: on where\n"
+               "                           the CPU has them; off = exact float activations)\n");
+}
+
+/* ---- results ---- */
+
+static json_object *jnum(double v, int decimals)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    return json_object_new_double_s(v, buf);
+}
+
+void cli_metrics_json(json_object *obj, const moe_gen_metrics *mt)
+{
+    json_object_object_add(obj, "prompt_tokens", json_object_new_int(mt->prompt_tokens));
+    json_object_object_add(obj, "gen_tokens", json_object_new_int(mt->gen_tokens));
+    json_object_object_add(obj, "ttft_s", jnum(mt->ttft_s, 4));
+    json_object_object_add(obj, "total_s", jnum(mt->total_s, 4));
+    json_object_object_add(obj, "prefill_tps", jnum(mt->prefill_tps, 2));
+    json_object_object_add(obj, "prompt_gen_tps", jnum(mt->prompt_gen_tps, 2));
+    json_object_object_add(obj, "decode_tps", jnum(mt->decode_tps, 2));
+    json_object_object_add(obj, "peak_rss_bytes", json_object_new_int64((int64_t)mt->peak_rss_bytes));
+}
+
+void cli_metrics_print(FILE *f, const moe_gen_metrics *mt)
+{
+    fprintf(f, "prompt %d tokens: %.2f tok/s | generated %d: decode %.2f tok/s | TTFT %.3f s | total %.3f s "
+               "(%.2f tok/s prompt+generation) | peak RSS %.2f GiB\n",
+            mt->prompt_tokens, mt->prefill_tps, mt->gen_tokens, mt->decode_tps, mt->ttft_s, mt->total_s,
+            mt->prompt_gen_tps, (double)mt->peak_rss_bytes / (1u << 30));
+}
+
+moe_sampler *cli_make_sampler(const char *cmd, const cli_opts *o, int vocab)
+{
+    moe_sampler_config sc = moe_sampler_default_config();
+    sc.temperature = o->temp;
+    sc.top_k = o->top_k;
+    sc.top_p = o->top_p;
+    sc.min_p = o->min_p;
+    sc.seed = o->seed;
+    moe_sampler *s = NULL;
+    if (moe_sampler_create(&sc, vocab, &s) != MOE_OK) cli_fail(cmd);
+    return s;
+}

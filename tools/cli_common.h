@@ -1,0 +1,72 @@
+/* tools/cli_common.h — what the model-running subcommands (logits,
+ * generate, bench) share: their options, opening the model they name, and
+ * progress on a terminal. */
+#ifndef MOE_TOOLS_CLI_COMMON_H
+#define MOE_TOOLS_CLI_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <json-c/json.h>
+
+#include "engine/generate.h"
+#include "moe/model.h"
+
+typedef struct {
+    const char *model;          /* --model DIR */
+    const char *device;         /* --device cpu */
+    int threads;                /* --threads N (0: all cores) */
+    const char *isa;            /* --isa NAME */
+    int fuse_gate_up;           /* --fuse-gate-up on|off */
+    int int8;                   /* --int8-activations on|off|auto: 1, 0, -1 */
+    int json;                   /* --json */
+    const char *tokens;         /* --tokens 1,2,3 */
+    const char *out;            /* --out FILE */
+    int n_new;                  /* -n N */
+    float temp, top_p, min_p;   /* --temp, --top-p, --min-p */
+    int top_k;                  /* --top-k */
+    uint64_t seed;              /* --seed */
+    int prefill_step;           /* --prefill-step */
+    int prompt_tokens, gen_tokens;   /* --prompt-tokens, --gen-tokens */
+    int synthetic_bits;         /* --synthetic-bits 4|8|16 */
+    int synthetic_layers;       /* --synthetic-layers N (0: 16) */
+    int repeat;                 /* --repeat N */
+    int ignore_eos;             /* --ignore-eos */
+} cli_opts;
+
+/* Defaults, then argv[1..] parsed; `allowed` lists the long options this
+ * subcommand takes, space-separated without dashes ("model threads json").
+ * Returns 0, or 2 after printing what is wrong (unknown option, missing or
+ * bad value) on stderr. `cmd` names the subcommand in messages. */
+int cli_parse(const char *cmd, int argc, char **argv, const char *allowed, cli_opts *o);
+
+/* --device and --threads and --isa applied; 0, or 2 with a message. */
+int cli_setup_runtime(const char *cmd, const cli_opts *o);
+
+/* The checkpoint named by --model, with a progress line on a terminal
+ * (unless --json); NULL after printing the error. */
+moe_model *cli_open_model(const char *cmd, const cli_opts *o);
+
+/* --tokens "1,2,3" → ids (malloc'd); NULL after printing what is wrong. */
+int32_t *cli_parse_tokens(const char *cmd, const char *list, int *n);
+
+/* Prints moe_last_error() under the subcommand's name; returns 1. */
+int cli_fail(const char *cmd);
+
+/* Progress on stderr when it is a terminal and the output is not --json:
+ * one line rewritten in place; cli_progress_done clears it. */
+void cli_progress_init(const cli_opts *o);
+void cli_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_progress_done(void);
+
+/* The metrics as JSON fields of `obj`, and as one human line on stderr. */
+void cli_metrics_json(json_object *obj, const moe_gen_metrics *mt);
+void cli_metrics_print(FILE *f, const moe_gen_metrics *mt);
+
+/* A sampler from --temp/--top-k/--top-p/--min-p/--seed; NULL after printing. */
+moe_sampler *cli_make_sampler(const char *cmd, const cli_opts *o, int vocab);
+
+/* Options shared by every model-running subcommand, for usage texts. */
+void cli_usage_runtime(FILE *f);
+
+#endif

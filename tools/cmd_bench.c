@@ -1,0 +1,218 @@
+/* tools/cmd_bench.c — `moe bench`: the end-to-end benchmark. A seeded
+ * random prompt of P tokens, greedy generation of G tokens (EOS ignored),
+ * on a checkpoint or on the built-in synthetic OLMoE-1B-7B; time to first
+ * token, prompt and decode tokens/s, peak RSS, and decode's memory traffic
+ * against the read bandwidth probed right after each run. With
+ * --fuse-gate-up both, fused and unfused runs alternate on the same model
+ * (fusion is switched in place) so the two are compared under the same
+ * conditions. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_probe.h"
+#include "cli_common.h"
+#include "commands.h"
+#include "core/memory.h"
+#include "moe/runtime.h"
+
+static const char *CMD = "bench";
+enum { MAX_RUNS = 1000 };
+static const size_t PROBE_BYTES = (size_t)256 << 20;
+
+void bench_usage(FILE *f)
+{
+    fprintf(f, "usage: moe bench [--model DIR] [options]\n\n"
+               "End-to-end prompt processing and generation. Without --model it builds the synthetic\n"
+               "OLMoE-1B-7B (its exact shapes, seeded random weights, MLX 4-bit layout) in memory.\n\n"
+               "  --model DIR              checkpoint directory (default: the synthetic model)\n"
+               "  --synthetic-bits 4|8|16  synthetic weights: 4/8-bit affine or bf16 (default 4)\n"
+               "  --synthetic-layers N     synthetic model depth (default 16, as OLMoE-1B-7B)\n"
+               "  --prompt-tokens P        prompt length (default 512)\n"
+               "  --gen-tokens G           tokens to generate (default 64)\n"
+               "  --prefill-step S         prompt tokens per forward chunk (default 2048)\n"
+               "  --fuse-gate-up on|off|both   both: alternate fused and unfused runs (default on)\n"
+               "  --repeat N               runs per setting; medians are reported (default 1)\n"
+               "  --seed S                 seed of the prompt and the synthetic weights (default 0)\n"
+               "  --json                   one JSON object\n");
+    cli_usage_runtime(f);
+}
+
+typedef struct {
+    moe_gen_metrics mt;
+    double bw_gbps;        /* read bandwidth probed right after the run */
+    int fused;
+} run_result;
+
+typedef struct {
+    const cli_opts *o;
+    double t_start;
+} progress_state;
+
+static void on_progress(void *user, moe_gen_phase phase, int done, int total, double elapsed)
+{
+    (void)user;
+    if (phase == MOE_PHASE_PREFILL)
+        cli_progress("prefill %d/%d tokens, %.1f tok/s", done, total, done / (elapsed > 0 ? elapsed : 1e-9));
+    else cli_progress("decode %d/%d tokens", done, total);
+}
+
+static double median_of(const run_result *r, int n, int fused, size_t field)
+{
+    double v[MAX_RUNS];
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (r[i].fused == fused) v[k++] = *(const double *)((const char *)&r[i] + field);
+    return k ? bench_median(v, k) : 0;
+}
+
+/* Medians over the runs of one setting, as a metrics struct. */
+static moe_gen_metrics medians(const run_result *r, int n, int fused, double *bw)
+{
+    moe_gen_metrics m = { 0 };
+    for (int i = 0; i < n; i++)
+        if (r[i].fused == fused) {
+            m.prompt_tokens = r[i].mt.prompt_tokens;
+            m.gen_tokens = r[i].mt.gen_tokens;
+            if (r[i].mt.peak_rss_bytes > m.peak_rss_bytes) m.peak_rss_bytes = r[i].mt.peak_rss_bytes;
+        }
+#define MED(f) median_of(r, n, fused, offsetof(run_result, mt) + offsetof(moe_gen_metrics, f))
+    m.ttft_s = MED(ttft_s);
+    m.total_s = MED(total_s);
+    m.prefill_tps = MED(prefill_tps);
+    m.prompt_gen_tps = MED(prompt_gen_tps);
+    m.decode_tps = MED(decode_tps);
+#undef MED
+    *bw = median_of(r, n, fused, offsetof(run_result, bw_gbps));
+    return m;
+}
+
+static json_object *setting_json(const moe_gen_metrics *m, double bw, double active_bytes, int fused)
+{
+    json_object *o = json_object_new_object();
+    cli_metrics_json(o, m);
+    json_object_object_add(o, "fuse_gate_up", json_object_new_boolean(fused));
+    json_object_object_add(o, "bandwidth_gbps", json_object_new_double(bw));
+    double gbps = m->decode_tps * active_bytes / 1e9;
+    json_object_object_add(o, "decode_gbps", json_object_new_double(gbps));
+    json_object_object_add(o, "decode_bw_share", json_object_new_double(bw > 0 ? gbps / bw : 0));
+    return o;
+}
+
+static void print_setting(const char *label, const moe_gen_metrics *m, double bw, double active_bytes)
+{
+    double gbps = m->decode_tps * active_bytes / 1e9;
+    printf("%-9s prefill %8.2f tok/s | TTFT %7.3f s | decode %6.2f tok/s = %5.1f GB/s, %3.0f%% of %5.1f GB/s "
+           "probed | prompt+gen %7.2f tok/s | peak RSS %.2f GiB\n",
+           label, m->prefill_tps, m->ttft_s, m->decode_tps, gbps, bw > 0 ? 100 * gbps / bw : 0, bw,
+           m->prompt_gen_tps, (double)m->peak_rss_bytes / (1u << 30));
+}
+
+static int run_all(const cli_opts *o, moe_model *m, moe_context *c, const int32_t *prompt, run_result *res, int *nres)
+{
+    moe_model_info info = moe_model_get_info(m);
+    int32_t *out = malloc(sizeof(int32_t) * (size_t)(o->gen_tokens + 1));
+    moe_sampler *greedy = cli_make_sampler(CMD, o, info.vocab_size);
+    if (!out || !greedy) return free(out), moe_sampler_free(greedy), 1;
+    int settings = o->fuse_gate_up == 2 ? 2 : 1;
+    for (int rep = 0; rep < o->repeat; rep++)
+        for (int s = 0; s < settings; s++) {
+            int fused = settings == 2 ? (rep + s) % 2 == 0 : o->fuse_gate_up;
+            if (moe_model_set_fused(m, fused) != MOE_OK) return free(out), moe_sampler_free(greedy), cli_fail(CMD);
+            moe_context_reset(c);
+            moe_reset_peak_rss();
+            moe_gen_request req = { .max_new_tokens = o->gen_tokens, .prefill_step = o->prefill_step,
+                                    .sampler = greedy, .on_progress = on_progress };
+            run_result *r = &res[(*nres)++];
+            int n_out;
+            r->fused = fused;
+            if (moe_generate(c, prompt, o->prompt_tokens, &req, out, &n_out, &r->mt) != MOE_OK)
+                return free(out), moe_sampler_free(greedy), cli_fail(CMD);
+            cli_progress("probing memory bandwidth");
+            r->bw_gbps = bench_probe_bandwidth_gbps(PROBE_BYTES, 5);
+            cli_progress_done();
+            if (!o->json)
+                printf("run %d  %-7s prefill %8.2f tok/s | TTFT %7.3f s | decode %6.2f tok/s | bandwidth %5.1f GB/s\n",
+                       *nres, fused ? "fused" : "unfused", r->mt.prefill_tps, r->mt.ttft_s, r->mt.decode_tps, r->bw_gbps);
+            fflush(stdout);
+        }
+    free(out);
+    moe_sampler_free(greedy);
+    return 0;
+}
+
+int bench_main(int argc, char **argv)
+{
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        bench_usage(stdout);
+        return 0;
+    }
+    cli_opts o;
+    int rc = cli_parse(CMD, argc, argv,
+                       "model synthetic-bits synthetic-layers prompt-tokens gen-tokens prefill-step fuse-gate-up "
+                       "repeat seed json device threads isa int8-activations", &o);
+    if (rc) return rc;
+    if ((rc = cli_setup_runtime(CMD, &o))) return rc;
+    if (o.repeat * (o.fuse_gate_up == 2 ? 2 : 1) > MAX_RUNS)
+        return fprintf(stderr, "moe bench: at most %d runs\n", MAX_RUNS), 2;
+    cli_progress_init(&o);
+    double t0 = bench_now_s();
+    moe_model *m = cli_open_model(CMD, &o);
+    if (!m) return 1;
+    double build_s = bench_now_s() - t0;
+    moe_model_info info = moe_model_get_info(m);
+
+    /* a seeded random prompt */
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)o.prompt_tokens);
+    uint64_t s = o.seed * 0x9e3779b97f4a7c15ull + 1;
+    for (int i = 0; prompt && i < o.prompt_tokens; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        prompt[i] = (int32_t)(s % (uint64_t)info.vocab_size);
+    }
+    moe_context *c = NULL;
+    run_result *res = calloc(MAX_RUNS, sizeof *res);
+    int nres = 0;
+    rc = !prompt || !res;
+    if (!rc && moe_context_create(m, o.prompt_tokens + o.gen_tokens, o.prefill_step, &c) != MOE_OK) rc = cli_fail(CMD);
+    if (!rc && !o.json)
+        printf("model %s: %d layers, %d experts top-%d, %s weights %.2f GiB (%.3f GB read a decode token); "
+               "%d threads, %s kernels, int8 activations %s; built in %.1f s\n",
+               o.model ? o.model : "synthetic OLMoE-1B-7B", info.num_layers, info.num_experts, info.top_k,
+               info.bits ? (info.bits == 4 ? "4-bit" : "8-bit") : "float", (double)info.weight_bytes / (1u << 30),
+               (double)info.active_bytes_per_token / 1e9, moe_num_threads(), moe_cpu_isa(),
+               info.int8_activations ? "on" : "off", build_s);
+    if (!rc) rc = run_all(&o, m, c, prompt, res, &nres);
+    if (!rc) {
+        double active = (double)info.active_bytes_per_token, bw_on, bw_off;
+        int first = o.fuse_gate_up == 2 ? 1 : o.fuse_gate_up;
+        moe_gen_metrics on = medians(res, nres, first, &bw_on);
+        moe_gen_metrics off = medians(res, nres, 0, &bw_off);
+        if (o.json) {
+            json_object *obj = setting_json(&on, bw_on, active, first);
+            json_object_object_add(obj, "model", json_object_new_string(o.model ? o.model : "synthetic-olmoe-1b-7b"));
+            json_object_object_add(obj, "bits", json_object_new_int(info.bits));
+            json_object_object_add(obj, "int8_activations", json_object_new_boolean(info.int8_activations));
+            json_object_object_add(obj, "threads", json_object_new_int(moe_num_threads()));
+            json_object_object_add(obj, "isa", json_object_new_string(moe_cpu_isa()));
+            json_object_object_add(obj, "prefill_step", json_object_new_int(o.prefill_step));
+            json_object_object_add(obj, "runs", json_object_new_int(nres));
+            json_object_object_add(obj, "weight_bytes", json_object_new_int64((int64_t)info.weight_bytes));
+            json_object_object_add(obj, "active_bytes_per_token", json_object_new_int64((int64_t)info.active_bytes_per_token));
+            if (o.fuse_gate_up == 2) json_object_object_add(obj, "unfused", setting_json(&off, bw_off, active, 0));
+            printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+            json_object_put(obj);
+        } else {
+            printf("medians of %d run%s:\n", o.repeat, o.repeat > 1 ? "s" : "");
+            print_setting(first ? "fused" : "unfused", &on, bw_on, active);
+            if (o.fuse_gate_up == 2) {
+                print_setting("unfused", &off, bw_off, active);
+                printf("fused/unfused speed: prefill %.3f, decode %.3f\n", on.prefill_tps / off.prefill_tps,
+                       on.decode_tps / off.decode_tps);
+            }
+        }
+    }
+    moe_context_free(c);
+    moe_model_free(m);
+    free(res);
+    free(prompt);
+    return rc;
+}

@@ -1,0 +1,16 @@
+/* tools/commands.h — `moe logits`, `moe generate` and `moe bench`: the
+ * subcommands that run a model. Each returns the process exit status (0 done,
+ * 1 a moe call failed, 2 a bad option) and has a usage text. */
+#ifndef MOE_TOOLS_COMMANDS_H
+#define MOE_TOOLS_COMMANDS_H
+
+#include <stdio.h>
+
+int logits_main(int argc, char **argv);
+void logits_usage(FILE *f);
+int generate_main(int argc, char **argv);
+void generate_usage(FILE *f);
+int bench_main(int argc, char **argv);
+void bench_usage(FILE *f);
+
+#endif
