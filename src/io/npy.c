@@ -3,14 +3,10 @@
  * and a newline so that the data starts at a multiple of 64 bytes. */
 #include "io/npy.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 moe_status moe_npy_write_f32(const char *path, const float *data, int ndim, const int64_t *shape)
 {
@@ -32,33 +28,12 @@ moe_status moe_npy_write_f32(const char *path, const float *data, int ndim, cons
     head[8] = (unsigned char)(hlen & 0xff);
     head[9] = (unsigned char)(hlen >> 8);
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) return moe_error_set(MOE_ERR_NOMEM, "npy write: out of memory");
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        moe_status st = moe_error_set(MOE_ERR_IO, "%s: cannot create (%s)", path, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    mode_t mask = umask(0); /* mkstemp makes 0600; give the file the usual mode */
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    FILE *f = fdopen(fd, "wb");
-    int ok = f != NULL;
-    ok = ok && fwrite(head, 1, 10, f) == 10 && fwrite(dict, 1, (size_t)len, f) == (size_t)len;
+    moe_atomic_file af;
+    moe_status st = moe_atomic_open(path, &af);
+    if (st != MOE_OK) return st;
+    FILE *f = af.f;
+    int ok = fwrite(head, 1, 10, f) == 10 && fwrite(dict, 1, (size_t)len, f) == (size_t)len;
     for (size_t i = 0; ok && i < pad; i++) ok = fputc(' ', f) != EOF;
     ok = ok && fputc('\n', f) != EOF && fwrite(data, sizeof(float), count, f) == count;
-    int saved = errno;
-    if (f) ok = (fclose(f) == 0) && ok;
-    else close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) saved = errno;
-        unlink(tmp);
-        free(tmp);
-        return moe_error_set(MOE_ERR_IO, "%s: write failed (%s)", path, strerror(saved));
-    }
-    free(tmp);
-    return MOE_OK;
+    return moe_atomic_close(&af, ok);
 }
