@@ -9,7 +9,10 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include <string.h>
+
 #include "kernels/norm_rope.h"
+#include "moe/runtime.h"
 #include "support/testutil.h"
 
 static void rmsnorm_matches_reference(void **state)
@@ -71,11 +74,44 @@ static void rope_matches_reference(void **state)
             }
 }
 
+/* The row-parallel forms give the per-row results bit for bit, below and
+ * above the row count where threads join, on 1 and 2 threads. */
+static void rows_match_single(void **state)
+{
+    (void)state;
+    uint64_t rng = 99;
+    enum { N = 3 * 20, HD = 20 };
+    static const int ROWS[] = { 1, 5, 40 };
+    for (int threads = 1; threads <= 2; threads++) {
+        assert_int_equal(moe_set_num_threads(threads), MOE_OK);
+        for (size_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) {
+            int rows = ROWS[i];
+            float *x = malloc(sizeof(float) * rows * N), *want = malloc(sizeof(float) * rows * N);
+            float *got = malloc(sizeof(float) * rows * N), w[N];
+            float *c = malloc(sizeof(float) * rows * HD / 2), *s = malloc(sizeof(float) * rows * HD / 2);
+            test_rand_floats(&rng, x, (size_t)rows * N, -2, 2);
+            test_rand_floats(&rng, w, N, 0.5, 1.5);
+            for (int r = 0; r < rows; r++) moe_rmsnorm(N, x + r * N, w, 1e-5f, want + r * N);
+            moe_rmsnorm_rows(rows, N, x, w, 1e-5f, got);
+            assert_memory_equal(got, want, sizeof(float) * rows * N);
+            for (int r = 0; r < rows; r++) moe_rope_angles(HD, 10000.0, 7 * r + 3, c + r * HD / 2, s + r * HD / 2);
+            memcpy(got, x, sizeof(float) * rows * N);
+            memcpy(want, x, sizeof(float) * rows * N);
+            for (int r = 0; r < rows; r++)
+                for (int h = 0; h < N / HD; h++) moe_rope_apply(HD, want + r * N + h * HD, c + r * HD / 2, s + r * HD / 2);
+            moe_rope_rows(rows, N / HD, HD, got, c, s);
+            assert_memory_equal(got, want, sizeof(float) * rows * N);
+            free(x), free(want), free(got), free(c), free(s);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rmsnorm_matches_reference),
         cmocka_unit_test(rope_matches_reference),
+        cmocka_unit_test(rows_match_single),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,9 @@
 #include "kernels/norm_rope.h"
 
 #include <math.h>
+#include <stddef.h>
+
+#include "core/threadpool.h"
 
 void moe_rmsnorm(int n, const float *x, const float *w, float eps, float *y)
 {
@@ -32,4 +35,60 @@ void moe_rope_apply(int head_dim, float *x, const float *cos_t, const float *sin
         x[i] = a * cos_t[i] - b * sin_t[i];
         x[i + h] = b * cos_t[i] + a * sin_t[i];
     }
+}
+
+/* ---- many rows, split across threads ---- */
+
+/* Rows below this run on the calling thread: a decode step's one row is not
+ * worth waking the others for. */
+enum { PARALLEL_MIN_ROWS = 16 };
+
+typedef struct {
+    int rows, n, heads, head_dim;
+    const float *x, *w, *cos_t, *sin_t;
+    float *y;
+    float eps;
+} rows_job;
+
+static void row_range(const rows_job *j, int t, int nt, int *lo, int *hi)
+{
+    *lo = (int)((long long)j->rows * t / nt);
+    *hi = (int)((long long)j->rows * (t + 1) / nt);
+}
+
+static void rmsnorm_part(void *arg, int t, int nt)
+{
+    const rows_job *j = arg;
+    int lo, hi;
+    row_range(j, t, nt, &lo, &hi);
+    for (int r = lo; r < hi; r++) moe_rmsnorm(j->n, j->x + (size_t)r * j->n, j->w, j->eps, j->y + (size_t)r * j->n);
+}
+
+static void rope_part(void *arg, int t, int nt)
+{
+    const rows_job *j = arg;
+    int lo, hi, half = j->head_dim / 2;
+    row_range(j, t, nt, &lo, &hi);
+    for (int r = lo; r < hi; r++)
+        for (int h = 0; h < j->heads; h++)
+            moe_rope_apply(j->head_dim, j->y + ((size_t)r * j->heads + h) * j->head_dim, j->cos_t + (size_t)r * half,
+                           j->sin_t + (size_t)r * half);
+}
+
+static void run_rows(moe_parallel_fn fn, rows_job *j)
+{
+    if (j->rows >= PARALLEL_MIN_ROWS) moe_parallel_run(fn, j);
+    else fn(j, 0, 1);
+}
+
+void moe_rmsnorm_rows(int rows, int n, const float *x, const float *w, float eps, float *y)
+{
+    rows_job j = { .rows = rows, .n = n, .x = x, .w = w, .y = y, .eps = eps };
+    run_rows(rmsnorm_part, &j);
+}
+
+void moe_rope_rows(int rows, int heads, int head_dim, float *x, const float *cos_t, const float *sin_t)
+{
+    rows_job j = { .rows = rows, .heads = heads, .head_dim = head_dim, .y = x, .cos_t = cos_t, .sin_t = sin_t };
+    run_rows(rope_part, &j);
 }

@@ -15,4 +15,12 @@ void moe_rope_angles(int head_dim, double theta, int pos, float *cos_out, float 
  * (x[i], x[i+h]) ← (x[i]·c − x[i+h]·s, x[i+h]·c + x[i]·s). */
 void moe_rope_apply(int head_dim, float *x, const float *cos_t, const float *sin_t);
 
+/* The same over `rows` rows of n (x, y [rows][n]; y may alias x), the rows
+ * split across threads when there are enough of them to pay for it. */
+void moe_rmsnorm_rows(int rows, int n, const float *x, const float *w, float eps, float *y);
+
+/* RoPE on every head of `rows` rows of `heads` heads (x [rows][heads][hd]),
+ * row r rotated by cos/sin [rows][hd/2]; threads as above. */
+void moe_rope_rows(int rows, int heads, int head_dim, float *x, const float *cos_t, const float *sin_t);
+
 #endif

@@ -24,23 +24,9 @@
         if (try_st_ != MOE_OK) return try_st_;     \
     } while (0)
 
-static void rmsnorm_rows(int rows, int n, const float *x, const float *w, float eps, float *y)
-{
-    for (int r = 0; r < rows; r++) moe_rmsnorm(n, x + (size_t)r * n, w, eps, y + (size_t)r * n);
-}
-
 static void clip_rows(size_t n, float *x, float limit)
 {
     for (size_t i = 0; i < n; i++) x[i] = x[i] > limit ? limit : x[i] < -limit ? -limit : x[i];
-}
-
-/* RoPE on every head of T rows of `heads` heads. */
-static void rope_rows(const moe_context *c, int T, int heads, int hd, float *x)
-{
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < heads; h++)
-            moe_rope_apply(hd, x + ((size_t)t * heads + h) * hd, c->rope_cos + (size_t)t * (hd / 2),
-                           c->rope_sin + (size_t)t * (hd / 2));
 }
 
 static void add_rows(size_t n, float *x, const float *y)
@@ -70,22 +56,22 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
         float *k = key_cache + (size_t)pos * kvdim, *v = value_cache + (size_t)pos * kvdim;
 
         // attention rmsnorm
-        rmsnorm_rows(T, D, c->x, L->attn_norm, eps, c->xb);
+        moe_rmsnorm_rows(T, D, c->x, L->attn_norm, eps, c->xb);
         // q, k, v; k and v go straight into the cache at this chunk's positions
         TRY(moe_linear_forward(L->wq, c->xb, T, c->q));
         TRY(moe_linear_forward(L->wk, c->xb, T, k));
         TRY(moe_linear_forward(L->wv, c->xb, T, v));
         // QK-norm over the whole projection (not per head)
-        rmsnorm_rows(T, qdim, c->q, L->q_norm, eps, c->q);
-        rmsnorm_rows(T, kvdim, k, L->k_norm, eps, k);
+        moe_rmsnorm_rows(T, qdim, c->q, L->q_norm, eps, c->q);
+        moe_rmsnorm_rows(T, kvdim, k, L->k_norm, eps, k);
         if (p->clip_qkv > 0) {
             clip_rows((size_t)T * qdim, c->q, (float)p->clip_qkv);
             clip_rows((size_t)T * kvdim, k, (float)p->clip_qkv);
             clip_rows((size_t)T * kvdim, v, (float)p->clip_qkv);
         }
         // RoPE (rotate-half) on every head of q and k
-        rope_rows(c, T, H, hd, c->q);
-        rope_rows(c, T, KV, hd, k);
+        moe_rope_rows(T, H, hd, c->q, c->rope_cos, c->rope_sin);
+        moe_rope_rows(T, KV, hd, k, c->rope_cos, c->rope_sin);
         // causal attention over every position so far (grouped-query)
         moe_attention_causal(T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, key_cache, value_cache,
                              (size_t)kvdim, c->att);
@@ -94,7 +80,7 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
         add_rows((size_t)T * D, c->x, c->xb2);
 
         // mlp rmsnorm
-        rmsnorm_rows(T, D, c->x, L->mlp_norm, eps, c->xb);
+        moe_rmsnorm_rows(T, D, c->x, L->mlp_norm, eps, c->xb);
         // router: softmax over all experts, top-k
         TRY(moe_linear_forward(L->router, c->xb, T, c->router_logits));
         TRY(moe_router_topk(c->router_logits, T, p->num_experts, p->top_k, p->norm_topk_prob, c->expert_idx,
@@ -108,6 +94,6 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
     if (!logits) return MOE_OK;
     // final rmsnorm and the classifier, at every position or the last only
     int first = all_positions ? 0 : T - 1, rows = T - first;
-    rmsnorm_rows(rows, D, c->x + (size_t)first * D, m->final_norm, eps, c->xb);
+    moe_rmsnorm_rows(rows, D, c->x + (size_t)first * D, m->final_norm, eps, c->xb);
     return moe_linear_forward(m->lm_head, c->xb, rows, logits);
 }
