@@ -1,7 +1,7 @@
-/* io/safetensors_write.h — writing one safetensors file: the tensors' bytes
- * in the order given, behind a JSON header padded with spaces to a multiple
- * of 8 bytes (so every tensor stays aligned to its element size when the
- * sizes before it are multiples of 8, as the reference writer does). */
+/* io/safetensors_write.h — writing one safetensors file: a JSON header
+ * padded with spaces to a multiple of 8 bytes, then the tensors' bytes,
+ * wider elements first (as the reference writer orders them), so every
+ * tensor starts aligned to its element size. */
 #ifndef MOE_IO_SAFETENSORS_WRITE_H
 #define MOE_IO_SAFETENSORS_WRITE_H
 
