@@ -5,6 +5,12 @@
  *   panel_gemv    F32/F16/BF16 panels (odd K, nr 16/15/9/1) and Q4/Q8 panels
  *                 (scales/biases F32/F16/BF16, groups 32/64/128, 1..3 groups,
  *                 nr 16/5), m = 1..4 tokens; lanes ≥ nr and tokens ≥ m untouched;
+ *   panel_gemv_i8 / panel_gemm_i8  the quantized panels with int8
+ *                 activations (moe_quantize_act_i8; for the GEMM, tiles of
+ *                 1..16 tokens packed by moe_pack_act_i8), against the exact
+ *                 product and, for the GEMM, the same table's GEMV bit for bit;
+ *   quantize_act_i8  against moe_quantize_act_i8 bit for bit, its sums
+ *                 against exact ones;
  *   panel_unpack  the same panels: weight values, exact zeros in lanes ≥ nr,
  *                 a canary after the [K][16] buffer;
  *   gemm_tile     all mr×32 outputs for odd K, a canary after C;
@@ -404,6 +410,136 @@ static void gemv_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int g
     panel_free(&pc);
 }
 
+/* panel_gemm_i8 on tiles of m = 1..MOE_TILE_MAX_M tokens packed by
+ * moe_pack_act_i8 (checked element by element), every table that has it for
+ * m up to its mr_i8, the portable one for every m: against the exact double
+ * product of the same int8 activations — integer sums are exact, so only the
+ * float epilogue rounds, a few ulps of Σ_g |scale·dx·dot| + |bias·xsum| —
+ * against the portable kernel, and bit for bit against the same table's
+ * panel_gemv_i8 on each token (the layer may take either for a group). */
+static void gemm_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs, int K, int nr)
+{
+    enum { MT = MOE_TILE_MAX_M };
+    uint64_t rng = seed;
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS], *port = portable();
+    const char *names[TEST_MAX_ISAS];
+    int nt = tables(kt, names), groups = K / gs, bits = fmt == MOE_WF_Q4 ? 4 : 8, epw = 32 / bits;
+    panel_case pc;
+    panel_make(&pc, &rng, fmt, sdtype, gs, K, nr);
+    float *x[MT], *xsum[MT], *dx[MT];
+    int8_t *xq[MT];
+    double ref[MT][MOE_PANEL], tol[MT][MOE_PANEL];
+    float gemv[TEST_MAX_ISAS][MT][MOE_PANEL];
+    for (int i = 0; i < MT; i++) {
+        x[i] = xmalloc(sizeof(float) * K);
+        xq[i] = xmalloc((size_t)K);
+        xsum[i] = xmalloc(sizeof(float) * groups);
+        dx[i] = xmalloc(sizeof(float) * groups);
+        test_rand_floats(&rng, x[i], (size_t)K, -1, 1);
+        moe_group_sums(K, gs, x[i], xsum[i]);
+        moe_quantize_act_i8(fmt, K, gs, x[i], xq[i], dx[i]);
+    }
+    /* the reference needs codes, scales and biases apart: read from the
+     * panel's bytes and decoded here, each code checked against the exact
+     * weight panel_make recorded */
+    for (int i = 0; i < MT; i++)
+        for (int r = 0; r < nr; r++) {
+            double sum = 0, mag = 0;
+            for (int g = 0; g < groups; g++) {
+                const unsigned char *blk = (const unsigned char *)pc.w + (size_t)g * pc.p.gstride;
+                size_t sb = dtype_bytes(sdtype), cb = (size_t)gs / epw * nr * 4;
+                double sc, bi;
+                if (sdtype == MOE_DTYPE_F32) {
+                    float a, b;
+                    memcpy(&a, blk + cb + (size_t)r * sb, 4), memcpy(&b, blk + cb + (size_t)(nr + r) * sb, 4);
+                    sc = a, bi = b;
+                } else {
+                    uint16_t a, b;
+                    memcpy(&a, blk + cb + (size_t)r * sb, 2), memcpy(&b, blk + cb + (size_t)(nr + r) * sb, 2);
+                    sc = sdtype == MOE_DTYPE_F16 ? f16_value(a) : bf16_value(a);
+                    bi = sdtype == MOE_DTYPE_F16 ? f16_value(b) : bf16_value(b);
+                }
+                long long dot = 0;
+                for (int k = g * gs; k < (g + 1) * gs; k++) {
+                    const uint32_t *cw = (const uint32_t *)(blk + (size_t)((k - g * gs) / epw) * nr * 4);
+                    long long code = (cw[r] >> ((k % epw) * bits)) & ((1u << bits) - 1);
+                    /* the code agrees with the exact weight panel_make recorded */
+                    if (!(fabs(sc * (double)code + bi - pc.W[(size_t)r * K + k]) <= 1e-12))
+                        mismatch("gemm_i8 test setup %s: code of lane %d input %d does not give its weight", pc.desc, r, k);
+                    dot += code * xq[i][moe_act_i8_index(fmt, k)];
+                }
+                double t1 = sc * (double)dx[i][g] * (double)dot, t2 = bi * (double)xsum[i][g];
+                sum += t1 + t2, mag += fabs(t1) + fabs(t2);
+            }
+            ref[i][r] = sum;
+            tol[i][r] = 2e-6 * mag + 1e-30;
+        }
+    /* each table's matrix-vector kernel on every token, 4 at a time */
+    for (int t = 0; t < nt; t++) {
+        if (!kt[t]->panel_gemv_i8) continue;
+        for (int i0 = 0; i0 < MT; i0 += MOE_GEMV_MAX_M) {
+            float *o[MOE_GEMV_MAX_M];
+            for (int i = 0; i < MOE_GEMV_MAX_M; i++) o[i] = gemv[t][i0 + i];
+            kt[t]->panel_gemv_i8(&pc.f, &pc.p, MOE_GEMV_MAX_M, (const int8_t *const *)xq + i0,
+                                 (const float *const *)dx + i0, (const float *const *)xsum + i0, o);
+        }
+    }
+    float outbuf[MT][OUT_LEN], portbuf[MT][OUT_LEN];
+    float *out[MT], *pout[MT];
+    for (int i = 0; i < MT; i++) out[i] = outbuf[i], pout[i] = portbuf[i];
+    for (int m = 1; m <= MT; m++) {
+        /* the tile, in buffers of exactly its size */
+        int8_t *q = xmalloc((size_t)K * m);
+        float *d = xmalloc(sizeof(float) * groups * m), *sm = xmalloc(sizeof(float) * groups * m);
+        moe_pack_act_i8(K, gs, m, (const int8_t *const *)xq, (const float *const *)dx, (const float *const *)xsum,
+                        q, d, sm);
+        for (int i = 0; i < m; i++) {
+            for (int k = 0; k < K; k++) {
+                n_checked++;
+                if (q[((size_t)(k / 32) * m + i) * 32 + k % 32] != xq[i][k])
+                    mismatch("moe_pack_act_i8 %s m %d: token %d byte %d misplaced", pc.desc, m, i, k);
+            }
+            for (int g = 0; g < groups; g++) {
+                n_checked++;
+                if (memcmp(&d[g * m + i], &dx[i][g], 4) != 0 || memcmp(&sm[g * m + i], &xsum[i][g], 4) != 0)
+                    mismatch("moe_pack_act_i8 %s m %d: token %d group %d scale or sum misplaced", pc.desc, m, i, g);
+            }
+        }
+        fill_canary(&portbuf[0][0], sizeof portbuf / sizeof(float));
+        port->panel_gemm_i8(&pc.f, &pc.p, m, q, d, sm, pout);
+        for (int t = 0; t < nt; t++) {
+            if (!kt[t]->panel_gemm_i8 || m > kt[t]->mr_i8) continue;
+            fill_canary(&outbuf[0][0], sizeof outbuf / sizeof(float));
+            kt[t]->panel_gemm_i8(&pc.f, &pc.p, m, q, d, sm, out);
+            for (int i = 0; i < MT; i++) {
+                if (i >= m) {
+                    long b = canary_broken(out[i], OUT_LEN);
+                    if (b >= 0) mismatch("panel_gemm_i8 [%s] %s m %d: wrote out[%d][%ld] (token beyond m)", names[t], pc.desc, m, i, b);
+                    continue;
+                }
+                for (int r = 0; r < nr; r++) {
+                    double got = out[i][r];
+                    n_checked++;
+                    if (!(fabs(got - ref[i][r]) <= tol[i][r]))
+                        mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, exact %.9g, error %.3g > %.3g",
+                                 names[t], pc.desc, m, i, r, got, ref[i][r], fabs(got - ref[i][r]), tol[i][r]);
+                    else if (!(fabs(got - pout[i][r]) <= tol[i][r]))
+                        mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, portable %.9g", names[t], pc.desc, m,
+                                 i, r, got, (double)pout[i][r]);
+                    else if (kt[t]->panel_gemv_i8 && memcmp(&out[i][r], &gemv[t][i][r], sizeof(float)) != 0)
+                        mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, its panel_gemv_i8 %.9g (not the same bits)",
+                                 names[t], pc.desc, m, i, r, got, (double)gemv[t][i][r]);
+                }
+                long b = canary_broken(out[i] + nr, OUT_LEN - nr);
+                if (b >= 0) mismatch("panel_gemm_i8 [%s] %s m %d: wrote out[%d][%ld], beyond nr", names[t], pc.desc, m, i, nr + b);
+            }
+        }
+        free(q), free(d), free(sm);
+    }
+    for (int i = 0; i < MT; i++) free(x[i]), free(xq[i]), free(xsum[i]), free(dx[i]);
+    panel_free(&pc);
+}
+
 typedef void (*panel_case_fn)(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs, int K, int nr);
 
 /* fn on every quantized shape: Q4 and Q8 × scale dtype F32/F16/BF16 × group
@@ -429,6 +565,86 @@ static void gemv_i8_formats(void **state)
     uint64_t seed = 0x18a70001u;
     each_quant_shape(&seed, 2, nrs, gemv_i8_case);
     finish("panel_gemv_i8");
+}
+
+static void gemm_i8_formats(void **state)
+{
+    (void)state;
+    static const int nrs[2] = { 16, 7 };
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS];
+    const char *names[TEST_MAX_ISAS];
+    int nt = tables(kt, names);
+    for (int t = 0; t < nt; t++) {
+        /* a table has both or neither, and a tile fits the layer's buffers */
+        assert_true((kt[t]->panel_gemm_i8 != NULL) == (kt[t]->mr_i8 > 0));
+        assert_true(kt[t]->mr_i8 <= MOE_TILE_MAX_M);
+        if (kt[t]->panel_gemm_i8) assert_non_null(kt[t]->panel_gemv_i8);
+        print_message("kernel table %s: panel_gemm_i8 %s (mr_i8 %d)\n", names[t], kt[t]->panel_gemm_i8 ? "yes" : "no",
+                      kt[t]->mr_i8);
+    }
+    assert_non_null(portable()->panel_gemm_i8);
+    begin();
+    uint64_t seed = 0x6e3f2001u;
+    each_quant_shape(&seed, 1, nrs, gemm_i8_case);
+    finish("panel_gemm_i8");
+}
+
+/* Each table's quantize_act_i8 (where it has one): xq and dx bit for bit
+ * those of moe_quantize_act_i8, xsum within float rounding of the exact
+ * group sum; groups of zeros, one nonzero, halves that round to even
+ * (|x| = k + 0.5 where max|x| = 127, so dx = 1), tiny and huge values. */
+static void quantize_i8_all(void **state)
+{
+    (void)state;
+    const moe_cpu_kernels *kt[TEST_MAX_ISAS];
+    const char *names[TEST_MAX_ISAS];
+    int nt = tables(kt, names);
+    static const int gss[] = { 32, 64, 128 };
+    begin();
+    uint64_t rng = 0x9a480001u;
+    for (int f = MOE_WF_Q4; f <= MOE_WF_Q8; f++)
+        for (int a = 0; a < 3; a++)
+            for (int ng = 1; ng <= 5; ng++)
+                for (int kind = 0; kind < 4; kind++) {
+                    int gs = gss[a], K = gs * ng;
+                    float *x = xmalloc(sizeof(float) * K), *dx = xmalloc(sizeof(float) * ng),
+                          *dxr = xmalloc(sizeof(float) * ng), *sum = xmalloc(sizeof(float) * ng);
+                    int8_t *q = xmalloc((size_t)K), *qr = xmalloc((size_t)K);
+                    double scale = kind == 2 ? 1e-30 : kind == 3 ? 1e30 : 1.0;
+                    test_rand_floats(&rng, x, (size_t)K, -scale, scale);
+                    if (kind == 1 || kind == 2)
+                        for (int k = 0; k < gs; k++) x[k] = k == gs / 3 ? (float)(-0.75 * scale) : 0.0f;
+                    if (kind == 1 && ng > 1)
+                        for (int k = gs; k < 2 * gs; k++) x[k] = 0.0f;
+                    if (kind == 0 && ng > 2)
+                        for (int k = 2 * gs; k < 3 * gs; k++)
+                            x[k] = k == 2 * gs ? 127.0f : (float)((double)(k % 127) + 0.5) * (k & 1 ? -1.0f : 1.0f);
+                    moe_quantize_act_i8((moe_wformat)f, K, gs, x, qr, dxr);
+                    for (int t = 0; t < nt; t++) {
+                        if (!kt[t]->quantize_act_i8) continue;
+                        memset(q, 0x55, (size_t)K);
+                        kt[t]->quantize_act_i8((moe_wformat)f, K, gs, x, q, dx, sum);
+                        for (int k = 0; k < K; k++) {
+                            n_checked++;
+                            if (q[k] != qr[k])
+                                mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xq[%d] = %d, moe_quantize_act_i8 %d",
+                                         names[t], fmt_name[f], gs, K, kind, k, q[k], qr[k]);
+                        }
+                        for (int g = 0; g < ng; g++) {
+                            double s = 0, abs_s = 0;
+                            for (int k = g * gs; k < (g + 1) * gs; k++) s += x[k], abs_s += fabs((double)x[k]);
+                            n_checked += 2;
+                            if (memcmp(&dx[g], &dxr[g], sizeof(float)) != 0)
+                                mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: dx[%d] = %.9g, moe_quantize_act_i8 %.9g",
+                                         names[t], fmt_name[f], gs, K, kind, g, (double)dx[g], (double)dxr[g]);
+                            if (!(fabs(sum[g] - s) <= 1e-6 * abs_s))
+                                mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xsum[%d] = %.9g, exact %.9g",
+                                         names[t], fmt_name[f], gs, K, kind, g, (double)sum[g], s);
+                        }
+                    }
+                    free(x), free(dx), free(dxr), free(sum), free(q), free(qr);
+                }
+    finish("quantize_act_i8");
 }
 
 static void gemv_float_formats(void **state)
@@ -733,7 +949,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(format_facts),      cmocka_unit_test(gemv_float_formats), cmocka_unit_test(gemv_quant_formats),
-        cmocka_unit_test(unpack_all_formats), cmocka_unit_test(gemm_tile_all), cmocka_unit_test(gemv_i8_formats),     cmocka_unit_test(swiglu_all),
+        cmocka_unit_test(unpack_all_formats), cmocka_unit_test(gemm_tile_all), cmocka_unit_test(gemv_i8_formats),
+        cmocka_unit_test(gemm_i8_formats),   cmocka_unit_test(quantize_i8_all),     cmocka_unit_test(swiglu_all),
         cmocka_unit_test(pack_a),            cmocka_unit_test(group_sums),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

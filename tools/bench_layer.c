@@ -21,7 +21,9 @@
  * seconds, so a probe per shape group, minutes earlier, was seen to bound
  * a case at half what it then reached). Peak compute is probed at start and
  * before each shape group, keeping the highest, since a busy neighbour can
- * only lower it. See bench/RESULTS.md. */
+ * only lower it; with the avx512vnni set, so is the int8 dot-product
+ * (vpdpbusd) peak, printed beside it as the yardstick of the -a8 rows.
+ * See bench/RESULTS.md. */
 #include "bench_layer.h"
 
 #include <errno.h>
@@ -594,6 +596,8 @@ typedef struct {
     int threads;
     double peak_gflops;
     const char *peak_source;   /* "measured: ..." or "given" */
+    double peak_i8_gops;       /* int8 dot products (-a8 rows' kernels); 0: none */
+    const char *peak_i8_variant;
 } machine;
 
 typedef struct {
@@ -662,6 +666,7 @@ static void print_json(const case_result *c, const machine *m, int fused)
     json_object_object_add(o, "bandwidth_gbps", jnum(c->bw_gbps, 2));
     json_object_object_add(o, "peak_gflops", jnum(m->peak_gflops, 1));
     json_object_object_add(o, "peak_source", json_object_new_string(m->peak_source));
+    json_object_object_add(o, "peak_i8_gops", jnum(m->peak_i8_gops, 1));
     json_object_object_add(o, "floor_ms", jnum(floor_ms(c, m), 4));
     json_object_object_add(o, "isa", json_object_new_string(m->isa));
     json_object_object_add(o, "threads", json_object_new_int(m->threads));
@@ -675,6 +680,9 @@ static void print_table_header(const machine *m, const bench_opts *o)
     printf("moe bench-layer: isa %s, %d threads, seed %llu%s\n", m->isa, m->threads,
            (unsigned long long)o->seed, o->quick ? ", quick" : "");
     printf("peak fp32 %s (probed at start and before each shape group)\n", m->peak_source);
+    if (m->peak_i8_gops > 0)
+        printf("peak int8 measured: %s probe, highest so far, %.1f GOP/s (a multiply-add is 2 ops;\n"
+               "the -a8 rows' instruction; %%peak and floors stay fp32)\n", m->peak_i8_variant, m->peak_i8_gops);
     printf("bw GB/s: read bandwidth, 1 GiB probe right after the case (median of passes)\n"
            "GB/s, GFLOP/s and %% columns are for the fused layer; floor = max(bytes/bw, flops/peak);\n"
            "%%floor = floor/fused time; bound: which floor is larger (mem or cpu)\n");
@@ -683,8 +691,10 @@ static void print_table_header(const machine *m, const bench_opts *o)
 static void print_group_header(const shape_def *s, const routing *r, const machine *m)
 {
     printf("\n%s: T=%d D=%d E=%d I=%d k=%d; %.1f distinct experts a routing (mean of %d); "
-           "peak %.1f GFLOP/s\n", s->name, s->tokens, s->dim, s->experts, s->hidden, s->top_k,
+           "peak %.1f GFLOP/s", s->name, s->tokens, s->dim, s->experts, s->hidden, s->top_k,
            r->distinct, ROUTINGS, m->peak_gflops);
+    if (m->peak_i8_gops > 0) printf(", int8 %.1f GOP/s", m->peak_i8_gops);
+    printf("\n");
     printf("%-13s %-5s %10s %10s %7s %7s %7s %5s %8s %6s %9s %6s %-5s %9s %9s\n", "shape", "dtype",
            "fused ms", "unfused ms", "speedup", "GB/s", "bw GB/s", "%bw", "GFLOP/s", "%peak",
            "floor ms", "%floor", "bound", "weightMiB", "RSS MiB");
@@ -755,17 +765,20 @@ static int selected(const bench_opts *o, int si, int di)
     return (shapes >> si & 1) && (dtypes >> di & 1);
 }
 
-/* Peak compute, unless given: kept at the highest probe so far. */
+/* Peak compute (fp32 unless given, and int8): kept at the highest probe
+ * so far. */
 static void probe_peak(const bench_opts *o, machine *m)
 {
     static char source[96];
     const char *variant;
+    progress("measuring peak compute");
+    double i8 = bench_probe_peak_i8_gops(m->isa, &m->peak_i8_variant);
+    if (i8 > m->peak_i8_gops) m->peak_i8_gops = i8;
     if (o->peak_gflops > 0) {
         m->peak_gflops = o->peak_gflops;
         m->peak_source = "given by --peak-gflops";
         return;
     }
-    progress("measuring peak compute");
     double g = bench_probe_peak_gflops(m->isa, &variant);
     if (g > m->peak_gflops) m->peak_gflops = g;
     snprintf(source, sizeof source, "measured: %s probe, highest so far", variant);

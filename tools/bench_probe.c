@@ -1,4 +1,4 @@
-/* tools/bench_probe.c — the two machine floors of `moe bench-layer`.
+/* tools/bench_probe.c — the machine floors of `moe bench-layer`.
  *
  * Bandwidth: all threads sum disjoint slices of a buffer far larger than the
  * caches, so every byte comes from DRAM, the way a decode step's expert
@@ -12,7 +12,13 @@
  * fmaf(), which the compiler turns into vector FMA instructions (the
  * project's -ffp-contract=off forbids fusing a*b+c written out). Which
  * variant runs follows the kernel set in use, so the peak matches the
- * instructions the layer can use. */
+ * instructions the layer can use.
+ *
+ * Peak int8 rate: the same timing around twelve chains of 512-bit vpdpbusd
+ * (64 int8 multiply-adds each), the instruction of the avx512vnni set's
+ * quantized kernels with int8 activations. gcc does not turn plain C into
+ * vpdpbusd chains, so that loop lives with the other intrinsics, in
+ * src/kernels/cpu/avx512vnni/peak.c; only the threads and the clock are here. */
 #include "bench_probe.h"
 
 #include <math.h>
@@ -23,6 +29,8 @@
 
 #include "core/memory.h"
 #include "core/threadpool.h"
+#include "kernels/cpu/avx512vnni/avx512vnni.h"
+#include "kernels/kernels.h"
 
 enum { MAX_THREADS = 256, CHAINS = 12 };
 
@@ -176,24 +184,12 @@ static double peak_run_s(peak_ctx *c)
     return bench_now_s() - t0;
 }
 
-double bench_probe_peak_gflops(const char *isa, const char **variant)
+/* Operations a second (in 1e9) of fn over all threads, best of a few runs;
+ * ops_per_rep: what one thread does in one rep. */
+static double peak_rate(peak_fn fn, double ops_per_rep)
 {
     static peak_ctx c;
-    int width = 4;
-    c.fn = peak_baseline;
-    *variant = "baseline SSE mul+add";
-#if defined(__x86_64__) && defined(__GNUC__)
-    /* by prefix: "avx512vnni" adds int8 dot products, not fp32 rate */
-    if (isa && strncmp(isa, "avx512", 6) == 0) {
-        c.fn = peak_avx512;
-        width = 16;
-        *variant = "AVX-512 FMA";
-    } else if (isa && strncmp(isa, "avx2", 4) == 0) {
-        c.fn = peak_avx2;
-        width = 8;
-        *variant = "AVX2 FMA";
-    }
-#endif
+    c.fn = fn;
     /* Grow the run until it lasts 50 ms, so start-up costs vanish. */
     c.reps = 1 << 14;
     double t = peak_run_s(&c);
@@ -206,6 +202,46 @@ double bench_probe_peak_gflops(const char *isa, const char **variant)
         t = peak_run_s(&c);
         if (t < best) best = t;
     }
-    double flops = 2.0 * (double)c.reps * CHAINS * width * c.team;
-    return flops / best / 1e9;
+    return ops_per_rep * (double)c.reps * c.team / best / 1e9;
+}
+
+double bench_probe_peak_gflops(const char *isa, const char **variant)
+{
+    peak_fn fn = peak_baseline;
+    int width = 4;
+    *variant = "baseline SSE mul+add";
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* by prefix: "avx512vnni" adds int8 dot products, not fp32 rate */
+    if (isa && strncmp(isa, "avx512", 6) == 0) {
+        fn = peak_avx512;
+        width = 16;
+        *variant = "AVX-512 FMA";
+    } else if (isa && strncmp(isa, "avx2", 4) == 0) {
+        fn = peak_avx2;
+        width = 8;
+        *variant = "AVX2 FMA";
+    }
+#endif
+    return peak_rate(fn, 2.0 * CHAINS * width);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+static float peak_vnni(long reps, float m, float a)
+{
+    (void)m, (void)a;
+    return (float)moe_avx512vnni_dot_peak(reps);
+}
+#endif
+
+double bench_probe_peak_i8_gops(const char *isa, const char **variant)
+{
+    *variant = "none";
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (isa && strcmp(isa, "avx512vnni") == 0 && moe_kernels_by_name("avx512vnni")) {
+        *variant = "AVX-512 VNNI vpdpbusd";
+        /* 2 operations (multiply, add) × 64 byte pairs an instruction */
+        return peak_rate(peak_vnni, 2.0 * 64 * MOE_AVX512VNNI_PEAK_CHAINS);
+    }
+#endif
+    return 0.0;
 }

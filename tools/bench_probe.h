@@ -1,7 +1,8 @@
 /* tools/bench_probe.h — machine floors for `moe bench-layer`: how fast this
- * machine can read memory and how many fp32 FLOP/s it can do, measured in the
- * same run as the benchmark so that the floors describe the same conditions
- * (threads, clock, neighbours on the host). */
+ * machine can read memory and how many fp32 FLOP/s (and int8 dot-product
+ * operations/s) it can do, measured in the same run as the benchmark so that
+ * the floors describe the same conditions (threads, clock, neighbours on the
+ * host). */
 #ifndef MOE_TOOLS_BENCH_PROBE_H
 #define MOE_TOOLS_BENCH_PROBE_H
 
@@ -18,6 +19,12 @@ double bench_probe_bandwidth_gbps(size_t bytes, int passes);
  * (one starting "avx512" or "avx2": vector FMA of that width; anything else:
  * plain SSE multiply then add); *variant is set to what ran. */
 double bench_probe_peak_gflops(const char *isa, const char **variant);
+
+/* Peak int8 dot-product rate in G operations/s (a multiply-add counts 2),
+ * over all threads, best of a few runs: chains of 512-bit vpdpbusd when the
+ * ISA is "avx512vnni" (and this CPU runs it); 0 for any other ISA, with
+ * *variant "none". *variant is set to what ran. */
+double bench_probe_peak_i8_gops(const char *isa, const char **variant);
 
 /* Monotonic seconds, and the median of v[0..n) (sorts v). */
 double bench_now_s(void);

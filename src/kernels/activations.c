@@ -1,7 +1,9 @@
 /* kernels/activations.c — preparing activation vectors for the kernels, the
  * same for every ISA: packing token tiles for the GEMM, group sums for
- * quantized weights, int8 quantization for the int8 dot products. */
+ * quantized weights, int8 quantization for the int8 dot products and the
+ * packing of int8 token tiles. */
 #include <math.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 
@@ -21,6 +23,19 @@ void moe_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t
         dx[g] = d;
         for (int k = g * group; k < (g + 1) * group; k++)
             xq[moe_act_i8_index(f, k)] = (int8_t)lrintf(x[k] * inv);
+    }
+}
+
+void moe_pack_act_i8(int K, int group, int m, const int8_t *const *xq, const float *const *dx,
+                     const float *const *xsum, int8_t *q, float *d, float *s)
+{
+    /* token by token: each source row is read once, in order */
+    for (int i = 0; i < m; i++) {
+        for (int b = 0; b < K / 32; b++) memcpy(q + ((size_t)b * m + i) * 32, xq[i] + (size_t)b * 32, 32);
+        for (int g = 0; g < K / group; g++) {
+            d[(size_t)g * m + i] = dx[i][g];
+            s[(size_t)g * m + i] = xsum[i][g];
+        }
     }
 }
 

@@ -82,6 +82,18 @@ typedef struct moe_cpu_kernels {
      * NULL where the ISA has no int8 dot product. */
     void (*panel_gemv_i8)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                           const float *const *dx, const float *const *xsum, float *const *out);
+    /* The same for a tile of m ≤ mr_i8 tokens packed by moe_pack_act_i8
+     * (q, d = dx, s = xsum): each code word is split into its codes once
+     * for all m tokens. A token's out has the bits panel_gemv_i8 gives it.
+     * NULL (mr_i8 0) where the ISA has none; the layer then uses
+     * panel_gemv_i8. */
+    void (*panel_gemm_i8)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
+                          const float *d, const float *s, float *const *out);
+    int mr_i8;
+    /* moe_quantize_act_i8 (the same xq and dx, bit for bit) and
+     * moe_group_sums (xsum, summed in another order) in one pass over x.
+     * NULL where the portable pair serves. */
+    void (*quantize_act_i8)(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx, float *xsum);
 } moe_cpu_kernels;
 
 /* The table in use (best supported, or as chosen by moe_cpu_select_isa). */
@@ -116,5 +128,12 @@ static inline int moe_act_i8_index(moe_wformat f, int k)
 {
     return f == MOE_WF_Q4 ? (k & ~7) | ((k & 1) << 2) | ((k & 7) >> 1) : k;
 }
+/* A tile of m tokens' int8 activations for panel_gemm_i8, interleaved in
+ * 32-byte chunks so that one pointer walks all m tokens: q [K/32][m][32]
+ * (chunk b of token i, xq[i][32b..32b+32) in the order above, at
+ * (b·m + i)·32), d [K/group][m] and s [K/group][m] (dx[i][g] and xsum[i][g]
+ * at g·m + i). K is a multiple of 32 (of the group size). */
+void moe_pack_act_i8(int K, int group, int m, const int8_t *const *xq, const float *const *dx,
+                     const float *const *xsum, int8_t *q, float *d, float *s);
 
 #endif

@@ -244,6 +244,9 @@ void moe_switchglu_free(moe_switchglu *l)
         moe_free(l->scratch[t].apack);
         moe_free(l->scratch[t].b);
         moe_free(l->scratch[t].c);
+        moe_free(l->scratch[t].aq);
+        moe_free(l->scratch[t].ad);
+        moe_free(l->scratch[t].as);
     }
     moe_free(l);
 }

@@ -54,11 +54,17 @@ static int min_int(int a, int b) { return a < b ? a : b; }
 
 /* A group of m pairs runs the float GEMM (dequantized panels, register
  * tiles) when it has more pairs than one matrix-vector call takes, except
- * with int8 activations: those stay on the int8 dot-product kernel, which
- * then works as a GEMM over the group's tokens a few at a time. */
+ * with int8 activations: those stay on int8 dot products, through the
+ * kernel set's panel GEMM (tiles of mr_i8 tokens) where it has one, else
+ * the matrix-vector kernel a few tokens at a time. */
 static int group_uses_gemm(const forward_ctx *c, int down, int m)
 {
     return m > MOE_GEMV_MAX_M && !(down ? c->i8_h : c->i8_x);
+}
+
+static int group_uses_gemm_i8(const forward_ctx *c, int down, int m)
+{
+    return m > MOE_GEMV_MAX_M && (down ? c->i8_h : c->i8_x) && c->kern->panel_gemm_i8;
 }
 
 /* Grows a workspace buffer to n elements (contents not kept); a status.
@@ -93,6 +99,37 @@ static void pack_group(const forward_ctx *c, thread_scratch *sc, const int32_t *
         }
         moe_pack_a(K, mm, mr, src, sc->apack + (size_t)(t0 / mr) * K * mr);
     }
+}
+
+/* Packs the group's int8 activations (x of each pair's token, or h of each
+ * pair), their scales and group sums into tiles of mr_i8 tokens. */
+static void pack_group_i8(const forward_ctx *c, thread_scratch *sc, int down, const int32_t *pairs, int m)
+{
+    const moe_switchglu *l = c->l;
+    int mr = c->kern->mr_i8, K = down ? l->hidden : l->dim;
+    int G = K / (down ? l->down.fmt.group_size : l->gate_up.fmt.group_size);
+    for (int t0 = 0; t0 < m; t0 += mr) {
+        const int8_t *q[MOE_TILE_MAX_M];
+        const float *d[MOE_TILE_MAX_M], *s[MOE_TILE_MAX_M];
+        int mm = min_int(mr, m - t0);
+        for (int i = 0; i < mm; i++) {
+            size_t row = (size_t)(down ? pairs[t0 + i] : pairs[t0 + i] / c->top_k);
+            q[i] = (down ? l->hq : l->xq) + row * K;
+            d[i] = (down ? l->hd : l->xd) + row * G;
+            s[i] = (down ? l->hsum : l->xsum) + row * G;
+        }
+        moe_pack_act_i8(K, K / G, mm, q, d, s, sc->aq + (size_t)t0 * K, sc->ad + (size_t)t0 * G,
+                        sc->as + (size_t)t0 * G);
+    }
+}
+
+/* One panel times the packed tile of the group's tokens from t0 on. */
+static void run_gemm_i8(const forward_ctx *c, const thread_scratch *sc, const moe_panel_format *f,
+                        const moe_panel *p, int m, int t0, float *const *out)
+{
+    int G = f->K / f->group_size;
+    c->kern->panel_gemm_i8(f, p, min_int(c->kern->mr_i8, m - t0), sc->aq + (size_t)t0 * f->K,
+                           sc->ad + (size_t)t0 * G, sc->as + (size_t)t0 * G, out);
 }
 
 /* Input block length for the GEMM: the two unpacked panels' block (KC × 32
@@ -215,6 +252,50 @@ static void gate_up_gemm(const gate_up_job *j, thread_scratch *sc)
     }
 }
 
+/* int8 activations, tile by tile: each panel (16 KiB of 4-bit codes at
+ * D 2048) is read for a block of tiles while it stays in L1. The fused and
+ * unfused passes cut the group into the same tiles. */
+static void gate_up_gemm_i8(const gate_up_job *j, thread_scratch *sc)
+{
+    const forward_ctx *c = j->c;
+    const moe_switchglu *l = c->l;
+    int I = l->hidden, mr = c->kern->mr_i8;
+    pack_group_i8(c, sc, 0, j->pairs, j->m);
+    if (l->fused) {
+        /* gate over a block of tiles, then up over the same block, then SwiGLU */
+        enum { TILES = 3, BLOCK = TILES * MOE_TILE_MAX_M };
+        float gt[BLOCK][MOE_PANEL], ut[BLOCK][MOE_PANEL];
+        for (int p = j->p0; p < j->p1; p++) {
+            moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
+            for (int b0 = 0; b0 < j->m; b0 += TILES * mr) {
+                int b1 = min_int(j->m, b0 + TILES * mr);
+                for (int which = 0; which < 2; which++)
+                    for (int t0 = b0; t0 < b1; t0 += mr) {
+                        float *out[MOE_TILE_MAX_M];
+                        for (int i = 0; i < min_int(mr, b1 - t0); i++) out[i] = which ? ut[t0 - b0 + i] : gt[t0 - b0 + i];
+                        run_gemm_i8(c, sc, &l->gate_up.fmt, which ? &up : &gp, j->m, t0, out);
+                    }
+                for (int i = b0; i < b1; i++)
+                    c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
+            }
+        }
+        return;
+    }
+    for (int which = 0; which < 2; which++) {
+        const size_t *slots = which ? l->up_slot : l->gate_slot;
+        float *dst = which ? l->u : l->g;
+        for (int p = j->p0; p < j->p1; p++) {
+            moe_panel pp = hidden_panel(l, j->e, slots, p);
+            for (int t0 = 0; t0 < j->m; t0 += mr) {
+                float *out[MOE_TILE_MAX_M];
+                for (int i = 0; i < min_int(mr, j->m - t0); i++)
+                    out[i] = dst + (size_t)j->pairs[t0 + i] * I + (size_t)p * MOE_PANEL;
+                run_gemm_i8(c, sc, &l->gate_up.fmt, &pp, j->m, t0, out);
+            }
+        }
+    }
+}
+
 /* ---- down, weighted into y ------------------------------------------- */
 
 static void down_gemv(const forward_ctx *c, int e, const int32_t *pairs, int m, int q0, int q1)
@@ -260,7 +341,56 @@ static void down_gemm(const forward_ctx *c, thread_scratch *sc, int e, const int
     }
 }
 
+/* y[0..n) += s·v[0..n): n is 16 but in a projection's last panel; the
+ * fixed-length loop vectorises. */
+static void add_scaled(float *restrict y, const float *restrict v, float s, int n)
+{
+    if (n == MOE_PANEL)
+        for (int r = 0; r < MOE_PANEL; r++) y[r] += s * v[r];
+    else
+        for (int r = 0; r < n; r++) y[r] += s * v[r];
+}
+
+/* Tile by tile: the tile's int8 activations (12 KiB at I 1024) stay in L1
+ * while this thread's down panels pass over them from L2, and each pair's
+ * row of y and score are looked up once a tile. */
+static void down_gemm_i8(const forward_ctx *c, thread_scratch *sc, int e, const int32_t *pairs, int m,
+                         int q0, int q1)
+{
+    const moe_switchglu *l = c->l;
+    int D = l->dim, mr = c->kern->mr_i8;
+    float tmp[MOE_TILE_MAX_M][MOE_PANEL], *out[MOE_TILE_MAX_M], *yrow[MOE_TILE_MAX_M], score[MOE_TILE_MAX_M];
+    for (int i = 0; i < MOE_TILE_MAX_M; i++) out[i] = tmp[i];
+    pack_group_i8(c, sc, 1, pairs, m);
+    for (int t0 = 0; t0 < m; t0 += mr) {
+        int mm = min_int(mr, m - t0);
+        for (int i = 0; i < mm; i++) {
+            int pair = pairs[t0 + i];
+            score[i] = c->scores[pair];
+            yrow[i] = c->y + (size_t)(pair / c->top_k) * D;
+        }
+        for (int q = q0; q < q1; q++) {
+            moe_panel dp = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
+            run_gemm_i8(c, sc, &l->down.fmt, &dp, m, t0, out);
+            for (int i = 0; i < mm; i++) add_scaled(yrow[i] + (size_t)q * MOE_PANEL, tmp[i], score[i], dp.nr);
+        }
+    }
+}
+
 /* ---- the parallel body ------------------------------------------------ */
+
+/* A row's group sums, and with i8 its int8 activations and their scales:
+ * in one pass where the kernel set has one. */
+static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int G, const float *row, float *sums,
+                        int8_t *q, float *d)
+{
+    if (i8 && c->kern->quantize_act_i8) {
+        c->kern->quantize_act_i8(f, K, G, row, q, d, sums);
+        return;
+    }
+    moe_group_sums(K, G, row, sums);
+    if (i8) moe_quantize_act_i8(f, K, G, row, q, d);
+}
 
 static void split(int n, int t, int nt, int *lo, int *hi)
 {
@@ -279,12 +409,9 @@ static void forward_thread(void *arg, int t, int nt)
     if (c->need_xsum) {
         int G = l->gate_up.fmt.group_size;
         split(c->tokens, t, nt, &lo, &hi);
-        for (int tok = lo; tok < hi; tok++) {
-            moe_group_sums(D, G, c->x + (size_t)tok * D, l->xsum + (size_t)tok * (D / G));
-            if (c->i8_x)
-                moe_quantize_act_i8(l->gate_up.fmt.fmt, D, G, c->x + (size_t)tok * D, l->xq + (size_t)tok * D,
-                                    l->xd + (size_t)tok * (D / G));
-        }
+        for (int tok = lo; tok < hi; tok++)
+            prepare_row(c, l->gate_up.fmt.fmt, c->i8_x, D, G, c->x + (size_t)tok * D, l->xsum + (size_t)tok * (D / G),
+                        c->i8_x ? l->xq + (size_t)tok * D : NULL, c->i8_x ? l->xd + (size_t)tok * (D / G) : NULL);
         moe_parallel_barrier();
     }
 
@@ -296,6 +423,7 @@ static void forward_thread(void *arg, int t, int nt)
         job.pairs = l->order + l->group_start[gi];
         job.m = l->group_start[gi + 1] - l->group_start[gi];
         if (group_uses_gemm(c, 0, job.m)) gate_up_gemm(&job, sc);
+        else if (group_uses_gemm_i8(c, 0, job.m)) gate_up_gemm_i8(&job, sc);
         else gate_up_gemv(&job);
     }
     if (!l->fused)
@@ -309,12 +437,9 @@ static void forward_thread(void *arg, int t, int nt)
     if (c->need_hsum) {
         int G = l->down.fmt.group_size;
         split(pairs_total, t, nt, &lo, &hi);
-        for (int pair = lo; pair < hi; pair++) {
-            moe_group_sums(I, G, l->h + (size_t)pair * I, l->hsum + (size_t)pair * (I / G));
-            if (c->i8_h)
-                moe_quantize_act_i8(l->down.fmt.fmt, I, G, l->h + (size_t)pair * I, l->hq + (size_t)pair * I,
-                                    l->hd + (size_t)pair * (I / G));
-        }
+        for (int pair = lo; pair < hi; pair++)
+            prepare_row(c, l->down.fmt.fmt, c->i8_h, I, G, l->h + (size_t)pair * I, l->hsum + (size_t)pair * (I / G),
+                        c->i8_h ? l->hq + (size_t)pair * I : NULL, c->i8_h ? l->hd + (size_t)pair * (I / G) : NULL);
         moe_parallel_barrier();
     }
 
@@ -328,6 +453,7 @@ static void forward_thread(void *arg, int t, int nt)
         int e = l->group_expert[gi], m = l->group_start[gi + 1] - l->group_start[gi];
         const int32_t *pairs = l->order + l->group_start[gi];
         if (group_uses_gemm(c, 1, m)) down_gemm(c, sc, e, pairs, m, q0, q1);
+        else if (group_uses_gemm_i8(c, 1, m)) down_gemm_i8(c, sc, e, pairs, m, q0, q1);
         else down_gemv(c, e, pairs, m, q0, q1);
     }
 }
@@ -402,6 +528,18 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
     size_t K = (size_t)(D > I ? D : I);
     size_t apack = group_uses_gemm(c, 0, largest) || group_uses_gemm(c, 1, largest)
                        ? (size_t)((largest + mr - 1) / mr) * mr * K : 0;
+    /* int8 tiles: the largest group's tokens, at the larger K of the sides
+     * that use them, and the group count at the larger of K/group */
+    size_t aq = 0, ag = 0;
+    if (group_uses_gemm_i8(c, 0, largest)) {
+        aq = (size_t)D;
+        ag = (size_t)(D / l->gate_up.fmt.group_size);
+    }
+    if (group_uses_gemm_i8(c, 1, largest)) {
+        if ((size_t)I > aq) aq = (size_t)I;
+        if ((size_t)(I / l->down.fmt.group_size) > ag) ag = (size_t)(I / l->down.fmt.group_size);
+    }
+    aq *= (size_t)largest, ag *= (size_t)largest;
     int threads = moe_num_threads();
     if (threads > MOE_SWITCHGLU_MAX_THREADS) threads = MOE_SWITCHGLU_MAX_THREADS;
     for (int t = 0; t < threads; t++) {
@@ -409,6 +547,10 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
         if ((st = GROW(sc->apack, sc->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
         if ((st = GROW(sc->b, sc->b_floats, 2 * K * MOE_PANEL, "unpacked panels")) != MOE_OK) return st;
         if ((st = GROW(sc->c, sc->c_floats, apack / K * MOE_TILE_N, "tile results")) != MOE_OK) return st;
+        if ((st = GROW(sc->aq, sc->aq_bytes, aq, "packed int8 tokens")) != MOE_OK ||
+            (st = GROW(sc->ad, sc->ad_floats, ag, "packed activation scales")) != MOE_OK ||
+            (st = GROW(sc->as, sc->as_floats, ag, "packed group sums")) != MOE_OK)
+            return st;
     }
     return MOE_OK;
 }

@@ -13,6 +13,12 @@ typedef struct {
     float *b;         /* two unpacked panels [2][K][16] */
     float *c;         /* the group's tile results [ceil(m/mr)][mr][32] */
     size_t apack_floats, b_floats, c_floats;
+    /* int8 activations of the current group in panel_gemm_i8 tiles of
+     * mr_i8 tokens (moe_pack_act_i8), tile t at t·mr_i8·K bytes and
+     * t·mr_i8·(K/group) floats */
+    int8_t *aq;
+    float *ad, *as;   /* their scales dx and group sums */
+    size_t aq_bytes, ad_floats, as_floats;
 } thread_scratch;
 
 struct moe_switchglu {

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/avx512/avx512.h"
 #include "kernels/cpu/avx512/avx512_util.h"
+#include "kernels/cpu/avx512vnni/avx512vnni.h"
 
 /* Four int8 activations as one broadcast dword. */
 static inline __m512i bcast4(const int8_t *p)
@@ -96,4 +97,7 @@ const moe_cpu_kernels moe_kernels_avx512vnni = {
     .mr = MOE_AVX512_MR,
     .swiglu = moe_avx512_swiglu,
     .panel_gemv_i8 = panel_gemv_i8,
+    .panel_gemm_i8 = moe_avx512vnni_panel_gemm_i8,
+    .mr_i8 = MOE_AVX512VNNI_MR_I8,
+    .quantize_act_i8 = moe_avx512vnni_quantize_act_i8,
 };

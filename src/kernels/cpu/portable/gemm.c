@@ -37,4 +37,6 @@ const moe_cpu_kernels moe_kernels_portable = {
     .mr = MR,
     .swiglu = moe_portable_swiglu,
     .panel_gemv_i8 = moe_portable_panel_gemv_i8,
+    .panel_gemm_i8 = moe_portable_panel_gemm_i8,
+    .mr_i8 = 8,   /* any m works; the layer's tile */
 };

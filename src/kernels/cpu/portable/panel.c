@@ -88,6 +88,27 @@ void moe_portable_panel_gemv_i8(const moe_panel_format *f, const moe_panel *p, i
         }
 }
 
+/* As panel_gemv_i8, token i's activations read from the packed tile. */
+void moe_portable_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
+                                const float *d, const float *s, float *const *out)
+{
+    int gs = f->group_size, groups = f->K / gs;
+    for (int i = 0; i < m; i++)
+        for (int r = 0; r < p->nr; r++) {
+            float acc = 0.0f;
+            for (int g = 0; g < groups; g++) {
+                int32_t dot = 0;
+                for (int k = g * gs; k < (g + 1) * gs; k++) {
+                    int j = moe_act_i8_index(f->fmt, k);
+                    dot += (int32_t)code_at(f, p, k, r) * q[((size_t)(j / 32) * m + i) * 32 + j % 32];
+                }
+                acc += scalar_at(f->sdtype, moe_panel_group(p, p->scales, g), (size_t)r) * d[(size_t)g * m + i] * (float)dot
+                     + scalar_at(f->sdtype, moe_panel_group(p, p->biases, g), (size_t)r) * s[(size_t)g * m + i];
+            }
+            out[i][r] = acc;
+        }
+}
+
 void moe_portable_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst)
 {
     for (int k = 0; k < f->K; k++)

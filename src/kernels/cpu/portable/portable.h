@@ -12,6 +12,8 @@ void moe_portable_gemm_tile(int K, const float *A, const float *B0, const float 
 void moe_portable_swiglu(int n, const float *g, const float *u, float *h);
 void moe_portable_panel_gemv_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                                 const float *const *dx, const float *const *xsum, float *const *out);
+void moe_portable_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
+                                const float *d, const float *s, float *const *out);
 /* The dequantized (or converted) weight of input k in lane r. */
 float moe_portable_weight_at(const moe_panel_format *f, const moe_panel *p, int k, int r);
 
