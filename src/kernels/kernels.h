@@ -61,6 +61,12 @@ static inline const void *moe_panel_group(const moe_panel *p, const void *part, 
     return (const unsigned char *)part + (size_t)g * p->gstride;
 }
 
+enum {
+    MOE_ATTN_LANES = 16,     /* queries in one attn_tile call, one per lane */
+    MOE_ATTN_MAX_ROWS = 16,  /* queries in one attn_rows call */
+    MOE_ATTN_MAX_KEYS = 256  /* keys in one attn_tile or attn_rows call */
+};
+
 typedef struct moe_cpu_kernels {
     const char *name;
     /* out[i][r] = Σ_k W[k][r]·x[i][k] for r < nr, i < m ≤ MOE_GEMV_MAX_M.
@@ -77,6 +83,27 @@ typedef struct moe_cpu_kernels {
     int mr;
     /* h[j] = silu(g[j])·u[j], silu(v) = v/(1+e^-v). */
     void (*swiglu)(int n, const float *g, const float *u, float *h);
+    /* One step of flash attention (online softmax) over a block of
+     * nk ≤ MOE_ATTN_MAX_KEYS keys: key j's rows at k + j·stride and
+     * v + j·stride (plus the query's kv head column, below), D floats each.
+     * For each query i, with s_j = q_i·k_j for j < lim[i] (later keys of the
+     * block are masked out),
+     *   m' = max(m_i, max_j s_j), a = e^(m_i − m'),
+     *   l_i ← a·l_i + Σ_j e^(s_j − m'),  o_i ← a·o_i + Σ_j e^(s_j − m')·v_j,  m_i ← m'.
+     * Start from m = −∞, l = 0, o = 0 (a query that has seen no key yet
+     * keeps them); the attention output is o_i / l_i. q carries the softmax
+     * scale.
+     * attn_tile: MOE_ATTN_LANES queries of one kv head, one per lane: qt and
+     *            ot [D][16] (d outer), m, l and lim [16]. For prefill: each
+     *            key and value element read serves 16 queries.
+     * attn_rows: nq ≤ MOE_ATTN_MAX_ROWS queries as rows, q and o [nq][D], m,
+     *            l and lim [nq]; query i reads kv head column (i / qpk)·D of
+     *            each row, so one call spans nq / qpk kv heads. For decode:
+     *            whole cache rows read in order. */
+    void (*attn_tile)(int D, int nk, const float *qt, const float *k, const float *v, size_t stride,
+                      const int *lim, float *m, float *l, float *ot);
+    void (*attn_rows)(int D, int nq, int qpk, int nk, const float *q, const float *k, const float *v,
+                      size_t stride, const int *lim, float *m, float *l, float *o);
     /* Quantized panels with int8 activations (see moe_quantize_act_i8):
      * out[i][r] = Σ_g scale·dx[i][g]·Σ_{k∈g} q·xq[i][k] + bias·xsum[i][g].
      * NULL where the ISA has no int8 dot product. */

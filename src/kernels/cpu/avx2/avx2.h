@@ -7,5 +7,9 @@
 void moe_avx2_panel_gemv(const moe_panel_format *f, const moe_panel *p, int m,
                          const float *const *x, const float *const *xsum, float *const *out);
 void moe_avx2_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst);
+void moe_avx2_attn_tile(int D, int nk, const float *qt, const float *k, const float *v, size_t stride,
+                        const int *lim, float *m, float *l, float *ot);
+void moe_avx2_attn_rows(int D, int nq, int qpk, int nk, const float *q, const float *k, const float *v,
+                        size_t stride, const int *lim, float *m, float *l, float *o);
 
 #endif

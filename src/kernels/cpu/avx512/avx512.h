@@ -9,6 +9,10 @@ void moe_avx512_panel_gemv(const moe_panel_format *f, const moe_panel *p, int m,
 void moe_avx512_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst);
 void moe_avx512_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C, int accumulate);
 void moe_avx512_swiglu(int n, const float *g, const float *u, float *h);
+void moe_avx512_attn_tile(int D, int nk, const float *qt, const float *k, const float *v, size_t stride,
+                          const int *lim, float *m, float *l, float *ot);
+void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, const float *k, const float *v,
+                          size_t stride, const int *lim, float *m, float *l, float *o);
 enum { MOE_AVX512_MR = 12 };
 
 #endif

@@ -20,6 +20,26 @@ static inline __attribute__((always_inline)) __m512 avx512_load_dtype(moe_dtype 
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* e^v to about 2 ulp: v = n·ln2 + r, |r| ≤ ln2/2, e^r by its degree-6
+ * Taylor polynomial, times 2^n with vscalefps (which also handles n large).
+ * v is clamped to [-88, 88.5]: e^-inf gives about 6e-39, not 0. */
+static inline __m512 avx512_exp_ps(__m512 v)
+{
+    v = _mm512_max_ps(_mm512_min_ps(v, _mm512_set1_ps(88.5f)), _mm512_set1_ps(-88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), v);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723212e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* Runs `call` with m replaced by the constant 1, 2, 3 or 4, so that kernels
  * written for any token count keep their accumulators in registers. */
 #define AVX512_WITH_M(call)                          \

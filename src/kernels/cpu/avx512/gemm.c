@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/avx512/avx512.h"
+#include "kernels/cpu/avx512/avx512_util.h"
 
 enum { MR = MOE_AVX512_MR };
 
@@ -33,31 +34,12 @@ void moe_avx512_gemm_tile(int K, const float *A, const float *B0, const float *B
     }
 }
 
-/* e^v to about 2 ulp: v = n·ln2 + r, |r| ≤ ln2/2, e^r by its degree-6
- * Taylor polynomial, times 2^n with vscalefps (which also handles n large). */
-static inline __m512 exp_ps(__m512 v)
-{
-    v = _mm512_max_ps(_mm512_min_ps(v, _mm512_set1_ps(88.5f)), _mm512_set1_ps(-88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), v);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723212e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 void moe_avx512_swiglu(int n, const float *g, const float *u, float *h)
 {
     for (int j = 0; j < n; j += 16) {
         __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
         __m512 gv = _mm512_maskz_loadu_ps(m, g + j), uv = _mm512_maskz_loadu_ps(m, u + j);
-        __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        __m512 e = avx512_exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), gv));
         __m512 silu = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
         _mm512_mask_storeu_ps(h + j, m, _mm512_mul_ps(silu, uv));
     }
@@ -70,4 +52,6 @@ const moe_cpu_kernels moe_kernels_avx512 = {
     .gemm_tile = moe_avx512_gemm_tile,
     .mr = MR,
     .swiglu = moe_avx512_swiglu,
+    .attn_tile = moe_avx512_attn_tile,
+    .attn_rows = moe_avx512_attn_rows,
 };

@@ -1,0 +1,196 @@
+/* kernels/cpu/avx512/attention.c — flash-attention steps with AVX-512 (see
+ * attn_tile and attn_rows in kernels.h). Both leave a block's scores in a
+ * [nk][16] buffer on the stack, queries in lanes, so the online softmax is
+ * one vertical pass for both (a lane's max, exponentials and sum).
+ *
+ * attn_tile (prefill) holds 16 queries in the lanes of a zmm: a score is one
+ * FMA of a broadcast key element with a vector of 16 queries' elements, and
+ * the weighted values likewise, so nothing is summed across lanes and every
+ * key and value element read serves 16 queries.
+ *
+ * attn_rows (decode) holds head_dim in the lanes and walks the cache row by
+ * row: for each key, 16 queries' dot products (each with its own kv head's
+ * slice of the row) are accumulated in 16 zmm and summed across lanes
+ * together by a transposing reduction; then each query's sums take the
+ * weighted value row (o in L1). head_dim tails use masked loads and stores. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "kernels/cpu/avx512/avx512.h"
+#include "kernels/cpu/avx512/avx512_util.h"
+
+enum { L = MOE_ATTN_LANES, KR = 8, DR = 16 };
+
+/* The online-softmax update of 16 lanes from scores s [nk][16]: keys from
+ * lim on are masked; s becomes the weights e^(s − m'); m and l are updated;
+ * returns a = e^(m − m'). */
+static __m512 softmax16(int nk, float *s, const int *lim, float *m, float *l)
+{
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512i limv = _mm512_loadu_si512(lim);
+    if (_mm512_cmplt_epi32_mask(limv, _mm512_set1_epi32(nk))) /* some lane stops short of the block's end */
+        for (int j = 0; j < nk; j++) {
+            __mmask16 seen = _mm512_cmpgt_epi32_mask(limv, _mm512_set1_epi32(j));
+            _mm512_storeu_ps(s + j * L, _mm512_mask_mov_ps(ninf, seen, _mm512_loadu_ps(s + j * L)));
+        }
+    __m512 mx = ninf;
+    for (int j = 0; j < nk; j++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + j * L));
+    __m512 mold = _mm512_loadu_ps(m), mnew = _mm512_max_ps(mold, mx);
+    /* a lane that has seen no key yet keeps m = −∞ and a = 1 (its l and o are 0) */
+    __mmask16 live = _mm512_cmp_ps_mask(mnew, ninf, _CMP_NEQ_OQ);
+    __m512 a = _mm512_mask_blend_ps(live, _mm512_set1_ps(1.0f), avx512_exp_ps(_mm512_sub_ps(mold, mnew)));
+    __m512 sum = _mm512_setzero_ps();
+    for (int j = 0; j < nk; j++) {
+        __m512 sj = _mm512_loadu_ps(s + j * L);
+        /* masked keys (s = −∞) get exactly 0 */
+        __mmask16 seen = _mm512_cmp_ps_mask(sj, ninf, _CMP_NEQ_OQ);
+        __m512 p = _mm512_maskz_mov_ps(seen, avx512_exp_ps(_mm512_sub_ps(sj, mnew)));
+        _mm512_storeu_ps(s + j * L, p);
+        sum = _mm512_add_ps(sum, p);
+    }
+    _mm512_storeu_ps(m, mnew);
+    _mm512_storeu_ps(l, _mm512_fmadd_ps(_mm512_loadu_ps(l), a, sum));
+    return a;
+}
+
+/* ---- attn_tile: queries in lanes ---- */
+
+/* s[r][·] = Σ_d k_r[d]·qt[d][·] for nr (a constant) keys from k. */
+static inline __attribute__((always_inline)) void tile_scores(int D, int nr, const float *qt, const float *k,
+                                                              size_t stride, float *s)
+{
+    const float *row[KR];
+    __m512 acc[KR];
+#pragma GCC unroll 8
+    for (int r = 0; r < nr; r++) row[r] = k + (size_t)r * stride, acc[r] = _mm512_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        __m512 q = _mm512_loadu_ps(qt + (size_t)d * L);
+#pragma GCC unroll 8
+        for (int r = 0; r < nr; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(row[r][d]), q, acc[r]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < nr; r++) _mm512_storeu_ps(s + r * L, acc[r]);
+}
+
+/* ot[r][·] = a·ot[r][·] + Σ_j v_j[r]·p[j][·] for nr (a constant) elements
+ * from v and ot. */
+static inline __attribute__((always_inline)) void tile_values(int nk, int nr, const float *p, const float *v,
+                                                              size_t stride, __m512 a, float *ot)
+{
+    __m512 acc[DR];
+#pragma GCC unroll 16
+    for (int r = 0; r < nr; r++) acc[r] = _mm512_mul_ps(_mm512_loadu_ps(ot + r * L), a);
+    for (int j = 0; j < nk; j++) {
+        __m512 pj = _mm512_loadu_ps(p + j * L);
+        const float *vj = v + (size_t)j * stride;
+#pragma GCC unroll 16
+        for (int r = 0; r < nr; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(vj[r]), pj, acc[r]);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < nr; r++) _mm512_storeu_ps(ot + r * L, acc[r]);
+}
+
+void moe_avx512_attn_tile(int D, int nk, const float *qt, const float *k, const float *v, size_t stride,
+                          const int *lim, float *m, float *l, float *ot)
+{
+    _Alignas(64) float s[MOE_ATTN_MAX_KEYS * L];
+
+    /* scores, KR keys at a time, then the tail by halves */
+    int j = 0;
+    for (; j + KR <= nk; j += KR) tile_scores(D, KR, qt, k + (size_t)j * stride, stride, s + j * L);
+    if (nk - j >= 4) tile_scores(D, 4, qt, k + (size_t)j * stride, stride, s + j * L), j += 4;
+    if (nk - j >= 2) tile_scores(D, 2, qt, k + (size_t)j * stride, stride, s + j * L), j += 2;
+    if (nk - j >= 1) tile_scores(D, 1, qt, k + (size_t)j * stride, stride, s + j * L);
+
+    __m512 a = softmax16(nk, s, lim, m, l);
+
+    /* values, DR elements of head_dim at a time, then the tail by halves */
+    int d = 0;
+    for (; d + DR <= D; d += DR) tile_values(nk, DR, s, v + d, stride, a, ot + (size_t)d * L);
+    if (D - d >= 8) tile_values(nk, 8, s, v + d, stride, a, ot + (size_t)d * L), d += 8;
+    if (D - d >= 4) tile_values(nk, 4, s, v + d, stride, a, ot + (size_t)d * L), d += 4;
+    if (D - d >= 2) tile_values(nk, 2, s, v + d, stride, a, ot + (size_t)d * L), d += 2;
+    if (D - d >= 1) tile_values(nk, 1, s, v + d, stride, a, ot + (size_t)d * L);
+}
+
+/* ---- attn_rows: head_dim in lanes ---- */
+
+/* Lane r of the result = Σ of the lanes of x[r], for 16 vectors. */
+static inline __m512 sum16(const __m512 *x)
+{
+    __m512 t[8], u[4], w[2];
+    for (int i = 0; i < 8; i++) /* 128-bit blocks 0+2, 1+3: x[2i] in blocks 0-1, x[2i+1] in 2-3 */
+        t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++) /* block b: 4 partial sums of x[4i+b] */
+        u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(t[2 * i], t[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++) /* block b: x[b], x[4+b], x[b], x[4+b] (+8i), halves of pairs */
+        w[i] = _mm512_add_ps(_mm512_unpacklo_ps(u[2 * i], u[2 * i + 1]), _mm512_unpackhi_ps(u[2 * i], u[2 * i + 1]));
+    /* block b: x[b], x[8+b], x[4+b], x[12+b] */
+    __m512 r = _mm512_add_ps(_mm512_unpacklo_ps(w[0], w[1]), _mm512_unpackhi_ps(w[0], w[1]));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, r);
+}
+
+static inline __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xFFFF : n > 0 ? avx512_lanes(n) : 0; }
+
+void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, const float *k, const float *v,
+                          size_t stride, const int *lim, float *m, float *l, float *o)
+{
+    _Alignas(64) float s[MOE_ATTN_MAX_KEYS * L], mv[L], lv[L], av[L];
+    _Alignas(64) int limv[L];
+    const float *qi[L];
+    size_t col[L];
+    int nmax = 0;
+    (void)nk; /* keys from max(lim) on are seen by no query */
+    for (int i = 0; i < L; i++) { /* lanes past nq repeat the last query; their results are dropped */
+        int r = i < nq ? i : nq - 1;
+        qi[i] = q + (size_t)r * D, col[i] = (size_t)(r / qpk) * D;
+        mv[i] = m[r], lv[i] = l[r], limv[i] = lim[r];
+        nmax = lim[r] > nmax ? lim[r] : nmax;
+    }
+
+    /* scores of the keys any query sees, a cache row at a time */
+    for (int j = 0; j < nmax; j++) {
+        const float *kj = k + (size_t)j * stride;
+        __m512 acc[L];
+#pragma GCC unroll 16
+        for (int i = 0; i < L; i++) acc[i] = _mm512_setzero_ps();
+        for (int d = 0; d < D; d += 16) {
+            __mmask16 mk = tail_mask(D - d);
+#pragma GCC unroll 16
+            for (int i = 0; i < L; i++)
+                acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, qi[i] + d), _mm512_maskz_loadu_ps(mk, kj + col[i] + d),
+                                         acc[i]);
+        }
+        _mm512_storeu_ps(s + j * L, sum16(acc));
+    }
+
+    _mm512_storeu_ps(av, softmax16(nmax, s, limv, mv, lv));
+    for (int i = 0; i < nq; i++) {
+        m[i] = mv[i], l[i] = lv[i];
+        __m512 a = _mm512_set1_ps(av[i]);
+        float *oi = o + (size_t)i * D;
+        for (int d = 0; d < D; d += 16) {
+            __mmask16 mk = tail_mask(D - d);
+            _mm512_mask_storeu_ps(oi + d, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, oi + d), a));
+        }
+    }
+
+    /* values, a cache row at a time; each query's o stays in L1 */
+    for (int j = 0; j < nmax; j++) {
+        const float *vj = v + (size_t)j * stride, *pj = s + j * L;
+        for (int i = 0; i < nq; i++) {
+            if (pj[i] == 0.0f) continue; /* masked, or too small to count */
+            __m512 p = _mm512_set1_ps(pj[i]);
+            const float *vi = vj + col[i];
+            float *oi = o + (size_t)i * D;
+            for (int d = 0; d < D; d += 16) {
+                __mmask16 mk = tail_mask(D - d);
+                _mm512_mask_storeu_ps(oi + d, mk,
+                                      _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mk, vi + d), _mm512_maskz_loadu_ps(mk, oi + d)));
+            }
+        }
+    }
+}
