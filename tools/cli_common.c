@@ -58,6 +58,18 @@ static int parse_switch(const char *s, int allow_auto, int *out)
     return 1;
 }
 
+static const char *const ACT_NAMES[] = { "float", "int8", "int8x2" };
+
+const char *cli_act_name(moe_act_mode m) { return (unsigned)m < 3 ? ACT_NAMES[m] : "?"; }
+
+static int parse_activations(const char *s, int *out)
+{
+    if (!strcmp(s, "auto")) return *out = -1, 1;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, ACT_NAMES[i])) return *out = i, 1;
+    return 0;
+}
+
 static int allowed_flag(const char *allowed, const char *name)
 {
     size_t n = strlen(name);
@@ -79,7 +91,7 @@ static int parse_one(const char *cmd, cli_opts *o, const char *name, const char 
     else if (!strcmp(name, "isa")) o->isa = v;
     else if (!strcmp(name, "fuse-gate-up"))
         ok = parse_switch(v, 0, &o->fuse_gate_up) || (!strcmp(cmd, "bench") && !strcmp(v, "both") && (o->fuse_gate_up = 2));
-    else if (!strcmp(name, "int8-activations")) ok = parse_switch(v, 1, &o->int8);
+    else if (!strcmp(name, "activations")) ok = parse_activations(v, &o->activations);
     else if (!strcmp(name, "tokens")) o->tokens = v;
     else if (!strcmp(name, "out")) o->out = v;
     else if (!strcmp(name, "n")) ok = parse_int(v, 0, 1 << 24, &o->n_new);
@@ -107,7 +119,7 @@ int cli_parse(const char *cmd, int argc, char **argv, const char *allowed, cli_o
     memset(o, 0, sizeof *o);
     o->device = "cpu";
     o->fuse_gate_up = 1;
-    o->int8 = -1;
+    o->activations = -1;
     o->n_new = 32;
     o->top_p = 1.0f;
     o->prefill_step = 2048;
@@ -188,7 +200,7 @@ moe_model *cli_open_model(const char *cmd, const cli_opts *o)
 {
     moe_model_options mo = moe_model_default_options();
     mo.fuse_gate_up = o->fuse_gate_up;
-    mo.int8_activations = o->int8;
+    mo.activations = o->activations;
     mo.progress = load_progress;
     moe_model *m = NULL;
     moe_status st = o->model ? moe_model_load(o->model, &mo, &m)
@@ -239,9 +251,11 @@ void cli_usage_runtime(FILE *f)
                "  --threads N              threads (default: all cores)\n"
                "  --isa NAME               CPU kernel set: avx512vnni, avx512, avx2, portable (default: best)\n"
                "  --fuse-gate-up on|off    fused gate-up expert projection (default on)\n"
-               "  --int8-activations on|off|auto\n"
-               "                           int8 dot products for quantized weights (default auto: on where\n"
-               "                           the CPU has them; off = exact float activations)\n");
+               "  --activations auto|float|int8|int8x2\n"
+               "                           how activations meet quantized weights: float (exact), int8 (per\n"
+               "                           weight group, int8 dot products, ~0.5%% error a product), int8x2\n"
+               "                           (int8 plus a residual digit: near-float accuracy); auto (default):\n"
+               "                           int8x2 where the CPU has int8 dot products, else float\n");
 }
 
 /* ---- results ---- */

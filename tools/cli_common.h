@@ -18,7 +18,7 @@ typedef struct {
     int threads;                /* --threads N (0: all cores) */
     const char *isa;            /* --isa NAME */
     int fuse_gate_up;           /* --fuse-gate-up on|off */
-    int int8;                   /* --int8-activations on|off|auto: 1, 0, -1 */
+    int activations;            /* --activations auto|float|int8|int8x2: -1 or a moe_act_mode */
     int json;                   /* --json */
     const char *tokens;         /* --tokens 1,2,3 */
     const char *out;            /* --out FILE */
@@ -65,6 +65,9 @@ void cli_metrics_print(FILE *f, const moe_gen_metrics *mt);
 
 /* A sampler from --temp/--top-k/--top-p/--min-p/--seed; NULL after printing. */
 moe_sampler *cli_make_sampler(const char *cmd, const cli_opts *o, int vocab);
+
+/* "float", "int8", "int8x2" for a mode. */
+const char *cli_act_name(moe_act_mode m);
 
 /* Options shared by every model-running subcommand, for usage texts. */
 void cli_usage_runtime(FILE *f);

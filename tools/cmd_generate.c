@@ -46,7 +46,7 @@ int generate_main(int argc, char **argv)
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
                        "model tokens n temp top-k top-p min-p seed ignore-eos prefill-step json device threads isa "
-                       "fuse-gate-up int8-activations", &o);
+                       "fuse-gate-up activations", &o);
     if (rc) return rc;
     if (!o.model) return fprintf(stderr, "moe generate: --model DIR is required\n"), 2;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
@@ -75,7 +75,7 @@ int generate_main(int argc, char **argv)
         json_object_object_add(obj, "ids", arr);
         cli_metrics_json(obj, &mt);
         json_object_object_add(obj, "fuse_gate_up", json_object_new_boolean(info.fused));
-        json_object_object_add(obj, "int8_activations", json_object_new_boolean(info.int8_activations));
+        json_object_object_add(obj, "activations", json_object_new_string(cli_act_name(info.activations)));
         printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
         json_object_put(obj);
     } else if (!rc) {

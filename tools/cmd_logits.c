@@ -29,7 +29,7 @@ int logits_main(int argc, char **argv)
         return 0;
     }
     cli_opts o;
-    int rc = cli_parse(CMD, argc, argv, "model tokens out prefill-step device threads isa fuse-gate-up int8-activations", &o);
+    int rc = cli_parse(CMD, argc, argv, "model tokens out prefill-step device threads isa fuse-gate-up activations", &o);
     if (rc) return rc;
     if (!o.model) return fprintf(stderr, "moe logits: --model DIR is required\n"), 2;
     if (!o.out) return fprintf(stderr, "moe logits: --out FILE is required\n"), 2;

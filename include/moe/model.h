@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "moe/status.h"
+#include "moe/switchglu.h"
 
 typedef struct moe_model moe_model;
 typedef struct moe_context moe_context;
@@ -27,10 +28,9 @@ typedef void (*moe_progress_fn)(void *user, int done, int total, const char *wha
 
 typedef struct {
     int fuse_gate_up;       /* 1 (default): fused gate-up projection */
-    /* int8 activations for quantized weights: -1 (default) lets moe decide
-     * (on for quantized weights where the CPU has int8 dot products), 0
-     * exact float activations, 1 on. */
-    int int8_activations;
+    /* How activations meet quantized weights: a moe_act_mode, or -1 (the
+     * default) to let moe choose (see moe_model_default_activations). */
+    int activations;
     moe_progress_fn progress;
     void *progress_user;
 } moe_model_options;
@@ -46,7 +46,8 @@ typedef struct {
     int num_eos;
     const int *eos_ids;
     int bits;                   /* experts' quantization bits; 0 = float */
-    int fused, int8_activations;
+    int fused;
+    moe_act_mode activations;   /* in use for the quantized projections */
     size_t weight_bytes;        /* resident weights */
     size_t active_bytes_per_token; /* weights one decode step reads (top_k
                                       distinct experts a layer) */

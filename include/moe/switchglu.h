@@ -33,6 +33,16 @@ typedef struct {
     const void *biases;
 } moe_expert_weights;
 
+/* How activations meet quantized weights.
+ *  MOE_ACT_FLOAT: exact float32 activations (the reference path).
+ *  MOE_ACT_INT8:  activations quantized to int8 per weight group, int8 dot
+ *                 products where the CPU has them (llama.cpp's approach;
+ *                 about 0.5% error per product).
+ *  MOE_ACT_INT8X2: the same plus a second int8 digit for the residual, so
+ *                 activations carry about 15 bits: two int8 dot products on
+ *                 codes split once, close to float accuracy. */
+typedef enum { MOE_ACT_FLOAT = 0, MOE_ACT_INT8 = 1, MOE_ACT_INT8X2 = 2 } moe_act_mode;
+
 typedef struct {
     int num_experts;
     int dim;          /* model dimension D: input of gate/up, output of down */
@@ -41,10 +51,10 @@ typedef struct {
     /* Pairs (tokens × top_k) at or above which pairs are grouped by expert
      * before the matmuls; 0 means mlx-lm's 64. */
     int sort_threshold;
-    /* 1: with quantized experts, matrix-vector products (decode, small
-     * groups) quantize activations to int8 per weight group and use int8
-     * dot products where the CPU has them (llama.cpp's approach; about 1e-3
-     * relative error). 0 (the default): exact float activations. */
+    /* A moe_act_mode for quantized experts: MOE_ACT_FLOAT (0, the
+     * default: exact float activations), MOE_ACT_INT8 (1) or
+     * MOE_ACT_INT8X2 (2); the int8 modes run int8 dot products where the
+     * CPU has them, float otherwise. */
     int int8_activations;
 } moe_switchglu_config;
 

@@ -26,6 +26,20 @@ void moe_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t
     }
 }
 
+void moe_quantize_act_i8_residual(moe_wformat f, int K, int group, const float *x, const int8_t *xq,
+                                  const float *dx, int8_t *xr)
+{
+    for (int g = 0; g < K / group; g++) {
+        float inv = dx[g] > 0.0f ? MOE_I8_RESIDUAL_STEPS / dx[g] : 0.0f;
+        for (int k = g * group; k < (g + 1) * group; k++) {
+            int i = moe_act_i8_index(f, k);
+            float r = x[k] - dx[g] * (float)xq[i];   /* within ±dx/2 (a little more after rounding) */
+            long v = lrintf(r * inv);
+            xr[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+        }
+    }
+}
+
 void moe_pack_act_i8(int K, int group, int m, const int8_t *const *xq, const float *const *dx,
                      const float *const *xsum, int8_t *q, float *d, float *s)
 {

@@ -150,6 +150,14 @@ void moe_group_sums(int K, int group, const float *x, float *sums);
  * for Q8; for Q4, each run of 8 inputs as its 4 even then its 4 odd ones
  * (the order of low and high nibbles in a code word). */
 void moe_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx);
+/* The residual of that quantization as a second int8 digit: xr =
+ * round((x − dx·xq) / (dx/MOE_I8_RESIDUAL_STEPS)), clamped to ±127, in the
+ * same order. x ≈ dx·xq + (dx/MOE_I8_RESIDUAL_STEPS)·xr to about 2^-15 of a
+ * group's largest |x|: two int8 dot products give nearly float accuracy
+ * while the weights' codes are split once for both. */
+enum { MOE_I8_RESIDUAL_STEPS = 254 };
+void moe_quantize_act_i8_residual(moe_wformat f, int K, int group, const float *x, const int8_t *xq,
+                                  const float *dx, int8_t *xr);
 /* Position in that order of input k. */
 static inline int moe_act_i8_index(moe_wformat f, int k)
 {

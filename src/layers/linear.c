@@ -32,13 +32,13 @@ typedef struct {
 struct moe_linear {
     char name[96];
     int out, in, panels;
-    int int8;
+    moe_act_mode act;
     moe_expert_store w;          /* one "expert" of `out` row slots */
     unsigned char *loaded;       /* per panel */
     /* workspace, grown on demand */
-    float *apack, *xsum, *xd;
-    int8_t *xq;
-    size_t apack_floats, xsum_floats, xd_floats, xq_bytes;
+    float *apack, *xsum, *xd, *ad, *as;
+    int8_t *xq, *aq;
+    size_t apack_floats, xsum_floats, xd_floats, xq_bytes, ad_floats, as_floats, aq_bytes;
     linear_scratch scratch[MAX_THREADS];
 };
 
@@ -133,7 +133,7 @@ void moe_linear_row(const moe_linear *l, int r, float *dst)
     }
 }
 
-void moe_linear_set_int8(moe_linear *l, int on) { l->int8 = on != 0; }
+void moe_linear_set_activations(moe_linear *l, moe_act_mode mode) { l->act = mode; }
 int moe_linear_out(const moe_linear *l) { return l->out; }
 int moe_linear_in(const moe_linear *l) { return l->in; }
 size_t moe_linear_weight_bytes(const moe_linear *l) { return moe_expert_store_bytes(&l->w); }
@@ -147,6 +147,7 @@ void moe_linear_free(moe_linear *l)
     moe_free(l->xsum);
     moe_free(l->xd);
     moe_free(l->xq);
+    moe_free(l->aq), moe_free(l->ad), moe_free(l->as);
     for (int t = 0; t < MAX_THREADS; t++) {
         moe_free(l->scratch[t].b);
         moe_free(l->scratch[t].c);
@@ -156,7 +157,7 @@ void moe_linear_free(moe_linear *l)
 
 /* ---- forward ---------------------------------------------------------- */
 
-typedef enum { PATH_GEMV, PATH_GEMV_I8, PATH_GEMM } linear_path;
+typedef enum { PATH_GEMV, PATH_GEMM, PATH_I8 } linear_path;
 
 typedef struct {
     moe_linear *l;
@@ -166,6 +167,9 @@ typedef struct {
     int tokens;
     linear_path path;
     int quant;
+    /* int8 paths: activation rows (a token's int8 digits; with the residual
+     * digit each token is two rows, 2t and 2t + 1, whose results add) */
+    int rows, x2, tile;     /* tile: rows a kernel call takes */
 } linear_ctx;
 
 /* Tokens of one GEMM block: eight register tiles, whose packed inputs
@@ -176,6 +180,32 @@ static void split(int n, int t, int nt, int *lo, int *hi)
 {
     *lo = (int)((long long)n * t / nt);
     *hi = (int)((long long)n * (t + 1) / nt);
+}
+
+/* int8 activations of tokens [lo, hi): digits, scales, group sums. */
+static void quantize_tokens(const linear_ctx *c, int lo, int hi)
+{
+    moe_linear *l = c->l;
+    int K = l->in, G = l->w.fmt.group_size, ng = K / G;
+    moe_wformat f = l->w.fmt.fmt;
+    for (int tok = lo; tok < hi; tok++) {
+        const float *x = c->x + (size_t)tok * K;
+        size_t row = (size_t)tok * (c->x2 ? 2 : 1);
+        int8_t *q = l->xq + row * K;
+        float *d = l->xd + row * ng, *s = l->xsum + row * ng;
+        if (c->k->quantize_act_i8) c->k->quantize_act_i8(f, K, G, x, q, d, s);
+        else {
+            moe_quantize_act_i8(f, K, G, x, q, d);
+            moe_group_sums(K, G, x, s);
+        }
+        if (!c->x2) continue;
+        /* the residual digit: its own scale, no bias term */
+        moe_quantize_act_i8_residual(f, K, G, x, q, d, q + K);
+        for (int g = 0; g < ng; g++) {
+            d[ng + g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
+            s[ng + g] = 0.0f;
+        }
+    }
 }
 
 /* Step 1: the token side, shared by all threads. */
@@ -194,17 +224,34 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
         }
         return;
     }
+    if (c->path == PATH_I8) {
+        split(c->tokens, t, nt, &lo, &hi);
+        quantize_tokens(c, lo, hi);
+        if (!c->k->panel_gemm_i8 || c->rows <= MOE_GEMV_MAX_M) return;
+        /* int8 tiles for the panel GEMM, packed once for all threads */
+        moe_parallel_barrier();
+        int ng = K / G, tiles = (c->rows + c->tile - 1) / c->tile;
+        split(tiles, t, nt, &lo, &hi);
+        for (int tile = lo; tile < hi; tile++) {
+            const int8_t *q[MOE_TILE_MAX_M];
+            const float *d[MOE_TILE_MAX_M], *s[MOE_TILE_MAX_M];
+            size_t r0 = (size_t)tile * c->tile;
+            int m = min_int(c->tile, c->rows - (int)r0);
+            for (int i = 0; i < m; i++) {
+                q[i] = l->xq + (r0 + i) * K;
+                d[i] = l->xd + (r0 + i) * ng;
+                s[i] = l->xsum + (r0 + i) * ng;
+            }
+            moe_pack_act_i8(K, G, m, q, d, s, l->aq + r0 * K, l->ad + r0 * ng, l->as + r0 * ng);
+        }
+        return;
+    }
     if (!c->quant) return;
     split(c->tokens, t, nt, &lo, &hi);
-    for (int tok = lo; tok < hi; tok++) {
-        const float *x = c->x + (size_t)tok * K;
-        moe_group_sums(K, G, x, l->xsum + (size_t)tok * (K / G));
-        if (c->path == PATH_GEMV_I8)
-            moe_quantize_act_i8(l->w.fmt.fmt, K, G, x, l->xq + (size_t)tok * K, l->xd + (size_t)tok * (K / G));
-    }
+    for (int tok = lo; tok < hi; tok++) moe_group_sums(K, G, c->x + (size_t)tok * K, l->xsum + (size_t)tok * (K / G));
 }
 
-/* Step 2, few tokens: panel by panel, the tokens a few at a time. */
+/* Step 2, few tokens, exact: panel by panel, the tokens a few at a time. */
 static void run_gemv(const linear_ctx *c, int p0, int p1)
 {
     const moe_linear *l = c->l;
@@ -213,26 +260,58 @@ static void run_gemv(const linear_ctx *c, int p0, int p1)
         moe_panel pn = panel_at(l, p);
         for (int t0 = 0; t0 < c->tokens; t0 += MOE_GEMV_MAX_M) {
             int m = min_int(MOE_GEMV_MAX_M, c->tokens - t0);
-            const float *v[MOE_GEMV_MAX_M], *sum[MOE_GEMV_MAX_M] = { 0 }, *d[MOE_GEMV_MAX_M];
-            const int8_t *q[MOE_GEMV_MAX_M];
+            const float *v[MOE_GEMV_MAX_M], *sum[MOE_GEMV_MAX_M] = { 0 };
             float *out[MOE_GEMV_MAX_M];
             for (int i = 0; i < m; i++) {
                 size_t tok = (size_t)(t0 + i);
                 v[i] = c->x + tok * K;
                 if (c->quant) sum[i] = l->xsum + tok * (K / G);
-                if (c->path == PATH_GEMV_I8) {
-                    q[i] = l->xq + tok * K;
-                    d[i] = l->xd + tok * (K / G);
-                }
                 out[i] = c->y + tok * l->out + (size_t)p * MOE_PANEL;
             }
-            if (c->path == PATH_GEMV_I8) c->k->panel_gemv_i8(&l->w.fmt, &pn, m, q, d, sum, out);
-            else c->k->panel_gemv(&l->w.fmt, &pn, m, v, sum, out);
+            c->k->panel_gemv(&l->w.fmt, &pn, m, v, sum, out);
         }
     }
 }
 
-/* Step 2, many tokens: token blocks × pairs of this thread's panels. */
+/* Step 2, int8: panel by panel, activation rows a tile at a time; a
+ * residual row's result is added to its token's. */
+static void run_i8(const linear_ctx *c, int p0, int p1)
+{
+    const moe_linear *l = c->l;
+    int K = l->in, ng = K / l->w.fmt.group_size;
+    int gemm = c->k->panel_gemm_i8 && c->rows > MOE_GEMV_MAX_M;
+    for (int p = p0; p < p1; p++) {
+        moe_panel pn = panel_at(l, p);
+        for (int r0 = 0; r0 < c->rows; r0 += c->tile) {
+            int m = min_int(c->tile, c->rows - r0);
+            float *out[MOE_TILE_MAX_M], extra[MOE_TILE_MAX_M][MOE_PANEL];
+            for (int i = 0; i < m; i++) {
+                int row = r0 + i, residual = c->x2 && (row & 1);
+                out[i] = residual ? extra[i] : c->y + (size_t)(c->x2 ? row / 2 : row) * l->out + (size_t)p * MOE_PANEL;
+            }
+            if (gemm) {
+                c->k->panel_gemm_i8(&l->w.fmt, &pn, m, l->aq + (size_t)r0 * K, l->ad + (size_t)r0 * ng,
+                                    l->as + (size_t)r0 * ng, out);
+            } else {
+                const int8_t *q[MOE_GEMV_MAX_M];
+                const float *d[MOE_GEMV_MAX_M], *s[MOE_GEMV_MAX_M];
+                for (int i = 0; i < m; i++) {
+                    q[i] = l->xq + (size_t)(r0 + i) * K;
+                    d[i] = l->xd + (size_t)(r0 + i) * ng;
+                    s[i] = l->xsum + (size_t)(r0 + i) * ng;
+                }
+                c->k->panel_gemv_i8(&l->w.fmt, &pn, m, q, d, s, out);
+            }
+            for (int i = 0; i < m; i++)
+                if (c->x2 && ((r0 + i) & 1)) {
+                    float *yrow = c->y + (size_t)((r0 + i) / 2) * l->out + (size_t)p * MOE_PANEL;
+                    for (int r = 0; r < pn.nr; r++) yrow[r] += extra[i][r];
+                }
+        }
+    }
+}
+
+/* Step 2, many tokens, exact: token blocks × pairs of this thread's panels. */
 static void run_gemm(const linear_ctx *c, linear_scratch *sc, int p0, int p1)
 {
     const moe_linear *l = c->l;
@@ -260,7 +339,7 @@ static void run_gemm(const linear_ctx *c, linear_scratch *sc, int p0, int p1)
 static void linear_thread(void *arg, int t, int nt)
 {
     const linear_ctx *c = arg;
-    if (c->path == PATH_GEMM || c->quant) {
+    if (c->path != PATH_GEMV || c->quant) {
         prepare_tokens(c, t, nt);
         moe_parallel_barrier();
     }
@@ -271,16 +350,16 @@ static void linear_thread(void *arg, int t, int nt)
         p0 *= 2;
         p1 = min_int(2 * p1, c->l->panels);
         run_gemm(c, &c->l->scratch[t], p0, p1);
-    } else {
-        split(c->l->panels, t, nt, &p0, &p1);
-        run_gemv(c, p0, p1);
+        return;
     }
+    split(c->l->panels, t, nt, &p0, &p1);
+    if (c->path == PATH_I8) run_i8(c, p0, p1);
+    else run_gemv(c, p0, p1);
 }
 
 static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
 {
     int K = l->in, G = l->w.fmt.group_size;
-    size_t xf = (size_t)c->tokens * K;
     moe_status st;
     if (c->path == PATH_GEMM) {
         int mr = c->k->mr;
@@ -295,11 +374,19 @@ static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
         }
         return MOE_OK;
     }
-    if (c->quant && (st = GROW(l->xsum, l->xsum_floats, xf / G, "group sums")) != MOE_OK) return st;
-    if (c->path == PATH_GEMV_I8 &&
-        ((st = GROW(l->xq, l->xq_bytes, xf, "int8 activations")) != MOE_OK ||
-         (st = GROW(l->xd, l->xd_floats, xf / G, "activation scales")) != MOE_OK))
+    size_t rows = c->path == PATH_I8 ? (size_t)c->rows : (size_t)c->tokens;
+    if (c->quant && (st = GROW(l->xsum, l->xsum_floats, rows * K / G, "group sums")) != MOE_OK) return st;
+    if (c->path != PATH_I8) return MOE_OK;
+    if ((st = GROW(l->xq, l->xq_bytes, rows * K, "int8 activations")) != MOE_OK ||
+        (st = GROW(l->xd, l->xd_floats, rows * K / G, "activation scales")) != MOE_OK)
         return st;
+    if (c->k->panel_gemm_i8 && rows > MOE_GEMV_MAX_M) {
+        size_t padded = (rows + (size_t)c->tile - 1) / (size_t)c->tile * (size_t)c->tile;
+        if ((st = GROW(l->aq, l->aq_bytes, padded * K, "int8 tiles")) != MOE_OK ||
+            (st = GROW(l->ad, l->ad_floats, padded * K / G, "int8 tile scales")) != MOE_OK ||
+            (st = GROW(l->as, l->as_floats, padded * K / G, "int8 tile sums")) != MOE_OK)
+            return st;
+    }
     return MOE_OK;
 }
 
@@ -314,8 +401,12 @@ moe_status moe_linear_forward(moe_linear *l, const float *x, int tokens, float *
     if (tokens == 0) return MOE_OK;
     linear_ctx c = { .l = l, .k = moe_kernels(), .x = x, .y = y, .tokens = tokens };
     c.quant = moe_wformat_is_quant(l->w.fmt.fmt);
-    if (c.quant && l->int8 && c.k->panel_gemv_i8) c.path = PATH_GEMV_I8;
-    else if (tokens > MOE_GEMV_MAX_M) c.path = PATH_GEMM;
+    if (c.quant && l->act != MOE_ACT_FLOAT && c.k->panel_gemv_i8) {
+        c.path = PATH_I8;
+        c.x2 = l->act == MOE_ACT_INT8X2;
+        c.rows = tokens * (c.x2 ? 2 : 1);
+        c.tile = c.k->panel_gemm_i8 && c.rows > MOE_GEMV_MAX_M ? c.k->mr_i8 : MOE_GEMV_MAX_M;
+    } else if (tokens > MOE_GEMV_MAX_M) c.path = PATH_GEMM;
     else c.path = PATH_GEMV;
     moe_status st = prepare_workspace(l, &c);
     if (st != MOE_OK) return st;

@@ -33,8 +33,8 @@ moe_status moe_linear_forward(moe_linear *l, const float *x, int tokens, float *
 /* Row r of W as float (an embedding lookup). */
 void moe_linear_row(const moe_linear *l, int r, float *dst);
 
-/* int8 activations for quantized weights (see moe_switchglu_config). */
-void moe_linear_set_int8(moe_linear *l, int on);
+/* How activations meet quantized weights (float weights ignore it). */
+void moe_linear_set_activations(moe_linear *l, moe_act_mode mode);
 
 int moe_linear_out(const moe_linear *l);
 int moe_linear_in(const moe_linear *l);

@@ -66,6 +66,9 @@ moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_exper
     if (cfg->num_experts < 1 || cfg->dim < 1 || cfg->hidden < 1)
         return moe_error_set(MOE_ERR_SHAPE, "switchglu: experts %d, dim %d, hidden %d must all be positive",
                              cfg->num_experts, cfg->dim, cfg->hidden);
+    if (cfg->int8_activations < MOE_ACT_FLOAT || cfg->int8_activations > MOE_ACT_INT8X2)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu: activation mode %d is not a moe_act_mode",
+                             cfg->int8_activations);
     if (cfg->sort_threshold < 0)
         return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu: sort threshold %d is negative", cfg->sort_threshold);
     moe_panel_format gf, uf, df;
@@ -82,7 +85,7 @@ moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_exper
     l->dim = cfg->dim;
     l->hidden = cfg->hidden;
     l->fused = cfg->fuse_gate_up != 0;
-    l->int8_activations = cfg->int8_activations != 0;
+    l->int8_activations = cfg->int8_activations;
     l->sort_threshold = cfg->sort_threshold ? cfg->sort_threshold : 64;
     l->panels_hidden = (cfg->hidden + MOE_PANEL - 1) / MOE_PANEL;
     l->panels_dim = (cfg->dim + MOE_PANEL - 1) / MOE_PANEL;
@@ -236,6 +239,7 @@ void moe_switchglu_free(moe_switchglu *l)
     moe_free(l->hq);
     moe_free(l->xd);
     moe_free(l->hd);
+    moe_free(l->xqr), moe_free(l->hqr), moe_free(l->xdr), moe_free(l->hdr), moe_free(l->zsum);
     moe_free(l->order);
     moe_free(l->group_start);
     moe_free(l->group_expert);
@@ -247,6 +251,7 @@ void moe_switchglu_free(moe_switchglu *l)
         moe_free(l->scratch[t].aq);
         moe_free(l->scratch[t].ad);
         moe_free(l->scratch[t].as);
+        moe_free(l->scratch[t].aqr), moe_free(l->scratch[t].adr), moe_free(l->scratch[t].asr);
     }
     moe_free(l);
 }

@@ -18,14 +18,16 @@ typedef struct {
     int tokens, top_k, groups;
     int need_xsum, need_hsum;   /* group sums of x / h (quantized GEMV) */
     int i8_x, i8_h;             /* int8 activations of x / h (GEMV) */
+    int x2;                     /* with int8: a residual digit too (MOE_ACT_INT8X2) */
 } forward_ctx;
 
 /* The matrix-vector inputs of up to MOE_GEMV_MAX_M vectors: floats, group
  * sums, and int8 activations with their scales when those are in use. */
 typedef struct {
-    const float *v[MOE_GEMV_MAX_M], *sum[MOE_GEMV_MAX_M], *d[MOE_GEMV_MAX_M];
-    const int8_t *q[MOE_GEMV_MAX_M];
-    int m, i8;
+    const float *v[MOE_GEMV_MAX_M], *sum[MOE_GEMV_MAX_M], *d[MOE_GEMV_MAX_M], *dr[MOE_GEMV_MAX_M];
+    const float *zero[MOE_GEMV_MAX_M];
+    const int8_t *q[MOE_GEMV_MAX_M], *qr[MOE_GEMV_MAX_M];
+    int m, i8, x2;
 } gemv_args;
 
 /* Vector `row` of the x (down = 0) or h (down = 1) side into slot i. */
@@ -41,13 +43,36 @@ static void gemv_arg(const forward_ctx *c, gemv_args *a, int i, int down, int ro
         a->q[i] = (down ? l->hq : l->xq) + (size_t)row * K;
         a->d[i] = (down ? l->hd : l->xd) + (size_t)row * (K / G);
     }
+    a->x2 = a->i8 && c->x2;
+    if (a->x2) {
+        a->qr[i] = (down ? l->hqr : l->xqr) + (size_t)row * K;
+        a->dr[i] = (down ? l->hdr : l->xdr) + (size_t)row * (K / G);
+        a->zero[i] = l->zsum;
+    }
+}
+
+/* out[i][0..nr) += extra[i][0..nr): a residual digit's share. */
+static void add_rows(int m, int nr, float *const *out, float (*extra)[MOE_PANEL])
+{
+    for (int i = 0; i < m; i++)
+        for (int r = 0; r < nr; r++) out[i][r] += extra[i][r];
 }
 
 static void run_gemv(const forward_ctx *c, const moe_panel_format *f, const moe_panel *p, const gemv_args *a,
                      float *const *out)
 {
-    if (a->i8) c->kern->panel_gemv_i8(f, p, a->m, a->q, a->d, a->sum, out);
-    else c->kern->panel_gemv(f, p, a->m, a->v, a->sum, out);
+    if (!a->i8) {
+        c->kern->panel_gemv(f, p, a->m, a->v, a->sum, out);
+        return;
+    }
+    c->kern->panel_gemv_i8(f, p, a->m, a->q, a->d, a->sum, out);
+    if (a->x2) {
+        /* the residual digits over the same panel, still in L1 */
+        float extra[MOE_GEMV_MAX_M][MOE_PANEL], *eo[MOE_GEMV_MAX_M];
+        for (int i = 0; i < a->m; i++) eo[i] = extra[i];
+        c->kern->panel_gemv_i8(f, p, a->m, a->qr, a->dr, a->zero, eo);
+        add_rows(a->m, p->nr, out, extra);
+    }
 }
 
 static int min_int(int a, int b) { return a < b ? a : b; }
@@ -120,6 +145,15 @@ static void pack_group_i8(const forward_ctx *c, thread_scratch *sc, int down, co
         }
         moe_pack_act_i8(K, K / G, mm, q, d, s, sc->aq + (size_t)t0 * K, sc->ad + (size_t)t0 * G,
                         sc->as + (size_t)t0 * G);
+        if (!c->x2) continue;
+        for (int i = 0; i < mm; i++) {
+            size_t row = (size_t)(down ? pairs[t0 + i] : pairs[t0 + i] / c->top_k);
+            q[i] = (down ? l->hqr : l->xqr) + row * K;
+            d[i] = (down ? l->hdr : l->xdr) + row * G;
+            s[i] = l->zsum;
+        }
+        moe_pack_act_i8(K, K / G, mm, q, d, s, sc->aqr + (size_t)t0 * K, sc->adr + (size_t)t0 * G,
+                        sc->asr + (size_t)t0 * G);
     }
 }
 
@@ -127,9 +161,16 @@ static void pack_group_i8(const forward_ctx *c, thread_scratch *sc, int down, co
 static void run_gemm_i8(const forward_ctx *c, const thread_scratch *sc, const moe_panel_format *f,
                         const moe_panel *p, int m, int t0, float *const *out)
 {
-    int G = f->K / f->group_size;
-    c->kern->panel_gemm_i8(f, p, min_int(c->kern->mr_i8, m - t0), sc->aq + (size_t)t0 * f->K,
-                           sc->ad + (size_t)t0 * G, sc->as + (size_t)t0 * G, out);
+    int G = f->K / f->group_size, mm = min_int(c->kern->mr_i8, m - t0);
+    c->kern->panel_gemm_i8(f, p, mm, sc->aq + (size_t)t0 * f->K, sc->ad + (size_t)t0 * G, sc->as + (size_t)t0 * G, out);
+    if (c->x2) {
+        /* the residual digits over the same panel, still in L1 */
+        float extra[MOE_TILE_MAX_M][MOE_PANEL], *eo[MOE_TILE_MAX_M];
+        for (int i = 0; i < mm; i++) eo[i] = extra[i];
+        c->kern->panel_gemm_i8(f, p, mm, sc->aqr + (size_t)t0 * f->K, sc->adr + (size_t)t0 * G,
+                               sc->asr + (size_t)t0 * G, eo);
+        add_rows(mm, p->nr, out, extra);
+    }
 }
 
 /* Input block length for the GEMM: the two unpacked panels' block (KC × 32
@@ -382,14 +423,16 @@ static void down_gemm_i8(const forward_ctx *c, thread_scratch *sc, int e, const 
 /* A row's group sums, and with i8 its int8 activations and their scales:
  * in one pass where the kernel set has one. */
 static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int G, const float *row, float *sums,
-                        int8_t *q, float *d)
+                        int8_t *q, float *d, int8_t *qr, float *dr)
 {
-    if (i8 && c->kern->quantize_act_i8) {
-        c->kern->quantize_act_i8(f, K, G, row, q, d, sums);
-        return;
+    if (i8 && c->kern->quantize_act_i8) c->kern->quantize_act_i8(f, K, G, row, q, d, sums);
+    else {
+        moe_group_sums(K, G, row, sums);
+        if (i8) moe_quantize_act_i8(f, K, G, row, q, d);
     }
-    moe_group_sums(K, G, row, sums);
-    if (i8) moe_quantize_act_i8(f, K, G, row, q, d);
+    if (!i8 || !c->x2) return;
+    moe_quantize_act_i8_residual(f, K, G, row, q, d, qr);
+    for (int g = 0; g < K / G; g++) dr[g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
 }
 
 static void split(int n, int t, int nt, int *lo, int *hi)
@@ -411,7 +454,8 @@ static void forward_thread(void *arg, int t, int nt)
         split(c->tokens, t, nt, &lo, &hi);
         for (int tok = lo; tok < hi; tok++)
             prepare_row(c, l->gate_up.fmt.fmt, c->i8_x, D, G, c->x + (size_t)tok * D, l->xsum + (size_t)tok * (D / G),
-                        c->i8_x ? l->xq + (size_t)tok * D : NULL, c->i8_x ? l->xd + (size_t)tok * (D / G) : NULL);
+                        c->i8_x ? l->xq + (size_t)tok * D : NULL, c->i8_x ? l->xd + (size_t)tok * (D / G) : NULL,
+                        c->x2 ? l->xqr + (size_t)tok * D : NULL, c->x2 ? l->xdr + (size_t)tok * (D / G) : NULL);
         moe_parallel_barrier();
     }
 
@@ -439,7 +483,8 @@ static void forward_thread(void *arg, int t, int nt)
         split(pairs_total, t, nt, &lo, &hi);
         for (int pair = lo; pair < hi; pair++)
             prepare_row(c, l->down.fmt.fmt, c->i8_h, I, G, l->h + (size_t)pair * I, l->hsum + (size_t)pair * (I / G),
-                        c->i8_h ? l->hq + (size_t)pair * I : NULL, c->i8_h ? l->hd + (size_t)pair * (I / G) : NULL);
+                        c->i8_h ? l->hq + (size_t)pair * I : NULL, c->i8_h ? l->hd + (size_t)pair * (I / G) : NULL,
+                        c->x2 ? l->hqr + (size_t)pair * I : NULL, c->x2 ? l->hdr + (size_t)pair * (I / G) : NULL);
         moe_parallel_barrier();
     }
 
@@ -523,6 +568,21 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
     if (c->i8_h && ((st = GROW(l->hq, l->hq_bytes, hf, "int8 activations")) != MOE_OK ||
                     (st = GROW(l->hd, l->hd_floats, hf / l->down.fmt.group_size, "activation scales")) != MOE_OK))
         return st;
+    if (c->x2 && c->i8_x &&
+        ((st = GROW(l->xqr, l->xqr_bytes, xf, "residual digits")) != MOE_OK ||
+         (st = GROW(l->xdr, l->xdr_floats, xf / l->gate_up.fmt.group_size, "residual scales")) != MOE_OK))
+        return st;
+    if (c->x2 && c->i8_h &&
+        ((st = GROW(l->hqr, l->hqr_bytes, hf, "residual digits")) != MOE_OK ||
+         (st = GROW(l->hdr, l->hdr_floats, hf / l->down.fmt.group_size, "residual scales")) != MOE_OK))
+        return st;
+    if (c->x2) {
+        size_t zs = (size_t)(D > I ? D : I) / 32 + 1; /* groups of a row at the smallest group size */
+        if (zs > l->zsum_floats) {
+            if ((st = GROW(l->zsum, l->zsum_floats, zs, "zero sums")) != MOE_OK) return st;
+            memset(l->zsum, 0, sizeof(float) * zs);
+        }
+    }
 
     int largest = largest_group(l, c->groups);
     size_t K = (size_t)(D > I ? D : I);
@@ -550,6 +610,10 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
         if ((st = GROW(sc->aq, sc->aq_bytes, aq, "packed int8 tokens")) != MOE_OK ||
             (st = GROW(sc->ad, sc->ad_floats, ag, "packed activation scales")) != MOE_OK ||
             (st = GROW(sc->as, sc->as_floats, ag, "packed group sums")) != MOE_OK)
+            return st;
+        if (c->x2 && ((st = GROW(sc->aqr, sc->aqr_bytes, aq, "packed residual digits")) != MOE_OK ||
+                      (st = GROW(sc->adr, sc->adr_floats, ag, "packed residual scales")) != MOE_OK ||
+                      (st = GROW(sc->asr, sc->asr_floats, ag, "packed zero sums")) != MOE_OK))
             return st;
     }
     return MOE_OK;
@@ -595,6 +659,7 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
     int i8 = l->int8_activations && c.kern->panel_gemv_i8;
     c.i8_x = i8 && moe_wformat_is_quant(l->gate_up.fmt.fmt);
     c.i8_h = i8 && moe_wformat_is_quant(l->down.fmt.fmt);
+    c.x2 = i8 && l->int8_activations == MOE_ACT_INT8X2;
     for (int gi = 0; gi < c.groups; gi++) {
         int m = l->group_start[gi + 1] - l->group_start[gi];
         c.need_xsum |= !group_uses_gemm(&c, 0, m) && moe_wformat_is_quant(l->gate_up.fmt.fmt);

@@ -19,6 +19,10 @@ typedef struct {
     int8_t *aq;
     float *ad, *as;   /* their scales dx and group sums */
     size_t aq_bytes, ad_floats, as_floats;
+    /* the same for the residual digits (MOE_ACT_INT8X2; sums all 0) */
+    int8_t *aqr;
+    float *adr, *asr;
+    size_t aqr_bytes, adr_floats, asr_floats;
 } thread_scratch;
 
 struct moe_switchglu {
@@ -35,6 +39,10 @@ struct moe_switchglu {
     float *h, *g, *u, *xsum, *hsum, *xd, *hd;
     int8_t *xq, *hq;
     size_t h_floats, g_floats, u_floats, xsum_floats, hsum_floats, xd_floats, hd_floats, xq_bytes, hq_bytes;
+    /* residual digits and their scales (MOE_ACT_INT8X2), zero group sums */
+    int8_t *xqr, *hqr;
+    float *xdr, *hdr, *zsum;
+    size_t xqr_bytes, hqr_bytes, xdr_floats, hdr_floats, zsum_floats;
     int32_t *order, *group_start, *group_expert, *count;
     size_t order_cap, group_start_cap, group_expert_cap, count_cap;
     thread_scratch scratch[MOE_SWITCHGLU_MAX_THREADS];

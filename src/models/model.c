@@ -4,11 +4,12 @@
 
 #include "core/error.h"
 #include "core/memory.h"
+#include "kernels/kernels.h"
 #include "models/olmoe.h"
 
 moe_model_options moe_model_default_options(void)
 {
-    moe_model_options o = { .fuse_gate_up = 1, .int8_activations = -1 };
+    moe_model_options o = { .fuse_gate_up = 1, .activations = -1 };
     return o;
 }
 
@@ -29,11 +30,19 @@ static moe_status finish(moe_model *m, moe_status st, moe_model **out)
     return MOE_OK;
 }
 
+moe_act_mode olmoe_choose_activations(const moe_model *m, int quantized)
+{
+    if (m->opt.activations >= 0) return (moe_act_mode)m->opt.activations;
+    return quantized && moe_kernels()->panel_gemv_i8 ? MOE_ACT_INT8X2 : MOE_ACT_FLOAT;
+}
+
 moe_status moe_model_load(const char *dir, const moe_model_options *opt, moe_model **out)
 {
     if (!out) return moe_error_set(MOE_ERR_INVALID_ARG, "model load: output pointer is NULL");
     *out = NULL;
     if (!dir) return moe_error_set(MOE_ERR_INVALID_ARG, "model load: no model directory given");
+    if (opt && (opt->activations < -1 || opt->activations > MOE_ACT_INT8X2))
+        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: activations %d is not a moe_act_mode", opt->activations);
     moe_model *m = model_new(opt);
     if (!m) return MOE_ERR_NOMEM;
     return finish(m, olmoe_load(m, dir), out);
@@ -46,6 +55,8 @@ moe_status moe_model_synthetic(int bits, int layers, uint64_t seed, const moe_mo
     if (bits != 4 && bits != 8 && bits != 16)
         return moe_error_set(MOE_ERR_INVALID_ARG, "synthetic model: bits %d is not 4, 8 or 16", bits);
     if (layers < 0) return moe_error_set(MOE_ERR_INVALID_ARG, "synthetic model: layers %d is negative", layers);
+    if (opt && (opt->activations < -1 || opt->activations > MOE_ACT_INT8X2))
+        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: activations %d is not a moe_act_mode", opt->activations);
     moe_model *m = model_new(opt);
     if (!m) return MOE_ERR_NOMEM;
     m->cfg.num_layers = layers ? layers : 16;
@@ -63,7 +74,7 @@ moe_model_info moe_model_get_info(const moe_model *m)
         .num_eos = c->num_eos, .eos_ids = c->eos_ids, .bits = m->bits,
     };
     i.fused = c->num_layers > 0 ? moe_switchglu_fused(m->layers[0].experts) : m->opt.fuse_gate_up;
-    i.int8_activations = m->int8 && m->bits;
+    i.activations = m->bits ? m->act : MOE_ACT_FLOAT;
     size_t head = moe_linear_weight_bytes(m->lm_head);
     size_t bytes = (m->lm_head != m->embed ? moe_linear_weight_bytes(m->embed) : 0) + head;
     size_t active = head + sizeof(float) * (size_t)c->hidden_size;

@@ -26,7 +26,7 @@ struct moe_model {
     moe_model_config cfg;
     moe_model_options opt;
     int bits;                  /* experts' quantization bits, 0 = float */
-    int int8;                  /* int8 activations for quantized projections */
+    moe_act_mode act;          /* activations of quantized projections */
     moe_linear *embed;         /* (V, D) */
     olmoe_layer *layers;       /* (num_layers) */
     float *final_norm;         /* (D) */
@@ -51,6 +51,11 @@ struct moe_context {
 };
 
 void olmoe_free_weights(moe_model *m);
+
+/* The activation mode for quantized weights: the option's, or moe's
+ * choice for -1 (int8 with its residual digit where the CPU has int8 dot
+ * products, else float). */
+moe_act_mode olmoe_choose_activations(const moe_model *m, int quantized);
 
 /* Checkpoint loading (olmoe_load.c) and random weights (olmoe_synthetic.c). */
 moe_status olmoe_load(moe_model *m, const char *dir);

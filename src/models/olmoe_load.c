@@ -141,7 +141,7 @@ static moe_status load_linear(const loader *ld, const char *path, int rows, int 
     moe_status st = module(ld, path, 0, rows, cols, &mt);
     if (st == MOE_OK) st = moe_linear_create(rows, cols, &mt.w, path, out);
     if (st == MOE_OK) st = moe_linear_load_rows(*out, 0, rows, &mt.w);
-    if (st == MOE_OK) moe_linear_set_int8(*out, ld->m->int8);
+    if (st == MOE_OK) moe_linear_set_activations(*out, ld->m->act);
     release(&mt);
     return st;
 }
@@ -177,7 +177,7 @@ static moe_status load_experts(const loader *ld, int layer, moe_switchglu **out)
     int E = c->num_experts, D = c->hidden_size, I = c->expert_hidden;
     moe_switchglu_config cfg = moe_switchglu_default_config(E, D, I);
     cfg.fuse_gate_up = ld->m->opt.fuse_gate_up;
-    cfg.int8_activations = ld->m->int8;
+    cfg.int8_activations = ld->m->act;
     char path[3][NAME_MAX_LEN];
     static const char *proj[3] = { "gate_proj", "up_proj", "down_proj" };
     module_tensors mt[3];
@@ -272,8 +272,7 @@ moe_status olmoe_load(moe_model *m, const char *dir)
                              "is in the checkpoint", dir);
     }
     int quantized = has_quantized_tensors(ld.set);
-    m->int8 = m->opt.int8_activations < 0 ? quantized && moe_kernels()->panel_gemv_i8 != NULL
-                                           : m->opt.int8_activations > 0;
+    m->act = olmoe_choose_activations(m, quantized);
     m->layers = moe_calloc(sizeof(olmoe_layer) * (size_t)c->num_layers, "layers");
     if (!m->layers) st = MOE_ERR_NOMEM;
     int D = c->hidden_size;

@@ -61,7 +61,7 @@ static moe_expert_weights format_of(const synth *s)
                          : (moe_expert_weights){ MOE_DTYPE_BF16, s->bits, GROUP, NULL, NULL, NULL };
 }
 
-static moe_status make_linear(synth *s, int rows, int cols, const char *name, int int8, moe_linear **out)
+static moe_status make_linear(synth *s, int rows, int cols, const char *name, moe_act_mode act, moe_linear **out)
 {
     moe_expert_weights f = format_of(s);
     moe_status st = moe_linear_create(rows, cols, &f, name, out);
@@ -70,7 +70,7 @@ static moe_status make_linear(synth *s, int rows, int cols, const char *name, in
         moe_expert_weights w = fill_rows(s, n, cols);
         st = moe_linear_load_rows(*out, r0, n, &w);
     }
-    if (st == MOE_OK) moe_linear_set_int8(*out, int8);
+    if (st == MOE_OK) moe_linear_set_activations(*out, act);
     return st;
 }
 
@@ -87,7 +87,7 @@ static moe_status make_experts(synth *s, const moe_model *m, moe_switchglu **out
     int D = c->hidden_size, I = c->expert_hidden;
     moe_switchglu_config cfg = moe_switchglu_default_config(c->num_experts, D, I);
     cfg.fuse_gate_up = m->opt.fuse_gate_up;
-    cfg.int8_activations = m->int8;
+    cfg.int8_activations = m->act;
     moe_expert_weights f = format_of(s);
     moe_status st = moe_switchglu_create(&cfg, &f, &f, &f, out);
     /* one expert's three projections at a time: gate and up at the block's
@@ -139,8 +139,7 @@ moe_status olmoe_synthetic(moe_model *m, int bits, uint64_t seed)
         m->cfg.quant_group_size = GROUP;
     }
     m->bits = bits == 16 ? 0 : bits;
-    m->int8 = m->opt.int8_activations < 0 ? bits != 16 && moe_kernels()->panel_gemv_i8 != NULL
-                                           : m->opt.int8_activations > 0;
+    m->act = olmoe_choose_activations(m, bits != 16);
     int D = c->hidden_size, qdim = c->num_heads * c->head_dim, kvdim = c->num_kv_heads * c->head_dim;
     /* block buffers: the larger of a row block of the embedding and one
      * expert's three projections */
@@ -152,23 +151,23 @@ moe_status olmoe_synthetic(moe_model *m, int bits, uint64_t seed)
     s.biases = moe_alloc(elems / GROUP * 2 + 64, "synthetic biases");
     m->layers = moe_calloc(sizeof(olmoe_layer) * (size_t)c->num_layers, "layers");
     moe_status st = s.weight && s.scales && s.biases && m->layers ? MOE_OK : MOE_ERR_NOMEM;
-    if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "model.embed_tokens", m->int8, &m->embed);
+    if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "model.embed_tokens", m->act, &m->embed);
     for (int l = 0; l < c->num_layers && st == MOE_OK; l++) {
         olmoe_layer *L = &m->layers[l];
         if (m->opt.progress) m->opt.progress(m->opt.progress_user, l, c->num_layers, "building");
         if ((st = make_ones(D, &L->attn_norm)) != MOE_OK || (st = make_ones(D, &L->mlp_norm)) != MOE_OK ||
             (st = make_ones(qdim, &L->q_norm)) != MOE_OK || (st = make_ones(kvdim, &L->k_norm)) != MOE_OK ||
-            (st = make_linear(&s, qdim, D, "q_proj", m->int8, &L->wq)) != MOE_OK ||
-            (st = make_linear(&s, kvdim, D, "k_proj", m->int8, &L->wk)) != MOE_OK ||
-            (st = make_linear(&s, kvdim, D, "v_proj", m->int8, &L->wv)) != MOE_OK ||
-            (st = make_linear(&s, D, qdim, "o_proj", m->int8, &L->wo)) != MOE_OK ||
-            (st = make_linear(&s, c->num_experts, D, "router", m->int8, &L->router)) != MOE_OK)
+            (st = make_linear(&s, qdim, D, "q_proj", m->act, &L->wq)) != MOE_OK ||
+            (st = make_linear(&s, kvdim, D, "k_proj", m->act, &L->wk)) != MOE_OK ||
+            (st = make_linear(&s, kvdim, D, "v_proj", m->act, &L->wv)) != MOE_OK ||
+            (st = make_linear(&s, D, qdim, "o_proj", m->act, &L->wo)) != MOE_OK ||
+            (st = make_linear(&s, c->num_experts, D, "router", m->act, &L->router)) != MOE_OK)
             break;
         st = make_experts(&s, m, &L->experts);
     }
     if (m->opt.progress && st == MOE_OK) m->opt.progress(m->opt.progress_user, c->num_layers, c->num_layers, "building");
     if (st == MOE_OK) st = make_ones(D, &m->final_norm);
-    if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "lm_head", m->int8, &m->lm_head);
+    if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "lm_head", m->act, &m->lm_head);
     moe_free(s.weight), moe_free(s.scales), moe_free(s.biases);
     return st;
 }
