@@ -144,12 +144,52 @@ static void errors(void **state)
     moe_linear_free(l);
 }
 
+/* Projections sharing a workspace give what they give alone, interleaved
+ * and at growing sizes; freeing them in either order is clean. */
+static void shared_workspace(void **state)
+{
+    (void)state;
+    uint64_t rng = 5;
+    test_proj a, b;
+    test_proj_make(&a, &rng, 1, 40, 128, 4, MOE_DTYPE_BF16, 64);
+    test_proj_make(&b, &rng, 1, 24, 64, 0, MOE_DTYPE_F32, 0);
+    float x[50 * 128], ya[50 * 40], yb[50 * 24], ya2[50 * 40], yb2[50 * 24];
+    test_rand_floats(&rng, x, 50 * 128, -1, 1);
+    for (int order = 0; order < 2; order++) {
+        moe_linear *la, *lb, *sa, *sb;
+        assert_int_equal(moe_linear_create(40, 128, &a.w, "a", &la), MOE_OK);
+        assert_int_equal(moe_linear_create(24, 64, &b.w, "b", &lb), MOE_OK);
+        assert_int_equal(moe_linear_create(40, 128, &a.w, "a", &sa), MOE_OK);
+        assert_int_equal(moe_linear_create(24, 64, &b.w, "b", &sb), MOE_OK);
+        assert_int_equal(moe_linear_load_rows(la, 0, 40, &a.w), MOE_OK);
+        assert_int_equal(moe_linear_load_rows(sa, 0, 40, &a.w), MOE_OK);
+        assert_int_equal(moe_linear_load_rows(lb, 0, 24, &b.w), MOE_OK);
+        assert_int_equal(moe_linear_load_rows(sb, 0, 24, &b.w), MOE_OK);
+        moe_linear_set_activations(la, MOE_ACT_INT8X2);
+        moe_linear_set_activations(sa, MOE_ACT_INT8X2);
+        assert_int_equal(moe_linear_share_workspace(sb, sa), MOE_OK);
+        for (int t = 1; t <= 50; t += 7) {
+            assert_int_equal(moe_linear_forward(la, x, t, ya), MOE_OK);
+            assert_int_equal(moe_linear_forward(lb, x, t, yb), MOE_OK);
+            assert_int_equal(moe_linear_forward(sa, x, t, ya2), MOE_OK);
+            assert_int_equal(moe_linear_forward(sb, x, t, yb2), MOE_OK);
+            assert_memory_equal(ya, ya2, sizeof(float) * (size_t)t * 40);
+            assert_memory_equal(yb, yb2, sizeof(float) * (size_t)t * 24);
+        }
+        moe_linear_free(la), moe_linear_free(lb);
+        if (order) moe_linear_free(sa), moe_linear_free(sb);
+        else moe_linear_free(sb), moe_linear_free(sa);
+    }
+    test_proj_free(&a), test_proj_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(formats_exact),
         cmocka_unit_test(formats_int8),
         cmocka_unit_test(formats_int8x2),
+        cmocka_unit_test(shared_workspace),
         cmocka_unit_test(errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -269,6 +269,52 @@ static void create_errors(void **state)
     expect_error(moe_switchglu_create(&cfg, &q4f32, &q4f32, &q4, &l), MOE_ERR_DTYPE, "scales/biases");
 }
 
+/* Two layers sharing a workspace give what they give alone, interleaved and
+ * at growing token counts; freeing them in either order is clean. */
+static void shared_workspace(void **state)
+{
+    (void)state;
+    uint64_t rng = 77;
+    test_proj p[2][3];
+    static const int E[2] = { 4, 3 }, DD[2] = { 64, 128 }, II[2] = { 96, 32 }, BITS[2] = { 4, 0 };
+    for (int k = 0; k < 2; k++) {
+        moe_dtype dt = BITS[k] ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
+        int g = BITS[k] ? 32 : 0;
+        test_proj_make(&p[k][0], &rng, E[k], II[k], DD[k], BITS[k], dt, g);
+        test_proj_make(&p[k][1], &rng, E[k], II[k], DD[k], BITS[k], dt, g);
+        test_proj_make(&p[k][2], &rng, E[k], DD[k], II[k], BITS[k], dt, g);
+    }
+    enum { T = 70, K = 2 };
+    float *x = malloc(sizeof(float) * T * 128), *y1 = malloc(sizeof(float) * T * 128), *y2 = malloc(sizeof(float) * T * 128);
+    int32_t idx[T * K];
+    float sc[T * K];
+    test_rand_floats(&rng, x, (size_t)T * 128, -1, 1);
+    test_rand_floats(&rng, sc, T * K, 0, 1);
+    for (int i = 0; i < T * K; i++) idx[i] = (i * 7 + i / K) % 3;
+    for (int order = 0; order < 2; order++) {
+        moe_switchglu *alone[2], *shared[2];
+        for (int k = 0; k < 2; k++) {
+            moe_switchglu_config cfg = moe_switchglu_default_config(E[k], DD[k], II[k]);
+            cfg.int8_activations = BITS[k] ? MOE_ACT_INT8X2 : MOE_ACT_FLOAT;
+            assert_int_equal(moe_switchglu_create_stacked(&cfg, &p[k][0].w, &p[k][1].w, &p[k][2].w, &alone[k]), MOE_OK);
+            assert_int_equal(moe_switchglu_create_stacked(&cfg, &p[k][0].w, &p[k][1].w, &p[k][2].w, &shared[k]), MOE_OK);
+        }
+        assert_int_equal(moe_switchglu_share_workspace(shared[1], shared[0]), MOE_OK);
+        for (int t = 1; t <= T; t += 23)
+            for (int k = 0; k < 2; k++) {
+                assert_int_equal(moe_switchglu_forward(alone[k], x, t, idx, sc, K, y1), MOE_OK);
+                assert_int_equal(moe_switchglu_forward(shared[k], x, t, idx, sc, K, y2), MOE_OK);
+                assert_memory_equal(y1, y2, sizeof(float) * (size_t)t * DD[k]);
+            }
+        for (int k = 0; k < 2; k++) moe_switchglu_free(alone[k]);
+        moe_switchglu_free(shared[order]);
+        moe_switchglu_free(shared[1 - order]);
+    }
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 3; j++) test_proj_free(&p[k][j]);
+    free(x), free(y1), free(y2);
+}
+
 static void forward_errors(void **state)
 {
     (void)state;
@@ -338,7 +384,7 @@ int main(void)
         cmocka_unit_test(q4_int8_prefill), cmocka_unit_test(q4_int8_prefill_same), cmocka_unit_test(q8_int8_prefill),
         cmocka_unit_test(q4_int8_prefill_g128),  cmocka_unit_test(q4_x2_decode), cmocka_unit_test(q8_x2_g32),
         cmocka_unit_test(q4_x2_prefill), cmocka_unit_test(q8_x2_prefill_same), cmocka_unit_test(q4_x2_prefill_g128),
-        cmocka_unit_test(create_errors), cmocka_unit_test(forward_errors),
+        cmocka_unit_test(shared_workspace), cmocka_unit_test(create_errors), cmocka_unit_test(forward_errors),
         cmocka_unit_test(isa_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

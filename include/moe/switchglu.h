@@ -101,6 +101,11 @@ moe_status moe_switchglu_forward(moe_switchglu *layer, const float *x, int token
 moe_status moe_switchglu_set_fused(moe_switchglu *layer, int fuse_gate_up);
 int moe_switchglu_fused(const moe_switchglu *layer);
 
+/* From now on l works in `with`'s workspace (activation buffers, grown on
+ * demand) instead of its own: for layers that never run at the same time,
+ * such as the layers of one model, so the buffers are held once. */
+moe_status moe_switchglu_share_workspace(moe_switchglu *l, moe_switchglu *with);
+
 /* Bytes of expert weights (codes, scales, biases) the layer holds. */
 size_t moe_switchglu_weight_bytes(const moe_switchglu *layer);
 

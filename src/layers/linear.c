@@ -29,17 +29,23 @@ typedef struct {
     size_t b_floats, c_floats;
 } linear_scratch;
 
+/* Token-side buffers, grown on demand; projections that never run at the
+ * same time share one (moe_linear_share_workspace). */
+typedef struct {
+    int refs;
+    float *apack, *xsum, *xd, *ad, *as;
+    int8_t *xq, *aq;
+    size_t apack_floats, xsum_floats, xd_floats, xq_bytes, ad_floats, as_floats, aq_bytes;
+    linear_scratch scratch[MAX_THREADS];
+} linear_workspace;
+
 struct moe_linear {
     char name[96];
     int out, in, panels;
     moe_act_mode act;
     moe_expert_store w;          /* one "expert" of `out` row slots */
     unsigned char *loaded;       /* per panel */
-    /* workspace, grown on demand */
-    float *apack, *xsum, *xd, *ad, *as;
-    int8_t *xq, *aq;
-    size_t apack_floats, xsum_floats, xd_floats, xq_bytes, ad_floats, as_floats, aq_bytes;
-    linear_scratch scratch[MAX_THREADS];
+    linear_workspace *ws;
 };
 
 #define GROW(buf, cap, n, what)                                                            \
@@ -74,7 +80,9 @@ moe_status moe_linear_create(int out, int in, const moe_expert_weights *fmt, con
     l->in = in;
     l->panels = (out + MOE_PANEL - 1) / MOE_PANEL;
     l->loaded = moe_calloc((size_t)l->panels, "panel flags");
-    if (!l->loaded || (st = moe_expert_store_init(&l->w, &f, 1, (size_t)out, name)) != MOE_OK) {
+    l->ws = moe_calloc(sizeof *l->ws, "projection workspace");
+    if (l->ws) l->ws->refs = 1;
+    if (!l->loaded || !l->ws || (st = moe_expert_store_init(&l->w, &f, 1, (size_t)out, name)) != MOE_OK) {
         moe_linear_free(l);
         return st != MOE_OK ? st : MOE_ERR_NOMEM;
     }
@@ -138,20 +146,31 @@ int moe_linear_out(const moe_linear *l) { return l->out; }
 int moe_linear_in(const moe_linear *l) { return l->in; }
 size_t moe_linear_weight_bytes(const moe_linear *l) { return moe_expert_store_bytes(&l->w); }
 
+static void workspace_release(linear_workspace *w)
+{
+    if (!w || --w->refs > 0) return;
+    moe_free(w->apack), moe_free(w->xsum), moe_free(w->xd), moe_free(w->xq);
+    moe_free(w->aq), moe_free(w->ad), moe_free(w->as);
+    for (int t = 0; t < MAX_THREADS; t++) moe_free(w->scratch[t].b), moe_free(w->scratch[t].c);
+    moe_free(w);
+}
+
+moe_status moe_linear_share_workspace(moe_linear *l, moe_linear *with)
+{
+    if (!l || !with) return moe_error_set(MOE_ERR_INVALID_ARG, "linear share workspace: projection is NULL");
+    if (l->ws == with->ws) return MOE_OK;
+    workspace_release(l->ws);
+    l->ws = with->ws;
+    l->ws->refs++;
+    return MOE_OK;
+}
+
 void moe_linear_free(moe_linear *l)
 {
     if (!l) return;
     moe_expert_store_free(&l->w);
     moe_free(l->loaded);
-    moe_free(l->apack);
-    moe_free(l->xsum);
-    moe_free(l->xd);
-    moe_free(l->xq);
-    moe_free(l->aq), moe_free(l->ad), moe_free(l->as);
-    for (int t = 0; t < MAX_THREADS; t++) {
-        moe_free(l->scratch[t].b);
-        moe_free(l->scratch[t].c);
-    }
+    workspace_release(l->ws);
     moe_free(l);
 }
 
@@ -191,8 +210,8 @@ static void quantize_tokens(const linear_ctx *c, int lo, int hi)
     for (int tok = lo; tok < hi; tok++) {
         const float *x = c->x + (size_t)tok * K;
         size_t row = (size_t)tok * (c->x2 ? 2 : 1);
-        int8_t *q = l->xq + row * K;
-        float *d = l->xd + row * ng, *s = l->xsum + row * ng;
+        int8_t *q = l->ws->xq + row * K;
+        float *d = l->ws->xd + row * ng, *s = l->ws->xsum + row * ng;
         if (c->k->quantize_act_i8) c->k->quantize_act_i8(f, K, G, x, q, d, s);
         else {
             moe_quantize_act_i8(f, K, G, x, q, d);
@@ -220,7 +239,7 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
             const float *src[MOE_TILE_MAX_M];
             int m = min_int(mr, c->tokens - tile * mr);
             for (int i = 0; i < m; i++) src[i] = c->x + (size_t)(tile * mr + i) * K;
-            moe_pack_a(K, m, mr, src, l->apack + (size_t)tile * K * mr);
+            moe_pack_a(K, m, mr, src, l->ws->apack + (size_t)tile * K * mr);
         }
         return;
     }
@@ -238,17 +257,17 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
             size_t r0 = (size_t)tile * c->tile;
             int m = min_int(c->tile, c->rows - (int)r0);
             for (int i = 0; i < m; i++) {
-                q[i] = l->xq + (r0 + i) * K;
-                d[i] = l->xd + (r0 + i) * ng;
-                s[i] = l->xsum + (r0 + i) * ng;
+                q[i] = l->ws->xq + (r0 + i) * K;
+                d[i] = l->ws->xd + (r0 + i) * ng;
+                s[i] = l->ws->xsum + (r0 + i) * ng;
             }
-            moe_pack_act_i8(K, G, m, q, d, s, l->aq + r0 * K, l->ad + r0 * ng, l->as + r0 * ng);
+            moe_pack_act_i8(K, G, m, q, d, s, l->ws->aq + r0 * K, l->ws->ad + r0 * ng, l->ws->as + r0 * ng);
         }
         return;
     }
     if (!c->quant) return;
     split(c->tokens, t, nt, &lo, &hi);
-    for (int tok = lo; tok < hi; tok++) moe_group_sums(K, G, c->x + (size_t)tok * K, l->xsum + (size_t)tok * (K / G));
+    for (int tok = lo; tok < hi; tok++) moe_group_sums(K, G, c->x + (size_t)tok * K, l->ws->xsum + (size_t)tok * (K / G));
 }
 
 /* Step 2, few tokens, exact: panel by panel, the tokens a few at a time. */
@@ -265,7 +284,7 @@ static void run_gemv(const linear_ctx *c, int p0, int p1)
             for (int i = 0; i < m; i++) {
                 size_t tok = (size_t)(t0 + i);
                 v[i] = c->x + tok * K;
-                if (c->quant) sum[i] = l->xsum + tok * (K / G);
+                if (c->quant) sum[i] = l->ws->xsum + tok * (K / G);
                 out[i] = c->y + tok * l->out + (size_t)p * MOE_PANEL;
             }
             c->k->panel_gemv(&l->w.fmt, &pn, m, v, sum, out);
@@ -290,15 +309,15 @@ static void run_i8(const linear_ctx *c, int p0, int p1)
                 out[i] = residual ? extra[i] : c->y + (size_t)(c->x2 ? row / 2 : row) * l->out + (size_t)p * MOE_PANEL;
             }
             if (gemm) {
-                c->k->panel_gemm_i8(&l->w.fmt, &pn, m, l->aq + (size_t)r0 * K, l->ad + (size_t)r0 * ng,
-                                    l->as + (size_t)r0 * ng, out);
+                c->k->panel_gemm_i8(&l->w.fmt, &pn, m, l->ws->aq + (size_t)r0 * K, l->ws->ad + (size_t)r0 * ng,
+                                    l->ws->as + (size_t)r0 * ng, out);
             } else {
                 const int8_t *q[MOE_GEMV_MAX_M];
                 const float *d[MOE_GEMV_MAX_M], *s[MOE_GEMV_MAX_M];
                 for (int i = 0; i < m; i++) {
-                    q[i] = l->xq + (size_t)(r0 + i) * K;
-                    d[i] = l->xd + (size_t)(r0 + i) * ng;
-                    s[i] = l->xsum + (size_t)(r0 + i) * ng;
+                    q[i] = l->ws->xq + (size_t)(r0 + i) * K;
+                    d[i] = l->ws->xd + (size_t)(r0 + i) * ng;
+                    s[i] = l->ws->xsum + (size_t)(r0 + i) * ng;
                 }
                 c->k->panel_gemv_i8(&l->w.fmt, &pn, m, q, d, s, out);
             }
@@ -320,7 +339,7 @@ static void run_gemm(const linear_ctx *c, linear_scratch *sc, int p0, int p1)
     int direct = l->w.fmt.fmt == MOE_WF_F32;
     for (int t0 = 0; t0 < c->tokens; t0 += block) {
         int m = min_int(block, c->tokens - t0);
-        const float *A = l->apack + (size_t)(t0 / mr) * K * mr;
+        const float *A = l->ws->apack + (size_t)(t0 / mr) * K * mr;
         for (int p = p0; p < p1; p += 2) {
             int two = p + 1 < p1;
             moe_panel pa = panel_at(l, p), pb = two ? panel_at(l, p + 1) : pa;
@@ -349,7 +368,7 @@ static void linear_thread(void *arg, int t, int nt)
         split((c->l->panels + 1) / 2, t, nt, &p0, &p1);
         p0 *= 2;
         p1 = min_int(2 * p1, c->l->panels);
-        run_gemm(c, &c->l->scratch[t], p0, p1);
+        run_gemm(c, &c->l->ws->scratch[t], p0, p1);
         return;
     }
     split(c->l->panels, t, nt, &p0, &p1);
@@ -364,10 +383,10 @@ static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
     if (c->path == PATH_GEMM) {
         int mr = c->k->mr;
         size_t apack = (size_t)((c->tokens + mr - 1) / mr) * mr * K;
-        if ((st = GROW(l->apack, l->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
+        if ((st = GROW(l->ws->apack, l->ws->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
         int threads = min_int(moe_num_threads(), MAX_THREADS);
         for (int t = 0; t < threads; t++) {
-            linear_scratch *sc = &l->scratch[t];
+            linear_scratch *sc = &l->ws->scratch[t];
             if ((st = GROW(sc->b, sc->b_floats, 2 * (size_t)K * MOE_PANEL, "unpacked panels")) != MOE_OK ||
                 (st = GROW(sc->c, sc->c_floats, (size_t)gemm_block(c->k) * MOE_TILE_N, "tile results")) != MOE_OK)
                 return st;
@@ -375,16 +394,16 @@ static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
         return MOE_OK;
     }
     size_t rows = c->path == PATH_I8 ? (size_t)c->rows : (size_t)c->tokens;
-    if (c->quant && (st = GROW(l->xsum, l->xsum_floats, rows * K / G, "group sums")) != MOE_OK) return st;
+    if (c->quant && (st = GROW(l->ws->xsum, l->ws->xsum_floats, rows * K / G, "group sums")) != MOE_OK) return st;
     if (c->path != PATH_I8) return MOE_OK;
-    if ((st = GROW(l->xq, l->xq_bytes, rows * K, "int8 activations")) != MOE_OK ||
-        (st = GROW(l->xd, l->xd_floats, rows * K / G, "activation scales")) != MOE_OK)
+    if ((st = GROW(l->ws->xq, l->ws->xq_bytes, rows * K, "int8 activations")) != MOE_OK ||
+        (st = GROW(l->ws->xd, l->ws->xd_floats, rows * K / G, "activation scales")) != MOE_OK)
         return st;
     if (c->k->panel_gemm_i8 && rows > MOE_GEMV_MAX_M) {
         size_t padded = (rows + (size_t)c->tile - 1) / (size_t)c->tile * (size_t)c->tile;
-        if ((st = GROW(l->aq, l->aq_bytes, padded * K, "int8 tiles")) != MOE_OK ||
-            (st = GROW(l->ad, l->ad_floats, padded * K / G, "int8 tile scales")) != MOE_OK ||
-            (st = GROW(l->as, l->as_floats, padded * K / G, "int8 tile sums")) != MOE_OK)
+        if ((st = GROW(l->ws->aq, l->ws->aq_bytes, padded * K, "int8 tiles")) != MOE_OK ||
+            (st = GROW(l->ws->ad, l->ws->ad_floats, padded * K / G, "int8 tile scales")) != MOE_OK ||
+            (st = GROW(l->ws->as, l->ws->as_floats, padded * K / G, "int8 tile sums")) != MOE_OK)
             return st;
     }
     return MOE_OK;

@@ -36,6 +36,10 @@ void moe_linear_row(const moe_linear *l, int r, float *dst);
 /* How activations meet quantized weights (float weights ignore it). */
 void moe_linear_set_activations(moe_linear *l, moe_act_mode mode);
 
+/* From now on l works in `with`'s token-side buffers: for projections that
+ * never run at the same time (those of one model), held once. */
+moe_status moe_linear_share_workspace(moe_linear *l, moe_linear *with);
+
 int moe_linear_out(const moe_linear *l);
 int moe_linear_in(const moe_linear *l);
 size_t moe_linear_weight_bytes(const moe_linear *l);

@@ -92,7 +92,9 @@ moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_exper
     l->gate_slot = moe_alloc(sizeof(size_t) * (size_t)l->panels_hidden, "gate panel slots");
     l->up_slot = moe_alloc(sizeof(size_t) * (size_t)l->panels_hidden, "up panel slots");
     l->loaded = moe_calloc((size_t)l->experts, "expert flags");
-    if (!l->gate_slot || !l->up_slot || !l->loaded ||
+    l->ws = moe_calloc(sizeof *l->ws, "layer workspace");
+    if (l->ws) l->ws->refs = 1;
+    if (!l->gate_slot || !l->up_slot || !l->loaded || !l->ws ||
         (st = moe_expert_store_init(&l->gate_up, &gf, l->experts, 2 * (size_t)l->hidden, "gate/up weights")) != MOE_OK ||
         (st = moe_expert_store_init(&l->down, &df, l->experts, (size_t)l->dim, "down weights")) != MOE_OK) {
         moe_switchglu_free(l);
@@ -222,6 +224,32 @@ size_t moe_switchglu_weight_bytes(const moe_switchglu *l)
     return l ? moe_expert_store_bytes(&l->gate_up) + moe_expert_store_bytes(&l->down) : 0;
 }
 
+static void workspace_release(switchglu_workspace *w)
+{
+    if (!w || --w->refs > 0) return;
+    moe_free(w->h), moe_free(w->g), moe_free(w->u), moe_free(w->xsum), moe_free(w->hsum);
+    moe_free(w->xq), moe_free(w->hq), moe_free(w->xd), moe_free(w->hd);
+    moe_free(w->xqr), moe_free(w->hqr), moe_free(w->xdr), moe_free(w->hdr), moe_free(w->zsum);
+    moe_free(w->order), moe_free(w->group_start), moe_free(w->group_expert), moe_free(w->count);
+    for (int t = 0; t < MOE_SWITCHGLU_MAX_THREADS; t++) {
+        thread_scratch *sc = &w->scratch[t];
+        moe_free(sc->apack), moe_free(sc->b), moe_free(sc->c);
+        moe_free(sc->aq), moe_free(sc->ad), moe_free(sc->as);
+        moe_free(sc->aqr), moe_free(sc->adr), moe_free(sc->asr);
+    }
+    moe_free(w);
+}
+
+moe_status moe_switchglu_share_workspace(moe_switchglu *l, moe_switchglu *with)
+{
+    if (!l || !with) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu share workspace: layer is NULL");
+    if (l->ws == with->ws) return MOE_OK;
+    workspace_release(l->ws);
+    l->ws = with->ws;
+    l->ws->refs++;
+    return MOE_OK;
+}
+
 void moe_switchglu_free(moe_switchglu *l)
 {
     if (!l) return;
@@ -230,28 +258,6 @@ void moe_switchglu_free(moe_switchglu *l)
     moe_free(l->gate_slot);
     moe_free(l->up_slot);
     moe_free(l->loaded);
-    moe_free(l->h);
-    moe_free(l->g);
-    moe_free(l->u);
-    moe_free(l->xsum);
-    moe_free(l->hsum);
-    moe_free(l->xq);
-    moe_free(l->hq);
-    moe_free(l->xd);
-    moe_free(l->hd);
-    moe_free(l->xqr), moe_free(l->hqr), moe_free(l->xdr), moe_free(l->hdr), moe_free(l->zsum);
-    moe_free(l->order);
-    moe_free(l->group_start);
-    moe_free(l->group_expert);
-    moe_free(l->count);
-    for (int t = 0; t < MOE_SWITCHGLU_MAX_THREADS; t++) {
-        moe_free(l->scratch[t].apack);
-        moe_free(l->scratch[t].b);
-        moe_free(l->scratch[t].c);
-        moe_free(l->scratch[t].aq);
-        moe_free(l->scratch[t].ad);
-        moe_free(l->scratch[t].as);
-        moe_free(l->scratch[t].aqr), moe_free(l->scratch[t].adr), moe_free(l->scratch[t].asr);
-    }
+    workspace_release(l->ws);
     moe_free(l);
 }

@@ -36,18 +36,18 @@ static void gemv_arg(const forward_ctx *c, gemv_args *a, int i, int down, int ro
     const moe_switchglu *l = c->l;
     int K = down ? l->hidden : l->dim;
     int G = down ? l->down.fmt.group_size : l->gate_up.fmt.group_size;
-    a->v[i] = (down ? l->h : c->x) + (size_t)row * K;
-    a->sum[i] = (down ? c->need_hsum : c->need_xsum) ? (down ? l->hsum : l->xsum) + (size_t)row * (K / G) : NULL;
+    a->v[i] = (down ? l->ws->h : c->x) + (size_t)row * K;
+    a->sum[i] = (down ? c->need_hsum : c->need_xsum) ? (down ? l->ws->hsum : l->ws->xsum) + (size_t)row * (K / G) : NULL;
     a->i8 = down ? c->i8_h : c->i8_x;
     if (a->i8) {
-        a->q[i] = (down ? l->hq : l->xq) + (size_t)row * K;
-        a->d[i] = (down ? l->hd : l->xd) + (size_t)row * (K / G);
+        a->q[i] = (down ? l->ws->hq : l->ws->xq) + (size_t)row * K;
+        a->d[i] = (down ? l->ws->hd : l->ws->xd) + (size_t)row * (K / G);
     }
     a->x2 = a->i8 && c->x2;
     if (a->x2) {
-        a->qr[i] = (down ? l->hqr : l->xqr) + (size_t)row * K;
-        a->dr[i] = (down ? l->hdr : l->xdr) + (size_t)row * (K / G);
-        a->zero[i] = l->zsum;
+        a->qr[i] = (down ? l->ws->hqr : l->ws->xqr) + (size_t)row * K;
+        a->dr[i] = (down ? l->ws->hdr : l->ws->xdr) + (size_t)row * (K / G);
+        a->zero[i] = l->ws->zsum;
     }
 }
 
@@ -139,18 +139,18 @@ static void pack_group_i8(const forward_ctx *c, thread_scratch *sc, int down, co
         int mm = min_int(mr, m - t0);
         for (int i = 0; i < mm; i++) {
             size_t row = (size_t)(down ? pairs[t0 + i] : pairs[t0 + i] / c->top_k);
-            q[i] = (down ? l->hq : l->xq) + row * K;
-            d[i] = (down ? l->hd : l->xd) + row * G;
-            s[i] = (down ? l->hsum : l->xsum) + row * G;
+            q[i] = (down ? l->ws->hq : l->ws->xq) + row * K;
+            d[i] = (down ? l->ws->hd : l->ws->xd) + row * G;
+            s[i] = (down ? l->ws->hsum : l->ws->xsum) + row * G;
         }
         moe_pack_act_i8(K, K / G, mm, q, d, s, sc->aq + (size_t)t0 * K, sc->ad + (size_t)t0 * G,
                         sc->as + (size_t)t0 * G);
         if (!c->x2) continue;
         for (int i = 0; i < mm; i++) {
             size_t row = (size_t)(down ? pairs[t0 + i] : pairs[t0 + i] / c->top_k);
-            q[i] = (down ? l->hqr : l->xqr) + row * K;
-            d[i] = (down ? l->hdr : l->xdr) + row * G;
-            s[i] = l->zsum;
+            q[i] = (down ? l->ws->hqr : l->ws->xqr) + row * K;
+            d[i] = (down ? l->ws->hdr : l->ws->xdr) + row * G;
+            s[i] = l->ws->zsum;
         }
         moe_pack_act_i8(K, K / G, mm, q, d, s, sc->aqr + (size_t)t0 * K, sc->adr + (size_t)t0 * G,
                         sc->asr + (size_t)t0 * G);
@@ -237,14 +237,14 @@ static void gate_up_gemv(const gate_up_job *j)
                         run_gemv(c, &l->gate_up.fmt, which ? &up : &gp, &a, out);
                     }
                 for (int i = b0; i < b1; i++)
-                    c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
+                    c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->ws->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
             }
         }
         return;
     }
     for (int which = 0; which < 2; which++) {
         const size_t *slots = which ? l->up_slot : l->gate_slot;
-        float *dst = which ? l->u : l->g;
+        float *dst = which ? l->ws->u : l->ws->g;
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel pp = hidden_panel(l, j->e, slots, p);
             for (int c0 = 0; c0 < j->m; c0 += MOE_GEMV_MAX_M) {
@@ -270,13 +270,13 @@ static void gate_up_gemm(const gate_up_job *j, thread_scratch *sc)
             gemm_group(c, sc, j->m, D, panel_as_f32(c, &l->gate_up, &gp, b0), panel_as_f32(c, &l->gate_up, &up, b1));
             for (int i = 0; i < j->m; i++)
                 c->kern->swiglu(gp.nr, sc->c + (size_t)i * MOE_TILE_N, sc->c + (size_t)i * MOE_TILE_N + MOE_PANEL,
-                                l->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
+                                l->ws->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
         }
         return;
     }
     for (int which = 0; which < 2; which++) {
         const size_t *slots = which ? l->up_slot : l->gate_slot;
-        float *dst = which ? l->u : l->g;
+        float *dst = which ? l->ws->u : l->ws->g;
         for (int p = j->p0; p < j->p1; p += 2) {
             int two = p + 1 < j->p1;
             moe_panel pa = hidden_panel(l, j->e, slots, p);
@@ -317,14 +317,14 @@ static void gate_up_gemm_i8(const gate_up_job *j, thread_scratch *sc)
                         run_gemm_i8(c, sc, &l->gate_up.fmt, which ? &up : &gp, j->m, t0, out);
                     }
                 for (int i = b0; i < b1; i++)
-                    c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
+                    c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->ws->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
             }
         }
         return;
     }
     for (int which = 0; which < 2; which++) {
         const size_t *slots = which ? l->up_slot : l->gate_slot;
-        float *dst = which ? l->u : l->g;
+        float *dst = which ? l->ws->u : l->ws->g;
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel pp = hidden_panel(l, j->e, slots, p);
             for (int t0 = 0; t0 < j->m; t0 += mr) {
@@ -365,7 +365,7 @@ static void down_gemm(const forward_ctx *c, thread_scratch *sc, int e, const int
     const moe_switchglu *l = c->l;
     int D = l->dim, I = l->hidden;
     float *b0 = sc->b, *b1 = sc->b + (size_t)I * MOE_PANEL;
-    pack_group(c, sc, pairs, m, l->h, I, 0);
+    pack_group(c, sc, pairs, m, l->ws->h, I, 0);
     for (int q = q0; q < q1; q += 2) {
         int two = q + 1 < q1;
         moe_panel pa = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
@@ -445,7 +445,7 @@ static void forward_thread(void *arg, int t, int nt)
 {
     forward_ctx *c = arg;
     moe_switchglu *l = c->l;
-    thread_scratch *sc = &l->scratch[t];
+    thread_scratch *sc = &l->ws->scratch[t];
     int D = l->dim, I = l->hidden, lo, hi;
     int pairs_total = c->tokens * c->top_k;
 
@@ -453,9 +453,9 @@ static void forward_thread(void *arg, int t, int nt)
         int G = l->gate_up.fmt.group_size;
         split(c->tokens, t, nt, &lo, &hi);
         for (int tok = lo; tok < hi; tok++)
-            prepare_row(c, l->gate_up.fmt.fmt, c->i8_x, D, G, c->x + (size_t)tok * D, l->xsum + (size_t)tok * (D / G),
-                        c->i8_x ? l->xq + (size_t)tok * D : NULL, c->i8_x ? l->xd + (size_t)tok * (D / G) : NULL,
-                        c->x2 ? l->xqr + (size_t)tok * D : NULL, c->x2 ? l->xdr + (size_t)tok * (D / G) : NULL);
+            prepare_row(c, l->gate_up.fmt.fmt, c->i8_x, D, G, c->x + (size_t)tok * D, l->ws->xsum + (size_t)tok * (D / G),
+                        c->i8_x ? l->ws->xq + (size_t)tok * D : NULL, c->i8_x ? l->ws->xd + (size_t)tok * (D / G) : NULL,
+                        c->x2 ? l->ws->xqr + (size_t)tok * D : NULL, c->x2 ? l->ws->xdr + (size_t)tok * (D / G) : NULL);
         moe_parallel_barrier();
     }
 
@@ -463,9 +463,9 @@ static void forward_thread(void *arg, int t, int nt)
     gate_up_job job = { .c = c };
     split(l->panels_hidden, t, nt, &job.p0, &job.p1);
     for (int gi = 0; gi < c->groups; gi++) {
-        job.e = l->group_expert[gi];
-        job.pairs = l->order + l->group_start[gi];
-        job.m = l->group_start[gi + 1] - l->group_start[gi];
+        job.e = l->ws->group_expert[gi];
+        job.pairs = l->ws->order + l->ws->group_start[gi];
+        job.m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
         if (group_uses_gemm(c, 0, job.m)) gate_up_gemm(&job, sc);
         else if (group_uses_gemm_i8(c, 0, job.m)) gate_up_gemm_i8(&job, sc);
         else gate_up_gemv(&job);
@@ -474,7 +474,7 @@ static void forward_thread(void *arg, int t, int nt)
         for (int pair = 0; pair < pairs_total; pair++)
             for (int p = job.p0; p < job.p1; p++) {
                 size_t off = (size_t)pair * I + (size_t)p * MOE_PANEL;
-                c->kern->swiglu(panel_rows(I, p), l->g + off, l->u + off, l->h + off);
+                c->kern->swiglu(panel_rows(I, p), l->ws->g + off, l->ws->u + off, l->ws->h + off);
             }
     moe_parallel_barrier();
 
@@ -482,9 +482,9 @@ static void forward_thread(void *arg, int t, int nt)
         int G = l->down.fmt.group_size;
         split(pairs_total, t, nt, &lo, &hi);
         for (int pair = lo; pair < hi; pair++)
-            prepare_row(c, l->down.fmt.fmt, c->i8_h, I, G, l->h + (size_t)pair * I, l->hsum + (size_t)pair * (I / G),
-                        c->i8_h ? l->hq + (size_t)pair * I : NULL, c->i8_h ? l->hd + (size_t)pair * (I / G) : NULL,
-                        c->x2 ? l->hqr + (size_t)pair * I : NULL, c->x2 ? l->hdr + (size_t)pair * (I / G) : NULL);
+            prepare_row(c, l->down.fmt.fmt, c->i8_h, I, G, l->ws->h + (size_t)pair * I, l->ws->hsum + (size_t)pair * (I / G),
+                        c->i8_h ? l->ws->hq + (size_t)pair * I : NULL, c->i8_h ? l->ws->hd + (size_t)pair * (I / G) : NULL,
+                        c->x2 ? l->ws->hqr + (size_t)pair * I : NULL, c->x2 ? l->ws->hdr + (size_t)pair * (I / G) : NULL);
         moe_parallel_barrier();
     }
 
@@ -495,8 +495,8 @@ static void forward_thread(void *arg, int t, int nt)
     for (int tok = 0; tok < c->tokens && r1 > r0; tok++)
         memset(c->y + (size_t)tok * D + r0, 0, sizeof(float) * (size_t)(r1 - r0));
     for (int gi = 0; gi < c->groups; gi++) {
-        int e = l->group_expert[gi], m = l->group_start[gi + 1] - l->group_start[gi];
-        const int32_t *pairs = l->order + l->group_start[gi];
+        int e = l->ws->group_expert[gi], m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
+        const int32_t *pairs = l->ws->order + l->ws->group_start[gi];
         if (group_uses_gemm(c, 1, m)) down_gemm(c, sc, e, pairs, m, q0, q1);
         else if (group_uses_gemm_i8(c, 1, m)) down_gemm_i8(c, sc, e, pairs, m, q0, q1);
         else down_gemv(c, e, pairs, m, q0, q1);
@@ -510,27 +510,27 @@ static int make_groups(moe_switchglu *l, const int32_t *idx, int pairs)
 {
     if (pairs < l->sort_threshold) {
         for (int p = 0; p < pairs; p++) {
-            l->order[p] = p;
-            l->group_start[p] = p;
-            l->group_expert[p] = idx[p];
+            l->ws->order[p] = p;
+            l->ws->group_start[p] = p;
+            l->ws->group_expert[p] = idx[p];
         }
-        l->group_start[pairs] = pairs;
+        l->ws->group_start[pairs] = pairs;
         return pairs;
     }
     /* counting sort by expert, stable in pair order */
-    memset(l->count, 0, sizeof(int32_t) * (size_t)l->experts);
-    for (int p = 0; p < pairs; p++) l->count[idx[p]]++;
+    memset(l->ws->count, 0, sizeof(int32_t) * (size_t)l->experts);
+    for (int p = 0; p < pairs; p++) l->ws->count[idx[p]]++;
     int groups = 0, start = 0;
     for (int e = 0; e < l->experts; e++) {
-        if (!l->count[e]) continue;
-        l->group_expert[groups] = e;
-        l->group_start[groups++] = start;
-        int n = l->count[e];
-        l->count[e] = start; /* now the next free position of expert e */
+        if (!l->ws->count[e]) continue;
+        l->ws->group_expert[groups] = e;
+        l->ws->group_start[groups++] = start;
+        int n = l->ws->count[e];
+        l->ws->count[e] = start; /* now the next free position of expert e */
         start += n;
     }
-    l->group_start[groups] = pairs;
-    for (int p = 0; p < pairs; p++) l->order[l->count[idx[p]]++] = p;
+    l->ws->group_start[groups] = pairs;
+    for (int p = 0; p < pairs; p++) l->ws->order[l->ws->count[idx[p]]++] = p;
     return groups;
 }
 
@@ -538,7 +538,7 @@ static int largest_group(const moe_switchglu *l, int groups)
 {
     int largest = 0;
     for (int gi = 0; gi < groups; gi++) {
-        int m = l->group_start[gi + 1] - l->group_start[gi];
+        int m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
         if (m > largest) largest = m;
     }
     return largest;
@@ -550,37 +550,37 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
     int D = l->dim, I = l->hidden, mr = c->kern->mr;
     size_t hf = (size_t)pairs * I;
     moe_status st;
-    if ((st = GROW(l->h, l->h_floats, hf, "hidden activations")) != MOE_OK) return st;
+    if ((st = GROW(l->ws->h, l->ws->h_floats, hf, "hidden activations")) != MOE_OK) return st;
     if (!l->fused) {
-        if ((st = GROW(l->g, l->g_floats, hf, "gate activations")) != MOE_OK) return st;
-        if ((st = GROW(l->u, l->u_floats, hf, "up activations")) != MOE_OK) return st;
+        if ((st = GROW(l->ws->g, l->ws->g_floats, hf, "gate activations")) != MOE_OK) return st;
+        if ((st = GROW(l->ws->u, l->ws->u_floats, hf, "up activations")) != MOE_OK) return st;
     }
     size_t xf = (size_t)c->tokens * D;
     if (c->need_xsum &&
-        (st = GROW(l->xsum, l->xsum_floats, xf / l->gate_up.fmt.group_size, "group sums")) != MOE_OK)
+        (st = GROW(l->ws->xsum, l->ws->xsum_floats, xf / l->gate_up.fmt.group_size, "group sums")) != MOE_OK)
         return st;
     if (c->need_hsum &&
-        (st = GROW(l->hsum, l->hsum_floats, hf / l->down.fmt.group_size, "group sums")) != MOE_OK)
+        (st = GROW(l->ws->hsum, l->ws->hsum_floats, hf / l->down.fmt.group_size, "group sums")) != MOE_OK)
         return st;
-    if (c->i8_x && ((st = GROW(l->xq, l->xq_bytes, xf, "int8 activations")) != MOE_OK ||
-                    (st = GROW(l->xd, l->xd_floats, xf / l->gate_up.fmt.group_size, "activation scales")) != MOE_OK))
+    if (c->i8_x && ((st = GROW(l->ws->xq, l->ws->xq_bytes, xf, "int8 activations")) != MOE_OK ||
+                    (st = GROW(l->ws->xd, l->ws->xd_floats, xf / l->gate_up.fmt.group_size, "activation scales")) != MOE_OK))
         return st;
-    if (c->i8_h && ((st = GROW(l->hq, l->hq_bytes, hf, "int8 activations")) != MOE_OK ||
-                    (st = GROW(l->hd, l->hd_floats, hf / l->down.fmt.group_size, "activation scales")) != MOE_OK))
+    if (c->i8_h && ((st = GROW(l->ws->hq, l->ws->hq_bytes, hf, "int8 activations")) != MOE_OK ||
+                    (st = GROW(l->ws->hd, l->ws->hd_floats, hf / l->down.fmt.group_size, "activation scales")) != MOE_OK))
         return st;
     if (c->x2 && c->i8_x &&
-        ((st = GROW(l->xqr, l->xqr_bytes, xf, "residual digits")) != MOE_OK ||
-         (st = GROW(l->xdr, l->xdr_floats, xf / l->gate_up.fmt.group_size, "residual scales")) != MOE_OK))
+        ((st = GROW(l->ws->xqr, l->ws->xqr_bytes, xf, "residual digits")) != MOE_OK ||
+         (st = GROW(l->ws->xdr, l->ws->xdr_floats, xf / l->gate_up.fmt.group_size, "residual scales")) != MOE_OK))
         return st;
     if (c->x2 && c->i8_h &&
-        ((st = GROW(l->hqr, l->hqr_bytes, hf, "residual digits")) != MOE_OK ||
-         (st = GROW(l->hdr, l->hdr_floats, hf / l->down.fmt.group_size, "residual scales")) != MOE_OK))
+        ((st = GROW(l->ws->hqr, l->ws->hqr_bytes, hf, "residual digits")) != MOE_OK ||
+         (st = GROW(l->ws->hdr, l->ws->hdr_floats, hf / l->down.fmt.group_size, "residual scales")) != MOE_OK))
         return st;
     if (c->x2) {
         size_t zs = (size_t)(D > I ? D : I) / 32 + 1; /* groups of a row at the smallest group size */
-        if (zs > l->zsum_floats) {
-            if ((st = GROW(l->zsum, l->zsum_floats, zs, "zero sums")) != MOE_OK) return st;
-            memset(l->zsum, 0, sizeof(float) * zs);
+        if (zs > l->ws->zsum_floats) {
+            if ((st = GROW(l->ws->zsum, l->ws->zsum_floats, zs, "zero sums")) != MOE_OK) return st;
+            memset(l->ws->zsum, 0, sizeof(float) * zs);
         }
     }
 
@@ -603,7 +603,7 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
     int threads = moe_num_threads();
     if (threads > MOE_SWITCHGLU_MAX_THREADS) threads = MOE_SWITCHGLU_MAX_THREADS;
     for (int t = 0; t < threads; t++) {
-        thread_scratch *sc = &l->scratch[t];
+        thread_scratch *sc = &l->ws->scratch[t];
         if ((st = GROW(sc->apack, sc->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
         if ((st = GROW(sc->b, sc->b_floats, 2 * K * MOE_PANEL, "unpacked panels")) != MOE_OK) return st;
         if ((st = GROW(sc->c, sc->c_floats, apack / K * MOE_TILE_N, "tile results")) != MOE_OK) return st;
@@ -624,10 +624,10 @@ static moe_status prepare_groups(moe_switchglu *l, int pairs)
 {
     size_t need = (size_t)pairs + 1;
     moe_status st;
-    if ((st = GROW(l->order, l->order_cap, need, "pair order")) != MOE_OK ||
-        (st = GROW(l->group_start, l->group_start_cap, need, "pair groups")) != MOE_OK ||
-        (st = GROW(l->group_expert, l->group_expert_cap, need, "pair groups")) != MOE_OK ||
-        (st = GROW(l->count, l->count_cap, (size_t)l->experts, "expert counts")) != MOE_OK)
+    if ((st = GROW(l->ws->order, l->ws->order_cap, need, "pair order")) != MOE_OK ||
+        (st = GROW(l->ws->group_start, l->ws->group_start_cap, need, "pair groups")) != MOE_OK ||
+        (st = GROW(l->ws->group_expert, l->ws->group_expert_cap, need, "pair groups")) != MOE_OK ||
+        (st = GROW(l->ws->count, l->ws->count_cap, (size_t)l->experts, "expert counts")) != MOE_OK)
         return st;
     return MOE_OK;
 }
@@ -661,7 +661,7 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
     c.i8_h = i8 && moe_wformat_is_quant(l->down.fmt.fmt);
     c.x2 = i8 && l->int8_activations == MOE_ACT_INT8X2;
     for (int gi = 0; gi < c.groups; gi++) {
-        int m = l->group_start[gi + 1] - l->group_start[gi];
+        int m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
         c.need_xsum |= !group_uses_gemm(&c, 0, m) && moe_wformat_is_quant(l->gate_up.fmt.fmt);
         c.need_hsum |= !group_uses_gemm(&c, 1, m) && moe_wformat_is_quant(l->down.fmt.fmt);
     }

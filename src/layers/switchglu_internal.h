@@ -25,17 +25,11 @@ typedef struct {
     size_t aqr_bytes, adr_floats, asr_floats;
 } thread_scratch;
 
-struct moe_switchglu {
-    int experts, dim, hidden;
-    int fused;
-    int int8_activations;
-    int sort_threshold;
-    int panels_hidden, panels_dim;   /* ceil(hidden/16), ceil(dim/16) */
-    moe_expert_store gate_up;        /* 2·hidden row slots per expert */
-    moe_expert_store down;           /* dim row slots per expert */
-    size_t *gate_slot, *up_slot;     /* where hidden panel p of each starts */
-    unsigned char *loaded;           /* per expert */
-    /* workspace, grown on demand */
+/* Activation buffers, grown on demand. Layers that never run at the same
+ * time (the layers of one model) can share one (moe_switchglu_share_workspace),
+ * so the largest layer's needs are held once, not once a layer. */
+typedef struct {
+    int refs;
     float *h, *g, *u, *xsum, *hsum, *xd, *hd;
     int8_t *xq, *hq;
     size_t h_floats, g_floats, u_floats, xsum_floats, hsum_floats, xd_floats, hd_floats, xq_bytes, hq_bytes;
@@ -46,6 +40,19 @@ struct moe_switchglu {
     int32_t *order, *group_start, *group_expert, *count;
     size_t order_cap, group_start_cap, group_expert_cap, count_cap;
     thread_scratch scratch[MOE_SWITCHGLU_MAX_THREADS];
+} switchglu_workspace;
+
+struct moe_switchglu {
+    int experts, dim, hidden;
+    int fused;
+    int int8_activations;
+    int sort_threshold;
+    int panels_hidden, panels_dim;   /* ceil(hidden/16), ceil(dim/16) */
+    moe_expert_store gate_up;        /* 2·hidden row slots per expert */
+    moe_expert_store down;           /* dim row slots per expert */
+    size_t *gate_slot, *up_slot;     /* where hidden panel p of each starts */
+    unsigned char *loaded;           /* per expert */
+    switchglu_workspace *ws;         /* possibly shared with other layers */
 };
 
 /* Rows in panel p of a projection with `rows` outputs. */

@@ -20,8 +20,24 @@ static moe_model *model_new(const moe_model_options *opt)
     return m;
 }
 
+/* The layers run one at a time: all projections share one workspace, all
+ * expert layers another, so activation buffers are held once. */
+static moe_status share_workspaces(moe_model *m)
+{
+    moe_status st = MOE_OK;
+    if (m->lm_head != m->embed) st = moe_linear_share_workspace(m->lm_head, m->embed);
+    for (int l = 0; l < m->cfg.num_layers && st == MOE_OK; l++) {
+        olmoe_layer *L = &m->layers[l];
+        moe_linear *lin[5] = { L->wq, L->wk, L->wv, L->wo, L->router };
+        for (int i = 0; i < 5 && st == MOE_OK; i++) st = moe_linear_share_workspace(lin[i], m->embed);
+        if (st == MOE_OK && l > 0) st = moe_switchglu_share_workspace(L->experts, m->layers[0].experts);
+    }
+    return st;
+}
+
 static moe_status finish(moe_model *m, moe_status st, moe_model **out)
 {
+    if (st == MOE_OK) st = share_workspaces(m);
     if (st != MOE_OK) {
         moe_model_free(m);
         return st;
