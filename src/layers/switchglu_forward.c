@@ -19,6 +19,7 @@ typedef struct {
     int need_xsum, need_hsum;   /* group sums of x / h (quantized GEMV) */
     int i8_x, i8_h;             /* int8 activations of x / h (GEMV) */
     int x2;                     /* with int8: a residual digit too (MOE_ACT_INT8X2) */
+    int chunk;                  /* vectors a matrix-vector call takes: MOE_GEMV_MAX_M, half with x2 */
 } forward_ctx;
 
 /* The matrix-vector inputs of up to MOE_GEMV_MAX_M vectors: floats, group
@@ -65,14 +66,22 @@ static void run_gemv(const forward_ctx *c, const moe_panel_format *f, const moe_
         c->kern->panel_gemv(f, p, a->m, a->v, a->sum, out);
         return;
     }
-    c->kern->panel_gemv_i8(f, p, a->m, a->q, a->d, a->sum, out);
-    if (a->x2) {
-        /* the residual digits over the same panel, still in L1 */
-        float extra[MOE_GEMV_MAX_M][MOE_PANEL], *eo[MOE_GEMV_MAX_M];
-        for (int i = 0; i < a->m; i++) eo[i] = extra[i];
-        c->kern->panel_gemv_i8(f, p, a->m, a->qr, a->dr, a->zero, eo);
-        add_rows(a->m, p->nr, out, extra);
+    if (!a->x2) {
+        c->kern->panel_gemv_i8(f, p, a->m, a->q, a->d, a->sum, out);
+        return;
     }
+    /* each vector's two digits as two rows of one call (codes split once
+     * for both); the residual row's result is then added */
+    const int8_t *q[MOE_GEMV_MAX_M];
+    const float *d[MOE_GEMV_MAX_M], *s[MOE_GEMV_MAX_M];
+    float extra[MOE_GEMV_MAX_M][MOE_PANEL], *o[MOE_GEMV_MAX_M], *eo[MOE_GEMV_MAX_M];
+    for (int i = 0; i < a->m; i++) {
+        q[2 * i] = a->q[i], d[2 * i] = a->d[i], s[2 * i] = a->sum[i], o[2 * i] = out[i];
+        q[2 * i + 1] = a->qr[i], d[2 * i + 1] = a->dr[i], s[2 * i + 1] = a->zero[i], o[2 * i + 1] = extra[i];
+        eo[i] = out[i];
+    }
+    c->kern->panel_gemv_i8(f, p, 2 * a->m, q, d, s, o);
+    add_rows(a->m, p->nr, eo, extra);
 }
 
 static int min_int(int a, int b) { return a < b ? a : b; }
@@ -207,7 +216,7 @@ static moe_panel hidden_panel(const moe_switchglu *l, int e, const size_t *slots
  * from pair c0 on: each pair's token of x (gate/up) or its own h (down). */
 static gemv_args chunk_args(const forward_ctx *c, int down, const int32_t *pairs, int m, int c0)
 {
-    gemv_args a = { .m = min_int(MOE_GEMV_MAX_M, m - c0) };
+    gemv_args a = { .m = min_int(c->chunk, m - c0) };
     for (int i = 0; i < a.m; i++) gemv_arg(c, &a, i, down, down ? pairs[c0 + i] : pairs[c0 + i] / c->top_k);
     return a;
 }
@@ -230,7 +239,7 @@ static void gate_up_gemv(const gate_up_job *j)
             for (int b0 = 0; b0 < j->m; b0 += BLOCK) {
                 int b1 = min_int(j->m, b0 + BLOCK);
                 for (int which = 0; which < 2; which++)
-                    for (int c0 = b0; c0 < b1; c0 += MOE_GEMV_MAX_M) {
+                    for (int c0 = b0; c0 < b1; c0 += c->chunk) {
                         gemv_args a = chunk_args(c, 0, j->pairs, j->m, c0);
                         float *out[MOE_GEMV_MAX_M];
                         for (int i = 0; i < a.m; i++) out[i] = which ? ut[c0 - b0 + i] : gt[c0 - b0 + i];
@@ -247,7 +256,7 @@ static void gate_up_gemv(const gate_up_job *j)
         float *dst = which ? l->ws->u : l->ws->g;
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel pp = hidden_panel(l, j->e, slots, p);
-            for (int c0 = 0; c0 < j->m; c0 += MOE_GEMV_MAX_M) {
+            for (int c0 = 0; c0 < j->m; c0 += c->chunk) {
                 gemv_args a = chunk_args(c, 0, j->pairs, j->m, c0);
                 float *out[MOE_GEMV_MAX_M];
                 for (int i = 0; i < a.m; i++) out[i] = dst + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL;
@@ -347,7 +356,7 @@ static void down_gemv(const forward_ctx *c, int e, const int32_t *pairs, int m, 
     for (int i = 0; i < MOE_GEMV_MAX_M; i++) out[i] = tmp[i];
     for (int q = q0; q < q1; q++) {
         moe_panel dp = moe_expert_store_panel(&l->down, e, (size_t)q * MOE_PANEL, panel_rows(D, q));
-        for (int c0 = 0; c0 < m; c0 += MOE_GEMV_MAX_M) {
+        for (int c0 = 0; c0 < m; c0 += c->chunk) {
             gemv_args a = chunk_args(c, 1, pairs, m, c0);
             run_gemv(c, &l->down.fmt, &dp, &a, out);
             for (int i = 0; i < a.m; i++) {
@@ -660,6 +669,7 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
     c.i8_x = i8 && moe_wformat_is_quant(l->gate_up.fmt.fmt);
     c.i8_h = i8 && moe_wformat_is_quant(l->down.fmt.fmt);
     c.x2 = i8 && l->int8_activations == MOE_ACT_INT8X2;
+    c.chunk = c.x2 ? MOE_GEMV_MAX_M / 2 : MOE_GEMV_MAX_M;
     for (int gi = 0; gi < c.groups; gi++) {
         int m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
         c.need_xsum |= !group_uses_gemm(&c, 0, m) && moe_wformat_is_quant(l->gate_up.fmt.fmt);

@@ -39,21 +39,27 @@ static inline __attribute__((always_inline)) void gemv_i8(int bits, moe_dtype st
         __m512i acc[MOE_GEMV_MAX_M][CH];
         for (int i = 0; i < MOE_GEMV_MAX_M; i++)
             for (int j = 0; j < CH; j++) acc[i][j] = _mm512_setzero_si512();
-        for (int c = g * words_per_group; c < (g + 1) * words_per_group; c++) {
-            __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)(c - g * words_per_group) * nr);
-            int k = c * epw, ch = c % CH;
-            if (bits == 4) {
-                __m512i lo = _mm512_and_si512(w, nib), hi = _mm512_and_si512(_mm512_srli_epi32(w, 4), nib);
+        /* words two at a time, one chain each (a group has an even
+         * number of words: at least 32 inputs, at most 8 a word), so the
+         * chains are registers, not a run-time-indexed array */
+        for (int c = 0; c < words_per_group; c += 2) {
+            int k = (g * words_per_group + c) * epw;
+            for (int ch = 0; ch < CH; ch++) {
+                __m512i w = _mm512_maskz_loadu_epi32(mk, codes + (size_t)(c + ch) * nr);
+                int kk = k + ch * epw;
+                if (bits == 4) {
+                    __m512i lo = _mm512_and_si512(w, nib), hi = _mm512_and_si512(_mm512_srli_epi32(w, 4), nib);
 #pragma GCC unroll 4
-                for (int i = 0; i < MOE_GEMV_MAX_M; i++)
-                    if (i < m) {
-                        acc[i][ch] = _mm512_dpbusd_epi32(acc[i][ch], lo, bcast4(xq[i] + k));
-                        acc[i][ch] = _mm512_dpbusd_epi32(acc[i][ch], hi, bcast4(xq[i] + k + 4));
-                    }
-            } else {
+                    for (int i = 0; i < MOE_GEMV_MAX_M; i++)
+                        if (i < m) {
+                            acc[i][ch] = _mm512_dpbusd_epi32(acc[i][ch], lo, bcast4(xq[i] + kk));
+                            acc[i][ch] = _mm512_dpbusd_epi32(acc[i][ch], hi, bcast4(xq[i] + kk + 4));
+                        }
+                } else {
 #pragma GCC unroll 4
-                for (int i = 0; i < MOE_GEMV_MAX_M; i++)
-                    if (i < m) acc[i][ch] = _mm512_dpbusd_epi32(acc[i][ch], w, bcast4(xq[i] + k));
+                    for (int i = 0; i < MOE_GEMV_MAX_M; i++)
+                        if (i < m) acc[i][ch] = _mm512_dpbusd_epi32(acc[i][ch], w, bcast4(xq[i] + kk));
+                }
             }
         }
         __m512 s = avx512_load_dtype(st, moe_panel_group(p, p->scales, g), 0, mk);
