@@ -147,6 +147,13 @@ int cli_parse(const char *cmd, int argc, char **argv, const char *allowed, cli_o
     return 0;
 }
 
+void cli_note_context(const cli_opts *o, const moe_model_info *info, int n)
+{
+    if (!o->json && info->max_position > 0 && n > info->max_position)
+        fprintf(stderr, "note: %d tokens run past the %d-token context the model was trained for\n", n,
+                info->max_position);
+}
+
 int cli_fail(const char *cmd)
 {
     cli_progress_done();

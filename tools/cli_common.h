@@ -50,6 +50,10 @@ moe_model *cli_open_model(const char *cmd, const cli_opts *o);
 /* --tokens "1,2,3" → ids (malloc'd); NULL after printing what is wrong. */
 int32_t *cli_parse_tokens(const char *cmd, const char *list, int *n);
 
+/* A note on stderr (unless --json) when n tokens run past the context the
+ * model was trained for: RoPE goes on, but quality is the model's risk. */
+void cli_note_context(const cli_opts *o, const moe_model_info *info, int n);
+
 /* Prints moe_last_error() under the subcommand's name; returns 1. */
 int cli_fail(const char *cmd);
 

@@ -160,6 +160,7 @@ int bench_main(int argc, char **argv)
     if (!m) return 1;
     double build_s = bench_now_s() - t0;
     moe_model_info info = moe_model_get_info(m);
+    cli_note_context(&o, &info, o.prompt_tokens + o.gen_tokens);
 
     /* a seeded random prompt */
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)o.prompt_tokens);

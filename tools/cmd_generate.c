@@ -58,6 +58,7 @@ int generate_main(int argc, char **argv)
     if (!m) return free(ids), 1;
     moe_model_info info = moe_model_get_info(m);
     moe_sampler *sampler = cli_make_sampler(CMD, &o, info.vocab_size);
+    cli_note_context(&o, &info, n + o.n_new);
     int32_t *out = malloc(sizeof(int32_t) * (size_t)(o.n_new + 1));
     moe_context *c = NULL;
     stream_state ss = { .json = o.json };
