@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "bench_probe.h"
+#include "cli_common.h"
 #include "core/memory.h"
 #include "moe/runtime.h"
 #include "moe/switchglu.h"
@@ -447,27 +448,6 @@ static void proj_fill(proj_scratch *p, uint64_t *rng)
     else fill_float(p, rng);
 }
 
-static int progress_on;   /* stderr is a terminal and output is a table */
-
-/* One status line, rewritten in place; only on a terminal, so logs and
- * pipes get the table alone. */
-static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void progress(const char *fmt, ...)
-{
-    if (!progress_on) return;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "\r\033[K");
-    vfprintf(stderr, fmt, ap);
-    fflush(stderr);
-    va_end(ap);
-}
-
-static void progress_clear(void)
-{
-    if (progress_on) fprintf(stderr, "\r\033[K");
-}
-
 /* The case's layer, filled expert by expert from one expert of scratch. */
 static moe_status build_layer(const shape_def *s, const dtype_def *d, uint64_t seed, int shape_i,
                               int dtype_i, moe_switchglu **out)
@@ -486,7 +466,7 @@ static moe_status build_layer(const shape_def *s, const dtype_def *d, uint64_t s
     cfg.int8_activations = d->int8;
     st = moe_switchglu_create(&cfg, &gate.w, &up.w, &down.w, out);
     for (int e = 0; e < s->experts && st == MOE_OK; e++) {
-        if (e % 4 == 0) progress("building %s %s: expert %d/%d", s->name, d->name, e, s->experts);
+        if (e % 4 == 0) cli_progress("building %s %s: expert %d/%d", s->name, d->name, e, s->experts);
         uint64_t rng = rng_stream(seed, 2, (uint64_t)shape_i * NDTYPES + (uint64_t)dtype_i, (uint64_t)e);
         proj_fill(&gate, &rng);
         proj_fill(&up, &rng);
@@ -716,7 +696,7 @@ static void print_row(const case_result *c, const machine *m)
 
 static int moe_failed(void)
 {
-    progress_clear();
+    cli_progress_done();
     fprintf(stderr, "moe bench-layer: %s\n", moe_last_error());
     return 1;
 }
@@ -730,14 +710,14 @@ static int run_case(const bench_opts *o, const machine *m, const routing *r, int
         fprintf(stderr, "moe bench-layer: cannot reset the peak RSS; figures are process-wide peaks\n");
     moe_switchglu *layer;
     if (build_layer(c.s, c.d, o->seed, si, di, &layer) != MOE_OK) return moe_failed();
-    progress("measuring %s %s", c.s->name, c.d->name);
+    cli_progress("measuring %s %s", c.s->name, c.d->name);
     moe_status st = measure(layer, r, o, &c.t);
     c.peak_rss = moe_peak_rss_bytes();
     moe_switchglu_free(layer);   /* first: the probe's 1 GiB must fit beside nothing */
     if (st != MOE_OK) return moe_failed();
-    progress("probing memory bandwidth after %s %s", c.s->name, c.d->name);
+    cli_progress("probing memory bandwidth after %s %s", c.s->name, c.d->name);
     c.bw_gbps = bench_probe_bandwidth_gbps(PROBE_BYTES, o->quick ? 3 : 5);
-    progress_clear();
+    cli_progress_done();
     if (c.bw_gbps <= 0) return moe_failed();
     if (c.t.bytes[FUSED] != c.t.bytes[UNFUSED]) {
         fprintf(stderr, "moe bench-layer: error: %s %s holds %zu weight bytes fused but %zu unfused\n",
@@ -771,7 +751,7 @@ static void probe_peak(const bench_opts *o, machine *m)
 {
     static char source[96];
     const char *variant;
-    progress("measuring peak compute");
+    cli_progress("measuring peak compute");
     double i8 = bench_probe_peak_i8_gops(m->isa, &m->peak_i8_variant);
     if (i8 > m->peak_i8_gops) m->peak_i8_gops = i8;
     if (o->peak_gflops > 0) {
@@ -790,7 +770,7 @@ static int run_shape(const bench_opts *o, machine *m, int si)
     probe_peak(o, m);
     routing r;
     if (routing_make(&SHAPES[si], o->seed, si, &r) != MOE_OK) return moe_failed();
-    progress_clear();
+    cli_progress_done();
     if (!o->json) print_group_header(&SHAPES[si], &r, m);
     int rc = 0;
     for (int di = 0; di < NDTYPES && rc == 0; di++)
@@ -819,10 +799,10 @@ int bench_layer_main(int argc, char **argv)
         return 0;
     }
     if (rc) return rc;
-    progress_on = !o.json && isatty(STDERR_FILENO);
+    cli_progress_set(!o.json && isatty(STDERR_FILENO));
     machine m = { 0 };
     if ((rc = setup_machine(&o, &m)) != 0) return rc;
-    progress_clear();
+    cli_progress_done();
     if (!o.json) print_table_header(&m, &o);
     for (int si = 0; si < NSHAPES && rc == 0; si++) {
         int any = 0;

@@ -154,6 +154,13 @@ void cli_note_context(const cli_opts *o, const moe_model_info *info, int n)
                 info->max_position);
 }
 
+int cli_help(int argc, char **argv, void (*usage)(FILE *))
+{
+    if (argc < 2 || (strcmp(argv[1], "--help") != 0 && strcmp(argv[1], "-h") != 0)) return 0;
+    usage(stdout);
+    return 1;
+}
+
 int cli_fail(const char *cmd)
 {
     cli_progress_done();
@@ -179,7 +186,8 @@ int cli_setup_runtime(const char *cmd, const cli_opts *o)
 
 static int progress_on;
 
-void cli_progress_init(const cli_opts *o) { progress_on = !o->json && isatty(STDERR_FILENO); }
+void cli_progress_init(const cli_opts *o) { cli_progress_set(!o->json && isatty(STDERR_FILENO)); }
+void cli_progress_set(int on) { progress_on = on; }
 
 void cli_progress(const char *fmt, ...)
 {

@@ -40,6 +40,9 @@ typedef struct {
  * bad value) on stderr. `cmd` names the subcommand in messages. */
 int cli_parse(const char *cmd, int argc, char **argv, const char *allowed, cli_opts *o);
 
+/* argv[1] is --help or -h: usage printed to stdout, 1; else 0. */
+int cli_help(int argc, char **argv, void (*usage)(FILE *));
+
 /* --device and --threads and --isa applied; 0, or 2 with a message. */
 int cli_setup_runtime(const char *cmd, const cli_opts *o);
 
@@ -60,6 +63,7 @@ int cli_fail(const char *cmd);
 /* Progress on stderr when it is a terminal and the output is not --json:
  * one line rewritten in place; cli_progress_done clears it. */
 void cli_progress_init(const cli_opts *o);
+void cli_progress_set(int on);   /* on or off, whatever the options say */
 void cli_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_progress_done(void);
 

@@ -142,10 +142,7 @@ static int run_all(const cli_opts *o, moe_model *m, moe_context *c, const int32_
 
 int bench_main(int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        bench_usage(stdout);
-        return 0;
-    }
+    if (cli_help(argc, argv, bench_usage)) return 0;
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
                        "model synthetic-bits synthetic-layers prompt-tokens gen-tokens prefill-step fuse-gate-up "

@@ -39,10 +39,7 @@ static void on_token(void *user, int32_t id)
 
 int generate_main(int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        generate_usage(stdout);
-        return 0;
-    }
+    if (cli_help(argc, argv, generate_usage)) return 0;
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
                        "model tokens n temp top-k top-p min-p seed ignore-eos prefill-step json device threads isa "

@@ -24,10 +24,7 @@ void logits_usage(FILE *f)
 
 int logits_main(int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        logits_usage(stdout);
-        return 0;
-    }
+    if (cli_help(argc, argv, logits_usage)) return 0;
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv, "model tokens out prefill-step device threads isa fuse-gate-up activations", &o);
     if (rc) return rc;
