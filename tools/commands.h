@@ -12,5 +12,7 @@ int generate_main(int argc, char **argv);
 void generate_usage(FILE *f);
 int bench_main(int argc, char **argv);
 void bench_usage(FILE *f);
+int tokenize_main(int argc, char **argv);
+void tokenize_usage(FILE *f);
 
 #endif

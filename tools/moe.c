@@ -18,6 +18,7 @@ static const subcommand COMMANDS[] = {
     { "generate", generate_main, generate_usage, "generate token ids after a prompt of token ids" },
     { "logits", logits_main, logits_usage, "write the logits of every position as a .npy file" },
     { "bench", bench_main, bench_usage, "end-to-end benchmark: TTFT, prompt and decode tok/s, peak memory" },
+    { "tokenize", tokenize_main, tokenize_usage, "the token ids and pieces of a text (the checkpoint's tokenizer.json)" },
     { "bench-layer", bench_layer_main, bench_layer_usage,
       "benchmark the SwitchGLU layer, fused vs unfused, against machine floors" },
 };
