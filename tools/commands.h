@@ -1,5 +1,6 @@
 /* tools/commands.h — `moe logits`, `moe generate` and `moe bench`: the
- * subcommands that run a model. Each returns the process exit status (0 done,
+ * subcommands that run a model; `moe convert` and `moe inspect`, that
+ * write and describe checkpoints. Each returns the process exit status (0 done,
  * 1 a moe call failed, 2 a bad option) and has a usage text. */
 #ifndef MOE_TOOLS_COMMANDS_H
 #define MOE_TOOLS_COMMANDS_H
@@ -14,5 +15,9 @@ int bench_main(int argc, char **argv);
 void bench_usage(FILE *f);
 int tokenize_main(int argc, char **argv);
 void tokenize_usage(FILE *f);
+int convert_main(int argc, char **argv);
+void convert_usage(FILE *f);
+int inspect_main(int argc, char **argv);
+void inspect_usage(FILE *f);
 
 #endif

@@ -21,6 +21,8 @@ static const subcommand COMMANDS[] = {
     { "tokenize", tokenize_main, tokenize_usage, "the token ids and pieces of a text (the checkpoint's tokenizer.json)" },
     { "bench-layer", bench_layer_main, bench_layer_usage,
       "benchmark the SwitchGLU layer, fused vs unfused, against machine floors" },
+    { "convert", convert_main, convert_usage, "quantize a float checkpoint into the MLX layout (as mlx-lm convert -q)" },
+    { "inspect", inspect_main, inspect_usage, "what a checkpoint holds: layout, dtypes, quantization, sizes" },
 };
 
 enum { NCOMMANDS = sizeof COMMANDS / sizeof COMMANDS[0] };
