@@ -22,7 +22,12 @@ int32_t moe_avx512vnni_dot_peak(long reps)
 #pragma GCC unroll 12
         for (int c = 0; c < N; c++) acc[c] = _mm512_dpbusd_epi32(acc[c], u, v);
     }
+    /* combined with xor, not +: the sums are large and only have to stay
+     * live (signed overflow in a reduction is undefined behaviour) */
     __m512i s = acc[0];
-    for (int c = 1; c < N; c++) s = _mm512_add_epi32(s, acc[c]);
-    return _mm512_reduce_add_epi32(s);
+    for (int c = 1; c < N; c++) s = _mm512_xor_si512(s, acc[c]);
+    int32_t lanes[16], r = 0;
+    _mm512_storeu_si512(lanes, s);
+    for (int i = 0; i < 16; i++) r ^= lanes[i];
+    return r;
 }
