@@ -1,7 +1,7 @@
 /* tests/test_attention.c — causal attention over a KV cache
  * (moe_attention_causal) against a plain double-precision reference on fresh
- * seeded random inputs, for every CPU kernel set this machine runs and 1 and
- * 2 threads:
+ * seeded random inputs, for every CPU kernel set this machine runs, 1 and 2
+ * threads, and a float32 and a half (f16) cache:
  *   decode        T = 1 at pos0 = 0 (one key) and far positions (the keys
  *                 split in segments whose partial results are merged), MHA
  *                 and GQA (heads 6 over kv heads 1, 2, 3; 8 over 2; 12 over
@@ -18,10 +18,25 @@
  *                 1000, ...); a kv_stride with padding between rows;
  *   chunked       T queries as two calls (the cache already holding the first
  *                 chunk's rows) agree with one call;
+ *   half cache    the same cases with the keys and values stored by
+ *                 moe_kv_store as f16, against the reference computed from
+ *                 the f16-rounded values (so the tolerance stays the same),
+ *                 and bit for bit what a float32 cache holding those rounded
+ *                 values gives;
  * every output element checked against the reference within 1e-5 of the
  * largest |out| of the case. Inputs have their exact sizes (the cache exactly
  * pos0 + T rows) so that the sanitizers catch any read past them; out starts
- * as NaN so that any element left unwritten fails. */
+ * as NaN so that any element left unwritten fails. And a half cache's
+ * element conversions:
+ *   kv_store      moe_kv_store to f16 gives moe_f32_to_f16's bits for every
+ *                 kernel set (F16C where it has it): random floats of every
+ *                 magnitude, f16 subnormals and the ties around them, f32
+ *                 subnormals, overflow to inf, inf, NaN payloads, signed
+ *                 zeros; lengths off every vector width, nothing written past
+ *                 n; to f32 it copies the bits;
+ *   f16_to_f32    the table's widening of a half cache block gives
+ *                 moe_f16_to_f32's value for every one of the 65536 halves
+ *                 (NaNs: a NaN of the same sign), nothing written past n. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +51,7 @@
 #include "kernels/attention.h"
 #include "kernels/kernels.h"
 #include "moe/runtime.h"
+#include "quant/dtype.h"
 #include "support/testutil.h"
 
 enum { MAX_REPORTS = 25 };
@@ -80,19 +96,35 @@ typedef struct {
     double sharp;   /* scale = sharp / sqrt(D) */
 } attn_case;
 
-/* One case's inputs: q [T][heads][D], the cache [pos0+T][stride] for K and V. */
+/* One case's inputs: q [T][heads][D], the cache [pos0+T][stride] for K and V
+ * in dtype kv (kc, vc), and its values as floats (k, v: for a half cache, the
+ * rounded values). */
 typedef struct {
     attn_case c;
+    moe_dtype kv;
     size_t stride;
     float scale;
     float *q, *k, *v;
+    uint16_t *kh, *vh; /* the half cache, or NULL */
+    const void *kc, *vc;
     double *ref; /* [T][heads][D] */
     double tol;
 } attn_data;
 
-static void make_case(uint64_t *rng, const attn_case *c, attn_data *a)
+/* x's n values stored into a half cache by moe_kv_store; x becomes the
+ * values the cache holds. */
+static uint16_t *store_half(float *x, size_t n)
+{
+    uint16_t *h = xmalloc(sizeof(uint16_t) * n);
+    moe_kv_store(MOE_DTYPE_F16, x, h, n);
+    for (size_t i = 0; i < n; i++) x[i] = moe_f16_to_f32(moe_f32_to_f16(x[i]));
+    return h;
+}
+
+static void make_case(uint64_t *rng, const attn_case *c, moe_dtype kv, attn_data *a)
 {
     a->c = *c;
+    a->kv = kv;
     a->stride = (size_t)c->kv_heads * c->D + c->pad;
     a->scale = (float)(c->sharp / sqrt(c->D));
     int keys = c->pos0 + c->T;
@@ -105,6 +137,10 @@ static void make_case(uint64_t *rng, const attn_case *c, attn_data *a)
     test_rand_floats(rng, a->q, nq, -1.7320508, 1.7320508);
     test_rand_floats(rng, a->k, nkv, -1.7320508, 1.7320508);
     test_rand_floats(rng, a->v, nkv, -1, 1);
+    a->kh = kv == MOE_DTYPE_F16 ? store_half(a->k, nkv) : NULL;
+    a->vh = kv == MOE_DTYPE_F16 ? store_half(a->v, nkv) : NULL;
+    a->kc = a->kh ? (const void *)a->kh : a->k;
+    a->vc = a->vh ? (const void *)a->vh : a->v;
 
     int G = c->heads / c->kv_heads;
     double *s = xmalloc(sizeof(double) * keys), amax = 0;
@@ -134,12 +170,13 @@ static void make_case(uint64_t *rng, const attn_case *c, attn_data *a)
     free(s);
 }
 
-static void free_case(attn_data *a) { free(a->q), free(a->k), free(a->v), free(a->ref); }
+static void free_case(attn_data *a) { free(a->q), free(a->k), free(a->v), free(a->kh), free(a->vh), free(a->ref); }
 
-static void describe(const attn_case *c, const char *isa, int threads, char *buf, size_t n)
+static void describe(const attn_data *a, const char *isa, int threads, char *buf, size_t n)
 {
-    snprintf(buf, n, "[%s, %d thread%s] T %d pos0 %d heads %d/%d D %d", isa, threads, threads > 1 ? "s" : "", c->T,
-             c->pos0, c->heads, c->kv_heads, c->D);
+    const attn_case *c = &a->c;
+    snprintf(buf, n, "[%s, %d thread%s, %s cache] T %d pos0 %d heads %d/%d D %d", isa, threads, threads > 1 ? "s" : "",
+             moe_dtype_name(a->kv), c->T, c->pos0, c->heads, c->kv_heads, c->D);
 }
 
 /* out (T queries from query t0 on) against the reference, or against `other`
@@ -170,23 +207,43 @@ static float *nan_buffer(size_t n)
     return p;
 }
 
+/* Queries t0 .. t0+T of the case over its cache. */
+static void attend(const attn_data *a, int t0, int T, float *out)
+{
+    const attn_case *c = &a->c;
+    moe_attention_causal(T, c->pos0 + t0, c->heads, c->kv_heads, c->D, a->scale, a->q + (size_t)t0 * c->heads * c->D,
+                         a->kv, a->kc, a->vc, a->stride, out);
+}
+
 /* One call over the whole case; then, if T > 1, the same queries in two
- * chunks, each call given the cache up to its own last query. */
+ * chunks, each call given the cache up to its own last query. A half cache
+ * also against a float32 one holding the same values, bit for bit. */
 static void run_case(const attn_data *a, const char *isa, int threads)
 {
     const attn_case *c = &a->c;
     char label[160];
-    describe(c, isa, threads, label, sizeof label);
+    describe(a, isa, threads, label, sizeof label);
     size_t row = (size_t)c->heads * c->D, nq = (size_t)c->T * row;
     float *out = nan_buffer(nq);
-    moe_attention_causal(c->T, c->pos0, c->heads, c->kv_heads, c->D, a->scale, a->q, a->k, a->v, a->stride, out);
+    attend(a, 0, c->T, out);
     check(a, 0, c->T, out, NULL, "one call", label);
+    if (a->kv == MOE_DTYPE_F16) {
+        float *o32 = nan_buffer(nq);
+        moe_attention_causal(c->T, c->pos0, c->heads, c->kv_heads, c->D, a->scale, a->q, MOE_DTYPE_F32, a->k, a->v,
+                             a->stride, o32);
+        for (size_t i = 0; i < nq; i++) {
+            n_checked++;
+            if (memcmp(&out[i], &o32[i], sizeof(float)))
+                mismatch("%s: out[%zu] = %.9g, with a float32 cache of the same values %.9g (not the same bits)", label,
+                         i, out[i], o32[i]);
+        }
+        free(o32);
+    }
     if (c->T > 1) {
         int T1 = c->T / 3 + 1, T2 = c->T - T1;
         float *o1 = nan_buffer((size_t)T1 * row), *o2 = nan_buffer((size_t)T2 * row);
-        moe_attention_causal(T1, c->pos0, c->heads, c->kv_heads, c->D, a->scale, a->q, a->k, a->v, a->stride, o1);
-        moe_attention_causal(T2, c->pos0 + T1, c->heads, c->kv_heads, c->D, a->scale, a->q + (size_t)T1 * row, a->k,
-                             a->v, a->stride, o2);
+        attend(a, 0, T1, o1);
+        attend(a, T1, T2, o2);
         check(a, 0, T1, o1, NULL, "first chunk", label);
         check(a, T1, T2, o2, NULL, "second chunk", label);
         /* and chunked = single pass, element by element */
@@ -199,24 +256,28 @@ static void run_case(const attn_data *a, const char *isa, int threads)
     free(out);
 }
 
-/* Every case for every kernel set and 1 and 2 threads, on the same inputs. */
+/* Every case for every kernel set and 1 and 2 threads, on the same inputs,
+ * with a float32 and then a half cache (the same values before rounding). */
 static void run_cases(const attn_case *cases, size_t n, uint64_t seed, const char *what)
 {
+    static const moe_dtype kvs[] = { MOE_DTYPE_F32, MOE_DTYPE_F16 };
     const char *names[TEST_MAX_ISAS];
     int nt = test_supported_isas(names, TEST_MAX_ISAS);
     assert_true(nt >= 1);
     begin();
-    uint64_t rng = seed;
-    for (size_t i = 0; i < n; i++) {
-        attn_data a;
-        make_case(&rng, &cases[i], &a);
-        for (int t = 0; t < nt; t++)
-            for (int threads = 1; threads <= 2; threads++) {
-                assert_int_equal(moe_cpu_select_isa(names[t]), MOE_OK);
-                assert_int_equal(moe_set_num_threads(threads), MOE_OK);
-                run_case(&a, names[t], threads);
-            }
-        free_case(&a);
+    for (size_t d = 0; d < sizeof kvs / sizeof kvs[0]; d++) {
+        uint64_t rng = seed;
+        for (size_t i = 0; i < n; i++) {
+            attn_data a;
+            make_case(&rng, &cases[i], kvs[d], &a);
+            for (int t = 0; t < nt; t++)
+                for (int threads = 1; threads <= 2; threads++) {
+                    assert_int_equal(moe_cpu_select_isa(names[t]), MOE_OK);
+                    assert_int_equal(moe_set_num_threads(threads), MOE_OK);
+                    run_case(&a, names[t], threads);
+                }
+            free_case(&a);
+        }
     }
     assert_int_equal(moe_cpu_select_isa(names[0]), MOE_OK);
     finish(what);
@@ -240,6 +301,7 @@ static void decode(void **state)
         { 1, 700, 1, 1, 1, 0, 1 },     /* head_dim 1 */
         { 1, 2500, 20, 20, 16, 0, 1 }, /* 20 kv heads: two attn_rows calls a block */
         { 1, 1300, 12, 1, 13, 0, 1 },  /* GQA 12: the tile kernel over key segments */
+        { 1, 300, 8, 1, 136, 0, 1 },   /* GQA 8, head_dim > 128: the tile kernel widens a half cache itself */
     };
     run_cases(cases, sizeof cases / sizeof cases[0], 0xa77e0001u, "decode");
 }
@@ -267,6 +329,7 @@ static void prefill(void **state)
         { 4, 600, 5, 5, 13, 0, 1 },    /* rows, 4 a kv head: calls of 4 kv heads, then 1 */
         { 12, 900, 3, 3, 40, 0, 1 },   /* 12 lanes a kv head: tiles over key segments */
         { 2, 1500, 6, 2, 40, 0, 1 },   /* 6 lanes a kv head (GQA): the same */
+        { 40, 20, 4, 2, 200, 3, 1 },   /* head_dim > 128: the tile kernel widens a half cache itself */
     };
     run_cases(cases, sizeof cases / sizeof cases[0], 0xa77e0002u, "prefill");
 }
@@ -281,6 +344,7 @@ static void tables_have_attention(void **state)
         assert_non_null(k);
         assert_non_null(k->attn_tile);
         assert_non_null(k->attn_rows);
+        assert_non_null(k->f32_to_f16);
     }
 }
 
@@ -289,8 +353,151 @@ static void empty(void **state)
 {
     (void)state;
     float out = 7.0f;
-    moe_attention_causal(0, 5, 2, 2, 8, 1.0f, NULL, NULL, NULL, 16, &out);
+    moe_attention_causal(0, 5, 2, 2, 8, 1.0f, NULL, MOE_DTYPE_F32, NULL, NULL, 16, &out);
+    moe_attention_causal(0, 5, 2, 2, 8, 1.0f, NULL, MOE_DTYPE_F16, NULL, NULL, 16, &out);
     assert_true(out == 7.0f);
+}
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* moe_kv_store to f16 against moe_f32_to_f16, bit for bit, for every kernel
+ * set; to f32, a copy. Values: edge cases first, then at random: any bit
+ * pattern (NaNs, infs and f32 subnormals among them), the f16 subnormal
+ * range, exact ties between two halves (subnormal and normal, up to the tie
+ * at 65520 that goes to inf), and floats around the f16 range. */
+static void kv_store(void **state)
+{
+    (void)state;
+    enum { N = 6000, CANARY = 8 };
+    static const uint32_t edges[] = {
+        0x00000000u, 0x80000000u,             /* ±0 */
+        0x3f800000u, 0xbf800000u,             /* ±1 */
+        0x3f801000u, 0x3f803000u, 0x3f802fffu, /* 1 + 2^-11 (tie to even: 1), 1 + 3·2^-11 (tie: up), just below */
+        0x477fe000u, 0x477fefffu,             /* 65504 (largest half), just below the tie to inf */
+        0x477ff000u, 0xc77ff000u, 0x47800000u, /* ±65520 (ties to inf), 65536 */
+        0x7f7fffffu, 0xff7fffffu,             /* ±largest float */
+        0x7f800000u, 0xff800000u,             /* ±inf */
+        0x7fc00000u, 0xffc00000u, 0x7f800001u, /* quiet NaNs, a signalling NaN with a low payload */
+        0x7fbfffffu, 0xff812345u, 0x7fffffffu, /* signalling NaN with a full payload, payloads */
+        0x38800000u, 0x387fffffu,             /* 2^-14 (smallest normal half), just below */
+        0x38000000u, 0x387f8000u, 0x387fc000u, /* 2^-15, 1023·2^-24 (largest subnormal), 2047·2^-25 (tie: up) */
+        0x337fffffu, 0x33800000u, 0x33800001u, /* 2^-24 (smallest subnormal) just below, at, above */
+        0x33000000u, 0x33000001u, 0xb3000000u, /* 2^-25 (tie to 0), just above (to 2^-24), −2^-25 */
+        0x33c00000u, 0x34200000u,             /* 1.5·2^-24 (tie to 2·2^-24), 2.5·2^-24 (tie to 2·2^-24) */
+        0x00000001u, 0x807fffffu, 0x00400000u, /* float subnormals */
+    };
+    float *src = xmalloc(sizeof(float) * N);
+    uint64_t rng = 0xa77e0003u;
+    size_t ne = sizeof edges / sizeof edges[0];
+    for (size_t i = 0; i < N; i++) {
+        uint64_t r = test_rand_u64(&rng);
+        uint32_t sign = (uint32_t)(r >> 63) << 31;
+        if (i < ne) {
+            src[i] = from_bits(edges[i]);
+        } else if (i % 5 == 0) {
+            src[i] = from_bits((uint32_t)r); /* any bits */
+        } else if (i % 5 == 1) {
+            /* |x| in [2^-25, 2^-14): exponent field 102 .. 112, any mantissa */
+            src[i] = from_bits(sign | (uint32_t)(102 + (r >> 23) % 11) << 23 | (uint32_t)(r & 0x7fffffu));
+        } else if (i % 5 == 2) {
+            /* a tie between subnormal halves k·2^-24 and (k+1)·2^-24 */
+            src[i] = from_bits(sign | bits_of((float)ldexp((double)(2 * (r % 1024) + 1), -25)));
+        } else if (i % 5 == 3) {
+            /* a tie between normal halves m·2^(e-10) and (m+1)·2^(e-10) */
+            int e = -14 + (int)(r % 30);
+            double m = (double)(1024 + (r >> 8) % 1024);
+            src[i] = from_bits(sign | bits_of((float)ldexp(2 * m + 1, e - 11)));
+        } else {
+            src[i] = (float)test_rand_uniform(&rng, -70000.0, 70000.0);
+        }
+    }
+    uint16_t *want = xmalloc(sizeof(uint16_t) * N);
+    for (size_t i = 0; i < N; i++) want[i] = moe_f32_to_f16(src[i]);
+
+    static const size_t lens[] = { 0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, N - 5 };
+    const char *names[TEST_MAX_ISAS];
+    int nt = test_supported_isas(names, TEST_MAX_ISAS);
+    begin();
+    for (int t = 0; t < nt; t++) {
+        assert_int_equal(moe_cpu_select_isa(names[t]), MOE_OK);
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+            for (size_t off = 0; off < 5 && off + lens[li] <= N; off += 2) { /* unaligned src and dst */
+                size_t n = lens[li];
+                uint16_t *h = xmalloc(sizeof(uint16_t) * (off + n + CANARY));
+                for (size_t i = 0; i < off + n + CANARY; i++) h[i] = 0xa5a5u;
+                moe_kv_store(MOE_DTYPE_F16, src + off, h + off, n);
+                for (size_t i = 0; i < off + n + CANARY; i++) {
+                    int inside = i >= off && i < off + n;
+                    uint16_t w = inside ? want[i] : 0xa5a5u;
+                    n_checked++;
+                    if (h[i] != w)
+                        mismatch("[%s] moe_kv_store f16, n %zu from %zu: element %zu of %#010x is %#06x, %s %#06x",
+                                 names[t], n, off, i, (unsigned)bits_of(src[i]), h[i],
+                                 inside ? "moe_f32_to_f16 gives" : "written outside, was", w);
+                }
+                free(h);
+                float *f = xmalloc(sizeof(float) * (n + 1));
+                moe_kv_store(MOE_DTYPE_F32, src + off, f, n);
+                n_checked += (long)n;
+                if (n && memcmp(f, src + off, sizeof(float) * n))
+                    mismatch("[%s] moe_kv_store f32, n %zu from %zu: not a copy", names[t], n, off);
+                free(f);
+            }
+    }
+    assert_int_equal(moe_cpu_select_isa(names[0]), MOE_OK);
+    free(src), free(want);
+    finish("kv_store");
+}
+
+/* The table's f16_to_f32 against moe_f16_to_f32 on every half, for every
+ * kernel set, at lengths and offsets off every vector width. */
+static void f16_to_f32(void **state)
+{
+    (void)state;
+    enum { N = 65536, CANARY = 8 };
+    uint16_t *h = xmalloc(sizeof(uint16_t) * N);
+    for (size_t i = 0; i < N; i++) h[i] = (uint16_t)(i * 40503u); /* every half once, in a scrambled order */
+    static const size_t lens[] = { 0, 1, 7, 8, 9, 15, 16, 17, 130, N - 4 };
+    const char *names[TEST_MAX_ISAS];
+    int nt = test_supported_isas(names, TEST_MAX_ISAS);
+    begin();
+    for (int t = 0; t < nt; t++) {
+        const moe_cpu_kernels *k = moe_kernels_by_name(names[t]);
+        assert_non_null(k);
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+            for (size_t off = 0; off < 4; off += 3) {
+                size_t n = lens[li];
+                float *f = xmalloc(sizeof(float) * (off + n + CANARY));
+                for (size_t i = 0; i < off + n + CANARY; i++) f[i] = from_bits(0x7fa5a5a5u);
+                k->f16_to_f32(n, h + off, f + off);
+                for (size_t i = 0; i < off + n + CANARY; i++) {
+                    int inside = i >= off && i < off + n;
+                    float want = inside ? moe_f16_to_f32(h[i]) : from_bits(0x7fa5a5a5u);
+                    int same = bits_of(f[i]) == bits_of(want) ||
+                               (inside && isnan(want) && isnan(f[i]) && signbit(want) == signbit(f[i]));
+                    n_checked++;
+                    if (!same)
+                        mismatch("[%s] f16_to_f32, n %zu from %zu: element %zu (%#06x) is %#010x, %s %#010x", names[t],
+                                 n, off, i, h[i], (unsigned)bits_of(f[i]),
+                                 inside ? "moe_f16_to_f32 gives" : "written outside, was", (unsigned)bits_of(want));
+                }
+                free(f);
+            }
+    }
+    free(h);
+    finish("f16_to_f32");
 }
 
 int main(void)
@@ -298,6 +505,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(tables_have_attention),
         cmocka_unit_test(empty),
+        cmocka_unit_test(kv_store),
+        cmocka_unit_test(f16_to_f32),
         cmocka_unit_test(decode),
         cmocka_unit_test(prefill),
     };

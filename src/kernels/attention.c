@@ -23,7 +23,17 @@
  * after kv head, so that its K and V stay in cache from one item to the next
  * (the threads share them), and within a head the latest queries (the most
  * keys) first, so that threads finish together on causal prefill. Each
- * thread's state lives on its stack (SCRATCH_FLOATS, about 260 KB). */
+ * thread's state lives on its stack (SCRATCH_FLOATS, about 260 KB, and
+ * 128 KB more for a half cache's widened block).
+ *
+ * The cache holds float32 or half elements (strides here count elements).
+ * attn_rows widens each half vector as it loads it (decode reads each
+ * element once). A tile item's block of keys and values is read by up to
+ * ITEM_TILES attn_tile calls, so with a half cache it is widened once into
+ * a float32 copy on the thread's stack (WIDE_FLOATS, head_dim up to
+ * WIDE_HEAD_DIM) and the calls read that: the tile kernel's own widening
+ * (for larger head_dim) would convert each element once a tile. Either
+ * way the arithmetic is that of a float32 cache of the same values. */
 #include "kernels/attention.h"
 
 #include <math.h>
@@ -43,7 +53,9 @@ enum {
     SEGMENT_KEYS = 256, /* least keys of a decode segment */
     ITEM_TILES = 16,    /* most tiles of a prefill item: 16 uses of each K and V block */
     /* one item's state: 16 tiles' queries and sums at head_dim 128, with m and l */
-    SCRATCH_FLOATS = ITEM_TILES * L * (2 * 128 + 2)
+    SCRATCH_FLOATS = ITEM_TILES * L * (2 * 128 + 2),
+    WIDE_HEAD_DIM = 128,                       /* largest head_dim whose half blocks are widened here */
+    WIDE_FLOATS = PREFILL_KEYS * WIDE_HEAD_DIM /* a block of K (or V), widened: 64 KB */
 };
 
 _Static_assert(L * (2 * MOE_ATTENTION_MAX_HEAD_DIM + 2) <= SCRATCH_FLOATS, "one tile fits the scratch at any head_dim");
@@ -51,13 +63,16 @@ _Static_assert((int)PREFILL_KEYS <= (int)MOE_ATTN_MAX_KEYS && (int)DECODE_KEYS <
                "blocks within the kernels' limit");
 _Static_assert((int)ROWS_LANES <= (int)MOE_ATTN_MAX_ROWS, "a kv head's rows fit one attn_rows call");
 _Static_assert((int)MOE_ATTN_MAX_ROWS >= (int)L, "lim holds a tile's lanes");
+_Static_assert((int)DECODE_KEYS <= (int)PREFILL_KEYS, "any block fits the widened copy");
 
 typedef struct {
     const moe_cpu_kernels *kern;
     int pos0, heads, kv_heads, group, D;
     float scale;
-    const float *q, *k, *v;
-    size_t stride;
+    const float *q;
+    moe_dtype kv;            /* the cache's elements */
+    const char *k, *v;
+    size_t esize, stride;    /* bytes of an element; elements from row to row */
     float *out;
     int lanes;               /* lanes of one kv head: T·group */
     int item_lanes, chunks;  /* lanes of an item; items along the lanes */
@@ -88,7 +103,18 @@ static size_t head_state(int n, int D)
     return 2 * w * D + 2 * w;
 }
 
-static void run_item(const attn_ctx *c, int chunk, int hg, int seg, float *buf)
+/* nb rows of one kv head's D halves, from src (rows stride elements
+ * apart), as float32 rows [nb][D] in dst. */
+static void widen_rows(const attn_ctx *c, int nb, const char *src, float *dst)
+{
+    for (int j = 0; j < nb; j++)
+        c->kern->f16_to_f32((size_t)c->D, (const uint16_t *)(src + (size_t)j * c->stride * c->esize),
+                            dst + (size_t)j * c->D);
+}
+
+/* buf: the item's state (SCRATCH_FLOATS); wide: room for a widened block of
+ * K and of V (2·WIDE_FLOATS). */
+static void run_item(const attn_ctx *c, int chunk, int hg, int seg, float *buf, float *wide)
 {
     int D = c->D, l0 = chunk * c->item_lanes, g0 = hg * c->item_heads;
     int n = c->lanes - l0 < c->item_lanes ? c->lanes - l0 : c->item_lanes;
@@ -116,28 +142,38 @@ static void run_item(const attn_ctx *c, int chunk, int hg, int seg, float *buf)
     int call_heads = rows ? MOE_ATTN_MAX_ROWS / n : 1;
     for (int kb = j0; kb < j1; kb += c->block) {
         int nb = j1 - kb < c->block ? j1 - kb : c->block;
-        const float *kr = c->k + (size_t)kb * c->stride + (size_t)g0 * D;
-        const float *vr = c->v + (size_t)kb * c->stride + (size_t)g0 * D;
+        size_t row = ((size_t)kb * c->stride + (size_t)g0 * D) * c->esize, head = (size_t)D * c->esize;
+        const char *kr = c->k + row, *vr = c->v + row;
         if (rows) {
             for (int i = 0; i < call_heads * n; i++) lim[i] = clamp(pos[i % n] + 1 - kb, 0, nb);
             for (int gi = 0; gi < ng; gi += call_heads) {
                 int nh = ng - gi < call_heads ? ng - gi : call_heads;
                 size_t r = (size_t)gi * n;
-                c->kern->attn_rows(D, nh * n, n, nb, qs + r * D, kr + (size_t)gi * D, vr + (size_t)gi * D, c->stride,
+                c->kern->attn_rows(D, nh * n, n, nb, qs + r * D, c->kv, kr + gi * head, vr + gi * head, c->stride,
                                    lim, m + r, l + r, os + r * D);
             }
             continue;
         }
-        for (int gi = 0; gi < ng; gi++)
+        for (int gi = 0; gi < ng; gi++) {
+            /* the block as the tiles read it: in the cache, or widened once
+             * (the last tile reads all nb keys) */
+            moe_dtype kv = c->kv;
+            const void *kt = kr + gi * head, *vt = vr + gi * head;
+            size_t stride = c->stride;
+            if (kv == MOE_DTYPE_F16 && D <= WIDE_HEAD_DIM) {
+                widen_rows(c, nb, kt, wide);
+                widen_rows(c, nb, vt, wide + WIDE_FLOATS);
+                kv = MOE_DTYPE_F32, kt = wide, vt = wide + WIDE_FLOATS, stride = (size_t)D;
+            }
             for (int tile = 0; tile < ntiles; tile++) {
                 int last = pos[tile * L + L - 1]; /* lanes go up in position */
                 if (last < kb) continue;
                 int nk = last + 1 - kb < nb ? last + 1 - kb : nb;
                 for (int i = 0; i < L; i++) lim[i] = clamp(pos[tile * L + i] + 1 - kb, 0, nk);
                 size_t off = (size_t)gi * w * D + (size_t)tile * L * D, ml = (size_t)gi * w + (size_t)tile * L;
-                c->kern->attn_tile(D, nk, qs + off, kr + (size_t)gi * D, vr + (size_t)gi * D, c->stride, lim, m + ml,
-                                   l + ml, os + off);
+                c->kern->attn_tile(D, nk, qs + off, kv, kt, vt, stride, lim, m + ml, l + ml, os + off);
             }
+        }
     }
 
     /* out = o / l, or the partial state for the caller to merge */
@@ -160,14 +196,14 @@ static void attn_thread(void *arg, int thread, int nthreads)
 {
     (void)thread, (void)nthreads;
     attn_ctx *c = arg;
-    _Alignas(64) float buf[SCRATCH_FLOATS];
+    _Alignas(64) float buf[SCRATCH_FLOATS], wide[2 * WIDE_FLOATS]; /* wide: for a half cache only */
     for (;;) {
         int i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
         if (i >= c->items) break;
         /* head group outer, then the latest queries first */
         int per_group = c->chunks * c->segs;
         int hg = i / per_group, chunk = c->chunks - 1 - i % per_group / c->segs, seg = i % c->segs;
-        run_item(c, chunk, hg, seg, buf);
+        run_item(c, chunk, hg, seg, buf, wide);
     }
 }
 
@@ -194,12 +230,13 @@ static void merge_segments(const attn_ctx *c)
 }
 
 void moe_attention_causal(int T, int pos0, int heads, int kv_heads, int head_dim, float scale,
-                          const float *q, const float *k, const float *v, size_t kv_stride, float *out)
+                          const float *q, moe_dtype kv_dtype, const void *k, const void *v, size_t kv_stride,
+                          float *out)
 {
     if (T <= 0) return;
     attn_ctx c = { .kern = moe_kernels(), .pos0 = pos0, .heads = heads, .kv_heads = kv_heads,
-                   .group = heads / kv_heads, .D = head_dim, .scale = scale, .q = q, .k = k, .v = v,
-                   .stride = kv_stride, .out = out };
+                   .group = heads / kv_heads, .D = head_dim, .scale = scale, .q = q, .kv = kv_dtype, .k = k,
+                   .v = v, .esize = moe_dtype_size(kv_dtype), .stride = kv_stride, .out = out };
     int threads = moe_num_threads(), keys = pos0 + T;
     c.lanes = T * c.group;
     /* kv heads (decode) or tiles (prefill) whose state fits the scratch */
@@ -237,4 +274,10 @@ void moe_attention_causal(int T, int pos0, int heads, int kv_heads, int head_dim
     moe_parallel_run(attn_thread, &c);
     if (c.segs > 1) merge_segments(&c);
     free(c.part);
+}
+
+void moe_kv_store(moe_dtype kv_dtype, const float *src, void *dst, size_t n)
+{
+    if (kv_dtype == MOE_DTYPE_F16) moe_kernels()->f32_to_f16(n, src, dst);
+    else if (n) memcpy(dst, src, sizeof(float) * n);
 }

@@ -1,24 +1,38 @@
-/* kernels/attention.h — causal multi-head attention over a float32 KV cache,
- * for chunked prefill (T queries) and decode (T = 1), with grouped-query
- * heads (several query heads share one kv head). */
+/* kernels/attention.h — causal multi-head attention over a KV cache of
+ * float32 or IEEE half elements, for chunked prefill (T queries) and decode
+ * (T = 1), with grouped-query heads (several query heads share one kv head);
+ * and the store of new keys and values into such a cache. */
 #ifndef MOE_KERNELS_ATTENTION_H
 #define MOE_KERNELS_ATTENTION_H
 
 #include <stddef.h>
+
+#include "moe/dtype.h"
 
 enum { MOE_ATTENTION_MAX_HEAD_DIM = 1024 };
 
 /* out[t][h][:] = Σ_j softmax_j(q[t][h]·k[j][kvh] · scale) · v[j][kvh] over j ≤ pos0 + t,
  * kvh = h / (heads / kv_heads), for t < T queries at positions pos0..pos0+T-1.
  * q [T][heads][head_dim] (already normalised and rotated), out the same shape (may not alias q).
- * k, v: the cache, row j at k + j*kv_stride floats, holding kv_heads*head_dim floats
- * (rows 0 .. pos0+T-1 valid). Threads: all (moe_parallel_run), split over (token, head) work items.
+ * k, v: the cache, elements of kv_dtype (MOE_DTYPE_F32 or MOE_DTYPE_F16), row j at
+ * k + j*kv_stride elements, holding kv_heads*head_dim elements (rows 0 .. pos0+T-1 valid).
+ * Queries, outputs, softmax and sums are float32 whatever the cache holds: a half cache
+ * gives the bits a float32 cache holding the same values gives (half the bytes read).
+ * Threads: all (moe_parallel_run), split over (token, head) work items.
  *
  * Preconditions (not checked): T ≥ 0, pos0 ≥ 0, kv_heads ≥ 1 divides heads,
- * 1 ≤ head_dim ≤ MOE_ATTENTION_MAX_HEAD_DIM, kv_stride ≥ kv_heads·head_dim.
+ * 1 ≤ head_dim ≤ MOE_ATTENTION_MAX_HEAD_DIM, kv_stride ≥ kv_heads·head_dim,
+ * kv_dtype F32 or F16.
  * Flash-style: softmax online over blocks of keys, no [T, keys] matrix;
  * the inner products are the table's attn_tile and attn_rows (kernels.h). */
 void moe_attention_causal(int T, int pos0, int heads, int kv_heads, int head_dim, float scale,
-                          const float *q, const float *k, const float *v, size_t kv_stride, float *out);
+                          const float *q, moe_dtype kv_dtype, const void *k, const void *v, size_t kv_stride,
+                          float *out);
+
+/* Writes n floats from src into a cache of kv_dtype at dst (n elements):
+ * F32 copies them; F16 rounds each to nearest even (overflow to inf, NaN
+ * kept a quiet NaN): the bits of moe_f32_to_f16, by the table's f32_to_f16
+ * (the F16C instruction where the ISA has it). */
+void moe_kv_store(moe_dtype kv_dtype, const float *src, void *dst, size_t n);
 
 #endif

@@ -85,7 +85,10 @@ typedef struct moe_cpu_kernels {
     void (*swiglu)(int n, const float *g, const float *u, float *h);
     /* One step of flash attention (online softmax) over a block of
      * nk ≤ MOE_ATTN_MAX_KEYS keys: key j's rows at k + j·stride and
-     * v + j·stride (plus the query's kv head column, below), D floats each.
+     * v + j·stride elements (plus the query's kv head column, below), D
+     * elements each, of dtype kv: MOE_DTYPE_F32, or MOE_DTYPE_F16 (each
+     * vector converted to float as it is loaded; scores, softmax and sums
+     * stay float32).
      * For each query i, with s_j = q_i·k_j for j < lim[i] (later keys of the
      * block are masked out),
      *   m' = max(m_i, max_j s_j), a = e^(m_i − m'),
@@ -95,15 +98,25 @@ typedef struct moe_cpu_kernels {
      * scale.
      * attn_tile: MOE_ATTN_LANES queries of one kv head, one per lane: qt and
      *            ot [D][16] (d outer), m, l and lim [16]. For prefill: each
-     *            key and value element read serves 16 queries.
+     *            key and value element read serves 16 queries. (A half
+     *            block read by several tiles is best widened once, with
+     *            f16_to_f32, and passed as float32.)
      * attn_rows: nq ≤ MOE_ATTN_MAX_ROWS queries as rows, q and o [nq][D], m,
      *            l and lim [nq]; query i reads kv head column (i / qpk)·D of
      *            each row, so one call spans nq / qpk kv heads. For decode:
      *            whole cache rows read in order. */
-    void (*attn_tile)(int D, int nk, const float *qt, const float *k, const float *v, size_t stride,
+    void (*attn_tile)(int D, int nk, const float *qt, moe_dtype kv, const void *k, const void *v, size_t stride,
                       const int *lim, float *m, float *l, float *ot);
-    void (*attn_rows)(int D, int nq, int qpk, int nk, const float *q, const float *k, const float *v,
+    void (*attn_rows)(int D, int nq, int qpk, int nk, const float *q, moe_dtype kv, const void *k, const void *v,
                       size_t stride, const int *lim, float *m, float *l, float *o);
+    /* dst[i] = src[i] as IEEE half for i < n, rounded to nearest even: the
+     * bits moe_f32_to_f16 gives (the F16C instruction where the ISA has it).
+     * For writing a half KV cache (moe_kv_store). */
+    void (*f32_to_f16)(size_t n, const float *src, uint16_t *dst);
+    /* dst[i] = src[i] (IEEE half) as float for i < n, exactly (a NaN stays
+     * a NaN of its sign, perhaps made quiet). For widening a block of a half
+     * KV cache once for all the attn_tile calls that read it. */
+    void (*f16_to_f32)(size_t n, const uint16_t *src, float *dst);
     /* Quantized panels with int8 activations (see moe_quantize_act_i8):
      * out[i][r] = Σ_g scale·dx[i][g]·Σ_{k∈g} q·xq[i][k] + bias·xsum[i][g].
      * NULL where the ISA has no int8 dot product. */

@@ -73,7 +73,7 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
         moe_rope_rows(T, H, hd, c->q, c->rope_cos, c->rope_sin);
         moe_rope_rows(T, KV, hd, k, c->rope_cos, c->rope_sin);
         // causal attention over every position so far (grouped-query)
-        moe_attention_causal(T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, key_cache, value_cache,
+        moe_attention_causal(T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, MOE_DTYPE_F32, key_cache, value_cache,
                              (size_t)kvdim, c->att);
         // output projection and residual connection
         TRY(moe_linear_forward(L->wo, c->att, T, c->xb2));

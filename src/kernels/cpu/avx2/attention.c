@@ -4,33 +4,86 @@
  * value elements, no sums across lanes); attn_rows holds head_dim in the
  * lanes, walks the cache row by row, sums 8 queries' dot products across
  * lanes together, and masks the head_dim tail. Both leave the scores with
- * queries in lanes, for one vertical softmax. */
+ * queries in lanes, for one vertical softmax.
+ *
+ * The cache is float32 or half (kv), as in the AVX-512 kernels: one body
+ * inlined for both, half vectors widened with vcvtph2ps as they are loaded
+ * (attn_tile widens 8 elements of a key, a column of value elements, into
+ * a small buffer in L1 to broadcast from; mostly the caller widens a whole
+ * block for it instead), the same arithmetic in the same order. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/avx2_util.h"
 
 enum { L = MOE_ATTN_LANES, KR = 4, DR = 6 };
 
+/* Element i of a cache of dtype kv. */
+static inline const void *kv_at(moe_dtype kv, const void *p, size_t i)
+{
+    return (const char *)p + i * (kv == MOE_DTYPE_F16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+/* The first n (≤ 8) halves from p as floats, lanes from n on zero. */
+static inline __m256 load_f16(const uint16_t *p, int n)
+{
+    if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    uint16_t h[8] = { 0 };
+    memcpy(h, p, sizeof(uint16_t) * (size_t)n);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* Cache elements i .. i+n (n ≤ 8) as floats, lanes from n on zero; tail =
+ * avx2_lanes(n) where n < 8. */
+static inline __attribute__((always_inline)) __m256 kv_load8(moe_dtype kv, const void *p, size_t i, int n,
+                                                             __m256i tail)
+{
+    if (kv == MOE_DTYPE_F16) return load_f16((const uint16_t *)p + i, n);
+    return n >= 8 ? _mm256_loadu_ps((const float *)p + i) : _mm256_maskload_ps((const float *)p + i, tail);
+}
+
 /* ---- attn_tile: queries in lanes ---- */
 
 /* s[r][·] = Σ_d k_r[d]·qt[d][·] for nr (a constant) keys from k. */
-static inline __attribute__((always_inline)) void tile_scores(int D, int nr, const float *qt, const float *k,
-                                                              size_t stride, float *s)
+static inline __attribute__((always_inline)) void tile_scores(int D, int nr, const float *qt, moe_dtype kv,
+                                                              const void *k, size_t stride, float *s)
 {
-    const float *row[KR];
     __m256 acc[KR][2];
 #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++)
-        row[r] = k + (size_t)r * stride, acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (int d = 0; d < D; d++) {
-        __m256 q0 = _mm256_loadu_ps(qt + (size_t)d * L), q1 = _mm256_loadu_ps(qt + (size_t)d * L + 8);
+    for (int r = 0; r < nr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    if (kv == MOE_DTYPE_F32) {
+        const float *row[KR];
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++) {
-            __m256 kr = _mm256_broadcast_ss(row[r] + d);
-            acc[r][0] = _mm256_fmadd_ps(kr, q0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(kr, q1, acc[r][1]);
+        for (int r = 0; r < nr; r++) row[r] = (const float *)k + (size_t)r * stride;
+        for (int d = 0; d < D; d++) {
+            __m256 q0 = _mm256_loadu_ps(qt + (size_t)d * L), q1 = _mm256_loadu_ps(qt + (size_t)d * L + 8);
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                __m256 kr = _mm256_broadcast_ss(row[r] + d);
+                acc[r][0] = _mm256_fmadd_ps(kr, q0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(kr, q1, acc[r][1]);
+            }
+        }
+    } else {
+        /* 8 elements of each key widened into kf, broadcast from there */
+        _Alignas(32) float kf[KR][8];
+        for (int d0 = 0; d0 < D; d0 += 8) {
+            int nd = D - d0 < 8 ? D - d0 : 8;
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++)
+                _mm256_store_ps(kf[r], load_f16((const uint16_t *)k + (size_t)r * stride + d0, nd));
+            for (int d = 0; d < nd; d++) {
+                const float *qd = qt + (size_t)(d0 + d) * L;
+                __m256 q0 = _mm256_loadu_ps(qd), q1 = _mm256_loadu_ps(qd + 8);
+#pragma GCC unroll 4
+                for (int r = 0; r < nr; r++) {
+                    __m256 kr = _mm256_broadcast_ss(&kf[r][d]);
+                    acc[r][0] = _mm256_fmadd_ps(kr, q0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(kr, q1, acc[r][1]);
+                }
+            }
         }
     }
 #pragma GCC unroll 4
@@ -93,23 +146,56 @@ static __m256 tile_softmax(int nk, float *s, const int *lim, float *m, float *l)
     return a;
 }
 
-void moe_avx2_attn_tile(int D, int nk, const float *qt, const float *k, const float *v, size_t stride,
-                        const int *lim, float *m, float *l, float *ot)
+/* tile_values on elements d .. d+nr of the value rows (D long): float32
+ * ones in place, half ones widened first into vf [nk][8]. */
+static inline __attribute__((always_inline)) void tile_values_kv(int D, int nk, int nr, const float *p, moe_dtype kv,
+                                                                 const void *v, int d, size_t stride, __m256 a0,
+                                                                 __m256 a1, float *vf, float *ot)
+{
+    if (kv == MOE_DTYPE_F32) {
+        tile_values(nk, nr, p, (const float *)v + d, stride, a0, a1, ot);
+        return;
+    }
+    int n = D - d < 8 ? D - d : 8;
+    for (int j = 0; j < nk; j++)
+        _mm256_store_ps(vf + j * 8, load_f16((const uint16_t *)v + (size_t)j * stride + d, n));
+    tile_values(nk, nr, p, vf, 8, a0, a1, ot);
+}
+
+static inline __attribute__((always_inline)) void attn_tile(moe_dtype kv, int D, int nk, const float *qt,
+                                                            const void *k, const void *v, size_t stride,
+                                                            const int *lim, float *m, float *l, float *vf, float *ot)
 {
     _Alignas(32) float s[MOE_ATTN_MAX_KEYS * L];
 
     int j = 0;
-    for (; j + KR <= nk; j += KR) tile_scores(D, KR, qt, k + (size_t)j * stride, stride, s + j * L);
-    if (nk - j >= 2) tile_scores(D, 2, qt, k + (size_t)j * stride, stride, s + j * L), j += 2;
-    if (nk - j >= 1) tile_scores(D, 1, qt, k + (size_t)j * stride, stride, s + j * L);
+    for (; j + KR <= nk; j += KR) tile_scores(D, KR, qt, kv, kv_at(kv, k, (size_t)j * stride), stride, s + j * L);
+    if (nk - j >= 2) tile_scores(D, 2, qt, kv, kv_at(kv, k, (size_t)j * stride), stride, s + j * L), j += 2;
+    if (nk - j >= 1) tile_scores(D, 1, qt, kv, kv_at(kv, k, (size_t)j * stride), stride, s + j * L);
 
     __m256 a0 = tile_softmax(nk, s, lim, m, l), a1 = tile_softmax(nk, s + 8, lim + 8, m + 8, l + 8);
 
     int d = 0;
-    for (; d + DR <= D; d += DR) tile_values(nk, DR, s, v + d, stride, a0, a1, ot + (size_t)d * L);
-    if (D - d >= 4) tile_values(nk, 4, s, v + d, stride, a0, a1, ot + (size_t)d * L), d += 4;
-    if (D - d >= 2) tile_values(nk, 2, s, v + d, stride, a0, a1, ot + (size_t)d * L), d += 2;
-    if (D - d >= 1) tile_values(nk, 1, s, v + d, stride, a0, a1, ot + (size_t)d * L);
+    for (; d + DR <= D; d += DR) tile_values_kv(D, nk, DR, s, kv, v, d, stride, a0, a1, vf, ot + (size_t)d * L);
+    if (D - d >= 4) tile_values_kv(D, nk, 4, s, kv, v, d, stride, a0, a1, vf, ot + (size_t)d * L), d += 4;
+    if (D - d >= 2) tile_values_kv(D, nk, 2, s, kv, v, d, stride, a0, a1, vf, ot + (size_t)d * L), d += 2;
+    if (D - d >= 1) tile_values_kv(D, nk, 1, s, kv, v, d, stride, a0, a1, vf, ot + (size_t)d * L);
+}
+
+/* The half instance on its own, so that the float32 one below compiles as
+ * if it were alone. */
+static __attribute__((noinline)) void attn_tile_f16(int D, int nk, const float *qt, const void *k, const void *v,
+                                                    size_t stride, const int *lim, float *m, float *l, float *ot)
+{
+    _Alignas(32) float vf[MOE_ATTN_MAX_KEYS * 8]; /* a column of value elements, widened */
+    attn_tile(MOE_DTYPE_F16, D, nk, qt, k, v, stride, lim, m, l, vf, ot);
+}
+
+void moe_avx2_attn_tile(int D, int nk, const float *qt, moe_dtype kv, const void *k, const void *v, size_t stride,
+                        const int *lim, float *m, float *l, float *ot)
+{
+    if (kv == MOE_DTYPE_F16) attn_tile_f16(D, nk, qt, k, v, stride, lim, m, l, ot);
+    else attn_tile(MOE_DTYPE_F32, D, nk, qt, k, v, stride, lim, m, l, NULL, ot);
 }
 
 /* ---- attn_rows: head_dim in lanes ---- */
@@ -123,15 +209,15 @@ static inline __m256 sum8(const __m256 *x)
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-void moe_avx2_attn_rows(int D, int nq, int qpk, int nk, const float *q, const float *k, const float *v,
-                        size_t stride, const int *lim, float *m, float *l, float *o)
+static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D, int nq, int qpk, const float *q,
+                                                            const void *k, const void *v, size_t stride,
+                                                            const int *lim, float *m, float *l, float *o)
 {
     _Alignas(32) float s[MOE_ATTN_MAX_KEYS * L], mv[L], lv[L], av[L];
     _Alignas(32) int limv[L];
     const float *qi[L];
     size_t col[L];
     int nmax = 0, halves = nq > 8 ? 2 : 1;
-    (void)nk; /* keys from max(lim) on are seen by no query */
     for (int i = 0; i < L; i++) { /* lanes past nq repeat the last query; their results are dropped */
         int r = i < nq ? i : nq - 1;
         qi[i] = q + (size_t)r * D, col[i] = (size_t)(r / qpk) * D;
@@ -142,7 +228,7 @@ void moe_avx2_attn_rows(int D, int nq, int qpk, int nk, const float *q, const fl
     /* scores of the keys any query sees, a cache row at a time, 8 queries at a time */
     __m256i tail = avx2_lanes(D % 8);
     for (int j = 0; j < nmax; j++) {
-        const float *kj = k + (size_t)j * stride;
+        const void *kj = kv_at(kv, k, (size_t)j * stride);
         for (int h = 0; h < 2; h++) {
             if (h >= halves) { _mm256_storeu_ps(s + j * L + 8, _mm256_setzero_ps()); continue; }
             const float *const *qh = qi + 8 * h;
@@ -154,11 +240,11 @@ void moe_avx2_attn_rows(int D, int nq, int qpk, int nk, const float *q, const fl
             for (; d + 8 <= D; d += 8)
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
-                    acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[i] + d), _mm256_loadu_ps(kj + ch[i] + d), acc[i]);
+                    acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[i] + d), kv_load8(kv, kj, ch[i] + d, 8, tail), acc[i]);
             if (d < D)
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
-                    acc[i] = _mm256_fmadd_ps(_mm256_maskload_ps(qh[i] + d, tail), _mm256_maskload_ps(kj + ch[i] + d, tail),
+                    acc[i] = _mm256_fmadd_ps(_mm256_maskload_ps(qh[i] + d, tail), kv_load8(kv, kj, ch[i] + d, D - d, tail),
                                              acc[i]);
             _mm256_storeu_ps(s + j * L + 8 * h, sum8(acc));
         }
@@ -177,18 +263,59 @@ void moe_avx2_attn_rows(int D, int nq, int qpk, int nk, const float *q, const fl
 
     /* values, a cache row at a time; each query's o stays in L1 */
     for (int j = 0; j < nmax; j++) {
-        const float *vj = v + (size_t)j * stride, *pj = s + j * L;
+        const void *vj = kv_at(kv, v, (size_t)j * stride);
+        const float *pj = s + j * L;
         for (int i = 0; i < nq; i++) {
             if (pj[i] == 0.0f) continue; /* masked, or too small to count */
             __m256 p = _mm256_set1_ps(pj[i]);
-            const float *vi = vj + col[i];
             float *oi = o + (size_t)i * D;
             int d = 0;
             for (; d + 8 <= D; d += 8)
-                _mm256_storeu_ps(oi + d, _mm256_fmadd_ps(p, _mm256_loadu_ps(vi + d), _mm256_loadu_ps(oi + d)));
+                _mm256_storeu_ps(oi + d,
+                                 _mm256_fmadd_ps(p, kv_load8(kv, vj, col[i] + d, 8, tail), _mm256_loadu_ps(oi + d)));
             if (d < D)
                 _mm256_maskstore_ps(oi + d, tail,
-                                    _mm256_fmadd_ps(p, _mm256_maskload_ps(vi + d, tail), _mm256_maskload_ps(oi + d, tail)));
+                                    _mm256_fmadd_ps(p, kv_load8(kv, vj, col[i] + d, D - d, tail),
+                                                    _mm256_maskload_ps(oi + d, tail)));
         }
     }
+}
+
+/* The half instance on its own (see attn_tile_f16). */
+static __attribute__((noinline)) void attn_rows_f16(int D, int nq, int qpk, const float *q, const void *k,
+                                                    const void *v, size_t stride, const int *lim, float *m, float *l,
+                                                    float *o)
+{
+    attn_rows(MOE_DTYPE_F16, D, nq, qpk, q, k, v, stride, lim, m, l, o);
+}
+
+void moe_avx2_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_dtype kv, const void *k, const void *v,
+                        size_t stride, const int *lim, float *m, float *l, float *o)
+{
+    (void)nk; /* keys from max(lim) on are seen by no query */
+    if (kv == MOE_DTYPE_F16) attn_rows_f16(D, nq, qpk, q, k, v, stride, lim, m, l, o);
+    else attn_rows(MOE_DTYPE_F32, D, nq, qpk, q, k, v, stride, lim, m, l, o);
+}
+
+/* ---- a half cache's elements ---- */
+
+void moe_avx2_f32_to_f16(size_t n, const float *src, uint16_t *dst)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) { /* the tail through buffers, with the same instruction */
+        float f[8] = { 0 };
+        uint16_t h[8];
+        memcpy(f, src + i, sizeof(float) * (n - i));
+        _mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(_mm256_loadu_ps(f), _MM_FROUND_TO_NEAREST_INT));
+        memcpy(dst + i, h, sizeof(uint16_t) * (n - i));
+    }
+}
+
+void moe_avx2_f16_to_f32(size_t n, const uint16_t *src, float *dst)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_f16(src + i, 8));
+    if (i < n) _mm256_maskstore_ps(dst + i, avx2_lanes((int)(n - i)), load_f16(src + i, (int)(n - i)));
 }

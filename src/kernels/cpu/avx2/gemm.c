@@ -56,4 +56,6 @@ const moe_cpu_kernels moe_kernels_avx2 = {
     .swiglu = moe_avx2_swiglu,
     .attn_tile = moe_avx2_attn_tile,
     .attn_rows = moe_avx2_attn_rows,
+    .f32_to_f16 = moe_avx2_f32_to_f16,
+    .f16_to_f32 = moe_avx2_f16_to_f32,
 };

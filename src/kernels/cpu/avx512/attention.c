@@ -12,7 +12,17 @@
  * row: for each key, 16 queries' dot products (each with its own kv head's
  * slice of the row) are accumulated in 16 zmm and summed across lanes
  * together by a transposing reduction; then each query's sums take the
- * weighted value row (o in L1). head_dim tails use masked loads and stores. */
+ * weighted value row (o in L1). head_dim tails use masked loads and stores.
+ *
+ * The cache is float32 or half (kv): each body is written once and inlined
+ * for both, half vectors widened with vcvtph2ps as they are loaded, the
+ * arithmetic the same in the same order, so a half cache gives the bits of
+ * a float32 cache holding the same values. attn_rows loads vectors of the
+ * cache directly. attn_tile broadcasts single elements from memory into
+ * its FMAs, so there each 16 elements of a key (a value column) are widened
+ * into a small buffer in L1 and broadcast from there; the caller mostly
+ * widens a block once for all the tiles that read it instead (see
+ * kernels/attention.c), which leaves this for large head_dim. */
 #include <immintrin.h>
 #include <math.h>
 
@@ -20,6 +30,14 @@
 #include "kernels/cpu/avx512/avx512_util.h"
 
 enum { L = MOE_ATTN_LANES, KR = 8, DR = 16 };
+
+/* Element i of a cache of dtype kv. */
+static inline const void *kv_at(moe_dtype kv, const void *p, size_t i)
+{
+    return (const char *)p + i * (kv == MOE_DTYPE_F16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+static inline __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xFFFF : n > 0 ? avx512_lanes(n) : 0; }
 
 /* The online-softmax update of 16 lanes from scores s [nk][16]: keys from
  * lim on are masked; s becomes the weights e^(s − m'); m and l are updated;
@@ -56,17 +74,35 @@ static __m512 softmax16(int nk, float *s, const int *lim, float *m, float *l)
 /* ---- attn_tile: queries in lanes ---- */
 
 /* s[r][·] = Σ_d k_r[d]·qt[d][·] for nr (a constant) keys from k. */
-static inline __attribute__((always_inline)) void tile_scores(int D, int nr, const float *qt, const float *k,
-                                                              size_t stride, float *s)
+static inline __attribute__((always_inline)) void tile_scores(int D, int nr, const float *qt, moe_dtype kv,
+                                                              const void *k, size_t stride, float *s)
 {
-    const float *row[KR];
     __m512 acc[KR];
 #pragma GCC unroll 8
-    for (int r = 0; r < nr; r++) row[r] = k + (size_t)r * stride, acc[r] = _mm512_setzero_ps();
-    for (int d = 0; d < D; d++) {
-        __m512 q = _mm512_loadu_ps(qt + (size_t)d * L);
+    for (int r = 0; r < nr; r++) acc[r] = _mm512_setzero_ps();
+    if (kv == MOE_DTYPE_F32) {
+        const float *row[KR];
 #pragma GCC unroll 8
-        for (int r = 0; r < nr; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(row[r][d]), q, acc[r]);
+        for (int r = 0; r < nr; r++) row[r] = (const float *)k + (size_t)r * stride;
+        for (int d = 0; d < D; d++) {
+            __m512 q = _mm512_loadu_ps(qt + (size_t)d * L);
+#pragma GCC unroll 8
+            for (int r = 0; r < nr; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(row[r][d]), q, acc[r]);
+        }
+    } else {
+        /* 16 elements of each key widened into kf, broadcast from there */
+        _Alignas(64) float kf[KR][16];
+        for (int d0 = 0; d0 < D; d0 += 16) {
+            int nd = D - d0 < 16 ? D - d0 : 16;
+#pragma GCC unroll 8
+            for (int r = 0; r < nr; r++)
+                _mm512_store_ps(kf[r], avx512_load_dtype(kv, k, (size_t)r * stride + d0, tail_mask(nd)));
+            for (int d = 0; d < nd; d++) {
+                __m512 q = _mm512_loadu_ps(qt + (size_t)(d0 + d) * L);
+#pragma GCC unroll 8
+                for (int r = 0; r < nr; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(kf[r][d]), q, acc[r]);
+            }
+        }
     }
 #pragma GCC unroll 8
     for (int r = 0; r < nr; r++) _mm512_storeu_ps(s + r * L, acc[r]);
@@ -90,27 +126,59 @@ static inline __attribute__((always_inline)) void tile_values(int nk, int nr, co
     for (int r = 0; r < nr; r++) _mm512_storeu_ps(ot + r * L, acc[r]);
 }
 
-void moe_avx512_attn_tile(int D, int nk, const float *qt, const float *k, const float *v, size_t stride,
-                          const int *lim, float *m, float *l, float *ot)
+/* tile_values on elements d .. d+nr of the value rows: float32 ones in
+ * place, half ones widened first into vf [nk][16]. */
+static inline __attribute__((always_inline)) void tile_values_kv(int nk, int nr, const float *p, moe_dtype kv,
+                                                                 const void *v, int d, size_t stride, __m512 a,
+                                                                 float *vf, float *ot)
+{
+    if (kv == MOE_DTYPE_F32) {
+        tile_values(nk, nr, p, (const float *)v + d, stride, a, ot);
+        return;
+    }
+    for (int j = 0; j < nk; j++)
+        _mm512_store_ps(vf + j * L, avx512_load_dtype(kv, v, (size_t)j * stride + d, avx512_lanes(nr)));
+    tile_values(nk, nr, p, vf, L, a, ot);
+}
+
+static inline __attribute__((always_inline)) void attn_tile(moe_dtype kv, int D, int nk, const float *qt,
+                                                            const void *k, const void *v, size_t stride,
+                                                            const int *lim, float *m, float *l, float *vf, float *ot)
 {
     _Alignas(64) float s[MOE_ATTN_MAX_KEYS * L];
 
     /* scores, KR keys at a time, then the tail by halves */
     int j = 0;
-    for (; j + KR <= nk; j += KR) tile_scores(D, KR, qt, k + (size_t)j * stride, stride, s + j * L);
-    if (nk - j >= 4) tile_scores(D, 4, qt, k + (size_t)j * stride, stride, s + j * L), j += 4;
-    if (nk - j >= 2) tile_scores(D, 2, qt, k + (size_t)j * stride, stride, s + j * L), j += 2;
-    if (nk - j >= 1) tile_scores(D, 1, qt, k + (size_t)j * stride, stride, s + j * L);
+    for (; j + KR <= nk; j += KR) tile_scores(D, KR, qt, kv, kv_at(kv, k, (size_t)j * stride), stride, s + j * L);
+    if (nk - j >= 4) tile_scores(D, 4, qt, kv, kv_at(kv, k, (size_t)j * stride), stride, s + j * L), j += 4;
+    if (nk - j >= 2) tile_scores(D, 2, qt, kv, kv_at(kv, k, (size_t)j * stride), stride, s + j * L), j += 2;
+    if (nk - j >= 1) tile_scores(D, 1, qt, kv, kv_at(kv, k, (size_t)j * stride), stride, s + j * L);
 
     __m512 a = softmax16(nk, s, lim, m, l);
 
     /* values, DR elements of head_dim at a time, then the tail by halves */
     int d = 0;
-    for (; d + DR <= D; d += DR) tile_values(nk, DR, s, v + d, stride, a, ot + (size_t)d * L);
-    if (D - d >= 8) tile_values(nk, 8, s, v + d, stride, a, ot + (size_t)d * L), d += 8;
-    if (D - d >= 4) tile_values(nk, 4, s, v + d, stride, a, ot + (size_t)d * L), d += 4;
-    if (D - d >= 2) tile_values(nk, 2, s, v + d, stride, a, ot + (size_t)d * L), d += 2;
-    if (D - d >= 1) tile_values(nk, 1, s, v + d, stride, a, ot + (size_t)d * L);
+    for (; d + DR <= D; d += DR) tile_values_kv(nk, DR, s, kv, v, d, stride, a, vf, ot + (size_t)d * L);
+    if (D - d >= 8) tile_values_kv(nk, 8, s, kv, v, d, stride, a, vf, ot + (size_t)d * L), d += 8;
+    if (D - d >= 4) tile_values_kv(nk, 4, s, kv, v, d, stride, a, vf, ot + (size_t)d * L), d += 4;
+    if (D - d >= 2) tile_values_kv(nk, 2, s, kv, v, d, stride, a, vf, ot + (size_t)d * L), d += 2;
+    if (D - d >= 1) tile_values_kv(nk, 1, s, kv, v, d, stride, a, vf, ot + (size_t)d * L);
+}
+
+/* The half instance on its own, so that the float32 one below compiles as
+ * if it were alone. */
+static __attribute__((noinline)) void attn_tile_f16(int D, int nk, const float *qt, const void *k, const void *v,
+                                                    size_t stride, const int *lim, float *m, float *l, float *ot)
+{
+    _Alignas(64) float vf[MOE_ATTN_MAX_KEYS * L]; /* a column of value elements, widened */
+    attn_tile(MOE_DTYPE_F16, D, nk, qt, k, v, stride, lim, m, l, vf, ot);
+}
+
+void moe_avx512_attn_tile(int D, int nk, const float *qt, moe_dtype kv, const void *k, const void *v, size_t stride,
+                          const int *lim, float *m, float *l, float *ot)
+{
+    if (kv == MOE_DTYPE_F16) attn_tile_f16(D, nk, qt, k, v, stride, lim, m, l, ot);
+    else attn_tile(MOE_DTYPE_F32, D, nk, qt, k, v, stride, lim, m, l, NULL, ot);
 }
 
 /* ---- attn_rows: head_dim in lanes ---- */
@@ -133,17 +201,15 @@ static inline __m512 sum16(const __m512 *x)
     return _mm512_permutexvar_ps(order, r);
 }
 
-static inline __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xFFFF : n > 0 ? avx512_lanes(n) : 0; }
-
-void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, const float *k, const float *v,
-                          size_t stride, const int *lim, float *m, float *l, float *o)
+static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D, int nq, int qpk, const float *q,
+                                                            const void *k, const void *v, size_t stride,
+                                                            const int *lim, float *m, float *l, float *o)
 {
     _Alignas(64) float s[MOE_ATTN_MAX_KEYS * L], mv[L], lv[L], av[L];
     _Alignas(64) int limv[L];
     const float *qi[L];
     size_t col[L];
     int nmax = 0;
-    (void)nk; /* keys from max(lim) on are seen by no query */
     for (int i = 0; i < L; i++) { /* lanes past nq repeat the last query; their results are dropped */
         int r = i < nq ? i : nq - 1;
         qi[i] = q + (size_t)r * D, col[i] = (size_t)(r / qpk) * D;
@@ -153,7 +219,7 @@ void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, const 
 
     /* scores of the keys any query sees, a cache row at a time */
     for (int j = 0; j < nmax; j++) {
-        const float *kj = k + (size_t)j * stride;
+        const void *kj = kv_at(kv, k, (size_t)j * stride);
         __m512 acc[L];
 #pragma GCC unroll 16
         for (int i = 0; i < L; i++) acc[i] = _mm512_setzero_ps();
@@ -161,7 +227,7 @@ void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, const 
             __mmask16 mk = tail_mask(D - d);
 #pragma GCC unroll 16
             for (int i = 0; i < L; i++)
-                acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, qi[i] + d), _mm512_maskz_loadu_ps(mk, kj + col[i] + d),
+                acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, qi[i] + d), avx512_load_dtype(kv, kj, col[i] + d, mk),
                                          acc[i]);
         }
         _mm512_storeu_ps(s + j * L, sum16(acc));
@@ -180,17 +246,53 @@ void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, const 
 
     /* values, a cache row at a time; each query's o stays in L1 */
     for (int j = 0; j < nmax; j++) {
-        const float *vj = v + (size_t)j * stride, *pj = s + j * L;
+        const void *vj = kv_at(kv, v, (size_t)j * stride);
+        const float *pj = s + j * L;
         for (int i = 0; i < nq; i++) {
             if (pj[i] == 0.0f) continue; /* masked, or too small to count */
             __m512 p = _mm512_set1_ps(pj[i]);
-            const float *vi = vj + col[i];
             float *oi = o + (size_t)i * D;
             for (int d = 0; d < D; d += 16) {
                 __mmask16 mk = tail_mask(D - d);
                 _mm512_mask_storeu_ps(oi + d, mk,
-                                      _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mk, vi + d), _mm512_maskz_loadu_ps(mk, oi + d)));
+                                      _mm512_fmadd_ps(p, avx512_load_dtype(kv, vj, col[i] + d, mk),
+                                                      _mm512_maskz_loadu_ps(mk, oi + d)));
             }
         }
+    }
+}
+
+/* The half instance on its own (see attn_tile_f16). */
+static __attribute__((noinline)) void attn_rows_f16(int D, int nq, int qpk, const float *q, const void *k,
+                                                    const void *v, size_t stride, const int *lim, float *m, float *l,
+                                                    float *o)
+{
+    attn_rows(MOE_DTYPE_F16, D, nq, qpk, q, k, v, stride, lim, m, l, o);
+}
+
+void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_dtype kv, const void *k, const void *v,
+                          size_t stride, const int *lim, float *m, float *l, float *o)
+{
+    (void)nk; /* keys from max(lim) on are seen by no query */
+    if (kv == MOE_DTYPE_F16) attn_rows_f16(D, nq, qpk, q, k, v, stride, lim, m, l, o);
+    else attn_rows(MOE_DTYPE_F32, D, nq, qpk, q, k, v, stride, lim, m, l, o);
+}
+
+/* ---- a half cache's elements ---- */
+
+void moe_avx512_f32_to_f16(size_t n, const float *src, uint16_t *dst)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 mk = tail_mask(n - i < 16 ? (int)(n - i) : 16);
+        __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(mk, src + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm256_mask_storeu_epi16(dst + i, mk, h);
+    }
+}
+
+void moe_avx512_f16_to_f32(size_t n, const uint16_t *src, float *dst)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 mk = tail_mask(n - i < 16 ? (int)(n - i) : 16);
+        _mm512_mask_storeu_ps(dst + i, mk, avx512_load_dtype(MOE_DTYPE_F16, src, i, mk));
     }
 }

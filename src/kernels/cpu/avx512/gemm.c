@@ -54,4 +54,6 @@ const moe_cpu_kernels moe_kernels_avx512 = {
     .swiglu = moe_avx512_swiglu,
     .attn_tile = moe_avx512_attn_tile,
     .attn_rows = moe_avx512_attn_rows,
+    .f32_to_f16 = moe_avx512_f32_to_f16,
+    .f16_to_f32 = moe_avx512_f16_to_f32,
 };

@@ -10,10 +10,12 @@ void moe_portable_panel_gemv(const moe_panel_format *f, const moe_panel *p, int 
 void moe_portable_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst);
 void moe_portable_gemm_tile(int K, const float *A, const float *B0, const float *B1, float *C, int accumulate);
 void moe_portable_swiglu(int n, const float *g, const float *u, float *h);
-void moe_portable_attn_tile(int D, int nk, const float *qt, const float *k, const float *v, size_t stride,
-                            const int *lim, float *m, float *l, float *ot);
-void moe_portable_attn_rows(int D, int nq, int qpk, int nk, const float *q, const float *k, const float *v,
-                            size_t stride, const int *lim, float *m, float *l, float *o);
+void moe_portable_attn_tile(int D, int nk, const float *qt, moe_dtype kv, const void *k, const void *v,
+                            size_t stride, const int *lim, float *m, float *l, float *ot);
+void moe_portable_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_dtype kv, const void *k,
+                            const void *v, size_t stride, const int *lim, float *m, float *l, float *o);
+void moe_portable_f32_to_f16(size_t n, const float *src, uint16_t *dst);
+void moe_portable_f16_to_f32(size_t n, const uint16_t *src, float *dst);
 void moe_portable_panel_gemv_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                                 const float *const *dx, const float *const *xsum, float *const *out);
 void moe_portable_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
