@@ -146,7 +146,7 @@ int bench_main(int argc, char **argv)
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
                        "model synthetic-bits synthetic-layers prompt-tokens gen-tokens prefill-step fuse-gate-up "
-                       "repeat seed json device threads isa activations", &o);
+                       "repeat seed json device threads isa activations kv-cache", &o);
     if (rc) return rc;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
     if (o.repeat * (o.fuse_gate_up == 2 ? 2 : 1) > MAX_RUNS)
@@ -173,11 +173,11 @@ int bench_main(int argc, char **argv)
     if (!rc && moe_context_create(m, o.prompt_tokens + o.gen_tokens, o.prefill_step, &c) != MOE_OK) rc = cli_fail(CMD);
     if (!rc && !o.json)
         printf("model %s: %d layers, %d experts top-%d, %s weights %.2f GiB (%.3f GB read a decode token); "
-               "%d threads, %s kernels, %s activations; built in %.1f s\n",
+               "%d threads, %s kernels, %s activations, %s KV cache; built in %.1f s\n",
                o.model ? o.model : "synthetic OLMoE-1B-7B", info.num_layers, info.num_experts, info.top_k,
                info.bits ? (info.bits == 4 ? "4-bit" : "8-bit") : "float", (double)info.weight_bytes / (1u << 30),
                (double)info.active_bytes_per_token / 1e9, moe_num_threads(), moe_cpu_isa(),
-               cli_act_name(info.activations), build_s);
+               cli_act_name(info.activations), info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32", build_s);
     if (!rc) rc = run_all(&o, m, c, prompt, res, &nres);
     if (!rc) {
         double active = (double)info.active_bytes_per_token, bw_on, bw_off;
@@ -189,6 +189,7 @@ int bench_main(int argc, char **argv)
             json_object_object_add(obj, "model", json_object_new_string(o.model ? o.model : "synthetic-olmoe-1b-7b"));
             json_object_object_add(obj, "bits", json_object_new_int(info.bits));
             json_object_object_add(obj, "activations", json_object_new_string(cli_act_name(info.activations)));
+            json_object_object_add(obj, "kv_cache", json_object_new_string(info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32"));
             json_object_object_add(obj, "threads", json_object_new_int(moe_num_threads()));
             json_object_object_add(obj, "isa", json_object_new_string(moe_cpu_isa()));
             json_object_object_add(obj, "prefill_step", json_object_new_int(o.prefill_step));

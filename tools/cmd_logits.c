@@ -26,7 +26,7 @@ int logits_main(int argc, char **argv)
 {
     if (cli_help(argc, argv, logits_usage)) return 0;
     cli_opts o;
-    int rc = cli_parse(CMD, argc, argv, "model tokens out prefill-step device threads isa fuse-gate-up activations", &o);
+    int rc = cli_parse(CMD, argc, argv, "model tokens out prefill-step device threads isa fuse-gate-up activations kv-cache", &o);
     if (rc) return rc;
     if (!o.model) return fprintf(stderr, "moe logits: --model DIR is required\n"), 2;
     if (!o.out) return fprintf(stderr, "moe logits: --out FILE is required\n"), 2;

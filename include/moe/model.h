@@ -31,6 +31,10 @@ typedef struct {
     /* How activations meet quantized weights: a moe_act_mode, or -1 (the
      * default) to let moe choose (see moe_model_default_activations). */
     int activations;
+    /* The KV cache's element type: MOE_DTYPE_F32, MOE_DTYPE_F16, or -1 (the
+     * default): f16 with int8 activations on quantized weights, f32 on the
+     * exact paths. f16 halves the cache and its read traffic. */
+    int kv_dtype;
     moe_progress_fn progress;
     void *progress_user;
 } moe_model_options;
@@ -48,6 +52,7 @@ typedef struct {
     int bits;                   /* experts' quantization bits; 0 = float */
     int fused;
     moe_act_mode activations;   /* in use for the quantized projections */
+    moe_dtype kv_dtype;         /* of the KV cache */
     size_t weight_bytes;        /* resident weights */
     size_t active_bytes_per_token; /* weights one decode step reads (top_k
                                       distinct experts a layer) */

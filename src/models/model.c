@@ -9,7 +9,7 @@
 
 moe_model_options moe_model_default_options(void)
 {
-    moe_model_options o = { .fuse_gate_up = 1, .activations = -1 };
+    moe_model_options o = { .fuse_gate_up = 1, .activations = -1, .kv_dtype = -1 };
     return o;
 }
 
@@ -52,13 +52,30 @@ moe_act_mode olmoe_choose_activations(const moe_model *m, int quantized)
     return quantized && moe_kernels()->panel_gemv_i8 ? MOE_ACT_INT8X2 : MOE_ACT_FLOAT;
 }
 
+moe_dtype olmoe_choose_kv_dtype(const moe_model *m)
+{
+    if (m->opt.kv_dtype >= 0) return (moe_dtype)m->opt.kv_dtype;
+    return m->bits && m->act != MOE_ACT_FLOAT ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
+}
+
+/* Options a caller can get wrong: an error naming the field. */
+static moe_status check_options(const moe_model_options *opt)
+{
+    if (!opt) return MOE_OK;
+    if (opt->activations < -1 || opt->activations > MOE_ACT_INT8X2)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: activations %d is not a moe_act_mode", opt->activations);
+    if (opt->kv_dtype != -1 && opt->kv_dtype != MOE_DTYPE_F32 && opt->kv_dtype != MOE_DTYPE_F16)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: kv_dtype %d is not F32 or F16", opt->kv_dtype);
+    return MOE_OK;
+}
+
 moe_status moe_model_load(const char *dir, const moe_model_options *opt, moe_model **out)
 {
     if (!out) return moe_error_set(MOE_ERR_INVALID_ARG, "model load: output pointer is NULL");
     *out = NULL;
     if (!dir) return moe_error_set(MOE_ERR_INVALID_ARG, "model load: no model directory given");
-    if (opt && (opt->activations < -1 || opt->activations > MOE_ACT_INT8X2))
-        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: activations %d is not a moe_act_mode", opt->activations);
+    moe_status st = check_options(opt);
+    if (st != MOE_OK) return st;
     moe_model *m = model_new(opt);
     if (!m) return MOE_ERR_NOMEM;
     return finish(m, olmoe_load(m, dir), out);
@@ -71,8 +88,8 @@ moe_status moe_model_synthetic(int bits, int layers, uint64_t seed, const moe_mo
     if (bits != 4 && bits != 8 && bits != 16)
         return moe_error_set(MOE_ERR_INVALID_ARG, "synthetic model: bits %d is not 4, 8 or 16", bits);
     if (layers < 0) return moe_error_set(MOE_ERR_INVALID_ARG, "synthetic model: layers %d is negative", layers);
-    if (opt && (opt->activations < -1 || opt->activations > MOE_ACT_INT8X2))
-        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: activations %d is not a moe_act_mode", opt->activations);
+    moe_status st = check_options(opt);
+    if (st != MOE_OK) return st;
     moe_model *m = model_new(opt);
     if (!m) return MOE_ERR_NOMEM;
     m->cfg.num_layers = layers ? layers : 16;
@@ -91,6 +108,7 @@ moe_model_info moe_model_get_info(const moe_model *m)
     };
     i.fused = c->num_layers > 0 ? moe_switchglu_fused(m->layers[0].experts) : m->opt.fuse_gate_up;
     i.activations = m->bits ? m->act : MOE_ACT_FLOAT;
+    i.kv_dtype = olmoe_choose_kv_dtype(m);
     size_t head = moe_linear_weight_bytes(m->lm_head);
     size_t bytes = (m->lm_head != m->embed ? moe_linear_weight_bytes(m->embed) : 0) + head;
     size_t active = head + sizeof(float) * (size_t)c->hidden_size;
@@ -163,11 +181,15 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
     c->max_tokens = max_tokens;
     c->max_chunk = max_chunk;
     size_t T = (size_t)max_chunk, D = (size_t)p->hidden_size, qdim = (size_t)p->num_heads * p->head_dim;
-    size_t cache = (size_t)p->num_layers * max_tokens * p->num_kv_heads * p->head_dim;
+    size_t kvdim = (size_t)p->num_kv_heads * p->head_dim;
+    c->kv_dtype = olmoe_choose_kv_dtype(m);
+    size_t cache = (size_t)p->num_layers * max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
     /* the cache is reserved whole but its pages are only touched as
      * positions fill, so resident memory follows the sequence's length */
-    c->key_cache = moe_alloc(sizeof(float) * cache, "key cache");
-    c->value_cache = moe_alloc(sizeof(float) * cache, "value cache");
+    c->key_cache = moe_alloc(cache, "key cache");
+    c->value_cache = moe_alloc(cache, "value cache");
+    c->k = moe_alloc(sizeof(float) * T * kvdim, "keys");
+    c->v = moe_alloc(sizeof(float) * T * kvdim, "values");
     c->x = moe_alloc(sizeof(float) * T * D, "residual stream");
     c->xb = moe_alloc(sizeof(float) * T * D, "normalised activations");
     c->xb2 = moe_alloc(sizeof(float) * T * D, "block output");
@@ -178,7 +200,7 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
     c->expert_w = moe_alloc(sizeof(float) * T * p->top_k, "expert weights");
     c->rope_cos = moe_alloc(sizeof(float) * T * (p->head_dim / 2 + 1), "rotation angles");
     c->rope_sin = moe_alloc(sizeof(float) * T * (p->head_dim / 2 + 1), "rotation angles");
-    if (!c->key_cache || !c->value_cache || !c->x || !c->xb || !c->xb2 || !c->q || !c->att || !c->router_logits ||
+    if (!c->key_cache || !c->value_cache || !c->k || !c->v || !c->x || !c->xb || !c->xb2 || !c->q || !c->att || !c->router_logits ||
         !c->expert_idx || !c->expert_w || !c->rope_cos || !c->rope_sin) {
         moe_context_free(c);
         return MOE_ERR_NOMEM;
@@ -212,7 +234,7 @@ void moe_context_reset(moe_context *c) { c->pos = 0; }
 void moe_context_free(moe_context *c)
 {
     if (!c) return;
-    moe_free(c->key_cache), moe_free(c->value_cache);
+    moe_free(c->key_cache), moe_free(c->value_cache), moe_free(c->k), moe_free(c->v);
     moe_free(c->x), moe_free(c->xb), moe_free(c->xb2), moe_free(c->q), moe_free(c->att);
     moe_free(c->router_logits), moe_free(c->expert_idx), moe_free(c->expert_w);
     moe_free(c->rope_cos), moe_free(c->rope_sin);

@@ -41,7 +41,7 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
     int D = p->hidden_size, H = p->num_heads, KV = p->num_kv_heads, hd = p->head_dim;
     int qdim = H * hd, kvdim = KV * hd, pos = c->pos;
     float eps = (float)p->rms_norm_eps;
-    size_t layer_cache = (size_t)c->max_tokens * kvdim;
+    size_t layer_cache = (size_t)c->max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
 
     // token embedding
     for (int t = 0; t < T; t++) moe_linear_row(m->embed, tokens[t], c->x + (size_t)t * D);
@@ -52,12 +52,13 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
 
     for (int l = 0; l < p->num_layers; l++) {
         olmoe_layer *L = &m->layers[l];
-        float *key_cache = c->key_cache + l * layer_cache, *value_cache = c->value_cache + l * layer_cache;
-        float *k = key_cache + (size_t)pos * kvdim, *v = value_cache + (size_t)pos * kvdim;
+        char *key_cache = (char *)c->key_cache + l * layer_cache, *value_cache = (char *)c->value_cache + l * layer_cache;
+        size_t at = (size_t)pos * kvdim * moe_dtype_size(c->kv_dtype);
+        float *k = c->k, *v = c->v;
 
         // attention rmsnorm
         moe_rmsnorm_rows(T, D, c->x, L->attn_norm, eps, c->xb);
-        // q, k, v; k and v go straight into the cache at this chunk's positions
+        // q, k, v
         TRY(moe_linear_forward(L->wq, c->xb, T, c->q));
         TRY(moe_linear_forward(L->wk, c->xb, T, k));
         TRY(moe_linear_forward(L->wv, c->xb, T, v));
@@ -72,8 +73,11 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
         // RoPE (rotate-half) on every head of q and k
         moe_rope_rows(T, H, hd, c->q, c->rope_cos, c->rope_sin);
         moe_rope_rows(T, KV, hd, k, c->rope_cos, c->rope_sin);
+        // k and v into the cache at this chunk's positions, in its dtype
+        moe_kv_store(c->kv_dtype, k, key_cache + at, (size_t)T * kvdim);
+        moe_kv_store(c->kv_dtype, v, value_cache + at, (size_t)T * kvdim);
         // causal attention over every position so far (grouped-query)
-        moe_attention_causal(T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, MOE_DTYPE_F32, key_cache, value_cache,
+        moe_attention_causal(T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, c->kv_dtype, key_cache, value_cache,
                              (size_t)kvdim, c->att);
         // output projection and residual connection
         TRY(moe_linear_forward(L->wo, c->att, T, c->xb2));

@@ -37,12 +37,14 @@ struct moe_model {
 struct moe_context {
     moe_model *m;
     int max_tokens, max_chunk, pos;
-    float *key_cache;          /* (layers, max_tokens, KV·hd) */
-    float *value_cache;        /* (layers, max_tokens, KV·hd) */
+    moe_dtype kv_dtype;        /* F32 or F16 */
+    void *key_cache;           /* (layers, max_tokens, KV·hd) of kv_dtype */
+    void *value_cache;         /* (layers, max_tokens, KV·hd) of kv_dtype */
     float *x;                  /* (T, D) residual stream */
     float *xb;                 /* (T, D) normalised input of a block */
     float *xb2;                /* (T, D) a block's output */
     float *q;                  /* (T, H·hd) */
+    float *k, *v;              /* (T, KV·hd) this chunk's keys and values */
     float *att;                /* (T, H·hd) attention output */
     float *router_logits;      /* (T, E) */
     int32_t *expert_idx;       /* (T, top_k) */
@@ -56,6 +58,12 @@ void olmoe_free_weights(moe_model *m);
  * choice for -1 (int8 with its residual digit where the CPU has int8 dot
  * products, else float). */
 moe_act_mode olmoe_choose_activations(const moe_model *m, int quantized);
+
+/* The KV cache's dtype: the option's, or for -1 f16 where activations
+ * are already approximate (quantized weights with int8 activations) and
+ * f32 on the exact paths (float weights, or float activations), so that
+ * those stay within float rounding of the reference. */
+moe_dtype olmoe_choose_kv_dtype(const moe_model *m);
 
 /* Checkpoint loading (olmoe_load.c) and random weights (olmoe_synthetic.c). */
 moe_status olmoe_load(moe_model *m, const char *dir);
