@@ -610,6 +610,7 @@ static void quantize_i8_all(void **state)
                     float *x = xmalloc(sizeof(float) * K), *dx = xmalloc(sizeof(float) * ng),
                           *dxr = xmalloc(sizeof(float) * ng), *sum = xmalloc(sizeof(float) * ng);
                     int8_t *q = xmalloc((size_t)K), *qr = xmalloc((size_t)K);
+                    int8_t *res = xmalloc((size_t)K), *resr = xmalloc((size_t)K);
                     double scale = kind == 2 ? 1e-30 : kind == 3 ? 1e30 : 1.0;
                     test_rand_floats(&rng, x, (size_t)K, -scale, scale);
                     if (kind == 1 || kind == 2)
@@ -620,16 +621,27 @@ static void quantize_i8_all(void **state)
                         for (int k = 2 * gs; k < 3 * gs; k++)
                             x[k] = k == 2 * gs ? 127.0f : (float)((double)(k % 127) + 0.5) * (k & 1 ? -1.0f : 1.0f);
                     moe_quantize_act_i8((moe_wformat)f, K, gs, x, qr, dxr);
+                    moe_quantize_act_i8_residual((moe_wformat)f, K, gs, x, qr, dxr, resr);
                     for (int t = 0; t < nt; t++) {
                         if (!kt[t]->quantize_act_i8) continue;
                         memset(q, 0x55, (size_t)K);
-                        kt[t]->quantize_act_i8((moe_wformat)f, K, gs, x, q, dx, sum);
+                        memset(res, 0x55, (size_t)K);
+                        /* with and without the residual digit: the same xq */
+                        kt[t]->quantize_act_i8((moe_wformat)f, K, gs, x, q, dx, sum, res);
                         for (int k = 0; k < K; k++) {
-                            n_checked++;
+                            n_checked += 2;
                             if (q[k] != qr[k])
                                 mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xq[%d] = %d, moe_quantize_act_i8 %d",
                                          names[t], fmt_name[f], gs, K, kind, k, q[k], qr[k]);
+                            if (res[k] != resr[k])
+                                mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xr[%d] = %d, residual %d",
+                                         names[t], fmt_name[f], gs, K, kind, k, res[k], resr[k]);
                         }
+                        memset(q, 0x55, (size_t)K);
+                        kt[t]->quantize_act_i8((moe_wformat)f, K, gs, x, q, dx, sum, NULL);
+                        n_checked++;
+                        if (memcmp(q, qr, (size_t)K) != 0)
+                            mismatch("quantize_act_i8 [%s] without the residual: xq differs", names[t]);
                         for (int g = 0; g < ng; g++) {
                             double s = 0, abs_s = 0;
                             for (int k = g * gs; k < (g + 1) * gs; k++) s += x[k], abs_s += fabs((double)x[k]);
@@ -642,7 +654,7 @@ static void quantize_i8_all(void **state)
                                          names[t], fmt_name[f], gs, K, kind, g, (double)sum[g], s);
                         }
                     }
-                    free(x), free(dx), free(dxr), free(sum), free(q), free(qr);
+                    free(x), free(dx), free(dxr), free(sum), free(q), free(qr), free(res), free(resr);
                 }
     finish("quantize_act_i8");
 }

@@ -131,9 +131,11 @@ typedef struct moe_cpu_kernels {
                           const float *d, const float *s, float *const *out);
     int mr_i8;
     /* moe_quantize_act_i8 (the same xq and dx, bit for bit) and
-     * moe_group_sums (xsum, summed in another order) in one pass over x.
-     * NULL where the portable pair serves. */
-    void (*quantize_act_i8)(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx, float *xsum);
+     * moe_group_sums (xsum, summed in another order) in one pass over x;
+     * with xr, also moe_quantize_act_i8_residual's digits (bit for bit).
+     * NULL where the portable functions serve. */
+    void (*quantize_act_i8)(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx, float *xsum,
+                            int8_t *xr);
 } moe_cpu_kernels;
 
 /* The table in use (best supported, or as chosen by moe_cpu_select_isa). */

@@ -212,14 +212,14 @@ static void quantize_tokens(const linear_ctx *c, int lo, int hi)
         size_t row = (size_t)tok * (c->x2 ? 2 : 1);
         int8_t *q = l->ws->xq + row * K;
         float *d = l->ws->xd + row * ng, *s = l->ws->xsum + row * ng;
-        if (c->k->quantize_act_i8) c->k->quantize_act_i8(f, K, G, x, q, d, s);
+        if (c->k->quantize_act_i8) c->k->quantize_act_i8(f, K, G, x, q, d, s, c->x2 ? q + K : NULL);
         else {
             moe_quantize_act_i8(f, K, G, x, q, d);
             moe_group_sums(K, G, x, s);
+            if (c->x2) moe_quantize_act_i8_residual(f, K, G, x, q, d, q + K);
         }
         if (!c->x2) continue;
         /* the residual digit: its own scale, no bias term */
-        moe_quantize_act_i8_residual(f, K, G, x, q, d, q + K);
         for (int g = 0; g < ng; g++) {
             d[ng + g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
             s[ng + g] = 0.0f;

@@ -434,13 +434,14 @@ static void down_gemm_i8(const forward_ctx *c, thread_scratch *sc, int e, const 
 static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int G, const float *row, float *sums,
                         int8_t *q, float *d, int8_t *qr, float *dr)
 {
-    if (i8 && c->kern->quantize_act_i8) c->kern->quantize_act_i8(f, K, G, row, q, d, sums);
+    int x2 = i8 && c->x2;
+    if (i8 && c->kern->quantize_act_i8) c->kern->quantize_act_i8(f, K, G, row, q, d, sums, x2 ? qr : NULL);
     else {
         moe_group_sums(K, G, row, sums);
         if (i8) moe_quantize_act_i8(f, K, G, row, q, d);
+        if (x2) moe_quantize_act_i8_residual(f, K, G, row, q, d, qr);
     }
-    if (!i8 || !c->x2) return;
-    moe_quantize_act_i8_residual(f, K, G, row, q, d, qr);
+    if (!x2) return;
     for (int g = 0; g < K / G; g++) dr[g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
 }
 

@@ -15,7 +15,7 @@ void moe_avx512vnni_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p,
                                   const float *d, const float *s, float *const *out);
 
 void moe_avx512vnni_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx,
-                                    float *xsum);
+                                    float *xsum, int8_t *xr);
 
 /* The peak probe of `moe bench-layer`: MOE_AVX512VNNI_PEAK_CHAINS independent
  * chains of 512-bit vpdpbusd on registers, `reps` steps of every chain (each

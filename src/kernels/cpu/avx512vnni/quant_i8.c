@@ -12,8 +12,9 @@
 #include "kernels/cpu/avx512vnni/avx512vnni.h"
 
 void moe_avx512vnni_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx,
-                                    float *xsum)
+                                    float *xsum, int8_t *xr)
 {
+    const __m512i lim = _mm512_set1_epi32(127), neg_lim = _mm512_set1_epi32(-127);
     /* Q4 order: in each run of 8 inputs, the 4 even ones, then the 4 odd */
     const __m512i q4_order = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
     for (int g = 0; g < K / group; g++) {
@@ -29,9 +30,22 @@ void moe_avx512vnni_quantize_act_i8(moe_wformat f, int K, int group, const float
         float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
         dx[g] = d;
         xsum[g] = _mm512_reduce_add_ps(sum);
-        __m512 vinv = _mm512_set1_ps(inv);
+        __m512 vinv = _mm512_set1_ps(inv), vd = _mm512_set1_ps(d);
+        /* the residual digit: as moe_quantize_act_i8_residual, the same
+         * operations in the same order (no fused multiply-add) */
+        __m512 vinv_r = _mm512_set1_ps(d > 0.0f ? MOE_I8_RESIDUAL_STEPS / d : 0.0f);
         for (int k = 0; k < group; k += 16) {
-            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + k), vinv));
+            __m512 v = _mm512_loadu_ps(xg + k);
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv));
+            /* saturate as the narrowing below does, for the residual too */
+            q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_set1_epi32(-128));
+            if (xr) {
+                __m512 r = _mm512_sub_ps(v, _mm512_mul_ps(vd, _mm512_cvtepi32_ps(q)));
+                __m512i rq = _mm512_cvtps_epi32(_mm512_mul_ps(r, vinv_r));
+                rq = _mm512_max_epi32(_mm512_min_epi32(rq, lim), neg_lim);
+                if (f == MOE_WF_Q4) rq = _mm512_permutexvar_epi32(q4_order, rq);
+                _mm_storeu_si128((__m128i *)(xr + (size_t)g * group + k), _mm512_cvtepi32_epi8(rq));
+            }
             if (f == MOE_WF_Q4) q = _mm512_permutexvar_epi32(q4_order, q);
             _mm_storeu_si128((__m128i *)(qg + k), _mm512_cvtsepi32_epi8(q));
         }
