@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "io/safetensors_write.h"
+#include "quant/dtype.h"
 #include "moe/model.h"
 #include "support/testutil.h"
 
@@ -31,6 +32,9 @@ typedef struct {
     const char *model_type;      /* config's model_type (default olmoe) */
     int add_scales;              /* an extra q_proj.scales tensor */
     int truncate;                /* cut the file's last bytes */
+    /* v_proj values rounded to bf16, and stored as BF16 (so q, k and v no
+     * longer share a format and load as three projections) */
+    int v_rounded, v_bf16;
 } damage;
 
 typedef struct {
@@ -151,6 +155,17 @@ static void write_checkpoint(const char *dir, int mlx, const damage *dm)
             t.shape[0] /= 2;
             t.nbytes = (size_t)t.shape[0] * 8 * (t.ndim > 1 ? (size_t)t.shape[1] : 1);
         }
+        if (dm && dm->v_rounded && strstr(t.name, "self_attn.v_proj.weight")) {
+            float *w = (float *)t.data;
+            size_t count = t.nbytes / sizeof(float);
+            for (size_t i = 0; i < count; i++) w[i] = moe_bf16_to_f32(moe_f32_to_bf16(w[i]));
+            if (dm->v_bf16) {
+                uint16_t *h = (uint16_t *)t.data; /* in place: the halves fit in the front */
+                for (size_t i = 0; i < count; i++) h[i] = moe_f32_to_bf16(w[i]);
+                t.dtype = "BF16";
+                t.nbytes = count * sizeof(uint16_t);
+            }
+        }
         out[n++] = t;
     }
     static float scales[H * HD];
@@ -202,6 +217,26 @@ static void layouts_agree(void **state)
     free(la), free(lb);
     moe_model_free(a), moe_model_free(b);
     remove_dir(hf), remove_dir(mlx);
+}
+
+/* q, k and v stacked into one projection (one format) and loaded as three
+ * (v in another dtype): the same logits. */
+static void stacked_and_separate_qkv(void **state)
+{
+    (void)state;
+    static const int32_t ids[] = { 3, 30, 11, 0, 36 };
+    char *a = make_dir(), *b = make_dir();
+    damage same = { .v_rounded = 1 }, mixed = { .v_rounded = 1, .v_bf16 = 1 };
+    write_checkpoint(a, 0, &same);
+    write_checkpoint(b, 0, &mixed);
+    moe_model *ma = load(a, MOE_OK), *mb = load(b, MOE_OK);
+    float *la = logits_of(ma, ids, 5), *lb = logits_of(mb, ids, 5);
+    for (int i = 0; i < 5 * V; i++)
+        if (fabsf(la[i] - lb[i]) > 1e-5f * (1 + fabsf(la[i])))
+            fail_msg("logit %d: stacked %.9g, separate %.9g", i, la[i], lb[i]);
+    free(la), free(lb);
+    moe_model_free(ma), moe_model_free(mb);
+    remove_dir(a), remove_dir(b);
 }
 
 /* Loading fails with `want` and a message containing `needle`. */
@@ -278,6 +313,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(layouts_agree),
+        cmocka_unit_test(stacked_and_separate_qkv),
         cmocka_unit_test(bad_checkpoints),
         cmocka_unit_test(bad_requests),
     };

@@ -28,8 +28,9 @@ static moe_status share_workspaces(moe_model *m)
     if (m->lm_head != m->embed) st = moe_linear_share_workspace(m->lm_head, m->embed);
     for (int l = 0; l < m->cfg.num_layers && st == MOE_OK; l++) {
         olmoe_layer *L = &m->layers[l];
-        moe_linear *lin[5] = { L->wq, L->wk, L->wv, L->wo, L->router };
-        for (int i = 0; i < 5 && st == MOE_OK; i++) st = moe_linear_share_workspace(lin[i], m->embed);
+        moe_linear *lin[6] = { L->wqkv, L->wq, L->wk, L->wv, L->wo, L->router };
+        for (int i = 0; i < 6 && st == MOE_OK; i++)
+            if (lin[i]) st = moe_linear_share_workspace(lin[i], m->embed);
         if (st == MOE_OK && l > 0) st = moe_switchglu_share_workspace(L->experts, m->layers[0].experts);
     }
     return st;
@@ -114,7 +115,9 @@ moe_model_info moe_model_get_info(const moe_model *m)
     size_t active = head + sizeof(float) * (size_t)c->hidden_size;
     for (int l = 0; l < c->num_layers; l++) {
         const olmoe_layer *L = &m->layers[l];
-        size_t dense = moe_linear_weight_bytes(L->wq) + moe_linear_weight_bytes(L->wk) + moe_linear_weight_bytes(L->wv) +
+        size_t dense = (L->wqkv ? moe_linear_weight_bytes(L->wqkv)
+                                : moe_linear_weight_bytes(L->wq) + moe_linear_weight_bytes(L->wk) +
+                                      moe_linear_weight_bytes(L->wv)) +
                        moe_linear_weight_bytes(L->wo) + moe_linear_weight_bytes(L->router) +
                        sizeof(float) * (2 * (size_t)c->hidden_size + (size_t)(c->num_heads + c->num_kv_heads) * c->head_dim);
         size_t experts = moe_switchglu_weight_bytes(L->experts);
@@ -142,7 +145,8 @@ void olmoe_free_weights(moe_model *m)
         for (int l = 0; l < m->cfg.num_layers; l++) {
             olmoe_layer *L = &m->layers[l];
             moe_free(L->attn_norm), moe_free(L->q_norm), moe_free(L->k_norm), moe_free(L->mlp_norm);
-            moe_linear_free(L->wq), moe_linear_free(L->wk), moe_linear_free(L->wv), moe_linear_free(L->wo);
+            moe_linear_free(L->wqkv), moe_linear_free(L->wq), moe_linear_free(L->wk), moe_linear_free(L->wv);
+            moe_linear_free(L->wo);
             moe_linear_free(L->router);
             moe_switchglu_free(L->experts);
         }
@@ -189,6 +193,7 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
     c->key_cache = moe_alloc(cache, "key cache");
     c->value_cache = moe_alloc(cache, "value cache");
     c->k = moe_alloc(sizeof(float) * T * kvdim, "keys");
+    c->qkv = moe_alloc(sizeof(float) * T * (qdim + 2 * kvdim), "q, k and v");
     c->v = moe_alloc(sizeof(float) * T * kvdim, "values");
     c->x = moe_alloc(sizeof(float) * T * D, "residual stream");
     c->xb = moe_alloc(sizeof(float) * T * D, "normalised activations");
@@ -200,7 +205,7 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
     c->expert_w = moe_alloc(sizeof(float) * T * p->top_k, "expert weights");
     c->rope_cos = moe_alloc(sizeof(float) * T * (p->head_dim / 2 + 1), "rotation angles");
     c->rope_sin = moe_alloc(sizeof(float) * T * (p->head_dim / 2 + 1), "rotation angles");
-    if (!c->key_cache || !c->value_cache || !c->k || !c->v || !c->x || !c->xb || !c->xb2 || !c->q || !c->att || !c->router_logits ||
+    if (!c->key_cache || !c->value_cache || !c->k || !c->v || !c->qkv || !c->x || !c->xb || !c->xb2 || !c->q || !c->att || !c->router_logits ||
         !c->expert_idx || !c->expert_w || !c->rope_cos || !c->rope_sin) {
         moe_context_free(c);
         return MOE_ERR_NOMEM;
@@ -234,7 +239,7 @@ void moe_context_reset(moe_context *c) { c->pos = 0; }
 void moe_context_free(moe_context *c)
 {
     if (!c) return;
-    moe_free(c->key_cache), moe_free(c->value_cache), moe_free(c->k), moe_free(c->v);
+    moe_free(c->key_cache), moe_free(c->value_cache), moe_free(c->k), moe_free(c->v), moe_free(c->qkv);
     moe_free(c->x), moe_free(c->xb), moe_free(c->xb2), moe_free(c->q), moe_free(c->att);
     moe_free(c->router_logits), moe_free(c->expert_idx), moe_free(c->expert_w);
     moe_free(c->rope_cos), moe_free(c->rope_sin);

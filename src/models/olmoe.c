@@ -12,6 +12,7 @@
  *   logits = rmsnorm(x)·Wheadᵀ
  */
 #include <math.h>
+#include <string.h>
 
 #include "kernels/attention.h"
 #include "kernels/norm_rope.h"
@@ -27,6 +28,28 @@
 static void clip_rows(size_t n, float *x, float limit)
 {
     for (size_t i = 0; i < n; i++) x[i] = x[i] > limit ? limit : x[i] < -limit ? -limit : x[i];
+}
+
+/* q, k and v of T rows of normalised input: one stacked projection split
+ * into its parts, or three projections. */
+static moe_status qkv_projections(moe_context *c, const olmoe_layer *L, int T, int qdim, int kvdim)
+{
+    if (!L->wqkv) {
+        moe_status st = moe_linear_forward(L->wq, c->xb, T, c->q);
+        if (st == MOE_OK) st = moe_linear_forward(L->wk, c->xb, T, c->k);
+        if (st == MOE_OK) st = moe_linear_forward(L->wv, c->xb, T, c->v);
+        return st;
+    }
+    moe_status st = moe_linear_forward(L->wqkv, c->xb, T, c->qkv);
+    if (st != MOE_OK) return st;
+    size_t row = (size_t)qdim + 2 * (size_t)kvdim;
+    for (int t = 0; t < T; t++) {
+        const float *src = c->qkv + (size_t)t * row;
+        memcpy(c->q + (size_t)t * qdim, src, sizeof(float) * (size_t)qdim);
+        memcpy(c->k + (size_t)t * kvdim, src + qdim, sizeof(float) * (size_t)kvdim);
+        memcpy(c->v + (size_t)t * kvdim, src + qdim + kvdim, sizeof(float) * (size_t)kvdim);
+    }
+    return MOE_OK;
 }
 
 static void add_rows(size_t n, float *x, const float *y)
@@ -59,9 +82,7 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
         // attention rmsnorm
         moe_rmsnorm_rows(T, D, c->x, L->attn_norm, eps, c->xb);
         // q, k, v
-        TRY(moe_linear_forward(L->wq, c->xb, T, c->q));
-        TRY(moe_linear_forward(L->wk, c->xb, T, k));
-        TRY(moe_linear_forward(L->wv, c->xb, T, v));
+        TRY(qkv_projections(c, L, T, qdim, kvdim));
         // QK-norm over the whole projection (not per head)
         moe_rmsnorm_rows(T, qdim, c->q, L->q_norm, eps, c->q);
         moe_rmsnorm_rows(T, kvdim, k, L->k_norm, eps, k);

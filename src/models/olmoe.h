@@ -11,7 +11,10 @@
 
 typedef struct {
     float *attn_norm;          /* (D) input_layernorm */
-    moe_linear *wq;            /* (H·hd, D) */
+    /* q, k and v rows stacked in one projection when they share a format
+     * and 16-row panels (one pass over the input), else three */
+    moe_linear *wqkv;          /* (H·hd + 2·KV·hd, D), or NULL */
+    moe_linear *wq;            /* (H·hd, D), when not stacked */
     moe_linear *wk;            /* (KV·hd, D) */
     moe_linear *wv;            /* (KV·hd, D) */
     moe_linear *wo;            /* (D, H·hd) */
@@ -45,6 +48,7 @@ struct moe_context {
     float *xb2;                /* (T, D) a block's output */
     float *q;                  /* (T, H·hd) */
     float *k, *v;              /* (T, KV·hd) this chunk's keys and values */
+    float *qkv;                /* (T, H·hd + 2·KV·hd) the stacked projection's output */
     float *att;                /* (T, H·hd) attention output */
     float *router_logits;      /* (T, E) */
     int32_t *expert_idx;       /* (T, top_k) */

@@ -146,6 +146,46 @@ static moe_status load_linear(const loader *ld, const char *path, int rows, int 
     return st;
 }
 
+/* q, k and v: stacked into one projection when they share a format and
+ * each fills whole 16-row panels, else three projections. */
+static moe_status load_qkv(const loader *ld, int l, olmoe_layer *L)
+{
+    const moe_model_config *c = &ld->m->cfg;
+    int D = c->hidden_size, rows[3] = { c->num_heads * c->head_dim, c->num_kv_heads * c->head_dim,
+                                        c->num_kv_heads * c->head_dim };
+    static const char *const NAMES[3] = { "q_proj", "k_proj", "v_proj" };
+    char path[3][NAME_MAX_LEN];
+    module_tensors mt[3];
+    moe_status st = MOE_OK;
+    int i = 0;
+    for (; i < 3 && st == MOE_OK; i++) {
+        snprintf(path[i], sizeof path[i], "model.layers.%d.self_attn.%s", l, NAMES[i]);
+        st = module(ld, path[i], 0, rows[i], D, &mt[i]);
+    }
+    if (st != MOE_OK) return st;
+    int stack = rows[0] % MOE_PANEL == 0 && rows[1] % MOE_PANEL == 0;
+    for (i = 1; i < 3; i++)
+        stack &= mt[i].w.dtype == mt[0].w.dtype && mt[i].w.bits == mt[0].w.bits &&
+                 mt[i].w.group_size == mt[0].w.group_size;
+    if (stack) {
+        char name[NAME_MAX_LEN];
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.qkv", l);
+        st = moe_linear_create(rows[0] + rows[1] + rows[2], D, &mt[0].w, name, &L->wqkv);
+        for (int row0 = 0, j = 0; j < 3 && st == MOE_OK; row0 += rows[j], j++)
+            st = moe_linear_load_rows(L->wqkv, row0, rows[j], &mt[j].w);
+        if (st == MOE_OK) moe_linear_set_activations(L->wqkv, ld->m->act);
+    } else {
+        moe_linear **dst[3] = { &L->wq, &L->wk, &L->wv };
+        for (i = 0; i < 3 && st == MOE_OK; i++) {
+            st = moe_linear_create(rows[i], D, &mt[i].w, path[i], dst[i]);
+            if (st == MOE_OK) st = moe_linear_load_rows(*dst[i], 0, rows[i], &mt[i].w);
+            if (st == MOE_OK) moe_linear_set_activations(*dst[i], ld->m->act);
+        }
+    }
+    for (i = 0; i < 3; i++) release(&mt[i]);
+    return st;
+}
+
 /* A norm's weight vector [n] as float. */
 static moe_status load_vector(const loader *ld, const char *name, int n, float **out)
 {
@@ -217,12 +257,7 @@ static moe_status load_layer(const loader *ld, int l)
 #define LAYER_NAME(buf, suffix) snprintf(buf, sizeof buf, "model.layers.%d.%s", l, suffix)
     LAYER_NAME(p, "input_layernorm.weight");
     if ((st = load_vector(ld, p, D, &L->attn_norm)) != MOE_OK) return st;
-    LAYER_NAME(p, "self_attn.q_proj");
-    if ((st = load_linear(ld, p, qdim, D, &L->wq)) != MOE_OK) return st;
-    LAYER_NAME(p, "self_attn.k_proj");
-    if ((st = load_linear(ld, p, kvdim, D, &L->wk)) != MOE_OK) return st;
-    LAYER_NAME(p, "self_attn.v_proj");
-    if ((st = load_linear(ld, p, kvdim, D, &L->wv)) != MOE_OK) return st;
+    if ((st = load_qkv(ld, l, L)) != MOE_OK) return st;
     LAYER_NAME(p, "self_attn.o_proj");
     if ((st = load_linear(ld, p, D, qdim, &L->wo)) != MOE_OK) return st;
     LAYER_NAME(p, "self_attn.q_norm.weight");

@@ -157,9 +157,7 @@ moe_status olmoe_synthetic(moe_model *m, int bits, uint64_t seed)
         if (m->opt.progress) m->opt.progress(m->opt.progress_user, l, c->num_layers, "building");
         if ((st = make_ones(D, &L->attn_norm)) != MOE_OK || (st = make_ones(D, &L->mlp_norm)) != MOE_OK ||
             (st = make_ones(qdim, &L->q_norm)) != MOE_OK || (st = make_ones(kvdim, &L->k_norm)) != MOE_OK ||
-            (st = make_linear(&s, qdim, D, "q_proj", m->act, &L->wq)) != MOE_OK ||
-            (st = make_linear(&s, kvdim, D, "k_proj", m->act, &L->wk)) != MOE_OK ||
-            (st = make_linear(&s, kvdim, D, "v_proj", m->act, &L->wv)) != MOE_OK ||
+            (st = make_linear(&s, qdim + 2 * kvdim, D, "qkv_proj", m->act, &L->wqkv)) != MOE_OK ||
             (st = make_linear(&s, D, qdim, "o_proj", m->act, &L->wo)) != MOE_OK ||
             (st = make_linear(&s, c->num_experts, D, "router", m->act, &L->router)) != MOE_OK)
             break;
