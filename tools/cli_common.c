@@ -92,9 +92,16 @@ static int parse_one(const char *cmd, cli_opts *o, const char *name, const char 
     else if (!strcmp(name, "fuse-gate-up"))
         ok = parse_switch(v, 0, &o->fuse_gate_up) || (!strcmp(cmd, "bench") && !strcmp(v, "both") && (o->fuse_gate_up = 2));
     else if (!strcmp(name, "activations")) ok = parse_activations(v, &o->activations);
+    else if (!strcmp(name, "kv-cache"))
+        ok = !strcmp(v, "auto") ? (o->kv_dtype = -1, 1) : !strcmp(v, "f32") ? (o->kv_dtype = MOE_DTYPE_F32, 1)
+             : !strcmp(v, "f16") ? (o->kv_dtype = MOE_DTYPE_F16, 1) : 0;
     else if (!strcmp(name, "tokens")) o->tokens = v;
     else if (!strcmp(name, "out")) o->out = v;
-    else if (!strcmp(name, "n")) ok = parse_int(v, 0, 1 << 24, &o->n_new);
+    else if (!strcmp(name, "n")) ok = parse_int(v, 0, 1 << 24, &o->n_new) && (o->n_given = 1);
+    else if (!strcmp(name, "prompt")) o->prompt = v;
+    else if (!strcmp(name, "chat-template")) o->chat_template = v;
+    else if (!strcmp(name, "system")) o->system = v;
+    else if (!strcmp(name, "max-context")) ok = parse_int(v, 1, 1 << 30, &o->max_context);
     else if (!strcmp(name, "temp")) ok = parse_float(v, 0, 1e6, &o->temp);
     else if (!strcmp(name, "top-p")) ok = parse_float(v, 0, 1, &o->top_p);
     else if (!strcmp(name, "min-p")) ok = parse_float(v, 0, 0.999999, &o->min_p);
@@ -120,6 +127,7 @@ int cli_parse(const char *cmd, int argc, char **argv, const char *allowed, cli_o
     o->device = "cpu";
     o->fuse_gate_up = 1;
     o->activations = -1;
+    o->kv_dtype = -1;
     o->n_new = 32;
     o->top_p = 1.0f;
     o->prefill_step = 2048;
@@ -216,6 +224,7 @@ moe_model *cli_open_model(const char *cmd, const cli_opts *o)
     moe_model_options mo = moe_model_default_options();
     mo.fuse_gate_up = o->fuse_gate_up;
     mo.activations = o->activations;
+    mo.kv_dtype = o->kv_dtype;
     mo.progress = load_progress;
     moe_model *m = NULL;
     moe_status st = o->model ? moe_model_load(o->model, &mo, &m)
@@ -270,7 +279,9 @@ void cli_usage_runtime(FILE *f)
                "                           how activations meet quantized weights: float (exact), int8 (per\n"
                "                           weight group, int8 dot products, ~0.5%% error a product), int8x2\n"
                "                           (int8 plus a residual digit: near-float accuracy); auto (default):\n"
-               "                           int8x2 where the CPU has int8 dot products, else float\n");
+               "                           int8x2 where the CPU has int8 dot products, else float\n"
+               "  --kv-cache auto|f32|f16  the KV cache's element type (auto: f16 with int8 activations,\n"
+               "                           f32 on the exact paths)\n");
 }
 
 /* ---- results ---- */

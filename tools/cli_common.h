@@ -19,6 +19,7 @@ typedef struct {
     const char *isa;            /* --isa NAME */
     int fuse_gate_up;           /* --fuse-gate-up on|off */
     int activations;            /* --activations auto|float|int8|int8x2: -1 or a moe_act_mode */
+    int kv_dtype;               /* --kv-cache auto|f32|f16: -1 or a moe_dtype */
     int json;                   /* --json */
     const char *tokens;         /* --tokens 1,2,3 */
     const char *out;            /* --out FILE */
@@ -32,6 +33,11 @@ typedef struct {
     int synthetic_layers;       /* --synthetic-layers N (0: 16) */
     int repeat;                 /* --repeat N */
     int ignore_eos;             /* --ignore-eos */
+    int n_given;                /* -n was given */
+    const char *prompt;         /* --prompt TEXT */
+    const char *chat_template;  /* --chat-template NAME */
+    const char *system;         /* --system TEXT */
+    int max_context;            /* --max-context N (0: not given) */
 } cli_opts;
 
 /* Defaults, then argv[1..] parsed; `allowed` lists the long options this

@@ -1,5 +1,5 @@
-/* tools/commands.h — `moe logits`, `moe generate` and `moe bench`: the
- * subcommands that run a model; `moe convert` and `moe inspect`, that
+/* tools/commands.h — `moe logits`, `moe generate`, `moe chat` and `moe
+ * bench`: the subcommands that run a model; `moe convert` and `moe inspect`, that
  * write and describe checkpoints. Each returns the process exit status (0 done,
  * 1 a moe call failed, 2 a bad option) and has a usage text. */
 #ifndef MOE_TOOLS_COMMANDS_H
@@ -19,5 +19,7 @@ int convert_main(int argc, char **argv);
 void convert_usage(FILE *f);
 int inspect_main(int argc, char **argv);
 void inspect_usage(FILE *f);
+int chat_main(int argc, char **argv);
+void chat_usage(FILE *f);
 
 #endif

@@ -1,0 +1,192 @@
+/* tools/cmd_chat.c — `moe chat`: a conversation on stdin and stdout. Each
+ * line read is a user turn; the answer streams out as it is generated. The
+ * KV cache is kept between turns (engine/chat.h), so a turn costs only its
+ * own tokens. The chat template is the checkpoint's (tokenizer_config.json)
+ * or the one --chat-template names. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "engine/chat.h"
+#include "io/tokenizer_config.h"
+#include "moe/tokenizer.h"
+
+static const char *CMD = "chat";
+
+void chat_usage(FILE *f)
+{
+    fprintf(f, "usage: moe chat --model DIR [--chat-template tulu|chatml|llama3] [--system TEXT] [options]\n\n"
+               "Chats with an instruction-tuned model: each line read from stdin is a user turn (piped input\n"
+               "works too; the chat ends at end of input), and the answer streams to stdout, ending at the\n"
+               "model's EOS or the template's end-of-turn token. The conversation stays in the KV cache.\n\n"
+               "  --model DIR              checkpoint directory (config.json, safetensors, tokenizer.json and\n"
+               "                           tokenizer_config.json with its chat_template)\n"
+               "  --chat-template NAME     tulu (OLMoE / OLMo-2 / Tulu instruct), chatml or llama3, instead of\n"
+               "                           recognising the checkpoint's template\n"
+               "  --system TEXT            a system message first\n"
+               "  -n N                     tokens an answer has at most (default, or 0: until the model stops or\n"
+               "                           the context is full)\n"
+               "  --max-context N          the conversation's context in tokens (default: the model's\n"
+               "                           max_position_embeddings); a turn that does not fit ends the chat\n"
+               "  --temp T                 temperature (default 0: greedy)\n"
+               "  --top-k K, --top-p P, --min-p P   sampling filters (default off)\n"
+               "  --seed S                 sampling seed (default 0)\n"
+               "  --prefill-step N         prompt tokens per forward chunk (default 2048)\n"
+               "  --json                   one JSON object a turn instead of the text: ids, text, the turn's\n"
+               "                           figures (prompt_tokens: the tokens it prefilled) and context_tokens\n");
+    cli_usage_runtime(f);
+}
+
+static const char *TEMPLATE_HINT = "choose one with --chat-template tulu|chatml|llama3";
+
+/* The template family: --chat-template, or the checkpoint's recognised.
+ * 0, or 1/2 after printing why. */
+static int choose_format(const cli_opts *o, const moe_tokenizer_config *tc, moe_chat_format *f, int *with_bos)
+{
+    if (o->chat_template) {
+        if (moe_chat_format_from_name(o->chat_template, f) != MOE_OK)
+            return fprintf(stderr, "moe %s: --chat-template: %s\n", CMD, moe_last_error()), 2;
+        *with_bos = moe_chat_format_default_bos(*f);
+        return 0;
+    }
+    if (!tc->chat_template)
+        return fprintf(stderr, "moe %s: %s has no chat template (%s/tokenizer_config.json %s); %s\n", CMD, o->model,
+                       o->model, tc->found ? "has no chat_template" : "does not exist", TEMPLATE_HINT), 1;
+    if (moe_chat_format_detect(tc->chat_template, f, with_bos) != MOE_OK)
+        return fprintf(stderr, "moe %s: %s: %s; %s\n", CMD, tc->template_origin, moe_last_error(), TEMPLATE_HINT), 1;
+    return 0;
+}
+
+/* bos_token / eos_token as the template sees them: tokenizer_config.json's,
+ * else the pieces of config.json's ids. */
+static const char *token_text(const char *configured, const moe_tokenizer *tok, int id)
+{
+    const char *p = id >= 0 ? moe_tokenizer_piece(tok, id, NULL) : NULL;
+    return configured ? configured : p ? p : "";
+}
+
+static void on_text(void *user, const char *text, size_t len)
+{
+    (void)user;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+}
+
+static void print_turn_json(int turn, const int32_t *ids, int n, const moe_text_streamer *text,
+                            const moe_gen_metrics *mt, int position)
+{
+    json_object *obj = json_object_new_object(), *arr = json_object_new_array();
+    json_object_object_add(obj, "turn", json_object_new_int(turn));
+    for (int i = 0; i < n; i++) json_object_array_add(arr, json_object_new_int(ids[i]));
+    json_object_object_add(obj, "ids", arr);
+    json_object_object_add(obj, "text", json_object_new_string_len(text->text, (int)text->len));
+    cli_metrics_json(obj, mt);
+    json_object_object_add(obj, "context_tokens", json_object_new_int(position));
+    printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    fflush(stdout);
+    json_object_put(obj);
+}
+
+/* Reads turns until end of input; 0, or 1 after printing a failure. */
+static int converse(const cli_opts *o, moe_chat *chat, moe_context *ctx, moe_sampler *sampler,
+                    moe_text_streamer *text, int max_context)
+{
+    int interactive = isatty(STDIN_FILENO), turn = 0, rc = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    moe_gen_request req = { .max_new_tokens = o->n_given ? o->n_new : 0,
+                            .prefill_step = o->prefill_step < max_context ? o->prefill_step : max_context,
+                            .sampler = sampler, .on_token = moe_text_streamer_put, .user = text };
+    for (;;) {
+        if (interactive) fprintf(stderr, "> "), fflush(stderr);
+        ssize_t got = getline(&line, &cap, stdin);
+        if (got < 0) break;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = '\0';
+        if (got == 0) continue;
+        int32_t *ids;
+        int n;
+        moe_gen_metrics mt;
+        moe_text_streamer_clear(text);
+        moe_status st = moe_chat_turn(chat, line, &req, &ids, &n, &mt);
+        if (st != MOE_OK) {
+            fflush(stdout);
+            if (st == MOE_ERR_RANGE)
+                fprintf(stderr, "moe %s: %s (--max-context %d)\n", CMD, moe_last_error(), max_context);
+            else cli_fail(CMD);
+            rc = 1;
+            break;
+        }
+        turn++;
+        if (moe_text_streamer_flush(text) != MOE_OK) rc = cli_fail(CMD);
+        else if (o->json) print_turn_json(turn, ids, n, text, &mt, moe_context_position(ctx));
+        else {
+            printf("\n");
+            fflush(stdout);
+            if (interactive) cli_metrics_print(stderr, &mt);
+        }
+        free(ids);
+        if (rc) break;
+        if (moe_chat_room(chat) == 0 && !o->json)
+            fprintf(stderr, "note: the %d-token context is full; the conversation cannot go on\n", max_context);
+    }
+    if (interactive && !rc) fprintf(stderr, "\n");
+    free(line);
+    return rc;
+}
+
+int chat_main(int argc, char **argv)
+{
+    if (cli_help(argc, argv, chat_usage)) return 0;
+    cli_opts o;
+    int rc = cli_parse(CMD, argc, argv,
+                       "model chat-template system n max-context temp top-k top-p min-p seed prefill-step json device "
+                       "threads isa fuse-gate-up activations", &o);
+    if (rc) return rc;
+    if (!o.model) return fprintf(stderr, "moe %s: --model DIR is required\n", CMD), 2;
+    if ((rc = cli_setup_runtime(CMD, &o))) return rc;
+    moe_tokenizer *tok = NULL;
+    moe_tokenizer_config tc = { 0 };
+    moe_chat_template tpl = { 0 };
+    if (moe_tokenizer_load_dir(o.model, &tok) != MOE_OK || moe_tokenizer_config_load_dir(o.model, &tc) != MOE_OK) {
+        moe_tokenizer_free(tok);
+        return cli_fail(CMD);
+    }
+    if ((rc = choose_format(&o, &tc, &tpl.format, &tpl.with_bos))) {
+        moe_tokenizer_config_free(&tc);
+        moe_tokenizer_free(tok);
+        return rc;
+    }
+    cli_progress_init(&o);
+    moe_model *m = cli_open_model(CMD, &o);
+    moe_model_info info = m ? moe_model_get_info(m) : (moe_model_info){ 0 };
+    moe_stop_ids stop;
+    moe_sampler *sampler = NULL;
+    moe_context *ctx = NULL;
+    moe_chat *chat = NULL;
+    moe_text_streamer text = { 0 };
+    int max_context = o.max_context ? o.max_context : info.max_position > 0 ? info.max_position : 4096;
+    rc = !m;
+    if (!rc && moe_text_stop_ids(o.model, &info, &stop) != MOE_OK) rc = cli_fail(CMD);
+    if (!rc) {
+        tpl.bos_token = token_text(tc.bos_token, tok, info.bos_id);
+        tpl.eos_token = token_text(tc.eos_token, tok, stop.n ? stop.ids[0] : -1);
+        moe_chat_config cc = { .tpl = tpl, .system = o.system, .stop = &stop, .max_context = max_context };
+        if (moe_context_create(m, max_context, o.prefill_step, &ctx) != MOE_OK ||
+            moe_chat_create(ctx, tok, &cc, &chat) != MOE_OK)
+            rc = cli_fail(CMD);
+    }
+    if (!rc && !(sampler = cli_make_sampler(CMD, &o, info.vocab_size))) rc = 1;
+    if (!rc && moe_text_streamer_init(&text, tok, moe_chat_stop_ids(chat), o.json ? NULL : on_text, NULL) != MOE_OK)
+        rc = cli_fail(CMD);
+    if (!rc) rc = converse(&o, chat, ctx, sampler, &text, max_context);
+    moe_text_streamer_free(&text);
+    moe_chat_free(chat);
+    moe_context_free(ctx);
+    moe_sampler_free(sampler);
+    moe_model_free(m);
+    moe_tokenizer_config_free(&tc);
+    moe_tokenizer_free(tok);
+    return rc;
+}
