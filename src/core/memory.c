@@ -4,19 +4,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/error.h"
+
+/* Blocks from this size on (weights, the KV cache, prefill activations)
+ * are aligned to and asked for as 2 MiB pages: a KV cache filling a token
+ * at a time takes one page fault per 2 MiB instead of one per 4 KiB, and
+ * streaming weights touches far fewer TLB entries. Where transparent huge
+ * pages are off the advice is ignored. */
+enum { HUGE_FROM = 8 << 20, HUGE_PAGE = 2 << 20 };
 
 void *moe_alloc(size_t bytes, const char *what)
 {
     void *p = NULL;
+    size_t align = bytes >= HUGE_FROM ? HUGE_PAGE : 64;
     /* Round up so the size is a multiple of the alignment, as C11 asks. */
-    size_t rounded = (bytes + 63) & ~(size_t)63;
+    size_t rounded = (bytes + align - 1) & ~(align - 1);
     if (rounded == 0) rounded = 64;
-    if (posix_memalign(&p, 64, rounded) != 0) {
+    if (posix_memalign(&p, align, rounded) != 0) {
         moe_error_set(MOE_ERR_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
         return NULL;
     }
+    if (align == HUGE_PAGE) madvise(p, rounded, MADV_HUGEPAGE);
     return p;
 }
 

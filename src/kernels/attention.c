@@ -50,7 +50,7 @@ enum {
     ROWS_LANES = 4,     /* decode lanes a kv head up to which queries are rows */
     PREFILL_KEYS = 128, /* keys a tile takes at a time: its scores [128][16] stay in L1 */
     DECODE_KEYS = 64,   /* keys a decode call takes at a time */
-    SEGMENT_KEYS = 256, /* least keys of a decode segment */
+    MIN_SEGMENT_KEYS = 64, /* least keys of a decode segment */
     ITEM_TILES = 16,    /* most tiles of a prefill item: 16 uses of each K and V block */
     /* one item's state: 16 tiles' queries and sums at head_dim 128, with m and l */
     SCRATCH_FLOATS = ITEM_TILES * L * (2 * 128 + 2),
@@ -242,17 +242,20 @@ void moe_attention_causal(int T, int pos0, int heads, int kv_heads, int head_dim
     /* kv heads (decode) or tiles (prefill) whose state fits the scratch */
     int fit = (int)(SCRATCH_FLOATS / head_state(c.lanes < L ? c.lanes : L, head_dim));
     if (c.lanes <= L) {
-        /* decode: all lanes, keys split in segments of SEGMENT_KEYS or more
-         * and heads in groups until every thread has several items */
+        /* decode: all lanes; as many kv heads an item as one attn_rows call
+         * takes (its 16 lanes full: fewer heads would leave lanes computing
+         * a repeated query), then the keys cut in segments, no shorter than
+         * MIN_SEGMENT_KEYS, until every thread has several items */
         c.item_lanes = c.lanes, c.chunks = 1;
         c.block = DECODE_KEYS;
-        c.segs = (keys + SEGMENT_KEYS - 1) / SEGMENT_KEYS;
-        if (c.segs > 4 * threads) c.segs = 4 * threads;
-        c.hgroups = (4 * threads + c.segs - 1) / c.segs;
-        if (c.hgroups * fit < kv_heads) c.hgroups = (kv_heads + fit - 1) / fit;
-        if (c.hgroups > kv_heads) c.hgroups = kv_heads;
-        c.item_heads = (kv_heads + c.hgroups - 1) / c.hgroups;
+        int per_call = c.lanes <= ROWS_LANES ? MOE_ATTN_MAX_ROWS / c.lanes : 1;
+        c.item_heads = per_call < kv_heads ? per_call : kv_heads;
+        if (c.item_heads > fit) c.item_heads = fit > 0 ? fit : 1;
         c.hgroups = (kv_heads + c.item_heads - 1) / c.item_heads;
+        c.segs = (4 * threads + c.hgroups - 1) / c.hgroups;
+        int most = (keys + MIN_SEGMENT_KEYS - 1) / MIN_SEGMENT_KEYS;
+        if (c.segs > most) c.segs = most;
+        if (c.segs < 1) c.segs = 1;
         if (c.segs > 1) {
             c.part = malloc(sizeof(float) * (size_t)c.segs * kv_heads * c.lanes * (head_dim + 2));
             if (!c.part) c.segs = 1; /* no room for partial states: split the heads only */
