@@ -58,8 +58,9 @@ static const shape_def SHAPES[] = {
 };
 
 /* bits 0: float weights of `dtype`; 4/8: MLX affine codes with scales and
- * biases of `dtype`. int8: the layer's int8 activations for quantized
- * matrix-vector products (the -a8 rows; exact float activations otherwise). */
+ * biases of `dtype`. int8: the layer's activation mode for quantized weights
+ * (a moe_act_mode: the -a8 rows int8, the -a8x2 rows int8 with a residual
+ * digit; exact float activations otherwise). */
 typedef struct {
     const char *name;
     moe_dtype dtype;
@@ -74,6 +75,8 @@ static const dtype_def DTYPES[] = {
     { "q8", MOE_DTYPE_BF16, 8, 0 },
     { "q4-a8", MOE_DTYPE_BF16, 4, 1 },
     { "q8-a8", MOE_DTYPE_BF16, 8, 1 },
+    { "q4-a8x2", MOE_DTYPE_BF16, 4, 2 },
+    { "q8-a8x2", MOE_DTYPE_BF16, 8, 2 },
 };
 
 enum {
@@ -116,8 +119,9 @@ void bench_layer_usage(FILE *f)
         "  --json             one JSON object per line per case and variant\n"
         "  --shape NAME[,..]  decode-4096, prefill-1024, olmoe-decode, olmoe-prefill\n"
         "                     (repeatable; default all)\n"
-        "  --dtype NAME[,..]  f32, bf16, q4, q8, q4-a8, q8-a8 (-a8: int8 activations;\n"
-        "                     repeatable; default all)\n"
+        "  --dtype NAME[,..]  f32, bf16, q4, q8, q4-a8, q8-a8, q4-a8x2, q8-a8x2 (-a8: int8\n"
+        "                     activations, -a8x2: with a residual digit; repeatable;\n"
+        "                     default all)\n"
         "  --threads N        worker threads (default: all cores)\n"
         "  --iters N          timed iterations per block (default: from a warm-up)\n"
         "  --isa NAME         CPU kernel set (moe_cpu_select_isa: avx512vnni, avx512,\n"

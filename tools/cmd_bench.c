@@ -173,14 +173,20 @@ int bench_main(int argc, char **argv)
     if (!rc && moe_context_create(m, o.prompt_tokens + o.gen_tokens, o.prefill_step, &c) != MOE_OK) rc = cli_fail(CMD);
     if (!rc && !o.json)
         printf("model %s: %d layers, %d experts top-%d, %s weights %.2f GiB (%.3f GB read a decode token); "
-               "%d threads, %s kernels, %s activations, %s KV cache; built in %.1f s\n",
+               "%d threads, %s kernels, %s activations, %s KV cache; built in %.1f s\n"
+               "decode traffic counts the active weights and the KV cache read (prompt + half the generated tokens)\n",
                o.model ? o.model : "synthetic OLMoE-1B-7B", info.num_layers, info.num_experts, info.top_k,
                info.bits ? (info.bits == 4 ? "4-bit" : "8-bit") : "float", (double)info.weight_bytes / (1u << 30),
                (double)info.active_bytes_per_token / 1e9, moe_num_threads(), moe_cpu_isa(),
                cli_act_name(info.activations), info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32", build_s);
     if (!rc) rc = run_all(&o, m, c, prompt, res, &nres);
     if (!rc) {
-        double active = (double)info.active_bytes_per_token, bw_on, bw_off;
+        /* a decode step reads the active weights and the KV cache so far
+         * (on average the prompt and half the generated tokens) */
+        double kv_row = 2.0 * info.num_layers * info.num_kv_heads * info.head_dim *
+                        (info.kv_dtype == MOE_DTYPE_F16 ? 2 : 4);
+        double kv_read = kv_row * (o.prompt_tokens + o.gen_tokens / 2.0);
+        double active = (double)info.active_bytes_per_token + kv_read, bw_on, bw_off;
         int first = o.fuse_gate_up == 2 ? 1 : o.fuse_gate_up;
         moe_gen_metrics on = medians(res, nres, first, &bw_on);
         moe_gen_metrics off = medians(res, nres, 0, &bw_off);
@@ -196,6 +202,7 @@ int bench_main(int argc, char **argv)
             json_object_object_add(obj, "runs", json_object_new_int(nres));
             json_object_object_add(obj, "weight_bytes", json_object_new_int64((int64_t)info.weight_bytes));
             json_object_object_add(obj, "active_bytes_per_token", json_object_new_int64((int64_t)info.active_bytes_per_token));
+            json_object_object_add(obj, "kv_bytes_per_decode_token", json_object_new_int64((int64_t)kv_read));
             if (o.fuse_gate_up == 2) json_object_object_add(obj, "unfused", setting_json(&off, bw_off, active, 0));
             printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
             json_object_put(obj);
