@@ -142,7 +142,7 @@ int chat_main(int argc, char **argv)
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
                        "model chat-template system n max-context temp top-k top-p min-p seed prefill-step json device "
-                       "threads isa fuse-gate-up activations", &o);
+                       "threads isa fuse-gate-up activations kv-cache", &o);
     if (rc) return rc;
     if (!o.model) return fprintf(stderr, "moe %s: --model DIR is required\n", CMD), 2;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;

@@ -97,7 +97,7 @@ int generate_main(int argc, char **argv)
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
                        "model tokens prompt n max-context temp top-k top-p min-p seed ignore-eos prefill-step json "
-                       "device threads isa fuse-gate-up activations", &o);
+                       "device threads isa fuse-gate-up activations kv-cache", &o);
     if (rc) return rc;
     if (!o.model) return fprintf(stderr, "moe generate: --model DIR is required\n"), 2;
     if (!o.prompt == !o.tokens)
