@@ -358,20 +358,6 @@ static void empty(void **state)
     assert_true(out == 7.0f);
 }
 
-static float from_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static uint32_t bits_of(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
 /* moe_kv_store to f16 against moe_f32_to_f16, bit for bit, for every kernel
  * set; to f32, a copy. Values: edge cases first, then at random: any bit
  * pattern (NaNs, infs and f32 subnormals among them), the f16 subnormal
@@ -405,20 +391,20 @@ static void kv_store(void **state)
         uint64_t r = test_rand_u64(&rng);
         uint32_t sign = (uint32_t)(r >> 63) << 31;
         if (i < ne) {
-            src[i] = from_bits(edges[i]);
+            src[i] = test_float_from_bits(edges[i]);
         } else if (i % 5 == 0) {
-            src[i] = from_bits((uint32_t)r); /* any bits */
+            src[i] = test_float_from_bits((uint32_t)r); /* any bits */
         } else if (i % 5 == 1) {
             /* |x| in [2^-25, 2^-14): exponent field 102 .. 112, any mantissa */
-            src[i] = from_bits(sign | (uint32_t)(102 + (r >> 23) % 11) << 23 | (uint32_t)(r & 0x7fffffu));
+            src[i] = test_float_from_bits(sign | (uint32_t)(102 + (r >> 23) % 11) << 23 | (uint32_t)(r & 0x7fffffu));
         } else if (i % 5 == 2) {
             /* a tie between subnormal halves k·2^-24 and (k+1)·2^-24 */
-            src[i] = from_bits(sign | bits_of((float)ldexp((double)(2 * (r % 1024) + 1), -25)));
+            src[i] = test_float_from_bits(sign | test_bits_of_float((float)ldexp((double)(2 * (r % 1024) + 1), -25)));
         } else if (i % 5 == 3) {
             /* a tie between normal halves m·2^(e-10) and (m+1)·2^(e-10) */
             int e = -14 + (int)(r % 30);
             double m = (double)(1024 + (r >> 8) % 1024);
-            src[i] = from_bits(sign | bits_of((float)ldexp(2 * m + 1, e - 11)));
+            src[i] = test_float_from_bits(sign | test_bits_of_float((float)ldexp(2 * m + 1, e - 11)));
         } else {
             src[i] = (float)test_rand_uniform(&rng, -70000.0, 70000.0);
         }
@@ -444,7 +430,7 @@ static void kv_store(void **state)
                     n_checked++;
                     if (h[i] != w)
                         mismatch("[%s] moe_kv_store f16, n %zu from %zu: element %zu of %#010x is %#06x, %s %#06x",
-                                 names[t], n, off, i, (unsigned)bits_of(src[i]), h[i],
+                                 names[t], n, off, i, (unsigned)test_bits_of_float(src[i]), h[i],
                                  inside ? "moe_f32_to_f16 gives" : "written outside, was", w);
                 }
                 free(h);
@@ -480,18 +466,18 @@ static void f16_to_f32(void **state)
             for (size_t off = 0; off < 4; off += 3) {
                 size_t n = lens[li];
                 float *f = xmalloc(sizeof(float) * (off + n + CANARY));
-                for (size_t i = 0; i < off + n + CANARY; i++) f[i] = from_bits(0x7fa5a5a5u);
+                for (size_t i = 0; i < off + n + CANARY; i++) f[i] = test_float_from_bits(0x7fa5a5a5u);
                 k->f16_to_f32(n, h + off, f + off);
                 for (size_t i = 0; i < off + n + CANARY; i++) {
                     int inside = i >= off && i < off + n;
-                    float want = inside ? moe_f16_to_f32(h[i]) : from_bits(0x7fa5a5a5u);
-                    int same = bits_of(f[i]) == bits_of(want) ||
+                    float want = inside ? moe_f16_to_f32(h[i]) : test_float_from_bits(0x7fa5a5a5u);
+                    int same = test_bits_of_float(f[i]) == test_bits_of_float(want) ||
                                (inside && isnan(want) && isnan(f[i]) && signbit(want) == signbit(f[i]));
                     n_checked++;
                     if (!same)
                         mismatch("[%s] f16_to_f32, n %zu from %zu: element %zu (%#06x) is %#010x, %s %#010x", names[t],
-                                 n, off, i, h[i], (unsigned)bits_of(f[i]),
-                                 inside ? "moe_f16_to_f32 gives" : "written outside, was", (unsigned)bits_of(want));
+                                 n, off, i, h[i], (unsigned)test_bits_of_float(f[i]),
+                                 inside ? "moe_f16_to_f32 gives" : "written outside, was", (unsigned)test_bits_of_float(want));
                 }
                 free(f);
             }

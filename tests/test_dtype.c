@@ -12,22 +12,9 @@
 
 #include "moe/dtype.h"
 #include "quant/dtype.h"
+#include "support/testutil.h"
 
 /* ---- helpers ---- */
-
-static float f_of(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static uint32_t bits_of(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
 
 /* xorshift64*: a small seeded generator so failures reproduce. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -71,9 +58,9 @@ static float ref_bf16(float x)
 
 static void assert_same_float(float got, float want, uint32_t input)
 {
-    if (bits_of(got) != bits_of(want))
+    if (test_bits_of_float(got) != test_bits_of_float(want))
         fail_msg("input 0x%08x: got 0x%08x want 0x%08x", (unsigned)input,
-                 (unsigned)bits_of(got), (unsigned)bits_of(want));
+                 (unsigned)test_bits_of_float(got), (unsigned)test_bits_of_float(want));
 }
 
 /* ---- bf16 hand-picked ---- */
@@ -94,28 +81,28 @@ static void test_bf16_rounding(void **state)
 {
     (void)state;
     /* Exactly halfway: to even, downward then upward. */
-    assert_int_equal(moe_f32_to_bf16(f_of(0x3f808000)), 0x3f80);
-    assert_int_equal(moe_f32_to_bf16(f_of(0x3f818000)), 0x3f82);
-    assert_int_equal(moe_f32_to_bf16(f_of(0xbf818000)), 0xbf82);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x3f808000)), 0x3f80);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x3f818000)), 0x3f82);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0xbf818000)), 0xbf82);
     /* Just above / just below halfway. */
-    assert_int_equal(moe_f32_to_bf16(f_of(0x3f808001)), 0x3f81);
-    assert_int_equal(moe_f32_to_bf16(f_of(0x3f807fff)), 0x3f80);
-    assert_int_equal(moe_f32_to_bf16(f_of(0x3f818001)), 0x3f82);
-    assert_int_equal(moe_f32_to_bf16(f_of(0x3f817fff)), 0x3f81);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x3f808001)), 0x3f81);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x3f807fff)), 0x3f80);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x3f818001)), 0x3f82);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x3f817fff)), 0x3f81);
     /* A carry through the mantissa into the exponent. */
-    assert_int_equal(moe_f32_to_bf16(f_of(0x3fffc000)), 0x4000);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x3fffc000)), 0x4000);
     /* Float subnormal halfway to the smallest bf16 subnormal: even is 0. */
-    assert_int_equal(moe_f32_to_bf16(f_of(0x00008000)), 0x0000);
-    assert_int_equal(moe_f32_to_bf16(f_of(0x00008001)), 0x0001);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x00008000)), 0x0000);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x00008001)), 0x0001);
 }
 
 static void test_bf16_limits(void **state)
 {
     (void)state;
     assert_true(moe_bf16_to_f32(0x7f7f) == ldexpf(255.0f, 120)); /* max finite */
-    assert_int_equal(moe_f32_to_bf16(f_of(0x7f7f7fff)), 0x7f7f);
-    assert_int_equal(moe_f32_to_bf16(f_of(0x7f7f8000)), 0x7f80); /* odd tie -> inf */
-    assert_int_equal(moe_f32_to_bf16(f_of(0x7f7fffff)), 0x7f80); /* FLT_MAX */
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x7f7f7fff)), 0x7f7f);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x7f7f8000)), 0x7f80); /* odd tie -> inf */
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x7f7fffff)), 0x7f80); /* FLT_MAX */
     assert_int_equal(moe_f32_to_bf16(INFINITY), 0x7f80);
     assert_int_equal(moe_f32_to_bf16(-INFINITY), 0xff80);
     assert_true(isinf(moe_bf16_to_f32(0x7f80)) && moe_bf16_to_f32(0x7f80) > 0);
@@ -128,12 +115,12 @@ static void test_bf16_limits(void **state)
 static void test_bf16_nan(void **state)
 {
     (void)state;
-    assert_int_equal(moe_f32_to_bf16(f_of(0x7fc00000)), 0x7fc0);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x7fc00000)), 0x7fc0);
     /* Payload only in the low half: plain rounding would give inf. */
-    assert_int_equal(moe_f32_to_bf16(f_of(0x7f800001)), 0x7fc0);
-    assert_int_equal(moe_f32_to_bf16(f_of(0xff800001)), 0xffc0);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x7f800001)), 0x7fc0);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0xff800001)), 0xffc0);
     /* All-ones payload: plain rounding would carry into the sign. */
-    assert_int_equal(moe_f32_to_bf16(f_of(0x7fffffff)), 0x7fff);
+    assert_int_equal(moe_f32_to_bf16(test_float_from_bits(0x7fffffff)), 0x7fff);
     assert_true(isnan(moe_bf16_to_f32(0x7f81)));
     assert_true(isnan(moe_bf16_to_f32(moe_f32_to_bf16(NAN))));
 }
@@ -157,15 +144,15 @@ static void test_f16_rounding(void **state)
 {
     (void)state;
     /* 1 + 2^-11 is halfway between 0x3c00 (even) and 0x3c01. */
-    assert_int_equal(moe_f32_to_f16(f_of(0x3f801000)), 0x3c00);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x3f801000)), 0x3c00);
     /* 1 + 3*2^-11 is halfway between 0x3c01 (odd) and 0x3c02. */
-    assert_int_equal(moe_f32_to_f16(f_of(0x3f803000)), 0x3c02);
-    assert_int_equal(moe_f32_to_f16(f_of(0xbf803000)), 0xbc02);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x3f803000)), 0x3c02);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0xbf803000)), 0xbc02);
     /* Just above / just below halfway. */
-    assert_int_equal(moe_f32_to_f16(f_of(0x3f801001)), 0x3c01);
-    assert_int_equal(moe_f32_to_f16(f_of(0x3f800fff)), 0x3c00);
-    assert_int_equal(moe_f32_to_f16(f_of(0x3f803001)), 0x3c02);
-    assert_int_equal(moe_f32_to_f16(f_of(0x3f802fff)), 0x3c01);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x3f801001)), 0x3c01);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x3f800fff)), 0x3c00);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x3f803001)), 0x3c02);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x3f802fff)), 0x3c01);
     /* Carry into the exponent: 2 - 2^-12 rounds to 2. */
     assert_int_equal(moe_f32_to_f16(2.0f - ldexpf(1.0f, -12)), 0x4000);
 }
@@ -180,7 +167,7 @@ static void test_f16_overflow(void **state)
     assert_int_equal(moe_f32_to_f16(65536.0f), 0x7c00);
     assert_int_equal(moe_f32_to_f16(1e10f), 0x7c00);
     assert_int_equal(moe_f32_to_f16(-1e10f), 0xfc00);
-    assert_int_equal(moe_f32_to_f16(f_of(0x7f7fffff)), 0x7c00);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x7f7fffff)), 0x7c00);
     assert_int_equal(moe_f32_to_f16(INFINITY), 0x7c00);
     assert_int_equal(moe_f32_to_f16(-INFINITY), 0xfc00);
     assert_true(isinf(moe_f16_to_f32(0x7c00)) && moe_f16_to_f32(0x7c00) > 0);
@@ -209,8 +196,8 @@ static void test_f16_subnormal(void **state)
     assert_int_equal(moe_f32_to_f16(nextafterf(0.5f * tiny, 0.0f)), 0x0000);
     assert_int_equal(moe_f32_to_f16(0.25f * tiny), 0x0000);
     /* Float subnormals underflow to a signed zero. */
-    assert_int_equal(moe_f32_to_f16(f_of(0x00000001)), 0x0000);
-    assert_int_equal(moe_f32_to_f16(f_of(0x80400000)), 0x8000);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x00000001)), 0x0000);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x80400000)), 0x8000);
 }
 
 static void test_f16_zero_nan(void **state)
@@ -218,10 +205,10 @@ static void test_f16_zero_nan(void **state)
     (void)state;
     assert_int_equal(moe_f32_to_f16(-0.0f), 0x8000);
     assert_true(moe_f16_to_f32(0x8000) == 0.0f && signbit(moe_f16_to_f32(0x8000)));
-    assert_int_equal(moe_f32_to_f16(f_of(0x7fc00000)), 0x7e00);
-    uint16_t h = moe_f32_to_f16(f_of(0x7f800001)); /* payload below f16's */
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0x7fc00000)), 0x7e00);
+    uint16_t h = moe_f32_to_f16(test_float_from_bits(0x7f800001)); /* payload below f16's */
     assert_true((h & 0x7c00) == 0x7c00 && (h & 0x03ff) != 0 && (h & 0x0200));
-    assert_int_equal(moe_f32_to_f16(f_of(0xffffffff)) & 0xfe00, 0xfe00);
+    assert_int_equal(moe_f32_to_f16(test_float_from_bits(0xffffffff)) & 0xfe00, 0xfe00);
     assert_true(isnan(moe_f16_to_f32(0x7c01)));
     assert_true(isnan(moe_f16_to_f32(0xfe00)));
 }
@@ -287,15 +274,15 @@ static void test_random_vs_reference(void **state)
         uint32_t u = rng_u32();
         if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu))
             continue; /* NaN: covered by the hand-picked tests */
-        check_random(f_of(u), u);
+        check_random(test_float_from_bits(u), u);
         /* Exponents around f16's range, subnormals and overflow included. */
         uint32_t exp = 127u - 27u + rng_u32() % 45u;
         uint32_t v = (rng_u32() & 0x807fffffu) | (exp << 23);
-        check_random(f_of(v), v);
+        check_random(test_float_from_bits(v), v);
         /* Near-ties: f16 halfway points and their neighbours. */
         uint32_t w = (v & ~0x1fffu) | 0x1000u;
         w += (rng_u32() % 3u) - 1u;
-        check_random(f_of(w), w);
+        check_random(test_float_from_bits(w), w);
     }
 }
 
@@ -355,7 +342,7 @@ static void check_array_conv(moe_dtype t, size_t n)
             want = moe_f16_to_f32(moe_f32_to_f16(src[i]));
         else if (t == MOE_DTYPE_BF16)
             want = moe_bf16_to_f32(moe_f32_to_bf16(src[i]));
-        assert_true(bits_of(back[i]) == bits_of(want));
+        assert_true(test_bits_of_float(back[i]) == test_bits_of_float(want));
     }
 }
 

@@ -35,6 +35,20 @@ void test_switchglu_reference(const test_proj *gate, const test_proj *up, const 
                               const float *x, int tokens, const int32_t *idx, const float *scores,
                               int top_k, double *y, double *bound);
 
+/* A float's bits and back (exact, for bit-level checks). */
+static inline float test_float_from_bits(uint32_t u)
+{
+    float f;
+    __builtin_memcpy(&f, &u, sizeof f);
+    return f;
+}
+static inline uint32_t test_bits_of_float(float f)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, &f, sizeof u);
+    return u;
+}
+
 enum { TEST_MAX_ISAS = 4 };
 
 /* The CPU kernel sets this machine can run, best first; returns the count. */
