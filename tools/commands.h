@@ -1,7 +1,8 @@
-/* tools/commands.h — `moe logits`, `moe generate`, `moe chat` and `moe
- * bench`: the subcommands that run a model; `moe convert` and `moe inspect`, that
- * write and describe checkpoints. Each returns the process exit status (0 done,
- * 1 a moe call failed, 2 a bad option) and has a usage text. */
+/* tools/commands.h — the subcommands beside `bench-layer`: `logits`,
+ * `generate`, `chat` and `bench` run a model; `tokenize` runs a checkpoint's
+ * tokenizer; `convert` and `inspect` write and describe checkpoints. Each
+ * returns the process exit status (0 done, 1 a moe call failed, 2 a bad
+ * option) and has a usage text. */
 #ifndef MOE_TOOLS_COMMANDS_H
 #define MOE_TOOLS_COMMANDS_H
 
