@@ -221,29 +221,46 @@ static gemv_args chunk_args(const forward_ctx *c, int down, const int32_t *pairs
     return a;
 }
 
-/* Panel by panel, each panel's tokens a few at a time: a panel stays in
- * cache while all of the group's tokens pass over it. */
-static void gate_up_gemv(const gate_up_job *j)
+/* One gate or up panel times the group's pairs from c0 on (as many as a
+ * call takes): the int8 panel GEMM on the packed tile there (tiled), or the
+ * matrix-vector kernel on the pairs' own rows. */
+static void gate_up_chunk(const forward_ctx *c, const thread_scratch *sc, int tiled, const moe_panel *p,
+                          const int32_t *pairs, int m, int c0, float *const *out)
+{
+    if (tiled) {
+        run_gemm_i8(c, sc, &c->l->gate_up.fmt, p, m, c0, out);
+        return;
+    }
+    gemv_args a = chunk_args(c, 0, pairs, m, c0);
+    run_gemv(c, &c->l->gate_up.fmt, p, &a, out);
+}
+
+/* Panel by panel, the group's pairs a call's worth at a time: a few for
+ * the matrix-vector kernel, or a tile of mr_i8 for the int8 panel GEMM
+ * (tiled; its activations packed beforehand). A panel stays in L1 while the
+ * pairs pass over it. Fused and unfused cut the group into the same calls. */
+static void gate_up_chunked(const gate_up_job *j, const thread_scratch *sc, int tiled)
 {
     const forward_ctx *c = j->c;
     const moe_switchglu *l = c->l;
-    int I = l->hidden;
+    int I = l->hidden, step = tiled ? c->kern->mr_i8 : c->chunk;
     if (l->fused) {
-        /* gate over a block of tokens, then up over the same block, then
+        /* gate over a block of pairs, then up over the same block, then
          * SwiGLU: one panel at a time stays in L1 (both together do not,
-         * at 4 bits and D 2048), and only h is written */
-        enum { BLOCK = 8 * MOE_GEMV_MAX_M };
-        float gt[BLOCK][MOE_PANEL], ut[BLOCK][MOE_PANEL];
+         * at 4 bits and D 2048), and only h is written. A block is a whole
+         * number of calls. */
+        enum { BLOCK_MAX = 3 * MOE_TILE_MAX_M };
+        int block = tiled ? 3 * step : 8 * MOE_GEMV_MAX_M;
+        float gt[BLOCK_MAX][MOE_PANEL], ut[BLOCK_MAX][MOE_PANEL];
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
-            for (int b0 = 0; b0 < j->m; b0 += BLOCK) {
-                int b1 = min_int(j->m, b0 + BLOCK);
+            for (int b0 = 0; b0 < j->m; b0 += block) {
+                int b1 = min_int(j->m, b0 + block);
                 for (int which = 0; which < 2; which++)
-                    for (int c0 = b0; c0 < b1; c0 += c->chunk) {
-                        gemv_args a = chunk_args(c, 0, j->pairs, j->m, c0);
-                        float *out[MOE_GEMV_MAX_M];
-                        for (int i = 0; i < a.m; i++) out[i] = which ? ut[c0 - b0 + i] : gt[c0 - b0 + i];
-                        run_gemv(c, &l->gate_up.fmt, which ? &up : &gp, &a, out);
+                    for (int c0 = b0; c0 < b1; c0 += step) {
+                        float *out[MOE_TILE_MAX_M];
+                        for (int i = 0; i < min_int(step, b1 - c0); i++) out[i] = which ? ut[c0 - b0 + i] : gt[c0 - b0 + i];
+                        gate_up_chunk(c, sc, tiled, which ? &up : &gp, j->pairs, j->m, c0, out);
                     }
                 for (int i = b0; i < b1; i++)
                     c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->ws->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
@@ -256,11 +273,11 @@ static void gate_up_gemv(const gate_up_job *j)
         float *dst = which ? l->ws->u : l->ws->g;
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel pp = hidden_panel(l, j->e, slots, p);
-            for (int c0 = 0; c0 < j->m; c0 += c->chunk) {
-                gemv_args a = chunk_args(c, 0, j->pairs, j->m, c0);
-                float *out[MOE_GEMV_MAX_M];
-                for (int i = 0; i < a.m; i++) out[i] = dst + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL;
-                run_gemv(c, &l->gate_up.fmt, &pp, &a, out);
+            for (int c0 = 0; c0 < j->m; c0 += step) {
+                float *out[MOE_TILE_MAX_M];
+                for (int i = 0; i < min_int(step, j->m - c0); i++)
+                    out[i] = dst + (size_t)j->pairs[c0 + i] * I + (size_t)p * MOE_PANEL;
+                gate_up_chunk(c, sc, tiled, &pp, j->pairs, j->m, c0, out);
             }
         }
     }
@@ -297,50 +314,6 @@ static void gate_up_gemm(const gate_up_job *j, thread_scratch *sc)
                 float *row = dst + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL;
                 memcpy(row, ci, sizeof(float) * (size_t)pa.nr);
                 if (two) memcpy(row + MOE_PANEL, ci + MOE_PANEL, sizeof(float) * (size_t)pb.nr);
-            }
-        }
-    }
-}
-
-/* int8 activations, tile by tile: each panel (16 KiB of 4-bit codes at
- * D 2048) is read for a block of tiles while it stays in L1. The fused and
- * unfused passes cut the group into the same tiles. */
-static void gate_up_gemm_i8(const gate_up_job *j, thread_scratch *sc)
-{
-    const forward_ctx *c = j->c;
-    const moe_switchglu *l = c->l;
-    int I = l->hidden, mr = c->kern->mr_i8;
-    pack_group_i8(c, sc, 0, j->pairs, j->m);
-    if (l->fused) {
-        /* gate over a block of tiles, then up over the same block, then SwiGLU */
-        enum { TILES = 3, BLOCK = TILES * MOE_TILE_MAX_M };
-        float gt[BLOCK][MOE_PANEL], ut[BLOCK][MOE_PANEL];
-        for (int p = j->p0; p < j->p1; p++) {
-            moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
-            for (int b0 = 0; b0 < j->m; b0 += TILES * mr) {
-                int b1 = min_int(j->m, b0 + TILES * mr);
-                for (int which = 0; which < 2; which++)
-                    for (int t0 = b0; t0 < b1; t0 += mr) {
-                        float *out[MOE_TILE_MAX_M];
-                        for (int i = 0; i < min_int(mr, b1 - t0); i++) out[i] = which ? ut[t0 - b0 + i] : gt[t0 - b0 + i];
-                        run_gemm_i8(c, sc, &l->gate_up.fmt, which ? &up : &gp, j->m, t0, out);
-                    }
-                for (int i = b0; i < b1; i++)
-                    c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->ws->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
-            }
-        }
-        return;
-    }
-    for (int which = 0; which < 2; which++) {
-        const size_t *slots = which ? l->up_slot : l->gate_slot;
-        float *dst = which ? l->ws->u : l->ws->g;
-        for (int p = j->p0; p < j->p1; p++) {
-            moe_panel pp = hidden_panel(l, j->e, slots, p);
-            for (int t0 = 0; t0 < j->m; t0 += mr) {
-                float *out[MOE_TILE_MAX_M];
-                for (int i = 0; i < min_int(mr, j->m - t0); i++)
-                    out[i] = dst + (size_t)j->pairs[t0 + i] * I + (size_t)p * MOE_PANEL;
-                run_gemm_i8(c, sc, &l->gate_up.fmt, &pp, j->m, t0, out);
             }
         }
     }
@@ -477,8 +450,10 @@ static void forward_thread(void *arg, int t, int nt)
         job.pairs = l->ws->order + l->ws->group_start[gi];
         job.m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
         if (group_uses_gemm(c, 0, job.m)) gate_up_gemm(&job, sc);
-        else if (group_uses_gemm_i8(c, 0, job.m)) gate_up_gemm_i8(&job, sc);
-        else gate_up_gemv(&job);
+        else if (group_uses_gemm_i8(c, 0, job.m)) {
+            pack_group_i8(c, sc, 0, job.pairs, job.m);
+            gate_up_chunked(&job, sc, 1);
+        } else gate_up_chunked(&job, sc, 0);
     }
     if (!l->fused)
         for (int pair = 0; pair < pairs_total; pair++)
