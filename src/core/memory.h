@@ -10,6 +10,14 @@ void *moe_alloc(size_t bytes, const char *what);
 void *moe_calloc(size_t bytes, const char *what);
 void moe_free(void *p);
 
+/* Grows a workspace buffer of `cap` elements to at least n (contents not
+ * kept): MOE_OK, or MOE_ERR_NOMEM with cap 0. A macro so that buf keeps its
+ * own pointer type. */
+#define MOE_GROW(buf, cap, n, what)                                                        \
+    ((n) <= (cap) ? MOE_OK                                                                 \
+                  : (moe_free(buf), (buf) = moe_alloc((n) * sizeof *(buf), what),          \
+                     (cap) = (buf) ? (n) : 0, (buf) ? MOE_OK : MOE_ERR_NOMEM))
+
 /* Peak and current resident set size of this process, from /proc (0 if unknown). */
 size_t moe_peak_rss_bytes(void);
 size_t moe_current_rss_bytes(void);

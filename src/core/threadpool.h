@@ -11,6 +11,13 @@ typedef void (*moe_parallel_fn)(void *ctx, int thread, int nthreads);
 
 void moe_parallel_run(moe_parallel_fn fn, void *ctx);
 
+/* Thread t's share [lo, hi) of n items split evenly over nt threads. */
+static inline void moe_parallel_split(int n, int t, int nt, int *lo, int *hi)
+{
+    *lo = (int)((long long)n * t / nt);
+    *hi = (int)((long long)n * (t + 1) / nt);
+}
+
 /* A barrier across the threads of the current moe_parallel_run. */
 void moe_parallel_barrier(void);
 

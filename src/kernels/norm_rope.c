@@ -50,17 +50,11 @@ typedef struct {
     float eps;
 } rows_job;
 
-static void row_range(const rows_job *j, int t, int nt, int *lo, int *hi)
-{
-    *lo = (int)((long long)j->rows * t / nt);
-    *hi = (int)((long long)j->rows * (t + 1) / nt);
-}
-
 static void rmsnorm_part(void *arg, int t, int nt)
 {
     const rows_job *j = arg;
     int lo, hi;
-    row_range(j, t, nt, &lo, &hi);
+    moe_parallel_split(j->rows, t, nt, &lo, &hi);
     for (int r = lo; r < hi; r++) moe_rmsnorm(j->n, j->x + (size_t)r * j->n, j->w, j->eps, j->y + (size_t)r * j->n);
 }
 
@@ -68,7 +62,7 @@ static void rope_part(void *arg, int t, int nt)
 {
     const rows_job *j = arg;
     int lo, hi, half = j->head_dim / 2;
-    row_range(j, t, nt, &lo, &hi);
+    moe_parallel_split(j->rows, t, nt, &lo, &hi);
     for (int r = lo; r < hi; r++)
         for (int h = 0; h < j->heads; h++)
             moe_rope_apply(j->head_dim, j->y + ((size_t)r * j->heads + h) * j->head_dim, j->cos_t + (size_t)r * half,

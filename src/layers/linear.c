@@ -48,11 +48,6 @@ struct moe_linear {
     linear_workspace *ws;
 };
 
-#define GROW(buf, cap, n, what)                                                            \
-    ((n) <= (cap) ? MOE_OK                                                                 \
-                  : (moe_free(buf), (buf) = moe_alloc((n) * sizeof *(buf), what),          \
-                     (cap) = (buf) ? (n) : 0, (buf) ? MOE_OK : MOE_ERR_NOMEM))
-
 static int min_int(int a, int b) { return a < b ? a : b; }
 
 static int panel_nr(const moe_linear *l, int p) { return min_int(MOE_PANEL, l->out - p * MOE_PANEL); }
@@ -195,12 +190,6 @@ typedef struct {
  * (block × K floats) stay in L2 while every panel pair passes over them. */
 static int gemm_block(const moe_cpu_kernels *k) { return 8 * k->mr; }
 
-static void split(int n, int t, int nt, int *lo, int *hi)
-{
-    *lo = (int)((long long)n * t / nt);
-    *hi = (int)((long long)n * (t + 1) / nt);
-}
-
 /* int8 activations of tokens [lo, hi): digits, scales, group sums. */
 static void quantize_tokens(const linear_ctx *c, int lo, int hi)
 {
@@ -234,7 +223,7 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
     int K = l->in, G = l->w.fmt.group_size, lo, hi;
     if (c->path == PATH_GEMM) {
         int mr = c->k->mr, tiles = (c->tokens + mr - 1) / mr;
-        split(tiles, t, nt, &lo, &hi);
+        moe_parallel_split(tiles, t, nt, &lo, &hi);
         for (int tile = lo; tile < hi; tile++) {
             const float *src[MOE_TILE_MAX_M];
             int m = min_int(mr, c->tokens - tile * mr);
@@ -244,13 +233,13 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
         return;
     }
     if (c->path == PATH_I8) {
-        split(c->tokens, t, nt, &lo, &hi);
+        moe_parallel_split(c->tokens, t, nt, &lo, &hi);
         quantize_tokens(c, lo, hi);
         if (!c->k->panel_gemm_i8 || c->rows <= MOE_GEMV_MAX_M) return;
         /* int8 tiles for the panel GEMM, packed once for all threads */
         moe_parallel_barrier();
         int ng = K / G, tiles = (c->rows + c->tile - 1) / c->tile;
-        split(tiles, t, nt, &lo, &hi);
+        moe_parallel_split(tiles, t, nt, &lo, &hi);
         for (int tile = lo; tile < hi; tile++) {
             const int8_t *q[MOE_TILE_MAX_M];
             const float *d[MOE_TILE_MAX_M], *s[MOE_TILE_MAX_M];
@@ -266,7 +255,7 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
         return;
     }
     if (!c->quant) return;
-    split(c->tokens, t, nt, &lo, &hi);
+    moe_parallel_split(c->tokens, t, nt, &lo, &hi);
     for (int tok = lo; tok < hi; tok++) moe_group_sums(K, G, c->x + (size_t)tok * K, l->ws->xsum + (size_t)tok * (K / G));
 }
 
@@ -365,13 +354,13 @@ static void linear_thread(void *arg, int t, int nt)
     int p0, p1;
     /* GEMM threads take panels in pairs, the micro-kernel's width */
     if (c->path == PATH_GEMM) {
-        split((c->l->panels + 1) / 2, t, nt, &p0, &p1);
+        moe_parallel_split((c->l->panels + 1) / 2, t, nt, &p0, &p1);
         p0 *= 2;
         p1 = min_int(2 * p1, c->l->panels);
         run_gemm(c, &c->l->ws->scratch[t], p0, p1);
         return;
     }
-    split(c->l->panels, t, nt, &p0, &p1);
+    moe_parallel_split(c->l->panels, t, nt, &p0, &p1);
     if (c->path == PATH_I8) run_i8(c, p0, p1);
     else run_gemv(c, p0, p1);
 }
@@ -383,27 +372,27 @@ static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
     if (c->path == PATH_GEMM) {
         int mr = c->k->mr;
         size_t apack = (size_t)((c->tokens + mr - 1) / mr) * mr * K;
-        if ((st = GROW(l->ws->apack, l->ws->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
+        if ((st = MOE_GROW(l->ws->apack, l->ws->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
         int threads = min_int(moe_num_threads(), MAX_THREADS);
         for (int t = 0; t < threads; t++) {
             linear_scratch *sc = &l->ws->scratch[t];
-            if ((st = GROW(sc->b, sc->b_floats, 2 * (size_t)K * MOE_PANEL, "unpacked panels")) != MOE_OK ||
-                (st = GROW(sc->c, sc->c_floats, (size_t)gemm_block(c->k) * MOE_TILE_N, "tile results")) != MOE_OK)
+            if ((st = MOE_GROW(sc->b, sc->b_floats, 2 * (size_t)K * MOE_PANEL, "unpacked panels")) != MOE_OK ||
+                (st = MOE_GROW(sc->c, sc->c_floats, (size_t)gemm_block(c->k) * MOE_TILE_N, "tile results")) != MOE_OK)
                 return st;
         }
         return MOE_OK;
     }
     size_t rows = c->path == PATH_I8 ? (size_t)c->rows : (size_t)c->tokens;
-    if (c->quant && (st = GROW(l->ws->xsum, l->ws->xsum_floats, rows * K / G, "group sums")) != MOE_OK) return st;
+    if (c->quant && (st = MOE_GROW(l->ws->xsum, l->ws->xsum_floats, rows * K / G, "group sums")) != MOE_OK) return st;
     if (c->path != PATH_I8) return MOE_OK;
-    if ((st = GROW(l->ws->xq, l->ws->xq_bytes, rows * K, "int8 activations")) != MOE_OK ||
-        (st = GROW(l->ws->xd, l->ws->xd_floats, rows * K / G, "activation scales")) != MOE_OK)
+    if ((st = MOE_GROW(l->ws->xq, l->ws->xq_bytes, rows * K, "int8 activations")) != MOE_OK ||
+        (st = MOE_GROW(l->ws->xd, l->ws->xd_floats, rows * K / G, "activation scales")) != MOE_OK)
         return st;
     if (c->k->panel_gemm_i8 && rows > MOE_GEMV_MAX_M) {
         size_t padded = (rows + (size_t)c->tile - 1) / (size_t)c->tile * (size_t)c->tile;
-        if ((st = GROW(l->ws->aq, l->ws->aq_bytes, padded * K, "int8 tiles")) != MOE_OK ||
-            (st = GROW(l->ws->ad, l->ws->ad_floats, padded * K / G, "int8 tile scales")) != MOE_OK ||
-            (st = GROW(l->ws->as, l->ws->as_floats, padded * K / G, "int8 tile sums")) != MOE_OK)
+        if ((st = MOE_GROW(l->ws->aq, l->ws->aq_bytes, padded * K, "int8 tiles")) != MOE_OK ||
+            (st = MOE_GROW(l->ws->ad, l->ws->ad_floats, padded * K / G, "int8 tile scales")) != MOE_OK ||
+            (st = MOE_GROW(l->ws->as, l->ws->as_floats, padded * K / G, "int8 tile sums")) != MOE_OK)
             return st;
     }
     return MOE_OK;

@@ -101,13 +101,6 @@ static int group_uses_gemm_i8(const forward_ctx *c, int down, int m)
     return m > MOE_GEMV_MAX_M && (down ? c->i8_h : c->i8_x) && c->kern->panel_gemm_i8;
 }
 
-/* Grows a workspace buffer to n elements (contents not kept); a status.
- * A macro so that buf keeps its own pointer type. */
-#define GROW(buf, cap, n, what)                                                            \
-    ((n) <= (cap) ? MOE_OK                                                                 \
-                  : (moe_free(buf), (buf) = moe_alloc((n) * sizeof *(buf), what),          \
-                     (cap) = (buf) ? (n) : 0, (buf) ? MOE_OK : MOE_ERR_NOMEM))
-
 /* The panel as float [K][16]: straight from the store when it already is,
  * else unpacked into dst. */
 static const float *panel_as_f32(const forward_ctx *c, const moe_expert_store *s,
@@ -418,12 +411,6 @@ static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int 
     for (int g = 0; g < K / G; g++) dr[g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
 }
 
-static void split(int n, int t, int nt, int *lo, int *hi)
-{
-    *lo = (int)((long long)n * t / nt);
-    *hi = (int)((long long)n * (t + 1) / nt);
-}
-
 static void forward_thread(void *arg, int t, int nt)
 {
     forward_ctx *c = arg;
@@ -434,7 +421,7 @@ static void forward_thread(void *arg, int t, int nt)
 
     if (c->need_xsum) {
         int G = l->gate_up.fmt.group_size;
-        split(c->tokens, t, nt, &lo, &hi);
+        moe_parallel_split(c->tokens, t, nt, &lo, &hi);
         for (int tok = lo; tok < hi; tok++)
             prepare_row(c, l->gate_up.fmt.fmt, c->i8_x, D, G, c->x + (size_t)tok * D, l->ws->xsum + (size_t)tok * (D / G),
                         c->i8_x ? l->ws->xq + (size_t)tok * D : NULL, c->i8_x ? l->ws->xd + (size_t)tok * (D / G) : NULL,
@@ -444,7 +431,7 @@ static void forward_thread(void *arg, int t, int nt)
 
     /* gate and up (and SwiGLU), this thread's hidden panels */
     gate_up_job job = { .c = c };
-    split(l->panels_hidden, t, nt, &job.p0, &job.p1);
+    moe_parallel_split(l->panels_hidden, t, nt, &job.p0, &job.p1);
     for (int gi = 0; gi < c->groups; gi++) {
         job.e = l->ws->group_expert[gi];
         job.pairs = l->ws->order + l->ws->group_start[gi];
@@ -465,7 +452,7 @@ static void forward_thread(void *arg, int t, int nt)
 
     if (c->need_hsum) {
         int G = l->down.fmt.group_size;
-        split(pairs_total, t, nt, &lo, &hi);
+        moe_parallel_split(pairs_total, t, nt, &lo, &hi);
         for (int pair = lo; pair < hi; pair++)
             prepare_row(c, l->down.fmt.fmt, c->i8_h, I, G, l->ws->h + (size_t)pair * I, l->ws->hsum + (size_t)pair * (I / G),
                         c->i8_h ? l->ws->hq + (size_t)pair * I : NULL, c->i8_h ? l->ws->hd + (size_t)pair * (I / G) : NULL,
@@ -475,7 +462,7 @@ static void forward_thread(void *arg, int t, int nt)
 
     /* down projection, weighted and summed into y, this thread's model rows */
     int q0, q1;
-    split(l->panels_dim, t, nt, &q0, &q1);
+    moe_parallel_split(l->panels_dim, t, nt, &q0, &q1);
     int r0 = q0 * MOE_PANEL, r1 = min_int(q1 * MOE_PANEL, D);
     for (int tok = 0; tok < c->tokens && r1 > r0; tok++)
         memset(c->y + (size_t)tok * D + r0, 0, sizeof(float) * (size_t)(r1 - r0));
@@ -535,36 +522,36 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
     int D = l->dim, I = l->hidden, mr = c->kern->mr;
     size_t hf = (size_t)pairs * I;
     moe_status st;
-    if ((st = GROW(l->ws->h, l->ws->h_floats, hf, "hidden activations")) != MOE_OK) return st;
+    if ((st = MOE_GROW(l->ws->h, l->ws->h_floats, hf, "hidden activations")) != MOE_OK) return st;
     if (!l->fused) {
-        if ((st = GROW(l->ws->g, l->ws->g_floats, hf, "gate activations")) != MOE_OK) return st;
-        if ((st = GROW(l->ws->u, l->ws->u_floats, hf, "up activations")) != MOE_OK) return st;
+        if ((st = MOE_GROW(l->ws->g, l->ws->g_floats, hf, "gate activations")) != MOE_OK) return st;
+        if ((st = MOE_GROW(l->ws->u, l->ws->u_floats, hf, "up activations")) != MOE_OK) return st;
     }
     size_t xf = (size_t)c->tokens * D;
     if (c->need_xsum &&
-        (st = GROW(l->ws->xsum, l->ws->xsum_floats, xf / l->gate_up.fmt.group_size, "group sums")) != MOE_OK)
+        (st = MOE_GROW(l->ws->xsum, l->ws->xsum_floats, xf / l->gate_up.fmt.group_size, "group sums")) != MOE_OK)
         return st;
     if (c->need_hsum &&
-        (st = GROW(l->ws->hsum, l->ws->hsum_floats, hf / l->down.fmt.group_size, "group sums")) != MOE_OK)
+        (st = MOE_GROW(l->ws->hsum, l->ws->hsum_floats, hf / l->down.fmt.group_size, "group sums")) != MOE_OK)
         return st;
-    if (c->i8_x && ((st = GROW(l->ws->xq, l->ws->xq_bytes, xf, "int8 activations")) != MOE_OK ||
-                    (st = GROW(l->ws->xd, l->ws->xd_floats, xf / l->gate_up.fmt.group_size, "activation scales")) != MOE_OK))
+    if (c->i8_x && ((st = MOE_GROW(l->ws->xq, l->ws->xq_bytes, xf, "int8 activations")) != MOE_OK ||
+                    (st = MOE_GROW(l->ws->xd, l->ws->xd_floats, xf / l->gate_up.fmt.group_size, "activation scales")) != MOE_OK))
         return st;
-    if (c->i8_h && ((st = GROW(l->ws->hq, l->ws->hq_bytes, hf, "int8 activations")) != MOE_OK ||
-                    (st = GROW(l->ws->hd, l->ws->hd_floats, hf / l->down.fmt.group_size, "activation scales")) != MOE_OK))
+    if (c->i8_h && ((st = MOE_GROW(l->ws->hq, l->ws->hq_bytes, hf, "int8 activations")) != MOE_OK ||
+                    (st = MOE_GROW(l->ws->hd, l->ws->hd_floats, hf / l->down.fmt.group_size, "activation scales")) != MOE_OK))
         return st;
     if (c->x2 && c->i8_x &&
-        ((st = GROW(l->ws->xqr, l->ws->xqr_bytes, xf, "residual digits")) != MOE_OK ||
-         (st = GROW(l->ws->xdr, l->ws->xdr_floats, xf / l->gate_up.fmt.group_size, "residual scales")) != MOE_OK))
+        ((st = MOE_GROW(l->ws->xqr, l->ws->xqr_bytes, xf, "residual digits")) != MOE_OK ||
+         (st = MOE_GROW(l->ws->xdr, l->ws->xdr_floats, xf / l->gate_up.fmt.group_size, "residual scales")) != MOE_OK))
         return st;
     if (c->x2 && c->i8_h &&
-        ((st = GROW(l->ws->hqr, l->ws->hqr_bytes, hf, "residual digits")) != MOE_OK ||
-         (st = GROW(l->ws->hdr, l->ws->hdr_floats, hf / l->down.fmt.group_size, "residual scales")) != MOE_OK))
+        ((st = MOE_GROW(l->ws->hqr, l->ws->hqr_bytes, hf, "residual digits")) != MOE_OK ||
+         (st = MOE_GROW(l->ws->hdr, l->ws->hdr_floats, hf / l->down.fmt.group_size, "residual scales")) != MOE_OK))
         return st;
     if (c->x2) {
         size_t zs = (size_t)(D > I ? D : I) / 32 + 1; /* groups of a row at the smallest group size */
         if (zs > l->ws->zsum_floats) {
-            if ((st = GROW(l->ws->zsum, l->ws->zsum_floats, zs, "zero sums")) != MOE_OK) return st;
+            if ((st = MOE_GROW(l->ws->zsum, l->ws->zsum_floats, zs, "zero sums")) != MOE_OK) return st;
             memset(l->ws->zsum, 0, sizeof(float) * zs);
         }
     }
@@ -589,16 +576,16 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
     if (threads > MOE_SWITCHGLU_MAX_THREADS) threads = MOE_SWITCHGLU_MAX_THREADS;
     for (int t = 0; t < threads; t++) {
         thread_scratch *sc = &l->ws->scratch[t];
-        if ((st = GROW(sc->apack, sc->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
-        if ((st = GROW(sc->b, sc->b_floats, 2 * K * MOE_PANEL, "unpacked panels")) != MOE_OK) return st;
-        if ((st = GROW(sc->c, sc->c_floats, apack / K * MOE_TILE_N, "tile results")) != MOE_OK) return st;
-        if ((st = GROW(sc->aq, sc->aq_bytes, aq, "packed int8 tokens")) != MOE_OK ||
-            (st = GROW(sc->ad, sc->ad_floats, ag, "packed activation scales")) != MOE_OK ||
-            (st = GROW(sc->as, sc->as_floats, ag, "packed group sums")) != MOE_OK)
+        if ((st = MOE_GROW(sc->apack, sc->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
+        if ((st = MOE_GROW(sc->b, sc->b_floats, 2 * K * MOE_PANEL, "unpacked panels")) != MOE_OK) return st;
+        if ((st = MOE_GROW(sc->c, sc->c_floats, apack / K * MOE_TILE_N, "tile results")) != MOE_OK) return st;
+        if ((st = MOE_GROW(sc->aq, sc->aq_bytes, aq, "packed int8 tokens")) != MOE_OK ||
+            (st = MOE_GROW(sc->ad, sc->ad_floats, ag, "packed activation scales")) != MOE_OK ||
+            (st = MOE_GROW(sc->as, sc->as_floats, ag, "packed group sums")) != MOE_OK)
             return st;
-        if (c->x2 && ((st = GROW(sc->aqr, sc->aqr_bytes, aq, "packed residual digits")) != MOE_OK ||
-                      (st = GROW(sc->adr, sc->adr_floats, ag, "packed residual scales")) != MOE_OK ||
-                      (st = GROW(sc->asr, sc->asr_floats, ag, "packed zero sums")) != MOE_OK))
+        if (c->x2 && ((st = MOE_GROW(sc->aqr, sc->aqr_bytes, aq, "packed residual digits")) != MOE_OK ||
+                      (st = MOE_GROW(sc->adr, sc->adr_floats, ag, "packed residual scales")) != MOE_OK ||
+                      (st = MOE_GROW(sc->asr, sc->asr_floats, ag, "packed zero sums")) != MOE_OK))
             return st;
     }
     return MOE_OK;
@@ -609,10 +596,10 @@ static moe_status prepare_groups(moe_switchglu *l, int pairs)
 {
     size_t need = (size_t)pairs + 1;
     moe_status st;
-    if ((st = GROW(l->ws->order, l->ws->order_cap, need, "pair order")) != MOE_OK ||
-        (st = GROW(l->ws->group_start, l->ws->group_start_cap, need, "pair groups")) != MOE_OK ||
-        (st = GROW(l->ws->group_expert, l->ws->group_expert_cap, need, "pair groups")) != MOE_OK ||
-        (st = GROW(l->ws->count, l->ws->count_cap, (size_t)l->experts, "expert counts")) != MOE_OK)
+    if ((st = MOE_GROW(l->ws->order, l->ws->order_cap, need, "pair order")) != MOE_OK ||
+        (st = MOE_GROW(l->ws->group_start, l->ws->group_start_cap, need, "pair groups")) != MOE_OK ||
+        (st = MOE_GROW(l->ws->group_expert, l->ws->group_expert_cap, need, "pair groups")) != MOE_OK ||
+        (st = MOE_GROW(l->ws->count, l->ws->count_cap, (size_t)l->experts, "expert counts")) != MOE_OK)
         return st;
     return MOE_OK;
 }
