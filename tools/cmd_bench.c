@@ -183,8 +183,7 @@ int bench_main(int argc, char **argv)
     if (!rc) {
         /* a decode step reads the active weights and the KV cache so far
          * (on average the prompt and half the generated tokens) */
-        double kv_row = 2.0 * info.num_layers * info.num_kv_heads * info.head_dim *
-                        (info.kv_dtype == MOE_DTYPE_F16 ? 2 : 4);
+        double kv_row = 2.0 * info.num_layers * info.num_kv_heads * info.head_dim * moe_dtype_size(info.kv_dtype);
         double kv_read = kv_row * (o.prompt_tokens + o.gen_tokens / 2.0);
         double active = (double)info.active_bytes_per_token + kv_read, bw_on, bw_off;
         int first = o.fuse_gate_up == 2 ? 1 : o.fuse_gate_up;

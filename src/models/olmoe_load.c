@@ -134,14 +134,26 @@ static void release(const module_tensors *mt)
     for (int i = 0; i < 3; i++) moe_st_tensor_release(mt->t[i]);
 }
 
+/* One dense projection named `name` of n modules' rows one after the
+ * other (rows[i] of mt[i], all of one format), cols inputs. */
+static moe_status make_linear(const loader *ld, const char *name, int n, const module_tensors *mt, const int *rows,
+                              int cols, moe_linear **out)
+{
+    int total = 0;
+    for (int i = 0; i < n; i++) total += rows[i];
+    moe_status st = moe_linear_create(total, cols, &mt[0].w, name, out);
+    for (int i = 0, row0 = 0; i < n && st == MOE_OK; row0 += rows[i], i++)
+        st = moe_linear_load_rows(*out, row0, rows[i], &mt[i].w);
+    if (st == MOE_OK) moe_linear_set_activations(*out, ld->m->act);
+    return st;
+}
+
 /* A dense projection [rows, cols] from module `path`. */
 static moe_status load_linear(const loader *ld, const char *path, int rows, int cols, moe_linear **out)
 {
     module_tensors mt;
     moe_status st = module(ld, path, 0, rows, cols, &mt);
-    if (st == MOE_OK) st = moe_linear_create(rows, cols, &mt.w, path, out);
-    if (st == MOE_OK) st = moe_linear_load_rows(*out, 0, rows, &mt.w);
-    if (st == MOE_OK) moe_linear_set_activations(*out, ld->m->act);
+    if (st == MOE_OK) st = make_linear(ld, path, 1, &mt, &rows, cols, out);
     release(&mt);
     return st;
 }
@@ -170,17 +182,10 @@ static moe_status load_qkv(const loader *ld, int l, olmoe_layer *L)
     if (stack) {
         char name[NAME_MAX_LEN];
         snprintf(name, sizeof name, "model.layers.%d.self_attn.qkv", l);
-        st = moe_linear_create(rows[0] + rows[1] + rows[2], D, &mt[0].w, name, &L->wqkv);
-        for (int row0 = 0, j = 0; j < 3 && st == MOE_OK; row0 += rows[j], j++)
-            st = moe_linear_load_rows(L->wqkv, row0, rows[j], &mt[j].w);
-        if (st == MOE_OK) moe_linear_set_activations(L->wqkv, ld->m->act);
+        st = make_linear(ld, name, 3, mt, rows, D, &L->wqkv);
     } else {
         moe_linear **dst[3] = { &L->wq, &L->wk, &L->wv };
-        for (i = 0; i < 3 && st == MOE_OK; i++) {
-            st = moe_linear_create(rows[i], D, &mt[i].w, path[i], dst[i]);
-            if (st == MOE_OK) st = moe_linear_load_rows(*dst[i], 0, rows[i], &mt[i].w);
-            if (st == MOE_OK) moe_linear_set_activations(*dst[i], ld->m->act);
-        }
+        for (i = 0; i < 3 && st == MOE_OK; i++) st = make_linear(ld, path[i], 1, &mt[i], &rows[i], D, dst[i]);
     }
     for (i = 0; i < 3; i++) release(&mt[i]);
     return st;
