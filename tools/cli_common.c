@@ -112,7 +112,8 @@ static int parse_one(const char *cmd, cli_opts *o, const char *name, const char 
     else if (!strcmp(name, "gen-tokens")) ok = parse_int(v, 0, 1 << 24, &o->gen_tokens);
     else if (!strcmp(name, "synthetic-bits")) ok = parse_int(v, 4, 16, &o->synthetic_bits) &&
                                                    (o->synthetic_bits == 4 || o->synthetic_bits == 8 || o->synthetic_bits == 16);
-    else if (!strcmp(name, "synthetic-layers")) ok = parse_int(v, 1, 1024, &o->synthetic_layers);
+    else if (!strcmp(name, "synthetic-layers") || !strcmp(name, "layers")) ok = parse_int(v, 1, 1024, &o->synthetic_layers);
+    else if (!strcmp(name, "arch")) ok = moe_model_synthetic_name(v) && (o->arch = v);
     else if (!strcmp(name, "repeat")) ok = parse_int(v, 1, 1000, &o->repeat);
     if (!ok) {
         fprintf(stderr, "moe %s: bad value '%s' for '%s'\n(see moe %s --help)\n", cmd, v, flag, cmd);
@@ -228,7 +229,7 @@ moe_model *cli_open_model(const char *cmd, const cli_opts *o)
     mo.progress = load_progress;
     moe_model *m = NULL;
     moe_status st = o->model ? moe_model_load(o->model, &mo, &m)
-                             : moe_model_synthetic(o->synthetic_bits, o->synthetic_layers, o->seed, &mo, &m);
+                             : moe_model_synthetic(o->arch, o->synthetic_bits, o->synthetic_layers, o->seed, &mo, &m);
     cli_progress_done();
     if (st != MOE_OK) {
         cli_fail(cmd);

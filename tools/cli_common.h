@@ -30,7 +30,8 @@ typedef struct {
     int prefill_step;           /* --prefill-step */
     int prompt_tokens, gen_tokens;   /* --prompt-tokens, --gen-tokens */
     int synthetic_bits;         /* --synthetic-bits 4|8|16 */
-    int synthetic_layers;       /* --synthetic-layers N (0: 16) */
+    int synthetic_layers;       /* --synthetic-layers N or --layers N (0: the model's own) */
+    const char *arch;           /* --arch olmoe|qwen3_moe|mixtral: the synthetic model */
     int repeat;                 /* --repeat N */
     int ignore_eos;             /* --ignore-eos */
     int n_given;                /* -n was given */

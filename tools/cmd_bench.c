@@ -1,6 +1,7 @@
 /* tools/cmd_bench.c — `moe bench`: the end-to-end benchmark. A seeded
  * random prompt of P tokens, greedy generation of G tokens (EOS ignored),
- * on a checkpoint or on the built-in synthetic OLMoE-1B-7B; time to first
+ * on a checkpoint or on a built-in synthetic model (OLMoE-1B-7B,
+ * Qwen3-30B-A3B or Mixtral-8x7B shapes); time to first
  * token, prompt and decode tokens/s, peak RSS, and decode's memory traffic
  * against the read bandwidth probed right after each run. With
  * --fuse-gate-up both, fused and unfused runs alternate on the same model
@@ -22,11 +23,14 @@ static const size_t PROBE_BYTES = (size_t)256 << 20;
 void bench_usage(FILE *f)
 {
     fprintf(f, "usage: moe bench [--model DIR] [options]\n\n"
-               "End-to-end prompt processing and generation. Without --model it builds the synthetic\n"
-               "OLMoE-1B-7B (its exact shapes, seeded random weights, MLX 4-bit layout) in memory.\n\n"
+               "End-to-end prompt processing and generation. Without --model it builds a synthetic\n"
+               "model (a published model's exact shapes, seeded random weights, MLX 4-bit layout) in memory.\n\n"
                "  --model DIR              checkpoint directory (default: the synthetic model)\n"
+               "  --arch NAME              synthetic model: olmoe (OLMoE-1B-7B, default), qwen3_moe\n"
+               "                           (Qwen3-30B-A3B), mixtral (Mixtral-8x7B)\n"
                "  --synthetic-bits 4|8|16  synthetic weights: 4/8-bit affine or bf16 (default 4)\n"
-               "  --synthetic-layers N     synthetic model depth (default 16, as OLMoE-1B-7B)\n"
+               "  --layers N               synthetic model depth (default: the model's own;\n"
+               "                           --synthetic-layers is the same)\n"
                "  --prompt-tokens P        prompt length (default 512)\n"
                "  --gen-tokens G           tokens to generate (default 64)\n"
                "  --prefill-step S         prompt tokens per forward chunk (default 2048)\n"
@@ -145,7 +149,7 @@ int bench_main(int argc, char **argv)
     if (cli_help(argc, argv, bench_usage)) return 0;
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
-                       "model synthetic-bits synthetic-layers prompt-tokens gen-tokens prefill-step fuse-gate-up "
+                       "model arch layers synthetic-bits synthetic-layers prompt-tokens gen-tokens prefill-step fuse-gate-up "
                        "repeat seed json device threads isa activations kv-cache", &o);
     if (rc) return rc;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
@@ -157,6 +161,8 @@ int bench_main(int argc, char **argv)
     if (!m) return 1;
     double build_s = bench_now_s() - t0;
     moe_model_info info = moe_model_get_info(m);
+    char synthetic[64];
+    snprintf(synthetic, sizeof synthetic, "synthetic %s", moe_model_synthetic_name(o.arch));
     cli_note_context(&o, &info, o.prompt_tokens + o.gen_tokens);
 
     /* a seeded random prompt */
@@ -175,7 +181,7 @@ int bench_main(int argc, char **argv)
         printf("model %s: %d layers, %d experts top-%d, %s weights %.2f GiB (%.3f GB read a decode token); "
                "%d threads, %s kernels, %s activations, %s KV cache; built in %.1f s\n"
                "decode traffic counts the active weights and the KV cache read (prompt + half the generated tokens)\n",
-               o.model ? o.model : "synthetic OLMoE-1B-7B", info.num_layers, info.num_experts, info.top_k,
+               o.model ? o.model : synthetic, info.num_layers, info.num_experts, info.top_k,
                info.bits ? (info.bits == 4 ? "4-bit" : "8-bit") : "float", (double)info.weight_bytes / (1u << 30),
                (double)info.active_bytes_per_token / 1e9, moe_num_threads(), moe_cpu_isa(),
                cli_act_name(info.activations), info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32", build_s);
@@ -191,7 +197,8 @@ int bench_main(int argc, char **argv)
         moe_gen_metrics off = medians(res, nres, 0, &bw_off);
         if (o.json) {
             json_object *obj = setting_json(&on, bw_on, active, first);
-            json_object_object_add(obj, "model", json_object_new_string(o.model ? o.model : "synthetic-olmoe-1b-7b"));
+            json_object_object_add(obj, "model", json_object_new_string(o.model ? o.model : synthetic));
+            json_object_object_add(obj, "arch", json_object_new_string(info.architecture));
             json_object_object_add(obj, "bits", json_object_new_int(info.bits));
             json_object_object_add(obj, "activations", json_object_new_string(cli_act_name(info.activations)));
             json_object_object_add(obj, "kv_cache", json_object_new_string(info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32"));

@@ -4,8 +4,9 @@
  *                                safetensors (one file or sharded), in the
  *                                Hugging Face per-expert layout or the MLX
  *                                stacked (optionally quantized) layout
- *   moe_model_synthetic(...)     OLMoE-1B-7B's shapes with seeded random
- *                                weights, built in memory (benchmarks)
+ *   moe_model_synthetic(...)     a published model's shapes (OLMoE-1B-7B,
+ *                                Qwen3-30B-A3B, Mixtral-8x7B) with seeded
+ *                                random weights, built in memory (benchmarks)
  *   moe_context_create(model, n) a KV cache for up to n tokens
  *   moe_context_eval(ctx, ids)   appends tokens, returns logits
  *
@@ -42,7 +43,7 @@ typedef struct {
 moe_model_options moe_model_default_options(void);
 
 typedef struct {
-    const char *architecture;   /* "olmoe" */
+    const char *architecture;   /* config.json's model_type: "olmoe", "qwen3_moe", "mixtral" */
     int vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, head_dim;
     int num_experts, top_k, expert_hidden;
     int max_position;
@@ -60,12 +61,22 @@ typedef struct {
 
 moe_status moe_model_load(const char *dir, const moe_model_options *opt, moe_model **out);
 
-/* OLMoE-1B-7B's exact shapes (hidden 2048, 16 layers, 16 heads of 128, 64
- * experts top-8 of hidden 1024, vocab 50304, untied head) with random
- * weights from `seed`: bits 4 or 8 (MLX affine, group 64, bf16 scales; every
- * projection and the embedding quantized) or 16 (bf16). `layers` 0 means 16. */
-moe_status moe_model_synthetic(int bits, int layers, uint64_t seed, const moe_model_options *opt,
+/* A published model's exact shapes with random weights from `seed`:
+ * arch "olmoe" (or NULL) OLMoE-1B-7B (hidden 2048, 16 layers, 16 heads of
+ * 128, 64 experts top-8 of hidden 1024, vocab 50304), "qwen3_moe"
+ * Qwen3-30B-A3B (hidden 2048, 48 layers, 32 query / 4 kv heads of 128, 128
+ * experts top-8 of hidden 768, vocab 151936), "mixtral" Mixtral-8x7B (hidden
+ * 4096, 32 layers, 32 / 8 heads of 128, 8 experts top-2 of hidden 14336,
+ * vocab 32000). bits 4 or 8 (MLX affine, group 64, bf16 scales; every
+ * projection and the embedding quantized) or 16 (bf16). `layers` 0 means
+ * the model's own depth. A model larger than the memory available is
+ * refused (MOE_ERR_NOMEM) before anything is built, naming both sizes. */
+moe_status moe_model_synthetic(const char *arch, int bits, int layers, uint64_t seed, const moe_model_options *opt,
                                moe_model **out);
+
+/* The published model a synthetic arch stands for ("Qwen3-30B-A3B"), or
+ * NULL for an unknown arch. */
+const char *moe_model_synthetic_name(const char *arch);
 
 moe_model_info moe_model_get_info(const moe_model *m);
 

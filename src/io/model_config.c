@@ -1,4 +1,5 @@
-/* io/model_config.c — config.json → moe_model_config, with json-c. */
+/* io/model_config.c — config.json → moe_model_config, with json-c: the
+ * fields every family shares, then what its model_type implies. */
 #include "io/model_config.h"
 
 #include <errno.h>
@@ -64,16 +65,73 @@ static moe_status field_bool(json_object *o, const char *origin, const char *nam
 
 /* ---- the parts of the config ---- */
 
+static const char *const ARCH_NAMES[MOE_ARCH_COUNT] = { "olmoe", "qwen3_moe", "mixtral" };
+
+const char *moe_arch_name(moe_arch arch) { return arch >= 0 && arch < MOE_ARCH_COUNT ? ARCH_NAMES[arch] : "?"; }
+
 static moe_status read_architecture(json_object *root, const char *origin, moe_model_config *c)
 {
     json_object *v;
     if (!json_object_object_get_ex(root, "model_type", &v) || !json_object_is_type(v, json_type_string))
         return moe_error_set(MOE_ERR_FORMAT, "%s: field 'model_type' is missing or not a string", origin);
     snprintf(c->model_type, sizeof c->model_type, "%s", json_object_get_string(v));
-    if (strcmp(c->model_type, "olmoe") != 0)
-        return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: model_type '%s' is not supported (moe runs: olmoe)", origin,
-                             c->model_type);
+    int a = 0;
+    while (a < MOE_ARCH_COUNT && strcmp(c->model_type, ARCH_NAMES[a]) != 0) a++;
+    if (a == MOE_ARCH_COUNT)
+        return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: model_type '%s' is not supported (moe runs: olmoe, qwen3_moe, "
+                             "mixtral)", origin, json_object_get_string(v));
+    c->arch = (moe_arch)a;
+    /* the family's fixed choices: what its modeling code does regardless
+     * of config.json */
+    static const moe_qk_norm QK_NORM[MOE_ARCH_COUNT] = { MOE_QK_NORM_WHOLE, MOE_QK_NORM_PER_HEAD, MOE_QK_NORM_NONE };
+    c->qk_norm = QK_NORM[a];
     return MOE_OK;
+}
+
+/* Transformers 4 names the expert count num_experts (OLMoE, Qwen3-MoE),
+ * transformers 5 and Mixtral num_local_experts: either is read. */
+static const char *experts_field(json_object *root)
+{
+    json_object *v;
+    if (json_object_object_get_ex(root, "num_local_experts", &v) && !json_object_is_type(v, json_type_null))
+        return "num_local_experts";
+    return "num_experts";
+}
+
+/* Qwen3-MoE's dense layers: those in mlp_only_layers, and those whose
+ * index + 1 is not a multiple of decoder_sparse_step. */
+static moe_status read_dense_layers(json_object *root, const char *origin, moe_model_config *c)
+{
+    int step;
+    moe_status st = field_int(root, origin, "decoder_sparse_step", 1, 1, 1, &step);
+    if (st != MOE_OK) return st;
+    json_object *only = NULL;
+    if (json_object_object_get_ex(root, "mlp_only_layers", &only) && !json_object_is_type(only, json_type_null)) {
+        if (!json_object_is_type(only, json_type_array))
+            return moe_error_set(MOE_ERR_FORMAT, "%s: field 'mlp_only_layers' must be a list of layer indices", origin);
+    } else {
+        only = NULL;
+    }
+    if (!(c->dense_layers = calloc((size_t)c->num_layers, 1)))
+        return moe_error_set(MOE_ERR_NOMEM, "%s: out of memory for the layer list", origin);
+    int any = 0;
+    for (int l = 0; l < c->num_layers; l++) any |= c->dense_layers[l] = (l + 1) % step != 0;
+    size_t n = only ? json_object_array_length(only) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_array_get_idx(only, i);
+        int64_t l = json_object_is_type(e, json_type_int) ? json_object_get_int64(e) : -1;
+        if (l < 0 || l >= c->num_layers)
+            return moe_error_set(MOE_ERR_FORMAT, "%s: mlp_only_layers[%zu] is %s, not a layer index 0..%d", origin, i,
+                                 json_object_to_json_string(e), c->num_layers - 1);
+        c->dense_layers[l] = 1;
+        any = 1;
+    }
+    if (!any) {
+        free(c->dense_layers);
+        c->dense_layers = NULL;
+        return MOE_OK;
+    }
+    return field_int(root, origin, "intermediate_size", 0, 0, 1, &c->dense_hidden);
 }
 
 static moe_status read_shapes(json_object *root, const char *origin, moe_model_config *c)
@@ -83,8 +141,9 @@ static moe_status read_shapes(json_object *root, const char *origin, moe_model_c
         (st = field_int(root, origin, "num_hidden_layers", 0, 0, 1, &c->num_layers)) != MOE_OK ||
         (st = field_int(root, origin, "num_attention_heads", 0, 0, 1, &c->num_heads)) != MOE_OK ||
         (st = field_int(root, origin, "num_key_value_heads", 1, c->num_heads, 1, &c->num_kv_heads)) != MOE_OK ||
-        (st = field_int(root, origin, "intermediate_size", 0, 0, 1, &c->expert_hidden)) != MOE_OK ||
-        (st = field_int(root, origin, "num_experts", 0, 0, 1, &c->num_experts)) != MOE_OK ||
+        (st = field_int(root, origin, c->arch == MOE_ARCH_QWEN3_MOE ? "moe_intermediate_size" : "intermediate_size",
+                        0, 0, 1, &c->expert_hidden)) != MOE_OK ||
+        (st = field_int(root, origin, experts_field(root), 0, 0, 1, &c->num_experts)) != MOE_OK ||
         (st = field_int(root, origin, "num_experts_per_tok", 0, 0, 1, &c->top_k)) != MOE_OK ||
         (st = field_int(root, origin, "vocab_size", 0, 0, 1, &c->vocab_size)) != MOE_OK ||
         (st = field_int(root, origin, "max_position_embeddings", 1, 4096, 1, &c->max_position)) != MOE_OK)
@@ -93,8 +152,9 @@ static moe_status read_shapes(json_object *root, const char *origin, moe_model_c
         return moe_error_set(MOE_ERR_FORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
                              origin, c->num_heads, c->num_kv_heads);
     if (c->top_k > c->num_experts)
-        return moe_error_set(MOE_ERR_FORMAT, "%s: num_experts_per_tok %d exceeds num_experts %d", origin, c->top_k,
-                             c->num_experts);
+        return moe_error_set(MOE_ERR_FORMAT, "%s: num_experts_per_tok %d exceeds %s %d", origin, c->top_k,
+                             experts_field(root), c->num_experts);
+    if (c->arch == MOE_ARCH_QWEN3_MOE && (st = read_dense_layers(root, origin, c)) != MOE_OK) return st;
     json_object *v;
     if (!json_object_object_get_ex(root, "head_dim", &v) || json_object_is_type(v, json_type_null)) {
         if (c->hidden_size % c->num_heads != 0)
@@ -125,10 +185,12 @@ static moe_status read_rope(json_object *root, const char *origin, moe_model_con
     } else {
         params = NULL;
     }
+    /* transformers' default when neither form gives it */
+    double def = c->arch == MOE_ARCH_MIXTRAL ? 1e6 : 10000.0;
     if (json_object_object_get_ex(root, "rope_theta", &v) && !json_object_is_type(v, json_type_null))
-        return field_double(root, origin, "rope_theta", 10000.0, &c->rope_theta);
-    if (params) return field_double(params, origin, "rope_theta", 10000.0, &c->rope_theta);
-    c->rope_theta = 10000.0;
+        return field_double(root, origin, "rope_theta", def, &c->rope_theta);
+    if (params) return field_double(params, origin, "rope_theta", def, &c->rope_theta);
+    c->rope_theta = def;
     return MOE_OK;
 }
 
@@ -191,6 +253,31 @@ static moe_status read_quantization(json_object *root, const char *origin, moe_m
     return MOE_OK;
 }
 
+/* What a family's config may ask that moe does not run, refused by name;
+ * the router rule and attention window each family reads. */
+static moe_status read_family_rules(json_object *root, const char *origin, moe_model_config *c)
+{
+    json_object *v;
+    if (json_object_object_get_ex(root, "hidden_act", &v) && !json_object_is_type(v, json_type_null) &&
+        (!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "silu") != 0))
+        return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: hidden_act %s is not supported (the experts are SwiGLU: \"silu\")",
+                             origin, json_object_to_json_string(v));
+    int flag;
+    moe_status st = field_bool(root, origin, "attention_bias", 0, &flag);
+    if (st != MOE_OK) return st;
+    if (flag) return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: attention_bias true is not supported", origin);
+    if (c->arch == MOE_ARCH_MIXTRAL) {
+        c->norm_topk_prob = 1;   /* softmax over the top-k logits: the same as renormalising */
+        return field_int(root, origin, "sliding_window", 1, 0, 0, &c->sliding_window);
+    }
+    if ((st = field_bool(root, origin, "norm_topk_prob", 0, &c->norm_topk_prob)) != MOE_OK) return st;
+    if (c->arch == MOE_ARCH_QWEN3_MOE) {
+        if ((st = field_bool(root, origin, "use_sliding_window", 0, &flag)) != MOE_OK) return st;
+        if (flag) return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: use_sliding_window true is not supported", origin);
+    }
+    return MOE_OK;
+}
+
 static moe_status read_token_ids(json_object *root, const char *origin, moe_model_config *c)
 {
     json_object *v;
@@ -226,9 +313,11 @@ moe_status moe_config_parse(const char *json, const char *origin, moe_model_conf
         st = moe_error_set(MOE_ERR_FORMAT, "%s: the top level is not a JSON object", origin);
     else if ((st = read_architecture(root, origin, c)) == MOE_OK && (st = read_shapes(root, origin, c)) == MOE_OK &&
              (st = read_rope(root, origin, c)) == MOE_OK &&
-             (st = field_double(root, origin, "rms_norm_eps", 1e-5, &c->rms_norm_eps)) == MOE_OK &&
-             (st = field_double(root, origin, "clip_qkv", 0.0, &c->clip_qkv)) == MOE_OK &&
-             (st = field_bool(root, origin, "norm_topk_prob", 0, &c->norm_topk_prob)) == MOE_OK &&
+             (st = field_double(root, origin, "rms_norm_eps", c->arch == MOE_ARCH_QWEN3_MOE ? 1e-6 : 1e-5,
+                                &c->rms_norm_eps)) == MOE_OK &&
+             (c->arch != MOE_ARCH_OLMOE ||
+              (st = field_double(root, origin, "clip_qkv", 0.0, &c->clip_qkv)) == MOE_OK) &&
+             (st = read_family_rules(root, origin, c)) == MOE_OK &&
              (st = field_bool(root, origin, "tie_word_embeddings", 0, &c->tie_word_embeddings)) == MOE_OK &&
              (st = read_quantization(root, origin, c)) == MOE_OK)
         st = read_token_ids(root, origin, c);
@@ -285,9 +374,13 @@ void moe_config_free(moe_model_config *c)
     if (!c) return;
     for (int i = 0; i < c->num_overrides; i++) free(c->overrides[i].module);
     free(c->overrides);
+    free(c->dense_layers);
     c->overrides = NULL;
+    c->dense_layers = NULL;
     c->num_overrides = 0;
 }
+
+int moe_config_layer_dense(const moe_model_config *c, int l) { return c->dense_layers && c->dense_layers[l]; }
 
 void moe_config_module_quant(const moe_model_config *c, const char *module, int *bits, int *group_size)
 {

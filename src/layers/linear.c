@@ -139,7 +139,7 @@ void moe_linear_row(const moe_linear *l, int r, float *dst)
 void moe_linear_set_activations(moe_linear *l, moe_act_mode mode) { l->act = mode; }
 int moe_linear_out(const moe_linear *l) { return l->out; }
 int moe_linear_in(const moe_linear *l) { return l->in; }
-size_t moe_linear_weight_bytes(const moe_linear *l) { return moe_expert_store_bytes(&l->w); }
+size_t moe_linear_weight_bytes(const moe_linear *l) { return l ? moe_expert_store_bytes(&l->w) : 0; }
 
 static void workspace_release(linear_workspace *w)
 {

@@ -42,7 +42,7 @@ moe_status moe_linear_share_workspace(moe_linear *l, moe_linear *with);
 
 int moe_linear_out(const moe_linear *l);
 int moe_linear_in(const moe_linear *l);
-size_t moe_linear_weight_bytes(const moe_linear *l);
+size_t moe_linear_weight_bytes(const moe_linear *l);   /* 0 for NULL */
 void moe_linear_free(moe_linear *l);
 
 #endif

@@ -1,8 +1,11 @@
-/* models/olmoe.h — OLMoE's weights and run state (llama2.c style: each
- * buffer with its shape in a trailing comment). D = hidden_size, H heads of
- * hd, KV heads, E experts, I expert hidden, V vocab, T tokens of a chunk. */
-#ifndef MOE_MODELS_OLMOE_H
-#define MOE_MODELS_OLMOE_H
+/* models/transformer.h — the weights and run state of every family moe runs
+ * (OLMoE, Qwen3-MoE, Mixtral): one decoder-only transformer whose layers
+ * differ only in choices read from config.json (moe_model_config), llama2.c
+ * style, each buffer with its shape in a trailing comment. D = hidden_size,
+ * H heads of hd, KV heads, E experts, I expert hidden, V vocab, T tokens of a
+ * chunk. */
+#ifndef MOE_MODELS_TRANSFORMER_H
+#define MOE_MODELS_TRANSFORMER_H
 
 #include "io/model_config.h"
 #include "layers/linear.h"
@@ -18,12 +21,15 @@ typedef struct {
     moe_linear *wk;            /* (KV·hd, D) */
     moe_linear *wv;            /* (KV·hd, D) */
     moe_linear *wo;            /* (D, H·hd) */
-    float *q_norm;             /* (H·hd) over the whole q projection */
-    float *k_norm;             /* (KV·hd) over the whole k projection */
+    float *q_norm;             /* (H·hd) whole projection, (hd) per head, or NULL */
+    float *k_norm;             /* (KV·hd) whole projection, (hd) per head, or NULL */
     float *mlp_norm;           /* (D) post_attention_layernorm */
-    moe_linear *router;        /* (E, D) */
-    moe_switchglu *experts;    /* gate/up (E, I, D), down (E, D, I) */
-} olmoe_layer;
+    moe_linear *router;        /* (E, D); NULL for a dense MLP */
+    /* the experts, gate/up (E, I, D) and down (E, D, I); a dense SwiGLU MLP
+     * is the same layer with one expert that every token takes at weight 1
+     * (so it gets the fused gate-up too) */
+    moe_switchglu *experts;
+} model_layer;
 
 struct moe_model {
     moe_model_config cfg;
@@ -31,7 +37,7 @@ struct moe_model {
     int bits;                  /* experts' quantization bits, 0 = float */
     moe_act_mode act;          /* activations of quantized projections */
     moe_linear *embed;         /* (V, D) */
-    olmoe_layer *layers;       /* (num_layers) */
+    model_layer *layers;       /* (num_layers) */
     float *final_norm;         /* (D) */
     moe_linear *lm_head;       /* (V, D); the embedding when tied */
 };
@@ -53,27 +59,31 @@ struct moe_context {
     float *router_logits;      /* (T, E) */
     int32_t *expert_idx;       /* (T, top_k) */
     float *expert_w;           /* (T, top_k) */
+    int32_t *dense_idx;        /* (T) zeros: a dense MLP's one expert */
+    float *dense_w;            /* (T) ones */
     float *rope_cos, *rope_sin;/* (T, hd/2) */
 };
 
-void olmoe_free_weights(moe_model *m);
+void model_free_weights(moe_model *m);
 
 /* The activation mode for quantized weights: the option's, or moe's
  * choice for -1 (int8 with its residual digit where the CPU has int8 dot
  * products, else float). */
-moe_act_mode olmoe_choose_activations(const moe_model *m, int quantized);
+moe_act_mode model_choose_activations(const moe_model *m, int quantized);
 
 /* The KV cache's dtype: the option's, or for -1 f16 where activations
  * are already approximate (quantized weights with int8 activations) and
  * f32 on the exact paths (float weights, or float activations), so that
  * those stay within float rounding of the reference. */
-moe_dtype olmoe_choose_kv_dtype(const moe_model *m);
+moe_dtype model_choose_kv_dtype(const moe_model *m);
 
-/* Checkpoint loading (olmoe_load.c) and random weights (olmoe_synthetic.c). */
-moe_status olmoe_load(moe_model *m, const char *dir);
-moe_status olmoe_synthetic(moe_model *m, int bits, uint64_t seed);
+/* Checkpoint loading (load.c) and random weights of a published model's
+ * shapes (synthetic.c). */
+moe_status model_load_dir(moe_model *m, const char *dir);
+moe_status model_synthetic(moe_model *m, const char *arch, int bits, uint64_t seed);
+const char *model_synthetic_name(const char *arch);
 
-/* The forward pass over tokens[0..n) at positions c->pos.. (olmoe.c). */
-moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions);
+/* The forward pass over tokens[0..n) at positions c->pos.. (forward.c). */
+moe_status model_forward(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions);
 
 #endif

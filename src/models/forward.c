@@ -1,14 +1,19 @@
-/* models/olmoe.c — the OLMoE forward pass over a chunk of T tokens.
+/* models/forward.c — the forward pass of every family over a chunk of T
+ * tokens, written once; the families' differences are the config's choices.
  *
  *   x = embed[tokens]
  *   per layer:
  *     h = rmsnorm(x)
- *     q = rmsnorm(h·Wqᵀ) over all heads at once, k = rmsnorm(h·Wkᵀ), v = h·Wvᵀ
- *     (clipped to ±clip_qkv when the config asks), RoPE on q and k
+ *     q = h·Wqᵀ, k = h·Wkᵀ, v = h·Wvᵀ
+ *     QK-norm: rmsnorm of q and k over the whole projection (OLMoE), over
+ *     each head (Qwen3-MoE), or none (Mixtral); clipped to ±clip_qkv when
+ *     the config asks; RoPE on q and k
  *     x += Wo · causal_softmax(q·kᵀ/√hd) · v        (keys of every position so far)
  *     h = rmsnorm(x)
- *     (experts, weights) = top_k(softmax(h·Wrouterᵀ)), renormalised if norm_topk_prob
- *     x += Σ_j weight_j · SwitchGLU_expert_j(h)
+ *     MoE layer:   (experts, weights) = top_k(softmax(h·Wrouterᵀ)),
+ *                  renormalised if norm_topk_prob (Mixtral: always)
+ *                  x += Σ_j weight_j · SwitchGLU_expert_j(h)
+ *     dense layer: x += SwiGLU(h)                  (Qwen3-MoE's mlp_only_layers)
  *   logits = rmsnorm(x)·Wheadᵀ
  */
 #include <math.h>
@@ -17,7 +22,7 @@
 #include "kernels/attention.h"
 #include "kernels/norm_rope.h"
 #include "layers/router.h"
-#include "models/olmoe.h"
+#include "models/transformer.h"
 
 #define TRY(call)                                  \
     do {                                           \
@@ -32,7 +37,7 @@ static void clip_rows(size_t n, float *x, float limit)
 
 /* q, k and v of T rows of normalised input: one stacked projection split
  * into its parts, or three projections. */
-static moe_status qkv_projections(moe_context *c, const olmoe_layer *L, int T, int qdim, int kvdim)
+static moe_status qkv_projections(moe_context *c, const model_layer *L, int T, int qdim, int kvdim)
 {
     if (!L->wqkv) {
         moe_status st = moe_linear_forward(L->wq, c->xb, T, c->q);
@@ -57,7 +62,7 @@ static void add_rows(size_t n, float *x, const float *y)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *logits, int all_positions)
+moe_status model_forward(moe_context *c, const int32_t *tokens, int T, float *logits, int all_positions)
 {
     moe_model *m = c->m;
     const moe_model_config *p = &m->cfg;
@@ -74,7 +79,7 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
                         c->rope_sin + (size_t)t * (hd / 2));
 
     for (int l = 0; l < p->num_layers; l++) {
-        olmoe_layer *L = &m->layers[l];
+        model_layer *L = &m->layers[l];
         char *key_cache = (char *)c->key_cache + l * layer_cache, *value_cache = (char *)c->value_cache + l * layer_cache;
         size_t at = (size_t)pos * kvdim * moe_dtype_size(c->kv_dtype);
         float *k = c->k, *v = c->v;
@@ -83,9 +88,14 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
         moe_rmsnorm_rows(T, D, c->x, L->attn_norm, eps, c->xb);
         // q, k, v
         TRY(qkv_projections(c, L, T, qdim, kvdim));
-        // QK-norm over the whole projection (not per head)
-        moe_rmsnorm_rows(T, qdim, c->q, L->q_norm, eps, c->q);
-        moe_rmsnorm_rows(T, kvdim, k, L->k_norm, eps, k);
+        // QK-norm over the whole projection, or over each head's hd values
+        if (p->qk_norm == MOE_QK_NORM_WHOLE) {
+            moe_rmsnorm_rows(T, qdim, c->q, L->q_norm, eps, c->q);
+            moe_rmsnorm_rows(T, kvdim, k, L->k_norm, eps, k);
+        } else if (p->qk_norm == MOE_QK_NORM_PER_HEAD) {
+            moe_rmsnorm_rows(T * H, hd, c->q, L->q_norm, eps, c->q);
+            moe_rmsnorm_rows(T * KV, hd, k, L->k_norm, eps, k);
+        }
         if (p->clip_qkv > 0) {
             clip_rows((size_t)T * qdim, c->q, (float)p->clip_qkv);
             clip_rows((size_t)T * kvdim, k, (float)p->clip_qkv);
@@ -106,12 +116,18 @@ moe_status olmoe_forward(moe_context *c, const int32_t *tokens, int T, float *lo
 
         // mlp rmsnorm
         moe_rmsnorm_rows(T, D, c->x, L->mlp_norm, eps, c->xb);
-        // router: softmax over all experts, top-k
-        TRY(moe_linear_forward(L->router, c->xb, T, c->router_logits));
-        TRY(moe_router_topk(c->router_logits, T, p->num_experts, p->top_k, p->norm_topk_prob, c->expert_idx,
-                            c->expert_w));
-        // the chosen experts, weighted and summed; residual connection
-        TRY(moe_switchglu_forward(L->experts, c->xb, T, c->expert_idx, c->expert_w, p->top_k, c->xb2));
+        if (L->router) {
+            // router: softmax over all experts, top-k
+            TRY(moe_linear_forward(L->router, c->xb, T, c->router_logits));
+            TRY(moe_router_topk(c->router_logits, T, p->num_experts, p->top_k, p->norm_topk_prob, c->expert_idx,
+                                c->expert_w));
+            // the chosen experts, weighted and summed
+            TRY(moe_switchglu_forward(L->experts, c->xb, T, c->expert_idx, c->expert_w, p->top_k, c->xb2));
+        } else {
+            // a dense SwiGLU MLP: the one expert, weight 1, for every token
+            TRY(moe_switchglu_forward(L->experts, c->xb, T, c->dense_idx, c->dense_w, 1, c->xb2));
+        }
+        // residual connection
         add_rows((size_t)T * D, c->x, c->xb2);
     }
 

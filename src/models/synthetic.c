@@ -1,17 +1,21 @@
-/* models/olmoe_synthetic.c — OLMoE-1B-7B's exact shapes with seeded random
+/* models/synthetic.c — a published model's exact shapes with seeded random
  * weights, built in memory: what the benchmarks run when no checkpoint is
- * given. Quantized (4 or 8 bits): every projection and the embedding in the
- * MLX affine layout (group 64, bf16 scales and biases), random codes with
- * scales that give weights of about ±0.035 (the spread of a trained model's
- * init); bf16 (16): the same spread as float values. Norm weights are 1.
- * Each tensor passes through the same packing as a checkpoint's, a block of
- * rows at a time, so the synthetic model runs exactly the loaded paths. */
+ * given. OLMoE-1B-7B, Qwen3-30B-A3B and Mixtral-8x7B, as their config.json
+ * files give them. Quantized (4 or 8 bits): every projection and the
+ * embedding in the MLX affine layout (group 64, bf16 scales and biases),
+ * random codes with scales that give weights of about ±0.035 (the spread of
+ * a trained model's init); bf16 (16): the same spread as float values. Norm
+ * weights are 1. Each tensor passes through the same packing as a
+ * checkpoint's, a block of rows at a time, so the synthetic model runs
+ * exactly the loaded paths. Before anything is built the resident size is
+ * compared with the memory the machine has available. */
+#include <stdio.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "core/memory.h"
 #include "kernels/kernels.h"
-#include "models/olmoe.h"
+#include "models/transformer.h"
 #include "quant/dtype.h"
 
 enum { GROUP = 64, BLOCK_ROWS = 1024 };
@@ -109,13 +113,14 @@ static moe_status make_experts(synth *s, const moe_model *m, moe_switchglu **out
     return st;
 }
 
-/* OLMoE-1B-7B (allenai/OLMoE-1B-7B-0924) config.json's numbers. */
-static void olmoe_1b_7b_config(moe_model_config *c, int layers)
+/* The published config.json numbers of each family's benchmark model. */
+static void olmoe_1b_7b_config(moe_model_config *c)
 {
-    memset(c, 0, sizeof *c);
-    strcpy(c->model_type, "olmoe");
+    strcpy(c->model_type, "olmoe");   /* allenai/OLMoE-1B-7B-0924 */
+    c->arch = MOE_ARCH_OLMOE;
+    c->qk_norm = MOE_QK_NORM_WHOLE;
     c->hidden_size = 2048;
-    c->num_layers = layers;
+    c->num_layers = 16;
     c->num_heads = c->num_kv_heads = 16;
     c->head_dim = 128;
     c->expert_hidden = 1024;
@@ -125,22 +130,121 @@ static void olmoe_1b_7b_config(moe_model_config *c, int layers)
     c->max_position = 4096;
     c->rms_norm_eps = 1e-5;
     c->rope_theta = 10000;
-    c->bos_id = -1;
-    c->num_eos = 1;
-    c->eos_ids[0] = 50279;
+    c->eos_ids[c->num_eos++] = 50279;
 }
 
-moe_status olmoe_synthetic(moe_model *m, int bits, uint64_t seed)
+static void qwen3_30b_a3b_config(moe_model_config *c)
 {
-    olmoe_1b_7b_config(&m->cfg, m->cfg.num_layers);
+    strcpy(c->model_type, "qwen3_moe");   /* Qwen/Qwen3-30B-A3B */
+    c->arch = MOE_ARCH_QWEN3_MOE;
+    c->qk_norm = MOE_QK_NORM_PER_HEAD;
+    c->hidden_size = 2048;
+    c->num_layers = 48;
+    c->num_heads = 32;
+    c->num_kv_heads = 4;
+    c->head_dim = 128;
+    c->expert_hidden = 768;
+    c->num_experts = 128;
+    c->top_k = 8;
+    c->norm_topk_prob = 1;
+    c->vocab_size = 151936;
+    c->max_position = 40960;
+    c->rms_norm_eps = 1e-6;
+    c->rope_theta = 1e6;
+    c->bos_id = 151643;
+    c->eos_ids[c->num_eos++] = 151645;
+}
+
+static void mixtral_8x7b_config(moe_model_config *c)
+{
+    strcpy(c->model_type, "mixtral");   /* mistralai/Mixtral-8x7B-v0.1 */
+    c->arch = MOE_ARCH_MIXTRAL;
+    c->qk_norm = MOE_QK_NORM_NONE;
+    c->hidden_size = 4096;
+    c->num_layers = 32;
+    c->num_heads = 32;
+    c->num_kv_heads = 8;
+    c->head_dim = 128;
+    c->expert_hidden = 14336;
+    c->num_experts = 8;
+    c->top_k = 2;
+    c->norm_topk_prob = 1;
+    c->vocab_size = 32000;
+    c->max_position = 32768;
+    c->rms_norm_eps = 1e-5;
+    c->rope_theta = 1e6;
+    c->bos_id = 1;
+    c->eos_ids[c->num_eos++] = 2;
+}
+
+static const struct {
+    const char *name, *model;
+    void (*config)(moe_model_config *c);
+} ARCHS[] = {
+    { "olmoe", "OLMoE-1B-7B", olmoe_1b_7b_config },
+    { "qwen3_moe", "Qwen3-30B-A3B", qwen3_30b_a3b_config },
+    { "mixtral", "Mixtral-8x7B", mixtral_8x7b_config },
+};
+
+const char *model_synthetic_name(const char *arch)
+{
+    for (size_t i = 0; i < sizeof ARCHS / sizeof ARCHS[0]; i++)
+        if (!strcmp(arch, ARCHS[i].name)) return ARCHS[i].model;
+    return NULL;
+}
+
+/* Bytes of n weights in this format (codes plus a bf16 scale and bias per
+ * group, or bf16 values). */
+static double weight_bytes(double n, int bits) { return bits == 16 ? 2 * n : n * bits / 8 + n / GROUP * 4; }
+
+/* What the model will hold, from its shapes. */
+static double resident_bytes(const moe_model_config *c, int bits)
+{
+    double D = c->hidden_size, qdim = (double)c->num_heads * c->head_dim, kvdim = (double)c->num_kv_heads * c->head_dim;
+    double layer = (qdim + 2 * kvdim) * D + D * qdim + (double)c->num_experts * D +
+                   3.0 * c->num_experts * c->expert_hidden * D;
+    return weight_bytes(2.0 * c->vocab_size * D + c->num_layers * layer, bits);
+}
+
+/* MemAvailable of /proc/meminfo in bytes; 0 when unknown. */
+static double available_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+moe_status model_synthetic(moe_model *m, const char *arch, int bits, uint64_t seed)
+{
+    int layers = m->cfg.num_layers;
+    size_t a = 0;
+    while (a < sizeof ARCHS / sizeof ARCHS[0] && strcmp(arch, ARCHS[a].name) != 0) a++;
+    if (a == sizeof ARCHS / sizeof ARCHS[0])
+        return moe_error_set(MOE_ERR_INVALID_ARG, "synthetic model: architecture '%s' is unknown (olmoe, qwen3_moe, "
+                             "mixtral)", arch);
+    memset(&m->cfg, 0, sizeof m->cfg);
+    m->cfg.bos_id = -1;
+    ARCHS[a].config(&m->cfg);
+    if (layers) m->cfg.num_layers = layers;
     const moe_model_config *c = &m->cfg;
+    double need = resident_bytes(c, bits), have = available_bytes();
+    if (have > 0 && need > 0.9 * have)
+        return moe_error_set(MOE_ERR_NOMEM, "synthetic %s at %d bits, %d layers: its weights take %.1f GB and this "
+                             "machine has %.1f GB available; build fewer layers (--synthetic-layers N)",
+                             ARCHS[a].model, bits, c->num_layers, need / 1e9, have / 1e9);
     if (bits != 16) {
         m->cfg.quant_bits = bits;
         m->cfg.quant_group_size = GROUP;
     }
     m->bits = bits == 16 ? 0 : bits;
-    m->act = olmoe_choose_activations(m, bits != 16);
+    m->act = model_choose_activations(m, bits != 16);
     int D = c->hidden_size, qdim = c->num_heads * c->head_dim, kvdim = c->num_kv_heads * c->head_dim;
+    int qk = c->qk_norm == MOE_QK_NORM_WHOLE ? qdim : c->head_dim, kk = c->qk_norm == MOE_QK_NORM_WHOLE ? kvdim : c->head_dim;
     /* block buffers: the larger of a row block of the embedding and one
      * expert's three projections */
     size_t elems = (size_t)BLOCK_ROWS * D;
@@ -149,14 +253,15 @@ moe_status olmoe_synthetic(moe_model *m, int bits, uint64_t seed)
     s.weight = moe_alloc(bits == 16 ? 2 * elems : elems * bits / 8 + 64, "synthetic weights");
     s.scales = moe_alloc(elems / GROUP * 2 + 64, "synthetic scales");
     s.biases = moe_alloc(elems / GROUP * 2 + 64, "synthetic biases");
-    m->layers = moe_calloc(sizeof(olmoe_layer) * (size_t)c->num_layers, "layers");
+    m->layers = moe_calloc(sizeof(model_layer) * (size_t)c->num_layers, "layers");
     moe_status st = s.weight && s.scales && s.biases && m->layers ? MOE_OK : MOE_ERR_NOMEM;
     if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "model.embed_tokens", m->act, &m->embed);
     for (int l = 0; l < c->num_layers && st == MOE_OK; l++) {
-        olmoe_layer *L = &m->layers[l];
+        model_layer *L = &m->layers[l];
         if (m->opt.progress) m->opt.progress(m->opt.progress_user, l, c->num_layers, "building");
         if ((st = make_ones(D, &L->attn_norm)) != MOE_OK || (st = make_ones(D, &L->mlp_norm)) != MOE_OK ||
-            (st = make_ones(qdim, &L->q_norm)) != MOE_OK || (st = make_ones(kvdim, &L->k_norm)) != MOE_OK ||
+            (c->qk_norm != MOE_QK_NORM_NONE &&
+             ((st = make_ones(qk, &L->q_norm)) != MOE_OK || (st = make_ones(kk, &L->k_norm)) != MOE_OK)) ||
             (st = make_linear(&s, qdim + 2 * kvdim, D, "qkv_proj", m->act, &L->wqkv)) != MOE_OK ||
             (st = make_linear(&s, D, qdim, "o_proj", m->act, &L->wo)) != MOE_OK ||
             (st = make_linear(&s, c->num_experts, D, "router", m->act, &L->router)) != MOE_OK)

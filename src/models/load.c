@@ -1,10 +1,11 @@
-/* models/olmoe_load.c — an OLMoE checkpoint directory into the model.
+/* models/load.c — a checkpoint directory of any family into the model.
  *
  * Two layouts, one model (mlx-lm's `sanitize` step, done while loading):
- *   Hugging Face: model.layers.N.mlp.experts.E.{gate,up,down}_proj.weight,
+ *   Hugging Face: model.layers.N.BLOCK.experts.E.{gate,up,down}.weight,
  *                 one tensor per expert, float;
- *   MLX:          model.layers.N.mlp.switch_mlp.{gate,up,down}_proj.{weight,
- *                 scales,biases}, experts stacked, optionally quantized.
+ *   MLX:          model.layers.N.BLOCK.switch_mlp.{gate,up,down}_proj.{weight,
+ *                 scales,biases}, experts stacked, optionally quantized;
+ * with the family's names for BLOCK and the three projections (family.h).
  * Any projection or the embedding may be quantized (weight U32 + scales +
  * biases, bits and group size from config.json's "quantization" block and
  * its per-module overrides). Every tensor is checked for dtype and shape
@@ -19,13 +20,16 @@
 #include "io/safetensors.h"
 #include "kernels/attention.h"
 #include "kernels/kernels.h"
-#include "models/olmoe.h"
+#include "models/family.h"
+#include "models/transformer.h"
+#include "models/transformer.h"
 #include "quant/dtype.h"
 
 typedef struct {
     moe_model *m;
     moe_st_set *set;
     const char *dir;
+    const moe_family_names *names;
     int mlx;                   /* stacked experts (MLX layout) */
 } loader;
 
@@ -160,7 +164,7 @@ static moe_status load_linear(const loader *ld, const char *path, int rows, int 
 
 /* q, k and v: stacked into one projection when they share a format and
  * each fills whole 16-row panels, else three projections. */
-static moe_status load_qkv(const loader *ld, int l, olmoe_layer *L)
+static moe_status load_qkv(const loader *ld, int l, model_layer *L)
 {
     const moe_model_config *c = &ld->m->cfg;
     int D = c->hidden_size, rows[3] = { c->num_heads * c->head_dim, c->num_kv_heads * c->head_dim,
@@ -216,22 +220,38 @@ static moe_expert_weights expert_slice(const module_tensors *mt, int e)
     return w;
 }
 
+/* The three projections' module paths of layer l's experts (or of its
+ * dense MLP), in the checkpoint's layout; e is the expert (hub layout). */
+static void expert_paths(const loader *ld, int l, int dense, int e, char path[3][NAME_MAX_LEN])
+{
+    for (int i = 0; i < 3; i++) {
+        if (dense)
+            snprintf(path[i], NAME_MAX_LEN, "model.layers.%d.mlp.%s", l, MOE_SWITCH_PROJ[i]);
+        else if (ld->mlx)
+            snprintf(path[i], NAME_MAX_LEN, "model.layers.%d.%s.switch_mlp.%s", l, ld->names->moe_block,
+                     MOE_SWITCH_PROJ[i]);
+        else
+            snprintf(path[i], NAME_MAX_LEN, "model.layers.%d.%s.experts.%d.%s", l, ld->names->moe_block, e,
+                     ld->names->expert_proj[i]);
+    }
+}
+
+/* Layer l's experts, or its dense MLP as a SwitchGLU of one expert. */
 static moe_status load_experts(const loader *ld, int layer, moe_switchglu **out)
 {
     const moe_model_config *c = &ld->m->cfg;
-    int E = c->num_experts, D = c->hidden_size, I = c->expert_hidden;
+    int dense = moe_config_layer_dense(c, layer);
+    int E = dense ? 1 : c->num_experts, D = c->hidden_size, I = dense ? c->dense_hidden : c->expert_hidden;
     moe_switchglu_config cfg = moe_switchglu_default_config(E, D, I);
     cfg.fuse_gate_up = ld->m->opt.fuse_gate_up;
     cfg.int8_activations = ld->m->act;
     char path[3][NAME_MAX_LEN];
-    static const char *proj[3] = { "gate_proj", "up_proj", "down_proj" };
     module_tensors mt[3];
     moe_status st = MOE_OK;
-    if (ld->mlx) {
-        for (int i = 0; i < 3 && st == MOE_OK; i++) {
-            snprintf(path[i], sizeof path[i], "model.layers.%d.mlp.switch_mlp.%s", layer, proj[i]);
+    if (ld->mlx && !dense) {
+        expert_paths(ld, layer, 0, 0, path);
+        for (int i = 0; i < 3 && st == MOE_OK; i++)
             st = module(ld, path[i], E, i < 2 ? I : D, i < 2 ? D : I, &mt[i]);
-        }
         if (st == MOE_OK) st = moe_switchglu_create(&cfg, &mt[0].w, &mt[1].w, &mt[2].w, out);
         for (int e = 0; e < E && st == MOE_OK; e++) {
             moe_expert_weights g = expert_slice(&mt[0], e), u = expert_slice(&mt[1], e), d = expert_slice(&mt[2], e);
@@ -241,10 +261,8 @@ static moe_status load_experts(const loader *ld, int layer, moe_switchglu **out)
         return st;
     }
     for (int e = 0; e < E && st == MOE_OK; e++) {
-        for (int i = 0; i < 3 && st == MOE_OK; i++) {
-            snprintf(path[i], sizeof path[i], "model.layers.%d.mlp.experts.%d.%s", layer, e, proj[i]);
-            st = module(ld, path[i], 0, i < 2 ? I : D, i < 2 ? D : I, &mt[i]);
-        }
+        expert_paths(ld, layer, dense, e, path);
+        for (int i = 0; i < 3 && st == MOE_OK; i++) st = module(ld, path[i], 0, i < 2 ? I : D, i < 2 ? D : I, &mt[i]);
         if (st == MOE_OK && e == 0) st = moe_switchglu_create(&cfg, &mt[0].w, &mt[1].w, &mt[2].w, out);
         if (st == MOE_OK) st = moe_switchglu_load_expert(*out, e, &mt[0].w, &mt[1].w, &mt[2].w);
         for (int i = 0; i < 3 && st == MOE_OK; i++) release(&mt[i]);
@@ -255,7 +273,7 @@ static moe_status load_experts(const loader *ld, int layer, moe_switchglu **out)
 static moe_status load_layer(const loader *ld, int l)
 {
     const moe_model_config *c = &ld->m->cfg;
-    olmoe_layer *L = &ld->m->layers[l];
+    model_layer *L = &ld->m->layers[l];
     int D = c->hidden_size, qdim = c->num_heads * c->head_dim, kvdim = c->num_kv_heads * c->head_dim;
     char p[NAME_MAX_LEN], q[NAME_MAX_LEN];
     moe_status st;
@@ -265,15 +283,22 @@ static moe_status load_layer(const loader *ld, int l)
     if ((st = load_qkv(ld, l, L)) != MOE_OK) return st;
     LAYER_NAME(p, "self_attn.o_proj");
     if ((st = load_linear(ld, p, D, qdim, &L->wo)) != MOE_OK) return st;
-    LAYER_NAME(p, "self_attn.q_norm.weight");
-    LAYER_NAME(q, "self_attn.k_norm.weight");
-    if ((st = load_vector(ld, p, qdim, &L->q_norm)) != MOE_OK || (st = load_vector(ld, q, kvdim, &L->k_norm)) != MOE_OK)
-        return st;
+    if (c->qk_norm != MOE_QK_NORM_NONE) {
+        /* one weight per element of the whole projection, or per head dim */
+        int whole = c->qk_norm == MOE_QK_NORM_WHOLE;
+        LAYER_NAME(p, "self_attn.q_norm.weight");
+        LAYER_NAME(q, "self_attn.k_norm.weight");
+        if ((st = load_vector(ld, p, whole ? qdim : c->head_dim, &L->q_norm)) != MOE_OK ||
+            (st = load_vector(ld, q, whole ? kvdim : c->head_dim, &L->k_norm)) != MOE_OK)
+            return st;
+    }
     LAYER_NAME(p, "post_attention_layernorm.weight");
     if ((st = load_vector(ld, p, D, &L->mlp_norm)) != MOE_OK) return st;
-    LAYER_NAME(p, "mlp.gate");
-    if ((st = load_linear(ld, p, c->num_experts, D, &L->router)) != MOE_OK) return st;
 #undef LAYER_NAME
+    if (!moe_config_layer_dense(c, l)) {
+        snprintf(p, sizeof p, "model.layers.%d.%s.gate", l, ld->names->moe_block);
+        if ((st = load_linear(ld, p, c->num_experts, D, &L->router)) != MOE_OK) return st;
+    }
     return load_experts(ld, l, &L->experts);
 }
 
@@ -292,7 +317,32 @@ static int has_quantized_tensors(const moe_st_set *set)
     return 0;
 }
 
-moe_status olmoe_load(moe_model *m, const char *dir)
+/* The first layer with experts; -1 when every layer is dense. */
+static int first_moe_layer(const moe_model_config *c)
+{
+    for (int l = 0; l < c->num_layers; l++)
+        if (!moe_config_layer_dense(c, l)) return l;
+    return -1;
+}
+
+/* Which layout the checkpoint holds: stacked experts (MLX) or one tensor
+ * per expert (Hugging Face), told by the first MoE layer's gate. */
+static moe_status detect_layout(loader *ld)
+{
+    int l = first_moe_layer(&ld->m->cfg);
+    if (l < 0) return MOE_OK;
+    char mlx[NAME_MAX_LEN], hub[NAME_MAX_LEN];
+    snprintf(mlx, sizeof mlx, "model.layers.%d.%s.switch_mlp.%s.weight", l, ld->names->moe_block, MOE_SWITCH_PROJ[0]);
+    snprintf(hub, sizeof hub, "model.layers.%d.%s.experts.0.%s.weight", l, ld->names->moe_block,
+             ld->names->expert_proj[0]);
+    if (find(ld, mlx)) ld->mlx = 1;
+    else if (!find(ld, hub))
+        return moe_error_set(MOE_ERR_FORMAT, "%s: neither '%s' (MLX layout) nor '%s' (Hugging Face layout) is in the "
+                             "checkpoint", ld->dir, mlx, hub);
+    return MOE_OK;
+}
+
+moe_status model_load_dir(moe_model *m, const char *dir)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -301,19 +351,16 @@ moe_status olmoe_load(moe_model *m, const char *dir)
     if (m->cfg.head_dim > MOE_ATTENTION_MAX_HEAD_DIM)
         return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: head_dim %d is above the %d moe supports", path, m->cfg.head_dim,
                              MOE_ATTENTION_MAX_HEAD_DIM);
-    loader ld = { .m = m, .dir = dir };
+    loader ld = { .m = m, .dir = dir, .names = moe_family_names_of(m->cfg.arch) };
     if ((st = moe_st_set_open(dir, &ld.set)) != MOE_OK) return st;
     const moe_model_config *c = &m->cfg;
-    if (find(&ld, "model.layers.0.mlp.switch_mlp.gate_proj.weight")) ld.mlx = 1;
-    else if (!find(&ld, "model.layers.0.mlp.experts.0.gate_proj.weight")) {
+    if ((st = detect_layout(&ld)) != MOE_OK) {
         moe_st_set_close(ld.set);
-        return moe_error_set(MOE_ERR_FORMAT, "%s: neither 'model.layers.0.mlp.switch_mlp.gate_proj.weight' (MLX "
-                             "layout) nor 'model.layers.0.mlp.experts.0.gate_proj.weight' (Hugging Face layout) "
-                             "is in the checkpoint", dir);
+        return st;
     }
     int quantized = has_quantized_tensors(ld.set);
-    m->act = olmoe_choose_activations(m, quantized);
-    m->layers = moe_calloc(sizeof(olmoe_layer) * (size_t)c->num_layers, "layers");
+    m->act = model_choose_activations(m, quantized);
+    m->layers = moe_calloc(sizeof(model_layer) * (size_t)c->num_layers, "layers");
     if (!m->layers) st = MOE_ERR_NOMEM;
     int D = c->hidden_size;
     if (st == MOE_OK) st = load_linear(&ld, "model.embed_tokens", c->vocab_size, D, &m->embed);
@@ -327,14 +374,13 @@ moe_status olmoe_load(moe_model *m, const char *dir)
         if (c->tie_word_embeddings) m->lm_head = m->embed;
         else st = load_linear(&ld, "lm_head", c->vocab_size, D, &m->lm_head);
     }
-    if (st == MOE_OK && m->layers) {
+    int l = first_moe_layer(c);
+    if (st == MOE_OK && l >= 0) {
         /* experts' format decides the model's "bits" */
         module_tensors mt;
-        char p[NAME_MAX_LEN];
-        snprintf(p, sizeof p, ld.mlx ? "model.layers.0.mlp.switch_mlp.gate_proj" : "model.layers.0.mlp.experts.0.gate_proj");
-        if (c->num_layers > 0 &&
-            module(&ld, p, ld.mlx ? c->num_experts : 0, c->expert_hidden, D, &mt) == MOE_OK)
-            m->bits = mt.w.bits;
+        char p[3][NAME_MAX_LEN];
+        expert_paths(&ld, l, 0, 0, p);
+        if (module(&ld, p[0], ld.mlx ? c->num_experts : 0, c->expert_hidden, D, &mt) == MOE_OK) m->bits = mt.w.bits;
     }
     moe_st_set_close(ld.set);
     return st;
