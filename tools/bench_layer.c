@@ -55,6 +55,9 @@ static const shape_def SHAPES[] = {
     { "prefill-1024", 512, 1024, 16, 2048, 2 },
     { "olmoe-decode", 1, 2048, 64, 1024, 8 },
     { "olmoe-prefill", 2048, 2048, 64, 1024, 8 },
+    /* Qwen3-30B-A3B's expert layer */
+    { "qwen3-decode", 1, 2048, 128, 768, 8 },
+    { "qwen3-prefill", 2048, 2048, 128, 768, 8 },
 };
 
 /* bits 0: float weights of `dtype`; 4/8: MLX affine codes with scales and
@@ -117,7 +120,9 @@ void bench_layer_usage(FILE *f)
         "  --quick            a subset with fewer iterations (under a minute):\n"
         "                     olmoe-decode and prefill-1024, bf16, q4 and q4-a8\n"
         "  --json             one JSON object per line per case and variant\n"
-        "  --shape NAME[,..]  decode-4096, prefill-1024, olmoe-decode, olmoe-prefill\n"
+        "  --shape NAME[,..]  decode-4096, prefill-1024, olmoe-decode, olmoe-prefill,\n"
+        "                     qwen3-decode, qwen3-prefill (Qwen3-30B-A3B: dim 2048,\n"
+        "                     128 experts of 768, top 8)\n"
         "                     (repeatable; default all)\n"
         "  --dtype NAME[,..]  f32, bf16, q4, q8, q4-a8, q8-a8, q4-a8x2, q8-a8x2 (-a8: int8\n"
         "                     activations, -a8x2: with a residual digit; repeatable;\n"
