@@ -39,8 +39,8 @@ typedef struct {
 } fixture;
 
 static const fixture FIXTURES[] = {
-    { "base", 1e-4 },     { "gqa_tied", 1e-4 },    { "clip", 1e-4 },
-    { "base-q4", 1e-3 },  { "base-q8", 1e-3 },     { "gqa_tied-q4", 1e-3 },
+    { "olmoe/base", 1e-4 },     { "olmoe/gqa_tied", 1e-4 },    { "olmoe/clip", 1e-4 },
+    { "olmoe/base-q4", 1e-3 },  { "olmoe/base-q8", 1e-3 },     { "olmoe/gqa_tied-q4", 1e-3 },
 };
 
 typedef struct {
@@ -52,7 +52,7 @@ typedef struct {
 
 static void fixture_path(char *buf, size_t n, const char *name, const char *suffix)
 {
-    snprintf(buf, n, "%s/tests/fixtures/olmoe/%s%s", MOE_SOURCE_DIR, name, suffix);
+    snprintf(buf, n, "%s/tests/fixtures/%s%s", MOE_SOURCE_DIR, name, suffix);
 }
 
 static void load_reference(const char *name, reference *r)
