@@ -15,13 +15,11 @@
  *                  x += Σ_j weight_j · SwitchGLU_expert_j(h)
  *     dense layer: x += SwiGLU(h)                  (Qwen3-MoE's mlp_only_layers)
  *   logits = rmsnorm(x)·Wheadᵀ
- */
+ *
+ * Each step is a call to the model's backend (backend/backend.h), which owns
+ * every buffer named here. */
 #include <math.h>
-#include <string.h>
 
-#include "kernels/attention.h"
-#include "kernels/norm_rope.h"
-#include "layers/router.h"
 #include "models/transformer.h"
 
 #define TRY(call)                                  \
@@ -30,41 +28,26 @@
         if (try_st_ != MOE_OK) return try_st_;     \
     } while (0)
 
-static void clip_rows(size_t n, float *x, float limit)
-{
-    for (size_t i = 0; i < n; i++) x[i] = x[i] > limit ? limit : x[i] < -limit ? -limit : x[i];
-}
-
 /* q, k and v of T rows of normalised input: one stacked projection split
  * into its parts, or three projections. */
 static moe_status qkv_projections(moe_context *c, const model_layer *L, int T, int qdim, int kvdim)
 {
+    moe_backend *B = c->m->be;
     if (!L->wqkv) {
-        moe_status st = moe_linear_forward(L->wq, c->xb, T, c->q);
-        if (st == MOE_OK) st = moe_linear_forward(L->wk, c->xb, T, c->k);
-        if (st == MOE_OK) st = moe_linear_forward(L->wv, c->xb, T, c->v);
-        return st;
+        TRY(B->linear(B, L->wq, c->xb, T, c->q));
+        TRY(B->linear(B, L->wk, c->xb, T, c->k));
+        return B->linear(B, L->wv, c->xb, T, c->v);
     }
-    moe_status st = moe_linear_forward(L->wqkv, c->xb, T, c->qkv);
-    if (st != MOE_OK) return st;
-    size_t row = (size_t)qdim + 2 * (size_t)kvdim;
-    for (int t = 0; t < T; t++) {
-        const float *src = c->qkv + (size_t)t * row;
-        memcpy(c->q + (size_t)t * qdim, src, sizeof(float) * (size_t)qdim);
-        memcpy(c->k + (size_t)t * kvdim, src + qdim, sizeof(float) * (size_t)kvdim);
-        memcpy(c->v + (size_t)t * kvdim, src + qdim + kvdim, sizeof(float) * (size_t)kvdim);
-    }
-    return MOE_OK;
-}
-
-static void add_rows(size_t n, float *x, const float *y)
-{
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
+    TRY(B->linear(B, L->wqkv, c->xb, T, c->qkv));
+    int widths[3] = { qdim, kvdim, kvdim };
+    float *parts[3] = { c->q, c->k, c->v };
+    return B->split_cols(B, c->qkv, T, 3, widths, parts);
 }
 
 moe_status model_forward(moe_context *c, const int32_t *tokens, int T, float *logits, int all_positions)
 {
     moe_model *m = c->m;
+    moe_backend *B = m->be;
     const moe_model_config *p = &m->cfg;
     int D = p->hidden_size, H = p->num_heads, KV = p->num_kv_heads, hd = p->head_dim;
     int qdim = H * hd, kvdim = KV * hd, pos = c->pos;
@@ -72,69 +55,68 @@ moe_status model_forward(moe_context *c, const int32_t *tokens, int T, float *lo
     size_t layer_cache = (size_t)c->max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
 
     // token embedding
-    for (int t = 0; t < T; t++) moe_linear_row(m->embed, tokens[t], c->x + (size_t)t * D);
+    TRY(B->embed(B, m->embed, tokens, T, c->x));
     // rotation angles of this chunk's positions
-    for (int t = 0; t < T; t++)
-        moe_rope_angles(hd, p->rope_theta, pos + t, c->rope_cos + (size_t)t * (hd / 2),
-                        c->rope_sin + (size_t)t * (hd / 2));
+    TRY(B->rope_angles(B, T, hd, p->rope_theta, pos, c->rope_cos, c->rope_sin));
 
     for (int l = 0; l < p->num_layers; l++) {
         model_layer *L = &m->layers[l];
         char *key_cache = (char *)c->key_cache + l * layer_cache, *value_cache = (char *)c->value_cache + l * layer_cache;
         size_t at = (size_t)pos * kvdim * moe_dtype_size(c->kv_dtype);
-        float *k = c->k, *v = c->v;
 
         // attention rmsnorm
-        moe_rmsnorm_rows(T, D, c->x, L->attn_norm, eps, c->xb);
+        TRY(B->rmsnorm(B, T, D, c->x, L->attn_norm, eps, c->xb));
         // q, k, v
         TRY(qkv_projections(c, L, T, qdim, kvdim));
         // QK-norm over the whole projection, or over each head's hd values
         if (p->qk_norm == MOE_QK_NORM_WHOLE) {
-            moe_rmsnorm_rows(T, qdim, c->q, L->q_norm, eps, c->q);
-            moe_rmsnorm_rows(T, kvdim, k, L->k_norm, eps, k);
+            TRY(B->rmsnorm(B, T, qdim, c->q, L->q_norm, eps, c->q));
+            TRY(B->rmsnorm(B, T, kvdim, c->k, L->k_norm, eps, c->k));
         } else if (p->qk_norm == MOE_QK_NORM_PER_HEAD) {
-            moe_rmsnorm_rows(T * H, hd, c->q, L->q_norm, eps, c->q);
-            moe_rmsnorm_rows(T * KV, hd, k, L->k_norm, eps, k);
+            TRY(B->rmsnorm(B, T * H, hd, c->q, L->q_norm, eps, c->q));
+            TRY(B->rmsnorm(B, T * KV, hd, c->k, L->k_norm, eps, c->k));
         }
         if (p->clip_qkv > 0) {
-            clip_rows((size_t)T * qdim, c->q, (float)p->clip_qkv);
-            clip_rows((size_t)T * kvdim, k, (float)p->clip_qkv);
-            clip_rows((size_t)T * kvdim, v, (float)p->clip_qkv);
+            TRY(B->clip(B, (size_t)T * qdim, c->q, (float)p->clip_qkv));
+            TRY(B->clip(B, (size_t)T * kvdim, c->k, (float)p->clip_qkv));
+            TRY(B->clip(B, (size_t)T * kvdim, c->v, (float)p->clip_qkv));
         }
         // RoPE (rotate-half) on every head of q and k
-        moe_rope_rows(T, H, hd, c->q, c->rope_cos, c->rope_sin);
-        moe_rope_rows(T, KV, hd, k, c->rope_cos, c->rope_sin);
+        TRY(B->rope(B, T, H, hd, c->q, c->rope_cos, c->rope_sin));
+        TRY(B->rope(B, T, KV, hd, c->k, c->rope_cos, c->rope_sin));
         // k and v into the cache at this chunk's positions, in its dtype
-        moe_kv_store(c->kv_dtype, k, key_cache + at, (size_t)T * kvdim);
-        moe_kv_store(c->kv_dtype, v, value_cache + at, (size_t)T * kvdim);
+        TRY(B->kv_store(B, c->kv_dtype, c->k, key_cache + at, (size_t)T * kvdim));
+        TRY(B->kv_store(B, c->kv_dtype, c->v, value_cache + at, (size_t)T * kvdim));
         // causal attention over every position so far (grouped-query)
-        moe_attention_causal(T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, c->kv_dtype, key_cache, value_cache,
-                             (size_t)kvdim, c->att);
+        TRY(B->attention(B, T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, c->kv_dtype, key_cache, value_cache,
+                         (size_t)kvdim, c->att));
         // output projection and residual connection
-        TRY(moe_linear_forward(L->wo, c->att, T, c->xb2));
-        add_rows((size_t)T * D, c->x, c->xb2);
+        TRY(B->linear(B, L->wo, c->att, T, c->xb2));
+        TRY(B->add(B, (size_t)T * D, c->x, c->xb2));
 
         // mlp rmsnorm
-        moe_rmsnorm_rows(T, D, c->x, L->mlp_norm, eps, c->xb);
+        TRY(B->rmsnorm(B, T, D, c->x, L->mlp_norm, eps, c->xb));
         if (L->router) {
             // router: softmax over all experts, top-k
-            TRY(moe_linear_forward(L->router, c->xb, T, c->router_logits));
-            TRY(moe_router_topk(c->router_logits, T, p->num_experts, p->top_k, p->norm_topk_prob, c->expert_idx,
-                                c->expert_w));
+            TRY(B->linear(B, L->router, c->xb, T, c->router_logits));
+            TRY(B->router_topk(B, c->router_logits, T, p->num_experts, p->top_k, p->norm_topk_prob, c->expert_idx,
+                               c->expert_w));
             // the chosen experts, weighted and summed
-            TRY(moe_switchglu_forward(L->experts, c->xb, T, c->expert_idx, c->expert_w, p->top_k, c->xb2));
+            TRY(B->experts(B, L->experts, c->xb, T, c->expert_idx, c->expert_w, p->top_k, c->xb2));
         } else {
             // a dense SwiGLU MLP: the one expert, weight 1, for every token
-            TRY(moe_switchglu_forward(L->experts, c->xb, T, c->dense_idx, c->dense_w, 1, c->xb2));
+            TRY(B->experts(B, L->experts, c->xb, T, c->dense_idx, c->dense_w, 1, c->xb2));
         }
         // residual connection
-        add_rows((size_t)T * D, c->x, c->xb2);
+        TRY(B->add(B, (size_t)T * D, c->x, c->xb2));
     }
 
     c->pos += T;
     if (!logits) return MOE_OK;
     // final rmsnorm and the classifier, at every position or the last only
     int first = all_positions ? 0 : T - 1, rows = T - first;
-    moe_rmsnorm_rows(rows, D, c->x + (size_t)first * D, m->final_norm, eps, c->xb);
-    return moe_linear_forward(m->lm_head, c->xb, rows, logits);
+    TRY(B->rmsnorm(B, rows, D, c->x + (size_t)first * D, m->final_norm, eps, c->xb));
+    if (B->host_memory) return B->linear(B, m->lm_head, c->xb, rows, logits);
+    TRY(B->linear(B, m->lm_head, c->xb, rows, c->logits));
+    return B->download(B, logits, c->logits, sizeof(float) * (size_t)rows * p->vocab_size);
 }

@@ -141,19 +141,19 @@ static void release(const module_tensors *mt)
 /* One dense projection named `name` of n modules' rows one after the
  * other (rows[i] of mt[i], all of one format), cols inputs. */
 static moe_status make_linear(const loader *ld, const char *name, int n, const module_tensors *mt, const int *rows,
-                              int cols, moe_linear **out)
+                              int cols, moe_bk_linear **out)
 {
+    moe_backend *B = ld->m->be;
     int total = 0;
     for (int i = 0; i < n; i++) total += rows[i];
-    moe_status st = moe_linear_create(total, cols, &mt[0].w, name, out);
+    moe_status st = B->linear_create(B, total, cols, &mt[0].w, name, ld->m->act, out);
     for (int i = 0, row0 = 0; i < n && st == MOE_OK; row0 += rows[i], i++)
-        st = moe_linear_load_rows(*out, row0, rows[i], &mt[i].w);
-    if (st == MOE_OK) moe_linear_set_activations(*out, ld->m->act);
+        st = B->linear_load_rows(B, *out, row0, rows[i], &mt[i].w);
     return st;
 }
 
 /* A dense projection [rows, cols] from module `path`. */
-static moe_status load_linear(const loader *ld, const char *path, int rows, int cols, moe_linear **out)
+static moe_status load_linear(const loader *ld, const char *path, int rows, int cols, moe_bk_linear **out)
 {
     module_tensors mt;
     moe_status st = module(ld, path, 0, rows, cols, &mt);
@@ -188,24 +188,31 @@ static moe_status load_qkv(const loader *ld, int l, model_layer *L)
         snprintf(name, sizeof name, "model.layers.%d.self_attn.qkv", l);
         st = make_linear(ld, name, 3, mt, rows, D, &L->wqkv);
     } else {
-        moe_linear **dst[3] = { &L->wq, &L->wk, &L->wv };
+        moe_bk_linear **dst[3] = { &L->wq, &L->wk, &L->wv };
         for (i = 0; i < 3 && st == MOE_OK; i++) st = make_linear(ld, path[i], 1, &mt[i], &rows[i], D, dst[i]);
     }
     for (i = 0; i < 3; i++) release(&mt[i]);
     return st;
 }
 
-/* A norm's weight vector [n] as float. */
+/* A norm's weight vector [n] as float, in the backend's memory. */
 static moe_status load_vector(const loader *ld, const char *name, int n, float **out)
 {
     const moe_st_tensor *t = find(ld, name);
     if (!t) return missing(ld, name);
     moe_status st = check_tensor(ld, t, 0, 0, n, MOE_DTYPE_COUNT);
     if (st != MOE_OK) return st;
-    if (!(*out = moe_alloc(sizeof(float) * (size_t)n, name))) return MOE_ERR_NOMEM;
-    moe_dtype_traits_of(t->dtype)->to_f32(t->data, *out, (size_t)n);
+    float *host = moe_alloc(sizeof(float) * (size_t)n, name);
+    moe_backend *B = ld->m->be;
+    if (!host || !(*out = B->alloc(B, sizeof(float) * (size_t)n, name))) {
+        moe_free(host);
+        return MOE_ERR_NOMEM;
+    }
+    moe_dtype_traits_of(t->dtype)->to_f32(t->data, host, (size_t)n);
+    st = B->upload(B, *out, host, sizeof(float) * (size_t)n);
+    moe_free(host);
     moe_st_tensor_release(t);
-    return MOE_OK;
+    return st;
 }
 
 /* One expert's slice of a stacked [E, rows, …] module. */
@@ -237,8 +244,9 @@ static void expert_paths(const loader *ld, int l, int dense, int e, char path[3]
 }
 
 /* Layer l's experts, or its dense MLP as a SwitchGLU of one expert. */
-static moe_status load_experts(const loader *ld, int layer, moe_switchglu **out)
+static moe_status load_experts(const loader *ld, int layer, moe_bk_experts **out)
 {
+    moe_backend *B = ld->m->be;
     const moe_model_config *c = &ld->m->cfg;
     int dense = moe_config_layer_dense(c, layer);
     int E = dense ? 1 : c->num_experts, D = c->hidden_size, I = dense ? c->dense_hidden : c->expert_hidden;
@@ -252,10 +260,10 @@ static moe_status load_experts(const loader *ld, int layer, moe_switchglu **out)
         expert_paths(ld, layer, 0, 0, path);
         for (int i = 0; i < 3 && st == MOE_OK; i++)
             st = module(ld, path[i], E, i < 2 ? I : D, i < 2 ? D : I, &mt[i]);
-        if (st == MOE_OK) st = moe_switchglu_create(&cfg, &mt[0].w, &mt[1].w, &mt[2].w, out);
+        if (st == MOE_OK) st = B->experts_create(B, &cfg, &mt[0].w, &mt[1].w, &mt[2].w, out);
         for (int e = 0; e < E && st == MOE_OK; e++) {
             moe_expert_weights g = expert_slice(&mt[0], e), u = expert_slice(&mt[1], e), d = expert_slice(&mt[2], e);
-            st = moe_switchglu_load_expert(*out, e, &g, &u, &d);
+            st = B->experts_load(B, *out, e, &g, &u, &d);
         }
         for (int i = 0; i < 3 && st == MOE_OK; i++) release(&mt[i]);
         return st;
@@ -263,8 +271,8 @@ static moe_status load_experts(const loader *ld, int layer, moe_switchglu **out)
     for (int e = 0; e < E && st == MOE_OK; e++) {
         expert_paths(ld, layer, dense, e, path);
         for (int i = 0; i < 3 && st == MOE_OK; i++) st = module(ld, path[i], 0, i < 2 ? I : D, i < 2 ? D : I, &mt[i]);
-        if (st == MOE_OK && e == 0) st = moe_switchglu_create(&cfg, &mt[0].w, &mt[1].w, &mt[2].w, out);
-        if (st == MOE_OK) st = moe_switchglu_load_expert(*out, e, &mt[0].w, &mt[1].w, &mt[2].w);
+        if (st == MOE_OK && e == 0) st = B->experts_create(B, &cfg, &mt[0].w, &mt[1].w, &mt[2].w, out);
+        if (st == MOE_OK) st = B->experts_load(B, *out, e, &mt[0].w, &mt[1].w, &mt[2].w);
         for (int i = 0; i < 3 && st == MOE_OK; i++) release(&mt[i]);
     }
     return st;

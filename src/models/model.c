@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "kernels/kernels.h"
+#include "backend/backend.h"
 #include "models/transformer.h"
 
 moe_model_options moe_model_default_options(void)
@@ -16,29 +17,17 @@ moe_model_options moe_model_default_options(void)
 static moe_model *model_new(const moe_model_options *opt)
 {
     moe_model *m = moe_calloc(sizeof *m, "model");
-    if (m) m->opt = opt ? *opt : moe_model_default_options();
-    return m;
-}
-
-/* The layers run one at a time: all projections share one workspace, all
- * expert layers another, so activation buffers are held once. */
-static moe_status share_workspaces(moe_model *m)
-{
-    moe_status st = MOE_OK;
-    if (m->lm_head != m->embed) st = moe_linear_share_workspace(m->lm_head, m->embed);
-    for (int l = 0; l < m->cfg.num_layers && st == MOE_OK; l++) {
-        model_layer *L = &m->layers[l];
-        moe_linear *lin[6] = { L->wqkv, L->wq, L->wk, L->wv, L->wo, L->router };
-        for (int i = 0; i < 6 && st == MOE_OK; i++)
-            if (lin[i]) st = moe_linear_share_workspace(lin[i], m->embed);
-        if (st == MOE_OK && l > 0) st = moe_switchglu_share_workspace(L->experts, m->layers[0].experts);
+    if (!m) return NULL;
+    m->opt = opt ? *opt : moe_model_default_options();
+    if (!(m->be = moe_backend_cpu_create())) {
+        moe_free(m);
+        return NULL;
     }
-    return st;
+    return m;
 }
 
 static moe_status finish(moe_model *m, moe_status st, moe_model **out)
 {
-    if (st == MOE_OK) st = share_workspaces(m);
     if (st != MOE_OK) {
         moe_model_free(m);
         return st;
@@ -118,20 +107,19 @@ moe_model_info moe_model_get_info(const moe_model *m)
         .num_eos = c->num_eos, .eos_ids = c->eos_ids, .bits = m->bits,
     };
     if (c->sliding_window > 0 && c->sliding_window < i.max_position) i.max_position = c->sliding_window;
-    i.fused = c->num_layers > 0 ? moe_switchglu_fused(m->layers[0].experts) : m->opt.fuse_gate_up;
+    i.fused = c->num_layers > 0 ? m->be->experts_fused(m->layers[0].experts) : m->opt.fuse_gate_up;
     i.activations = m->bits ? m->act : MOE_ACT_FLOAT;
     i.kv_dtype = model_choose_kv_dtype(m);
-    size_t head = moe_linear_weight_bytes(m->lm_head);
-    size_t bytes = (m->lm_head != m->embed ? moe_linear_weight_bytes(m->embed) : 0) + head;
+    moe_backend *B = m->be;
+    size_t head = B->linear_bytes(m->lm_head);
+    size_t bytes = (m->lm_head != m->embed ? B->linear_bytes(m->embed) : 0) + head;
     size_t active = head + sizeof(float) * (size_t)c->hidden_size;
     for (int l = 0; l < c->num_layers; l++) {
         const model_layer *L = &m->layers[l];
-        size_t dense = (L->wqkv ? moe_linear_weight_bytes(L->wqkv)
-                                : moe_linear_weight_bytes(L->wq) + moe_linear_weight_bytes(L->wk) +
-                                      moe_linear_weight_bytes(L->wv)) +
-                       moe_linear_weight_bytes(L->wo) + moe_linear_weight_bytes(L->router) +
+        size_t dense = B->linear_bytes(L->wqkv) + B->linear_bytes(L->wq) + B->linear_bytes(L->wk) +
+                       B->linear_bytes(L->wv) + B->linear_bytes(L->wo) + B->linear_bytes(L->router) +
                        sizeof(float) * (2 * (size_t)c->hidden_size + qk_norm_floats(c));
-        size_t experts = moe_switchglu_weight_bytes(L->experts);
+        size_t experts = B->experts_bytes(L->experts);
         bytes += dense + experts;
         /* a dense MLP is read whole each step; of the experts, top_k */
         active += dense + (L->router ? experts / (size_t)c->num_experts * (size_t)c->top_k : experts);
@@ -144,7 +132,7 @@ moe_model_info moe_model_get_info(const moe_model *m)
 moe_status moe_model_set_fused(moe_model *m, int fuse_gate_up)
 {
     for (int l = 0; l < m->cfg.num_layers; l++) {
-        moe_status st = moe_switchglu_set_fused(m->layers[l].experts, fuse_gate_up);
+        moe_status st = m->be->experts_set_fused(m->be, m->layers[l].experts, fuse_gate_up);
         if (st != MOE_OK) return st;
     }
     m->opt.fuse_gate_up = fuse_gate_up != 0;
@@ -153,19 +141,20 @@ moe_status moe_model_set_fused(moe_model *m, int fuse_gate_up)
 
 void model_free_weights(moe_model *m)
 {
+    moe_backend *B = m->be;
+    if (!B) return;
     if (m->layers)
         for (int l = 0; l < m->cfg.num_layers; l++) {
             model_layer *L = &m->layers[l];
-            moe_free(L->attn_norm), moe_free(L->q_norm), moe_free(L->k_norm), moe_free(L->mlp_norm);
-            moe_linear_free(L->wqkv), moe_linear_free(L->wq), moe_linear_free(L->wk), moe_linear_free(L->wv);
-            moe_linear_free(L->wo);
-            moe_linear_free(L->router);
-            moe_switchglu_free(L->experts);
+            B->free(B, L->attn_norm), B->free(B, L->q_norm), B->free(B, L->k_norm), B->free(B, L->mlp_norm);
+            moe_bk_linear *lin[6] = { L->wqkv, L->wq, L->wk, L->wv, L->wo, L->router };
+            for (int i = 0; i < 6; i++) B->linear_free(B, lin[i]);
+            B->experts_free(B, L->experts);
         }
     moe_free(m->layers);
-    if (m->lm_head != m->embed) moe_linear_free(m->lm_head);
-    moe_linear_free(m->embed);
-    moe_free(m->final_norm);
+    if (m->lm_head != m->embed) B->linear_free(B, m->lm_head);
+    B->linear_free(B, m->embed);
+    B->free(B, m->final_norm);
     m->layers = NULL;
     m->embed = m->lm_head = NULL;
     m->final_norm = NULL;
@@ -175,11 +164,53 @@ void moe_model_free(moe_model *m)
 {
     if (!m) return;
     model_free_weights(m);
+    if (m->be) m->be->destroy(m->be);
     moe_config_free(&m->cfg);
     moe_free(m);
 }
 
 /* ---- contexts ---- */
+
+enum { MAX_BUFFERS = 20 };
+
+typedef struct {
+    void **p;
+    size_t bytes;
+    const char *what;
+} ctx_buf;
+
+/* Every buffer of a context (in its backend's memory) with its size. */
+static int context_buffers(moe_context *c, ctx_buf *b)
+{
+    const moe_model_config *p = &c->m->cfg;
+    size_t T = (size_t)c->max_chunk, D = (size_t)p->hidden_size, qdim = (size_t)p->num_heads * p->head_dim;
+    size_t kvdim = (size_t)p->num_kv_heads * p->head_dim, F = sizeof(float);
+    /* the cache is reserved whole but its pages are only touched as
+     * positions fill, so resident memory follows the sequence's length */
+    size_t cache = (size_t)p->num_layers * c->max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
+    int n = 0;
+#define BUF(ptr, size, name) b[n++] = (ctx_buf){ (void **)&(ptr), (size), (name) }
+    BUF(c->key_cache, cache, "key cache");
+    BUF(c->value_cache, cache, "value cache");
+    BUF(c->x, F * T * D, "residual stream");
+    BUF(c->xb, F * T * D, "normalised activations");
+    BUF(c->xb2, F * T * D, "block output");
+    BUF(c->q, F * T * qdim, "queries");
+    BUF(c->k, F * T * kvdim, "keys");
+    BUF(c->v, F * T * kvdim, "values");
+    BUF(c->qkv, F * T * (qdim + 2 * kvdim), "q, k and v");
+    BUF(c->att, F * T * qdim, "attention output");
+    BUF(c->router_logits, F * T * p->num_experts, "router logits");
+    BUF(c->expert_idx, sizeof(int32_t) * T * p->top_k, "expert choices");
+    BUF(c->expert_w, F * T * p->top_k, "expert weights");
+    BUF(c->dense_idx, sizeof(int32_t) * T, "dense expert choices");
+    BUF(c->dense_w, F * T, "dense expert weights");
+    BUF(c->rope_cos, F * T * (p->head_dim / 2 + 1), "rotation angles");
+    BUF(c->rope_sin, F * T * (p->head_dim / 2 + 1), "rotation angles");
+    if (!c->m->be->host_memory) BUF(c->logits, F * T * p->vocab_size, "logits");
+#undef BUF
+    return n;
+}
 
 moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_context **out)
 {
@@ -202,34 +233,26 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
     c->m = m;
     c->max_tokens = max_tokens;
     c->max_chunk = max_chunk;
-    size_t T = (size_t)max_chunk, D = (size_t)p->hidden_size, qdim = (size_t)p->num_heads * p->head_dim;
-    size_t kvdim = (size_t)p->num_kv_heads * p->head_dim;
     c->kv_dtype = model_choose_kv_dtype(m);
-    size_t cache = (size_t)p->num_layers * max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
-    /* the cache is reserved whole but its pages are only touched as
-     * positions fill, so resident memory follows the sequence's length */
-    c->key_cache = moe_alloc(cache, "key cache");
-    c->value_cache = moe_alloc(cache, "value cache");
-    c->k = moe_alloc(sizeof(float) * T * kvdim, "keys");
-    c->qkv = moe_alloc(sizeof(float) * T * (qdim + 2 * kvdim), "q, k and v");
-    c->v = moe_alloc(sizeof(float) * T * kvdim, "values");
-    c->x = moe_alloc(sizeof(float) * T * D, "residual stream");
-    c->xb = moe_alloc(sizeof(float) * T * D, "normalised activations");
-    c->xb2 = moe_alloc(sizeof(float) * T * D, "block output");
-    c->q = moe_alloc(sizeof(float) * T * qdim, "queries");
-    c->att = moe_alloc(sizeof(float) * T * qdim, "attention output");
-    c->router_logits = moe_alloc(sizeof(float) * T * p->num_experts, "router logits");
-    c->expert_idx = moe_alloc(sizeof(int32_t) * T * p->top_k, "expert choices");
-    c->expert_w = moe_alloc(sizeof(float) * T * p->top_k, "expert weights");
-    c->dense_idx = moe_calloc(sizeof(int32_t) * T, "dense expert choices");
-    c->dense_w = moe_alloc(sizeof(float) * T, "dense expert weights");
-    for (size_t t = 0; c->dense_w && t < T; t++) c->dense_w[t] = 1.0f;
-    c->rope_cos = moe_alloc(sizeof(float) * T * (p->head_dim / 2 + 1), "rotation angles");
-    c->rope_sin = moe_alloc(sizeof(float) * T * (p->head_dim / 2 + 1), "rotation angles");
-    if (!c->key_cache || !c->value_cache || !c->k || !c->v || !c->qkv || !c->x || !c->xb || !c->xb2 || !c->q || !c->att || !c->router_logits ||
-        !c->expert_idx || !c->expert_w || !c->dense_idx || !c->dense_w || !c->rope_cos || !c->rope_sin) {
+    moe_backend *B = m->be;
+    ctx_buf bufs[MAX_BUFFERS];
+    int n = context_buffers(c, bufs);
+    for (int i = 0; i < n; i++)
+        if (!(*bufs[i].p = B->alloc(B, bufs[i].bytes, bufs[i].what))) {
+            moe_context_free(c);
+            return MOE_ERR_NOMEM;
+        }
+    /* a dense MLP's one expert at weight 1 for every token */
+    int32_t *zeros = moe_calloc(sizeof(int32_t) * (size_t)max_chunk, "dense expert choices");
+    float *ones = moe_alloc(sizeof(float) * (size_t)max_chunk, "dense expert weights");
+    moe_status st = zeros && ones ? MOE_OK : MOE_ERR_NOMEM;
+    for (int t = 0; ones && t < max_chunk; t++) ones[t] = 1.0f;
+    if (st == MOE_OK) st = B->upload(B, c->dense_idx, zeros, sizeof(int32_t) * (size_t)max_chunk);
+    if (st == MOE_OK) st = B->upload(B, c->dense_w, ones, sizeof(float) * (size_t)max_chunk);
+    moe_free(zeros), moe_free(ones);
+    if (st != MOE_OK) {
         moe_context_free(c);
-        return MOE_ERR_NOMEM;
+        return st;
     }
     *out = c;
     return MOE_OK;
@@ -260,10 +283,9 @@ void moe_context_reset(moe_context *c) { c->pos = 0; }
 void moe_context_free(moe_context *c)
 {
     if (!c) return;
-    moe_free(c->key_cache), moe_free(c->value_cache), moe_free(c->k), moe_free(c->v), moe_free(c->qkv);
-    moe_free(c->x), moe_free(c->xb), moe_free(c->xb2), moe_free(c->q), moe_free(c->att);
-    moe_free(c->router_logits), moe_free(c->expert_idx), moe_free(c->expert_w);
-    moe_free(c->dense_idx), moe_free(c->dense_w);
-    moe_free(c->rope_cos), moe_free(c->rope_sin);
+    moe_backend *B = c->m->be;
+    ctx_buf bufs[MAX_BUFFERS];
+    int n = context_buffers(c, bufs);
+    for (int i = 0; i < n; i++) B->free(B, *bufs[i].p);
     moe_free(c);
 }

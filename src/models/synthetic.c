@@ -65,35 +65,43 @@ static moe_expert_weights format_of(const synth *s)
                          : (moe_expert_weights){ MOE_DTYPE_BF16, s->bits, GROUP, NULL, NULL, NULL };
 }
 
-static moe_status make_linear(synth *s, int rows, int cols, const char *name, moe_act_mode act, moe_linear **out)
+static moe_status make_linear(synth *s, moe_backend *B, int rows, int cols, const char *name, moe_act_mode act,
+                              moe_bk_linear **out)
 {
     moe_expert_weights f = format_of(s);
-    moe_status st = moe_linear_create(rows, cols, &f, name, out);
+    moe_status st = B->linear_create(B, rows, cols, &f, name, act, out);
     for (int r0 = 0; r0 < rows && st == MOE_OK; r0 += BLOCK_ROWS) {
         int n = rows - r0 < BLOCK_ROWS ? rows - r0 : BLOCK_ROWS;
         moe_expert_weights w = fill_rows(s, n, cols);
-        st = moe_linear_load_rows(*out, r0, n, &w);
+        st = B->linear_load_rows(B, *out, r0, n, &w);
     }
-    if (st == MOE_OK) moe_linear_set_activations(*out, act);
     return st;
 }
 
-static moe_status make_ones(int n, float **out)
+/* A norm weight vector of ones, in the backend's memory. */
+static moe_status make_ones(moe_backend *B, int n, float **out)
 {
-    if (!(*out = moe_alloc(sizeof(float) * (size_t)n, "norm weights"))) return MOE_ERR_NOMEM;
-    for (int i = 0; i < n; i++) (*out)[i] = 1.0f;
-    return MOE_OK;
+    float *host = moe_alloc(sizeof(float) * (size_t)n, "norm weights");
+    if (!host || !(*out = B->alloc(B, sizeof(float) * (size_t)n, "norm weights"))) {
+        moe_free(host);
+        return MOE_ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) host[i] = 1.0f;
+    moe_status st = B->upload(B, *out, host, sizeof(float) * (size_t)n);
+    moe_free(host);
+    return st;
 }
 
-static moe_status make_experts(synth *s, const moe_model *m, moe_switchglu **out)
+static moe_status make_experts(synth *s, const moe_model *m, moe_bk_experts **out)
 {
+    moe_backend *B = m->be;
     const moe_model_config *c = &m->cfg;
     int D = c->hidden_size, I = c->expert_hidden;
     moe_switchglu_config cfg = moe_switchglu_default_config(c->num_experts, D, I);
     cfg.fuse_gate_up = m->opt.fuse_gate_up;
     cfg.int8_activations = m->act;
     moe_expert_weights f = format_of(s);
-    moe_status st = moe_switchglu_create(&cfg, &f, &f, &f, out);
+    moe_status st = B->experts_create(B, &cfg, &f, &f, &f, out);
     /* one expert's three projections at a time: gate and up at the block's
      * start, down after them */
     size_t elems = (size_t)I * D, wbytes = s->bits == 16 ? 2 * elems : elems * s->bits / 8;
@@ -108,7 +116,7 @@ static moe_status make_experts(synth *s, const moe_model *m, moe_switchglu **out
             w[i] = fill_rows(&part, i < 2 ? I : D, i < 2 ? D : I);
             s->rng = part.rng;
         }
-        st = moe_switchglu_load_expert(*out, e, &w[0], &w[1], &w[2]);
+        st = B->experts_load(B, *out, e, &w[0], &w[1], &w[2]);
     }
     return st;
 }
@@ -255,22 +263,23 @@ moe_status model_synthetic(moe_model *m, const char *arch, int bits, uint64_t se
     s.biases = moe_alloc(elems / GROUP * 2 + 64, "synthetic biases");
     m->layers = moe_calloc(sizeof(model_layer) * (size_t)c->num_layers, "layers");
     moe_status st = s.weight && s.scales && s.biases && m->layers ? MOE_OK : MOE_ERR_NOMEM;
-    if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "model.embed_tokens", m->act, &m->embed);
+    moe_backend *B = m->be;
+    if (st == MOE_OK) st = make_linear(&s, B, c->vocab_size, D, "model.embed_tokens", m->act, &m->embed);
     for (int l = 0; l < c->num_layers && st == MOE_OK; l++) {
         model_layer *L = &m->layers[l];
         if (m->opt.progress) m->opt.progress(m->opt.progress_user, l, c->num_layers, "building");
-        if ((st = make_ones(D, &L->attn_norm)) != MOE_OK || (st = make_ones(D, &L->mlp_norm)) != MOE_OK ||
+        if ((st = make_ones(B, D, &L->attn_norm)) != MOE_OK || (st = make_ones(B, D, &L->mlp_norm)) != MOE_OK ||
             (c->qk_norm != MOE_QK_NORM_NONE &&
-             ((st = make_ones(qk, &L->q_norm)) != MOE_OK || (st = make_ones(kk, &L->k_norm)) != MOE_OK)) ||
-            (st = make_linear(&s, qdim + 2 * kvdim, D, "qkv_proj", m->act, &L->wqkv)) != MOE_OK ||
-            (st = make_linear(&s, D, qdim, "o_proj", m->act, &L->wo)) != MOE_OK ||
-            (st = make_linear(&s, c->num_experts, D, "router", m->act, &L->router)) != MOE_OK)
+             ((st = make_ones(B, qk, &L->q_norm)) != MOE_OK || (st = make_ones(B, kk, &L->k_norm)) != MOE_OK)) ||
+            (st = make_linear(&s, B, qdim + 2 * kvdim, D, "qkv_proj", m->act, &L->wqkv)) != MOE_OK ||
+            (st = make_linear(&s, B, D, qdim, "o_proj", m->act, &L->wo)) != MOE_OK ||
+            (st = make_linear(&s, B, c->num_experts, D, "router", m->act, &L->router)) != MOE_OK)
             break;
         st = make_experts(&s, m, &L->experts);
     }
     if (m->opt.progress && st == MOE_OK) m->opt.progress(m->opt.progress_user, c->num_layers, c->num_layers, "building");
-    if (st == MOE_OK) st = make_ones(D, &m->final_norm);
-    if (st == MOE_OK) st = make_linear(&s, c->vocab_size, D, "lm_head", m->act, &m->lm_head);
+    if (st == MOE_OK) st = make_ones(B, D, &m->final_norm);
+    if (st == MOE_OK) st = make_linear(&s, B, c->vocab_size, D, "lm_head", m->act, &m->lm_head);
     moe_free(s.weight), moe_free(s.scales), moe_free(s.biases);
     return st;
 }

@@ -3,12 +3,13 @@
  * differ only in choices read from config.json (moe_model_config), llama2.c
  * style, each buffer with its shape in a trailing comment. D = hidden_size,
  * H heads of hd, KV heads, E experts, I expert hidden, V vocab, T tokens of a
- * chunk. */
+ * chunk. Weights and buffers belong to the model's backend (backend.h):
+ * pointers here may be device addresses, handed back to it, never read. */
 #ifndef MOE_MODELS_TRANSFORMER_H
 #define MOE_MODELS_TRANSFORMER_H
 
+#include "backend/backend.h"
 #include "io/model_config.h"
-#include "layers/linear.h"
 #include "moe/model.h"
 #include "moe/switchglu.h"
 
@@ -16,30 +17,31 @@ typedef struct {
     float *attn_norm;          /* (D) input_layernorm */
     /* q, k and v rows stacked in one projection when they share a format
      * and 16-row panels (one pass over the input), else three */
-    moe_linear *wqkv;          /* (H·hd + 2·KV·hd, D), or NULL */
-    moe_linear *wq;            /* (H·hd, D), when not stacked */
-    moe_linear *wk;            /* (KV·hd, D) */
-    moe_linear *wv;            /* (KV·hd, D) */
-    moe_linear *wo;            /* (D, H·hd) */
+    moe_bk_linear *wqkv;       /* (H·hd + 2·KV·hd, D), or NULL */
+    moe_bk_linear *wq;         /* (H·hd, D), when not stacked */
+    moe_bk_linear *wk;         /* (KV·hd, D) */
+    moe_bk_linear *wv;         /* (KV·hd, D) */
+    moe_bk_linear *wo;         /* (D, H·hd) */
     float *q_norm;             /* (H·hd) whole projection, (hd) per head, or NULL */
     float *k_norm;             /* (KV·hd) whole projection, (hd) per head, or NULL */
     float *mlp_norm;           /* (D) post_attention_layernorm */
-    moe_linear *router;        /* (E, D); NULL for a dense MLP */
+    moe_bk_linear *router;     /* (E, D); NULL for a dense MLP */
     /* the experts, gate/up (E, I, D) and down (E, D, I); a dense SwiGLU MLP
      * is the same layer with one expert that every token takes at weight 1
      * (so it gets the fused gate-up too) */
-    moe_switchglu *experts;
+    moe_bk_experts *experts;
 } model_layer;
 
 struct moe_model {
     moe_model_config cfg;
     moe_model_options opt;
+    moe_backend *be;           /* where weights live and the forward runs */
     int bits;                  /* experts' quantization bits, 0 = float */
     moe_act_mode act;          /* activations of quantized projections */
-    moe_linear *embed;         /* (V, D) */
+    moe_bk_linear *embed;      /* (V, D) */
     model_layer *layers;       /* (num_layers) */
     float *final_norm;         /* (D) */
-    moe_linear *lm_head;       /* (V, D); the embedding when tied */
+    moe_bk_linear *lm_head;    /* (V, D); the embedding when tied */
 };
 
 /* The run state of one sequence. */
@@ -62,6 +64,7 @@ struct moe_context {
     int32_t *dense_idx;        /* (T) zeros: a dense MLP's one expert */
     float *dense_w;            /* (T) ones */
     float *rope_cos, *rope_sin;/* (T, hd/2) */
+    float *logits;             /* (T, V) when the backend's memory is not the host's */
 };
 
 void model_free_weights(moe_model *m);
