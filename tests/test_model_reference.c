@@ -1,10 +1,15 @@
-/* tests/test_model_reference.c — OLMoE end to end against transformers.
+/* tests/test_model_reference.c — every family end to end against
+ * transformers.
  *
  * tests/fixtures/olmoe/ holds tiny random OLMoE checkpoints made by
  * scripts/fixtures/make_olmoe_fixtures.py with transformers (Hugging Face
  * layout, float32 and bf16, one sharded; MLX layout 4- and 8-bit copies),
- * each with <name>.reference.safetensors: prompt `tokens`, the reference
- * `logits` at every position, and a `greedy` continuation. Checked here:
+ * tests/fixtures/families/ Qwen3-MoE and Mixtral ones made by
+ * scripts/fixtures/make_family_fixtures.py (hub layout through
+ * save_pretrained, MLX layout through mlx-lm's own conversion, routers at
+ * their own bits), each with <name>.reference.safetensors: prompt `tokens`,
+ * the reference `logits` at every position, and a `greedy` continuation.
+ * Checked here:
  *  - logits at every position within 1e-4 of the reference (float weights)
  *    or 1e-3 (quantized weights, against transformers on the dequantized
  *    weights), relative to each row's largest logit, exact activations;
@@ -41,6 +46,13 @@ typedef struct {
 static const fixture FIXTURES[] = {
     { "olmoe/base", 1e-4 },     { "olmoe/gqa_tied", 1e-4 },    { "olmoe/clip", 1e-4 },
     { "olmoe/base-q4", 1e-3 },  { "olmoe/base-q8", 1e-3 },     { "olmoe/gqa_tied-q4", 1e-3 },
+    /* Qwen3-MoE and Mixtral (tests/fixtures/families/README.md) */
+    { "families/qwen3_bf16", 1e-4 },       { "families/qwen3_f32_tf4", 1e-4 },
+    { "families/mixtral_bf16_tf4", 1e-4 }, { "families/mixtral_f32_hd", 1e-4 },
+    { "families/qwen3_q4", 1e-3 },         { "families/qwen3_q8", 1e-3 },
+    { "families/mixtral_q4", 1e-3 },       { "families/mixtral_q8", 1e-3 },
+    { "families/hf5_qwen3_bf16", 1e-4 },   { "families/hf5_qwen3_q8", 1e-3 },
+    { "families/hf5_mixtral_bf16", 1e-4 }, { "families/hf5_mixtral_q4", 1e-3 },
 };
 
 typedef struct {
@@ -211,8 +223,11 @@ static void every_kernel_set(void **state)
             assert_int_equal(moe_cpu_select_isa(ISAS[i]), MOE_OK);
             assert_int_equal(moe_set_num_threads(threads), MOE_OK);
             printf(" %s, %d thread%s:\n", ISAS[i], threads, threads > 1 ? "s" : "");
-            check_fixture(&FIXTURES[1]);
-            check_fixture(&FIXTURES[5]);
+            check_fixture(&FIXTURES[1]);    /* olmoe/gqa_tied */
+            check_fixture(&FIXTURES[5]);    /* olmoe/gqa_tied-q4 */
+            check_fixture(&FIXTURES[7]);    /* families/qwen3_f32_tf4: dense layers, per-head QK-norm */
+            check_fixture(&FIXTURES[10]);   /* families/qwen3_q4: 8-bit routers */
+            check_fixture(&FIXTURES[12]);   /* families/mixtral_q4 */
         }
 }
 
