@@ -78,7 +78,7 @@ static int allowed_flag(const char *allowed, const char *name)
     return 0;
 }
 
-static const char *const VALUELESS[] = { "json", "ignore-eos", NULL };
+static const char *const VALUELESS[] = { "json", "ignore-eos", "no-think", "profile", NULL };
 
 /* One option with its value; 0 or 2. */
 static int parse_one(const char *cmd, cli_opts *o, const char *name, const char *flag, const char *v)
@@ -147,6 +147,8 @@ int cli_parse(const char *cmd, int argc, char **argv, const char *allowed, cli_o
         if (valueless) {
             if (!strcmp(name, "json")) o->json = 1;
             if (!strcmp(name, "ignore-eos")) o->ignore_eos = 1;
+            if (!strcmp(name, "profile")) o->profile = 1;
+            if (!strcmp(name, "no-think")) o->no_think = 1;
             continue;
         }
         if (i + 1 >= argc) return bad(cmd, "'%s' needs a value", a);
@@ -226,6 +228,7 @@ moe_model *cli_open_model(const char *cmd, const cli_opts *o)
     mo.fuse_gate_up = o->fuse_gate_up;
     mo.activations = o->activations;
     mo.kv_dtype = o->kv_dtype;
+    mo.profile = o->profile;
     mo.progress = load_progress;
     moe_model *m = NULL;
     moe_status st = o->model ? moe_model_load(o->model, &mo, &m)

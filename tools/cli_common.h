@@ -38,7 +38,9 @@ typedef struct {
     const char *prompt;         /* --prompt TEXT */
     const char *chat_template;  /* --chat-template NAME */
     const char *system;         /* --system TEXT */
+    int no_think;               /* --no-think */
     int max_context;            /* --max-context N (0: not given) */
+    int profile;                /* --profile */
 } cli_opts;
 
 /* Defaults, then argv[1..] parsed; `allowed` lists the long options this

@@ -37,6 +37,8 @@ void bench_usage(FILE *f)
                "  --fuse-gate-up on|off|both   both: alternate fused and unfused runs (default on)\n"
                "  --repeat N               runs per setting; medians are reported (default 1)\n"
                "  --seed S                 seed of the prompt and the synthetic weights (default 0)\n"
+               "  --profile                after the runs, one more that times each kind of operation:\n"
+               "                           ms a prefill and ms a decode token, and each one's share\n"
                "  --json                   one JSON object\n");
     cli_usage_runtime(f);
 }
@@ -111,6 +113,56 @@ static void print_setting(const char *label, const moe_gen_metrics *m, double bw
            m->prompt_gen_tps, (double)m->peak_rss_bytes / (1u << 30));
 }
 
+/* The profile since the last reset: each kind's ms per `per` and share,
+ * on stdout or as a JSON object. */
+static json_object *report_profile(const cli_opts *o, moe_model *m, const char *what, int per)
+{
+    moe_profile_entry e[32];
+    int n = moe_model_profile(m, e, 32);
+    double total = 0;
+    for (int i = 0; i < n; i++) total += e[i].seconds;
+    json_object *obj = o->json ? json_object_new_object() : NULL;
+    if (!o->json) printf("profile of %s: %.3f ms a token\n", what, 1e3 * total / per);
+    for (int i = 0; i < n; i++) {
+        double ms = 1e3 * e[i].seconds / per, share = total > 0 ? e[i].seconds / total : 0;
+        if (obj) json_object_object_add(obj, e[i].name, json_object_new_double(ms));
+        else printf("  %-22s %9.3f ms %5.1f%%  (%ld calls)\n", e[i].name, ms, 100 * share, e[i].calls);
+    }
+    if (obj) json_object_object_add(obj, "total", json_object_new_double(1e3 * total / per));
+    return obj;
+}
+
+/* One more run with the profile read after the prompt and after decoding:
+ * ms a prompt token and ms a decode token by kind of operation. */
+static int profile_run(const cli_opts *o, moe_model *m, moe_context *c, const int32_t *prompt, json_object *out)
+{
+    int V = moe_model_get_info(m).vocab_size;
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    if (!logits) return fprintf(stderr, "moe bench: out of memory\n"), 1;
+    moe_context_reset(c);
+    moe_model_profile_reset(m);
+    for (int i = 0; i < o->prompt_tokens; i += o->prefill_step) {
+        int n = o->prompt_tokens - i < o->prefill_step ? o->prompt_tokens - i : o->prefill_step;
+        if (moe_context_eval(c, prompt + i, n, logits, 0) != MOE_OK) return free(logits), cli_fail(CMD);
+    }
+    json_object *pre = report_profile(o, m, "the prompt", o->prompt_tokens);
+    moe_model_profile_reset(m);
+    int steps = o->gen_tokens > 1 ? o->gen_tokens - 1 : 1;
+    for (int g = 0; g < steps; g++) {
+        int32_t next = 0;
+        for (int v = 1; v < V; v++)
+            if (logits[v] > logits[next]) next = v;
+        if (moe_context_eval(c, &next, 1, logits, 0) != MOE_OK) return free(logits), cli_fail(CMD);
+    }
+    json_object *dec = report_profile(o, m, "decode", steps);
+    if (out) {
+        json_object_object_add(out, "profile_prefill_ms_per_token", pre);
+        json_object_object_add(out, "profile_decode_ms_per_token", dec);
+    }
+    free(logits);
+    return 0;
+}
+
 static int run_all(const cli_opts *o, moe_model *m, moe_context *c, const int32_t *prompt, run_result *res, int *nres)
 {
     moe_model_info info = moe_model_get_info(m);
@@ -150,7 +202,7 @@ int bench_main(int argc, char **argv)
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
                        "model arch layers synthetic-bits synthetic-layers prompt-tokens gen-tokens prefill-step fuse-gate-up "
-                       "repeat seed json device threads isa activations kv-cache", &o);
+                       "repeat seed json device threads isa activations kv-cache profile", &o);
     if (rc) return rc;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
     if (o.repeat * (o.fuse_gate_up == 2 ? 2 : 1) > MAX_RUNS)
@@ -210,6 +262,7 @@ int bench_main(int argc, char **argv)
             json_object_object_add(obj, "active_bytes_per_token", json_object_new_int64((int64_t)info.active_bytes_per_token));
             json_object_object_add(obj, "kv_bytes_per_decode_token", json_object_new_int64((int64_t)kv_read));
             if (o.fuse_gate_up == 2) json_object_object_add(obj, "unfused", setting_json(&off, bw_off, active, 0));
+            if (o.profile) rc = profile_run(&o, m, c, prompt, obj);
             printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
             json_object_put(obj);
         } else {
@@ -220,6 +273,7 @@ int bench_main(int argc, char **argv)
                 printf("fused/unfused speed: prefill %.3f, decode %.3f\n", on.prefill_tps / off.prefill_tps,
                        on.decode_tps / off.decode_tps);
             }
+            if (o.profile) rc = profile_run(&o, m, c, prompt, NULL);
         }
     }
     moe_context_free(c);

@@ -38,6 +38,9 @@ typedef struct {
     int kv_dtype;
     moe_progress_fn progress;
     void *progress_user;
+    /* 1: time each operation of the forward (moe_model_profile); each one
+     * then waits for the last to finish, so a device loses its overlap */
+    int profile;
 } moe_model_options;
 
 moe_model_options moe_model_default_options(void);
@@ -79,6 +82,18 @@ moe_status moe_model_synthetic(const char *arch, int bits, int layers, uint64_t 
 const char *moe_model_synthetic_name(const char *arch);
 
 moe_model_info moe_model_get_info(const moe_model *m);
+
+/* Where the forward's time went since the model was made or the last
+ * reset, by kind of operation (projections, attention, router, experts,
+ * lm_head, ...), for a model made with options.profile: up to max entries
+ * written, their count returned (0 without profiling). */
+typedef struct {
+    const char *name;
+    double seconds;
+    long calls;
+} moe_profile_entry;
+int moe_model_profile(const moe_model *m, moe_profile_entry *out, int max);
+void moe_model_profile_reset(moe_model *m);
 
 /* Switches gate-up fusion of every expert layer in place (same bytes). */
 moe_status moe_model_set_fused(moe_model *m, int fuse_gate_up);

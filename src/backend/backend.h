@@ -61,6 +61,7 @@ struct moe_backend {
     moe_status (*linear_load_rows)(moe_backend *b, moe_bk_linear *l, int row0, int rows,
                                    const moe_expert_weights *w);
     size_t (*linear_bytes)(const moe_bk_linear *l);          /* resident weight bytes; 0 for NULL */
+    const char *(*linear_name)(const moe_bk_linear *l);      /* the name given at creation */
     void (*linear_free)(moe_backend *b, moe_bk_linear *l);   /* NULL is a no-op */
 
     moe_status (*experts_create)(moe_backend *b, const moe_switchglu_config *cfg, const moe_expert_weights *gate,
@@ -105,11 +106,31 @@ struct moe_backend {
     moe_status (*experts)(moe_backend *b, moe_bk_experts *x, const float *in, int T, const int32_t *idx,
                           const float *w, int k, float *out);
 
+    /* returns once every operation issued so far has finished (timing) */
+    moe_status (*sync)(moe_backend *b);
     void (*destroy)(moe_backend *b);
 };
 
 /* The CPU backend (backend/cpu.c): host memory, the kernel table this CPU
  * runs. NULL when out of memory. */
 moe_backend *moe_backend_cpu_create(void);
+
+/* The operations of the forward grouped by what they compute, for a
+ * profile of where a step's time goes (backend/profile.c). */
+typedef enum {
+    MOE_OP_EMBED, MOE_OP_NORM, MOE_OP_QKV, MOE_OP_ATTN_OUT, MOE_OP_ROPE, MOE_OP_KV_STORE, MOE_OP_ATTENTION,
+    MOE_OP_ROUTER, MOE_OP_EXPERTS, MOE_OP_LM_HEAD, MOE_OP_OTHER, MOE_OP_COUNT
+} moe_op_kind;
+
+/* Wraps `inner` (taking ownership) so that every operation is timed,
+ * waiting for it to finish (sync) before the clock stops; NULL when out of
+ * memory (inner destroyed). */
+moe_backend *moe_backend_profile_wrap(moe_backend *inner);
+
+/* Seconds and calls of each kind since the last reset; 0 when b does not
+ * profile. */
+int moe_backend_profile_read(const moe_backend *b, double seconds[MOE_OP_COUNT], long calls[MOE_OP_COUNT]);
+void moe_backend_profile_reset(moe_backend *b);
+const char *moe_op_kind_name(moe_op_kind k);
 
 #endif

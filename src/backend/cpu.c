@@ -73,6 +73,14 @@ static moe_status cpu_linear_load_rows(moe_backend *b, moe_bk_linear *l, int row
 
 static size_t cpu_linear_bytes(const moe_bk_linear *l) { return moe_linear_weight_bytes((const moe_linear *)l); }
 
+static const char *cpu_linear_name(const moe_bk_linear *l) { return moe_linear_name((const moe_linear *)l); }
+
+static moe_status cpu_sync(moe_backend *b)
+{
+    (void)b;   /* every operation has returned by the time it is called */
+    return MOE_OK;
+}
+
 static void cpu_linear_free(moe_backend *b, moe_bk_linear *l)
 {
     cpu_state *s = b->impl;
@@ -244,14 +252,14 @@ moe_backend *moe_backend_cpu_create(void)
         .name = "cpu", .host_memory = 1, .impl = s,
         .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,
         .linear_create = cpu_linear_create, .linear_load_rows = cpu_linear_load_rows,
-        .linear_bytes = cpu_linear_bytes, .linear_free = cpu_linear_free,
+        .linear_bytes = cpu_linear_bytes, .linear_name = cpu_linear_name, .linear_free = cpu_linear_free,
         .experts_create = cpu_experts_create, .experts_load = cpu_experts_load,
         .experts_set_fused = cpu_experts_set_fused, .experts_fused = cpu_experts_fused,
         .experts_bytes = cpu_experts_bytes, .experts_free = cpu_experts_free,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .linear = cpu_linear, .split_cols = cpu_split_cols,
         .clip = cpu_clip, .rope_angles = cpu_rope_angles, .rope = cpu_rope, .kv_store = cpu_kv_store,
         .attention = cpu_attention, .add = cpu_add, .router_topk = cpu_router_topk, .experts = cpu_experts,
-        .destroy = cpu_destroy,
+        .sync = cpu_sync, .destroy = cpu_destroy,
     };
     return b;
 }

@@ -138,6 +138,7 @@ void moe_linear_row(const moe_linear *l, int r, float *dst)
 
 void moe_linear_set_activations(moe_linear *l, moe_act_mode mode) { l->act = mode; }
 int moe_linear_out(const moe_linear *l) { return l->out; }
+const char *moe_linear_name(const moe_linear *l) { return l->name; }
 int moe_linear_in(const moe_linear *l) { return l->in; }
 size_t moe_linear_weight_bytes(const moe_linear *l) { return l ? moe_expert_store_bytes(&l->w) : 0; }
 

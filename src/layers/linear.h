@@ -41,6 +41,7 @@ void moe_linear_set_activations(moe_linear *l, moe_act_mode mode);
 moe_status moe_linear_share_workspace(moe_linear *l, moe_linear *with);
 
 int moe_linear_out(const moe_linear *l);
+const char *moe_linear_name(const moe_linear *l);   /* as given at creation */
 int moe_linear_in(const moe_linear *l);
 size_t moe_linear_weight_bytes(const moe_linear *l);   /* 0 for NULL */
 void moe_linear_free(moe_linear *l);

@@ -19,7 +19,9 @@ static moe_model *model_new(const moe_model_options *opt)
     moe_model *m = moe_calloc(sizeof *m, "model");
     if (!m) return NULL;
     m->opt = opt ? *opt : moe_model_default_options();
-    if (!(m->be = moe_backend_cpu_create())) {
+    m->be = moe_backend_cpu_create();
+    if (m->be && m->opt.profile) m->be = moe_backend_profile_wrap(m->be);
+    if (!m->be) {
         moe_free(m);
         return NULL;
     }
@@ -127,6 +129,22 @@ moe_model_info moe_model_get_info(const moe_model *m)
     i.weight_bytes = bytes + sizeof(float) * (size_t)c->hidden_size;
     i.active_bytes_per_token = active;
     return i;
+}
+
+int moe_model_profile(const moe_model *m, moe_profile_entry *out, int max)
+{
+    double seconds[MOE_OP_COUNT];
+    long calls[MOE_OP_COUNT];
+    if (!m || !moe_backend_profile_read(m->be, seconds, calls)) return 0;
+    int n = 0;
+    for (int k = 0; k < MOE_OP_COUNT && n < max; k++)
+        if (calls[k]) out[n++] = (moe_profile_entry){ moe_op_kind_name((moe_op_kind)k), seconds[k], calls[k] };
+    return n;
+}
+
+void moe_model_profile_reset(moe_model *m)
+{
+    if (m) moe_backend_profile_reset(m->be);
 }
 
 moe_status moe_model_set_fused(moe_model *m, int fuse_gate_up)
