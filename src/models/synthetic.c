@@ -243,7 +243,7 @@ moe_status model_synthetic(moe_model *m, const char *arch, int bits, uint64_t se
     double need = resident_bytes(c, bits), have = available_bytes();
     if (have > 0 && need > 0.9 * have)
         return moe_error_set(MOE_ERR_NOMEM, "synthetic %s at %d bits, %d layers: its weights take %.1f GB and this "
-                             "machine has %.1f GB available; build fewer layers (--synthetic-layers N)",
+                             "machine has %.1f GB available; build fewer layers (--layers N)",
                              ARCHS[a].model, bits, c->num_layers, need / 1e9, have / 1e9);
     if (bits != 16) {
         m->cfg.quant_bits = bits;
