@@ -2,6 +2,9 @@
  * the processor reports (BLIS-style), and format facts shared by all ISAs. */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 #include "core/error.h"
 #include "kernels/kernels.h"
@@ -12,8 +15,14 @@ static int cpu_has(const char *isa)
     if (strcmp(isa, "portable") == 0) return 1;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (strcmp(isa, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(isa, "avx2") == 0) return avx2;
+    if (strcmp(isa, "avxvnni") == 0) {
+        /* AVX-VNNI: CPUID leaf 7 subleaf 1, EAX bit 4 (the OS saving ymm
+         * state is part of the avx2 test above) */
+        unsigned a, b, c, d;
+        return avx2 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
+    }
     int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                  __builtin_cpu_supports("fma");
@@ -28,6 +37,7 @@ static const moe_cpu_kernels *const tables[] = {
 #if defined(__x86_64__)
     &moe_kernels_avx512vnni,
     &moe_kernels_avx512,
+    &moe_kernels_avxvnni,
     &moe_kernels_avx2,
 #endif
     &moe_kernels_portable,
@@ -50,7 +60,7 @@ moe_status moe_cpu_select_isa(const char *name)
     if (!k)
         return moe_error_set(MOE_ERR_UNSUPPORTED,
                              "CPU kernel set '%s' is unknown or not supported by this CPU "
-                             "(choose avx512vnni, avx512, avx2 or portable)", name ? name : "(null)");
+                             "(choose avx512vnni, avx512, avxvnni, avx2 or portable)", name ? name : "(null)");
     current = k;
     return MOE_OK;
 }

@@ -12,7 +12,7 @@
  *                   its biases [nr] in their dtype — one sequential stream.
  * nr (lanes) is 16 except in a projection's last panel.
  *
- * Every ISA (avx512vnni, avx512, avx2, portable) fills a moe_cpu_kernels
+ * Every ISA (avx512vnni, avx512, avxvnni, avx2, portable) fills a moe_cpu_kernels
  * table; the blocking, threading and SwiGLU layer logic live above, written
  * once. */
 #ifndef MOE_KERNELS_H
@@ -148,6 +148,7 @@ extern const moe_cpu_kernels moe_kernels_portable;
 extern const moe_cpu_kernels moe_kernels_avx2;
 extern const moe_cpu_kernels moe_kernels_avx512;
 extern const moe_cpu_kernels moe_kernels_avx512vnni;
+extern const moe_cpu_kernels moe_kernels_avxvnni;
 
 /* Format facts. */
 int moe_wformat_bits(moe_wformat f);            /* 0 for float formats */

@@ -138,9 +138,9 @@ void test_switchglu_reference(const test_proj *gate, const test_proj *up, const 
 
 int test_supported_isas(const char **names, int max)
 {
-    static const char *const all[] = { "avx512vnni", "avx512", "avx2", "portable" };
+    static const char *const all[] = { "avx512vnni", "avx512", "avxvnni", "avx2", "portable" };
     int n = 0;
-    for (int i = 0; i < 4 && n < max; i++)
+    for (int i = 0; i < (int)(sizeof all / sizeof all[0]) && n < max; i++)
         if (moe_cpu_isa_supported(all[i])) names[n++] = all[i];
     return n;
 }

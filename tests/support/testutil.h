@@ -49,7 +49,7 @@ static inline uint32_t test_bits_of_float(float f)
     return u;
 }
 
-enum { TEST_MAX_ISAS = 4 };
+enum { TEST_MAX_ISAS = 5 };
 
 /* The CPU kernel sets this machine can run, best first; returns the count. */
 int test_supported_isas(const char **names, int max);

@@ -4,6 +4,26 @@
 #define MOE_KERNELS_AVX2_UTIL_H
 
 #include <immintrin.h>
+#include <stdint.h>
+
+#include "moe/dtype.h"
+
+/* 8 values of dtype t (F32, F16 or BF16) at base[i..] as floats. */
+static inline __attribute__((always_inline)) __m256 avx2_load_dtype(moe_dtype t, const void *base, size_t i)
+{
+    if (t == MOE_DTYPE_F32) return _mm256_loadu_ps((const float *)base + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + i));
+    if (t == MOE_DTYPE_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* Four int8 values at p as one dword broadcast to all 8 lanes. */
+static inline __m256i avx2_bcast4_i8(const int8_t *p)
+{
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
 
 /* e^v: v = n·ln2 + r, degree-6 polynomial for e^r, 2^n built in the exponent
  * bits (v clamped to [-87, 88] so n stays a normal exponent: e^-inf gives

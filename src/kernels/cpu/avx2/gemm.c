@@ -5,7 +5,7 @@
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/avx2_util.h"
 
-enum { MR = 4 };
+enum { MR = MOE_AVX2_MR };
 
 static inline void tile_half(int K, const float *A, const float *B, float *C, int accumulate)
 {
@@ -58,4 +58,8 @@ const moe_cpu_kernels moe_kernels_avx2 = {
     .attn_rows = moe_avx2_attn_rows,
     .f32_to_f16 = moe_avx2_f32_to_f16,
     .f16_to_f32 = moe_avx2_f16_to_f32,
+    .panel_gemv_i8 = moe_avx2_panel_gemv_i8,
+    .panel_gemm_i8 = moe_avx2_panel_gemm_i8,
+    .mr_i8 = MOE_AVX2_MR_I8,
+    .quantize_act_i8 = moe_avx2_quantize_act_i8,
 };

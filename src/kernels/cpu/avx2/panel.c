@@ -5,16 +5,8 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/avx2/avx2.h"
+#include "kernels/cpu/avx2/avx2_util.h"
 #include "kernels/cpu/portable/portable.h"
-
-/* 8 values of dtype t at base[i..]. */
-static inline __attribute__((always_inline)) __m256 load8(moe_dtype t, const void *base, size_t i)
-{
-    if (t == MOE_DTYPE_F32) return _mm256_loadu_ps((const float *)base + i);
-    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + i));
-    if (t == MOE_DTYPE_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
 
 static inline __attribute__((always_inline)) void gemv_float(moe_dtype t, const moe_panel_format *f,
                                                              const moe_panel *p, int m, const float *const *x,
@@ -23,7 +15,8 @@ static inline __attribute__((always_inline)) void gemv_float(moe_dtype t, const 
     __m256 acc[MOE_GEMV_MAX_M][2];
     for (int i = 0; i < MOE_GEMV_MAX_M; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int k = 0; k < f->K; k++) {
-        __m256 w0 = load8(t, p->w, (size_t)k * MOE_PANEL), w1 = load8(t, p->w, (size_t)k * MOE_PANEL + 8);
+        __m256 w0 = avx2_load_dtype(t, p->w, (size_t)k * MOE_PANEL);
+        __m256 w1 = avx2_load_dtype(t, p->w, (size_t)k * MOE_PANEL + 8);
 #pragma GCC unroll 4
         for (int i = 0; i < MOE_GEMV_MAX_M; i++)
             if (i < m) {
@@ -72,8 +65,8 @@ static inline __attribute__((always_inline)) void gemv_quant(int bits, moe_dtype
             }
         }
         for (int h = 0; h < 2; h++) {
-            __m256 s = load8(st, moe_panel_group(p, p->scales, g), (size_t)8 * h);
-            __m256 b = load8(st, moe_panel_group(p, p->biases, g), (size_t)8 * h);
+            __m256 s = avx2_load_dtype(st, moe_panel_group(p, p->scales, g), (size_t)8 * h);
+            __m256 b = avx2_load_dtype(st, moe_panel_group(p, p->biases, g), (size_t)8 * h);
             for (int i = 0; i < m; i++) {
                 res[i][h] = _mm256_fmadd_ps(s, acc[i][h], res[i][h]);
                 res[i][h] = _mm256_fmadd_ps(b, _mm256_set1_ps(xsum[i][g]), res[i][h]);
@@ -118,8 +111,8 @@ static inline __attribute__((always_inline)) void unpack_quant(int bits, moe_dty
     for (int g = 0; g < f->K / gs; g++)
         for (int h = 0; h < 2; h++) {
             const int32_t *codes = moe_panel_group(p, p->w, g);
-            __m256 s = load8(st, moe_panel_group(p, p->scales, g), (size_t)8 * h);
-            __m256 b = load8(st, moe_panel_group(p, p->biases, g), (size_t)8 * h);
+            __m256 s = avx2_load_dtype(st, moe_panel_group(p, p->scales, g), (size_t)8 * h);
+            __m256 b = avx2_load_dtype(st, moe_panel_group(p, p->biases, g), (size_t)8 * h);
             for (int c = g * words_per_group; c < (g + 1) * words_per_group; c++) {
                 __m256i w = _mm256_loadu_si256((const __m256i *)(codes + (size_t)(c - g * words_per_group) * MOE_PANEL + 8 * h));
                 for (int j = 0; j < epw; j++)
@@ -141,8 +134,9 @@ void moe_avx2_panel_unpack(const moe_panel_format *f, const moe_panel *p, float 
         for (int k = 0; k < f->K; k++)
             for (int h = 0; h < 2; h++) {
                 size_t i = (size_t)k * MOE_PANEL + 8 * h;
-                __m256 v = t == MOE_DTYPE_F32 ? load8(MOE_DTYPE_F32, p->w, i)
-                         : t == MOE_DTYPE_F16 ? load8(MOE_DTYPE_F16, p->w, i) : load8(MOE_DTYPE_BF16, p->w, i);
+                __m256 v = t == MOE_DTYPE_F32   ? avx2_load_dtype(MOE_DTYPE_F32, p->w, i)
+                         : t == MOE_DTYPE_F16 ? avx2_load_dtype(MOE_DTYPE_F16, p->w, i)
+                                              : avx2_load_dtype(MOE_DTYPE_BF16, p->w, i);
                 _mm256_storeu_ps(dst + i, v);
             }
     } else if (f->sdtype == MOE_DTYPE_BF16) {
