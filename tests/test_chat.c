@@ -4,8 +4,9 @@
  * reference frameworks use it (BOS kept, an appended EOS not); ids the model
  * does not have are refused; generated ids stream back as text; and a chat
  * keeps its KV cache between turns — each turn prefills only its own tokens
- * and answers exactly as a fresh context given the whole conversation does —
- * refusing a turn that does not fit without touching the conversation. */
+ * and answers exactly as a fresh context given the whole conversation does,
+ * in every template family — refusing a turn that does not fit without
+ * touching the conversation, and a system message the template refuses. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -185,7 +186,8 @@ static int rig_teardown(void **state)
     return 0;
 }
 
-static const moe_chat_template TULU = { MOE_CHAT_TULU, 1, "<|endoftext|>", "<|endoftext|>" };
+static const moe_chat_template TULU = { .format = MOE_CHAT_TULU, .with_bos = 1, .bos_token = "<|endoftext|>",
+                                        .eos_token = "<|endoftext|>" };
 
 static int32_t *encode_all(moe_tokenizer *t, const char *s, int *n)
 {
@@ -222,44 +224,56 @@ static void append(int32_t *dst, int *n, const int32_t *src, int k)
     *n += k;
 }
 
-/* Answers cut by the token budget: the last id goes in with the next turn. */
-static void chat_prefills_only_the_new_turn(void **state)
+/* Three turns in template t, each prefilling only its own text (after the
+ * last answer's last id when the budget cut it, which goes in with the next
+ * turn; after nothing when the answer ended at a stop id, whose closing text
+ * the next turn brings), each answering as a fresh context given the whole
+ * conversation does. Returns how many answers the budget cut. */
+static int converse_as_a_fresh_context_would(rig *r, const moe_chat_template *t, const char *system)
 {
-    rig *r = *state;
     moe_stop_ids eos = { 1, { 250 } };
     moe_context *ctx;
     assert_int_equal(moe_context_create(r->m, 256, 64, &ctx), MOE_OK);
-    moe_chat_config cc = { .tpl = TULU, .system = "Be brief.", .stop = &eos, .max_context = 256 };
+    moe_chat_config cc = { .tpl = *t, .system = system, .stop = &eos, .max_context = 256 };
     moe_chat *chat;
     assert_int_equal(moe_chat_create(ctx, r->tok, &cc, &chat), MOE_OK);
     moe_gen_request req = { .max_new_tokens = 6, .prefill_step = 64, .sampler = r->greedy };
     const char *users[] = { "Hello there", "What is the capital of France?", "Thank you" };
     int32_t history[256];
-    int nh = 0;
+    int nh = 0, pending = 0, cut = 0;
     for (int k = 0; k < 3; k++) {
+        char *text;
+        assert_int_equal(moe_chat_template_turn(t, k == 0, system, users[k], &text), MOE_OK);
         int nt;
-        int32_t *text_ids = turn_ids(r->tok, k == 0, "Be brief.", users[k], &nt);
+        int32_t *text_ids = encode_all(r->tok, text, &nt);
+        free(text);
         int before = moe_context_position(ctx);
         int32_t *ids;
         int n;
         moe_gen_metrics mt;
         assert_int_equal(moe_chat_turn(chat, users[k], &req, &ids, &n, &mt), MOE_OK);
-        assert_int_equal(n, 6);  /* the random model never says <|endoftext|> this soon */
-        for (int i = 0; i < n; i++) assert_int_not_equal(ids[i], 250);
-        // only this turn's tokens were prefilled: its text, after the last answer's last id
-        assert_int_equal(mt.prompt_tokens, nt + (k > 0));
+        assert_int_equal(mt.prompt_tokens, nt + pending);
         assert_int_equal(moe_context_position(ctx), before + mt.prompt_tokens + n - 1);
-        // a fresh context given the whole conversation answers the same
         append(history, &nh, text_ids, nt);
         int32_t want[16];
-        int nw = fresh_answer(r, history, nh, 6, &eos, want);
+        int nw = fresh_answer(r, history, nh, 6, moe_chat_stop_ids(chat), want);
         expect_ids(ids, n, want, nw);
-        append(history, &nh, ids, n);
+        pending = !moe_stop_ids_has(moe_chat_stop_ids(chat), ids[n - 1]);
+        cut += pending;
+        append(history, &nh, ids, n - !pending);
         free(ids);
         free(text_ids);
     }
     moe_chat_free(chat);
     moe_context_free(ctx);
+    return cut;
+}
+
+static void chat_prefills_only_the_new_turn(void **state)
+{
+    rig *r = *state;
+    // the random model never says <|endoftext|> this soon: every answer is cut, its last id pending
+    assert_int_equal(converse_as_a_fresh_context_would(r, &TULU, "Be brief."), 3);
 }
 
 /* An answer that ends at a stop id leaves nothing pending: the template's
@@ -301,6 +315,47 @@ static void chat_after_a_stop_token(void **state)
     free(ids);
     free(t1);
     free(t2);
+    moe_chat_free(chat);
+    moe_context_free(ctx);
+}
+
+/* The other families. The tokenizer has no <s> or </s>: <|endoftext|>
+ * stands in for them. */
+static void chat_in_other_templates(void **state)
+{
+    rig *r = *state;
+    moe_chat_template qwen3 = { .format = MOE_CHAT_QWEN3, .bos_token = "", .eos_token = "<|im_end|>", .no_think = 1 };
+    converse_as_a_fresh_context_would(r, &qwen3, "Be brief.");
+    qwen3.no_think = 0;
+    converse_as_a_fresh_context_would(r, &qwen3, NULL);
+    moe_chat_template inst = { .with_bos = 1, .bos_token = "<|endoftext|>", .eos_token = "<|endoftext|>" };
+    moe_chat_format forms[] = { MOE_CHAT_LLAMA2, MOE_CHAT_MISTRAL, MOE_CHAT_MISTRAL_V1, MOE_CHAT_MISTRAL_V3,
+                                MOE_CHAT_MISTRAL_V3_TEKKEN, MOE_CHAT_MISTRAL_V7 };
+    for (int i = 0; i < 6; i++) {
+        inst.format = forms[i];
+        converse_as_a_fresh_context_would(r, &inst, forms[i] == MOE_CHAT_MISTRAL ? NULL : "Be brief.");
+    }
+    moe_chat_template qwen2 = { .format = MOE_CHAT_CHATML, .bos_token = "", .eos_token = "<|im_end|>",
+                                .default_system = "You are a helpful assistant" };
+    converse_as_a_fresh_context_would(r, &qwen2, NULL);
+}
+
+/* A system message the template refuses is refused when the chat is made. */
+static void chat_refuses_a_system_message_the_template_refuses(void **state)
+{
+    rig *r = *state;
+    moe_context *ctx;
+    assert_int_equal(moe_context_create(r->m, 64, 64, &ctx), MOE_OK);
+    moe_chat_config cc = { .tpl = { .format = MOE_CHAT_MISTRAL, .with_bos = 1, .bos_token = "<|endoftext|>",
+                                    .eos_token = "<|endoftext|>" },
+                           .system = "Be brief.", .max_context = 64 };
+    moe_chat *chat = (moe_chat *)1;
+    assert_int_equal(moe_chat_create(ctx, r->tok, &cc, &chat), MOE_ERR_INVALID_ARG);
+    assert_null(chat);
+    assert_non_null(strstr(moe_last_error(), "the mistral chat template refuses message 0 (role 'system')"));
+    assert_non_null(strstr(moe_last_error(), "(this template takes no system message)"));
+    cc.system = NULL;
+    assert_int_equal(moe_chat_create(ctx, r->tok, &cc, &chat), MOE_OK);
     moe_chat_free(chat);
     moe_context_free(ctx);
 }
@@ -348,14 +403,15 @@ static void end_of_turn_must_be_a_token(void **state)
     moe_tokenizer *gpt2 = load_tok(TOKFIX "/gpt2.json");
     moe_context *ctx;
     assert_int_equal(moe_context_create(r->m, 16, 16, &ctx), MOE_OK);
-    moe_chat_config cc = { .tpl = { MOE_CHAT_CHATML, 0, "", "<|endoftext|>" }, .max_context = 16 };
+    moe_chat_config cc = { .tpl = { .format = MOE_CHAT_CHATML, .bos_token = "", .eos_token = "<|endoftext|>" },
+                           .max_context = 16 };
     moe_chat *chat;
     assert_int_equal(moe_chat_create(ctx, gpt2, &cc, &chat), MOE_ERR_FORMAT);
     assert_string_equal(moe_last_error(),
                         "the chatml chat template ends a turn with '<|im_end|>', which is not a token of the tokenizer");
     assert_null(chat);
     // the chat refuses text ids the model does not have, and nothing changes
-    cc.tpl = (moe_chat_template){ MOE_CHAT_TULU, 1, "<|endoftext|>", "<|endoftext|>" };
+    cc.tpl = TULU;
     assert_int_equal(moe_chat_create(ctx, gpt2, &cc, &chat), MOE_OK);
     moe_gen_request req = { .prefill_step = 16, .sampler = r->greedy };
     int32_t *ids;
@@ -376,6 +432,8 @@ int main(void)
         cmocka_unit_test(streamed_text_is_the_decoding),
         cmocka_unit_test_setup_teardown(chat_prefills_only_the_new_turn, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(chat_after_a_stop_token, rig_setup, rig_teardown),
+        cmocka_unit_test_setup_teardown(chat_in_other_templates, rig_setup, rig_teardown),
+        cmocka_unit_test_setup_teardown(chat_refuses_a_system_message_the_template_refuses, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(chat_refuses_a_turn_that_does_not_fit, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(end_of_turn_must_be_a_token, rig_setup, rig_teardown),
     };

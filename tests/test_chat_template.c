@@ -1,7 +1,17 @@
 /* tests/test_chat_template.c — the chat templates moe renders without a
- * Jinja engine, against what their Jinja source renders. Every expected
- * string below was written out by hand from the templates' source, which
- * the fixtures carry as checkpoints do (tests/fixtures/text/
+ * Jinja engine, against what their Jinja source renders.
+ *
+ * Every family against jinja2: tests/fixtures/text/chat_renderings.json holds
+ * what jinja2 (as transformers' apply_chat_template(..., tokenize=False) runs
+ * it) renders from the templates of tests/fixtures/text/tokenizer_config_*.json
+ * for many conversations, with and without the generation prompt, Qwen3's
+ * with enable_thinking undefined, false and true (or the error the template
+ * raises), and the texts of a KV-cached chat's turns
+ * (scripts/fixtures/make_text_fixtures.py). Each template file is recognised
+ * here as the format the fixture names, then every case is rendered and
+ * compared byte for byte.
+ *
+ * Besides, by hand, from the templates' source (tests/fixtures/text/
  * tokenizer_config_{tulu,chatml,llama3}.json: OLMoE-1B-7B-0924-Instruct's
  * Tulu template, the ChatML template, Meta-Llama-3-8B-Instruct's template):
  *
@@ -22,15 +32,18 @@
  *             {% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}
  *
  * (the whitespace between tags above is layout here, not in the templates).
- * Also: recognising templates (and refusing look-alikes), the turn-by-turn
- * texts a KV-cached chat prefills adding up to the whole rendering, and the
- * readers of tokenizer_config.json and generation_config.json. */
+ * Also: recognising templates (and refusing look-alikes and variants moe
+ * does not render), the turn-by-turn texts a KV-cached chat prefills adding
+ * up to the whole rendering (or, where a template re-renders history,
+ * keeping what was cached), and the readers of tokenizer_config.json and
+ * generation_config.json. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,9 +56,11 @@
 
 #define TEXTFIX MOE_SOURCE_DIR "/tests/fixtures/text"
 
-static const moe_chat_template TULU = { MOE_CHAT_TULU, 1, "<|endoftext|>", "<|endoftext|>" };
-static const moe_chat_template CHATML = { MOE_CHAT_CHATML, 0, "", "<|im_end|>" };
-static const moe_chat_template LLAMA3 = { MOE_CHAT_LLAMA3, 1, "<|begin_of_text|>", "<|eot_id|>" };
+static const moe_chat_template TULU = { .format = MOE_CHAT_TULU, .with_bos = 1, .bos_token = "<|endoftext|>",
+                                        .eos_token = "<|endoftext|>" };
+static const moe_chat_template CHATML = { .format = MOE_CHAT_CHATML, .bos_token = "", .eos_token = "<|im_end|>" };
+static const moe_chat_template LLAMA3 = { .format = MOE_CHAT_LLAMA3, .with_bos = 1, .bos_token = "<|begin_of_text|>",
+                                          .eos_token = "<|eot_id|>" };
 
 static void expect_render(const moe_chat_template *t, const moe_chat_message *m, int n, int gen, const char *want)
 {
@@ -78,7 +93,7 @@ static void tulu_renders_as_its_jinja(void **state)
     moe_chat_message tool[] = { { "user", "Hi" }, { "tool", "42" } };
     expect_render(&TULU, tool, 2, 1, "<|endoftext|><|user|>\nHi\n<|assistant|>\n");
     // a checkpoint whose template does not write bos_token, and another eos_token
-    moe_chat_template plain = { MOE_CHAT_TULU, 0, "<|endoftext|>", "|||IP_ADDRESS|||" };
+    moe_chat_template plain = { .format = MOE_CHAT_TULU, .bos_token = "<|endoftext|>", .eos_token = "|||IP_ADDRESS|||" };
     expect_render(&plain, conv + 1, 3, 1, "<|user|>\nHi\n<|assistant|>\nHello!|||IP_ADDRESS|||\n<|user|>\nBye\n<|assistant|>\n");
 }
 
@@ -156,19 +171,18 @@ static void turns_add_up_to_the_rendering(void **state)
 
 static void expect_detect(const char *jinja, moe_chat_format want, int want_bos)
 {
-    moe_chat_format f;
-    int bos = -1;
-    assert_int_equal(moe_chat_format_detect(jinja, &f, &bos), MOE_OK);
-    assert_int_equal(f, want);
-    assert_int_equal(bos, want_bos);
+    moe_chat_template t = { 0 };
+    assert_int_equal(moe_chat_template_detect(jinja, &t), MOE_OK);
+    assert_int_equal(t.format, want);
+    assert_int_equal(t.with_bos, want_bos);
 }
 
-static void expect_unknown(const char *jinja)
+static void expect_unknown(const char *jinja, const char *why)
 {
-    moe_chat_format f;
-    int bos;
-    assert_int_equal(moe_chat_format_detect(jinja, &f, &bos), MOE_ERR_UNSUPPORTED);
-    assert_non_null(strstr(moe_last_error(), "none that moe knows"));
+    moe_chat_template t = { 0 };
+    assert_int_equal(moe_chat_template_detect(jinja, &t), MOE_ERR_UNSUPPORTED);
+    assert_non_null(strstr(moe_last_error(), "the chat template is none that moe knows"));
+    if (why && !strstr(moe_last_error(), why)) fail_msg("'%s' does not say '%s'", moe_last_error(), why);
 }
 
 static char *read_fixture(const char *name)
@@ -195,60 +209,373 @@ static char *fixture_template(const char *name)
     return tpl;
 }
 
+/* s with its one occurrence of `from` replaced by `to` (malloc'd). */
+static char *replaced(const char *s, const char *from, const char *to)
+{
+    const char *at = strstr(s, from);
+    if (!at || strstr(at + 1, from)) fail_msg("'%s' is not in the template once", from);
+    size_t n = strlen(s) - strlen(from) + strlen(to);
+    char *r = malloc(n + 1);
+    snprintf(r, n + 1, "%.*s%s%s", (int)(at - s), s, to, at + strlen(from));
+    return r;
+}
+
 static void checkpoint_templates_are_recognised(void **state)
 {
     (void)state;
-    char *tulu = fixture_template("tokenizer_config_tulu.json"), *chatml = fixture_template("tokenizer_config_chatml.json"),
-         *llama3 = fixture_template("tokenizer_config_llama3.json"), *zephyr = fixture_template("tokenizer_config_zephyr.json");
-    expect_detect(tulu, MOE_CHAT_TULU, 1);
-    expect_detect(chatml, MOE_CHAT_CHATML, 0);
-    expect_detect(llama3, MOE_CHAT_LLAMA3, 1);
+    // (every template of chat_renderings.json is recognised there, as the format it names)
+    char *tulu = fixture_template("tokenizer_config_tulu.json");
+    char *zephyr = fixture_template("tokenizer_config_zephyr.json");
     // zephyr writes <|user|> and <|assistant|> too, but follows the user's content with eos_token
-    expect_unknown(zephyr);
+    expect_unknown(zephyr, "it recognises");
     // Tulu without {{ bos_token }} (as Falcon3 writes it)
     expect_detect(strstr(tulu, "{% for"), MOE_CHAT_TULU, 0);
     // Phi-3: <|user|> ... <|end|>
     expect_unknown("{% for message in messages %}{% if message['role'] == 'user' %}{{'<|user|>\n' + message['content'] "
-                   "+ '<|end|>\n' + '<|assistant|>\n'}}{% endif %}{% endfor %}");
-    // Mistral's [INST]
-    expect_unknown("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
-                   "message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token}}{% endif %}{% endfor %}");
-    expect_unknown("");
-    // Qwen-style ChatML with a default system message: ChatML (the default is not reproduced)
-    expect_detect("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
-                  "system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
-                  "'\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}",
-                  MOE_CHAT_CHATML, 0);
+                   "+ '<|end|>\n' + '<|assistant|>\n'}}{% endif %}{% endfor %}", NULL);
+    expect_unknown("", NULL);
     // Llama-3.1's begins {{- bos_token }} and writes the same headers
     expect_detect("{{- bos_token }}\n{%- if custom_tools is defined %}{%- set tools = custom_tools %}{%- endif %}"
                   "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- \"Cutting Knowledge Date: December "
                   "2023\\n\" }}{{- \"<|eot_id|>\" }}",
                   MOE_CHAT_LLAMA3, 1);
     free(tulu);
-    free(chatml);
-    free(llama3);
     free(zephyr);
+}
+
+/* The whitespace between Jinja tokens, the quotes of a literal and a
+ * newline typed into one (or written \n) do not change what a template
+ * writes, and do not change what moe recognises. */
+static void recognition_ignores_layout(void **state)
+{
+    (void)state;
+    // Qwen2's with newlines typed into its literals: ChatML, and its default system message
+    moe_chat_template t = { 0 };
+    assert_int_equal(moe_chat_template_detect(
+                         "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                         "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"
+                         "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+                         "{% endfor %}", &t), MOE_OK);
+    assert_int_equal(t.format, MOE_CHAT_CHATML);
+    assert_string_equal(t.default_system, "You are a helpful assistant");
+    // Mixtral's later template on one line, with double quotes, no whitespace control and a comment
+    expect_detect("{# v1 #}{% if messages[0][\"role\"] == \"system\" %}"
+                  "{% set system_message = messages[0][\"content\"] %}{% set loop_messages = messages[1:] %}"
+                  "{% else %}{% set loop_messages = messages %}{% endif %}"
+                  "{{ bos_token }}{% for message in loop_messages %}"
+                  "{% if (message[\"role\"] == \"user\") != (loop.index0 % 2 == 0) %}{{ raise_exception(\"...\") }}"
+                  "{% endif %}{% if message[\"role\"] == \"user\" %}{% if loop.first and system_message is defined %}"
+                  "{{ \" [INST] \" + system_message + \"\\n\\n\" + message[\"content\"] + \" [/INST]\" }}{% else %}"
+                  "{{ \" [INST] \" + message[\"content\"] + \" [/INST]\" }}{% endif %}"
+                  "{% elif message[\"role\"] == \"assistant\" %}{{ \" \" + message[\"content\"] + eos_token }}"
+                  "{% else %}{{ raise_exception(\"...\") }}{% endif %}{% endfor %}",
+                  MOE_CHAT_MISTRAL_V1, 1);
+}
+
+/* Variants of the families that render otherwise are refused, not
+ * rendered in a neighbour's form. */
+static void variants_are_refused(void **state)
+{
+    (void)state;
+    char *mixtral = fixture_template("tokenizer_config_mixtral.json");
+    char *qwen3 = fixture_template("tokenizer_config_qwen3.json");
+    char *qwen2 = fixture_template("tokenizer_config_qwen2.json");
+    char *llama2 = fixture_template("tokenizer_config_llama2.json");
+    char *v3 = fixture_template("tokenizer_config_mistral_v3.json");
+    char *v7 = fixture_template("tokenizer_config_mistral_v7.json");
+    char *v;
+    // Mistral-7B-Instruct-v0.1's first template: a space after each eos_token
+    expect_unknown(v = replaced(mixtral, "eos_token}}", "eos_token + ' ' }}"), "an [INST] template");
+    free(v);
+    // Mistral's [INST] without the alternation check
+    expect_unknown("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
+                   "message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token}}{% endif %}"
+                   "{% endfor %}", "an [INST] template");
+    // the [INST] markers written as template text rather than literals
+    expect_unknown("{% for message in messages %}[INST] {{ message['content'] }} [/INST]{% endfor %}",
+                   "an [INST] template");
+    // Llama-2's without the strip, Mistral v3's without the trim
+    expect_unknown(v = replaced(llama2, "'[INST] ' + content.strip()", "'[INST] ' + content"), "an [INST] template");
+    free(v);
+    expect_unknown(v = replaced(v3, "message[\"content\"]|trim", "message[\"content\"]"), "an [INST] template");
+    free(v);
+    // v7 with a default system message of its own (Mistral Small 3's kind)
+    char *dated = malloc(strlen(v7) + 128);
+    sprintf(dated, "{%%- set default_system_message = \"You are Mistral Small 3.\" %%}%s", v7);
+    expect_unknown(dated, "an [INST] template");
+    free(dated);
+    // a Qwen3 whose generation prompt opens the think block itself (Qwen3-2507 Thinking's kind), and one that
+    // keeps every turn's reasoning: ChatML with <think>, but not Qwen3's
+    expect_unknown(v = replaced(qwen3, "{{- '<|im_start|>assistant\\n' }}",
+                                "{{- '<|im_start|>assistant\\n<think>\\n' }}"),
+                   "writes <think>, but not as Qwen3's does");
+    free(v);
+    expect_unknown(v = replaced(qwen3, "loop.index0 > ns.last_query_index", "loop.index0 >= 0"),
+                   "writes <think>, but not as Qwen3's does");
+    free(v);
+    // a default system message moe does not know
+    expect_unknown(v = replaced(qwen2, "You are a helpful assistant", "You are a pirate"),
+                   "a default system message moe does not know");
+    free(v);
+    free(mixtral);
+    free(qwen3);
+    free(qwen2);
+    free(llama2);
+    free(v3);
+    free(v7);
 }
 
 static void names_choose_a_format(void **state)
 {
     (void)state;
     moe_chat_format f;
-    assert_int_equal(moe_chat_format_from_name("tulu", &f), MOE_OK);
-    assert_int_equal(f, MOE_CHAT_TULU);
-    assert_int_equal(moe_chat_format_from_name("chatml", &f), MOE_OK);
-    assert_int_equal(f, MOE_CHAT_CHATML);
-    assert_int_equal(moe_chat_format_from_name("llama3", &f), MOE_OK);
-    assert_int_equal(f, MOE_CHAT_LLAMA3);
-    assert_int_equal(moe_chat_format_from_name("vicuna", &f), MOE_ERR_INVALID_ARG);
-    assert_string_equal(moe_last_error(), "unknown chat template 'vicuna' (known: tulu, chatml, llama3)");
-    assert_int_equal(moe_chat_format_default_bos(MOE_CHAT_TULU), 1);
-    assert_int_equal(moe_chat_format_default_bos(MOE_CHAT_CHATML), 0);
-    assert_int_equal(moe_chat_format_default_bos(MOE_CHAT_LLAMA3), 1);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(moe_chat_format_from_name(moe_chat_format_name((moe_chat_format)i), &f), MOE_OK);
+    const char *names[] = { "tulu", "chatml", "llama3", "qwen3", "llama2", "mistral", "mistral-v1", "mistral-v3",
+                            "mistral-v3-tekken", "mistral-v7" };
+    char listed[256] = "";
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(moe_chat_format_from_name(names[i], &f), MOE_OK);
         assert_int_equal(f, i);
+        assert_string_equal(moe_chat_format_name(f), names[i]);
+        snprintf(listed + strlen(listed), sizeof listed - strlen(listed), "%s%s", i ? ", " : "", names[i]);
     }
+    assert_string_equal(listed, MOE_CHAT_FORMAT_NAMES);
+    assert_int_equal(moe_chat_format_from_name("vicuna", &f), MOE_ERR_INVALID_ARG);
+    assert_string_equal(moe_last_error(), "unknown chat template 'vicuna' (known: " MOE_CHAT_FORMAT_NAMES ")");
+    assert_int_equal(moe_chat_format_from_name("Mistral", &f), MOE_ERR_INVALID_ARG);
+    assert_string_equal(moe_chat_format_name((moe_chat_format)10), "?");
+    // the families' reference templates: only ChatML's and Qwen3's do not write bos_token
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(moe_chat_format_default_bos((moe_chat_format)i), i != MOE_CHAT_CHATML && i != MOE_CHAT_QWEN3);
+}
+
+/* ---- every family against jinja2 ---- */
+
+static json_object *renderings(void)
+{
+    static json_object *root;
+    if (!root) root = json_object_from_file(TEXTFIX "/chat_renderings.json");
+    assert_non_null(root);
+    return root;
+}
+
+static json_object *field(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    json_object_object_get_ex(o, key, &v);
+    return v;
+}
+
+/* A string field; NULL when absent or null. */
+static const char *text_field(json_object *o, const char *key)
+{
+    json_object *v = field(o, key);
+    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+/* The template the fixture names, recognised from its tokenizer_config
+ * file as the format the fixture says, with that file's bos and eos. */
+static void load_template(const char *name, moe_chat_template *t, moe_tokenizer_config *tc)
+{
+    json_object *entry = field(field(renderings(), "templates"), name);
+    assert_non_null(entry);
+    const char *file = text_field(entry, "file");
+    char *text = read_fixture(file);
+    assert_int_equal(moe_tokenizer_config_parse(text, file, tc), MOE_OK);
+    free(text);
+    *t = (moe_chat_template){ 0 };
+    if (moe_chat_template_detect(tc->chat_template, t) != MOE_OK) fail_msg("%s: %s", file, moe_last_error());
+    moe_chat_format want;
+    assert_int_equal(moe_chat_format_from_name(text_field(entry, "format"), &want), MOE_OK);
+    if (t->format != want) fail_msg("%s is recognised as %s, not %s", file, moe_chat_format_name(t->format),
+                                    moe_chat_format_name(want));
+    assert_int_equal(t->with_bos, json_object_get_boolean(field(entry, "with_bos")));
+    const char *system = text_field(entry, "default_system");
+    if (system) assert_string_equal(t->default_system, system);
+    else assert_null(t->default_system);
+    t->bos_token = tc->bos_token ? tc->bos_token : "";
+    t->eos_token = tc->eos_token ? tc->eos_token : "";
+}
+
+/* enable_thinking: false in the case → no_think. */
+static int no_think(json_object *c)
+{
+    json_object *v = field(c, "enable_thinking");
+    return v && !json_object_get_boolean(v);
+}
+
+static void fail_case(const char *what, int i, json_object *c, const char *got)
+{
+    fail_msg("%s %d: %s\nmoe: %s", what, i, json_object_to_json_string_ext(c, JSON_C_TO_STRING_NOSLASHESCAPE),
+             got ? got : moe_last_error());
+}
+
+/* What the template refuses, moe refuses, with the template's message. */
+static void expect_refusal(moe_status st, json_object *c, const char *what, int i)
+{
+    const char *error = text_field(c, "error");
+    if (st != MOE_ERR_INVALID_ARG) fail_case(what, i, c, "(no error)");
+    if (json_object_get_boolean(field(c, "raised")) && !strstr(moe_last_error(), error)) fail_case(what, i, c, NULL);
+}
+
+static void every_template_renders_as_jinja2(void **state)
+{
+    (void)state;
+    json_object *cases = field(renderings(), "renderings");
+    int n = (int)json_object_array_length(cases), texts = 0, errors = 0;
+    const char *current = NULL;
+    moe_chat_template t;
+    moe_tokenizer_config tc = { 0 };
+    for (int i = 0; i < n; i++) {
+        json_object *c = json_object_array_get_idx(cases, (size_t)i), *msgs = field(c, "messages");
+        const char *name = text_field(c, "template");
+        if (!current || strcmp(current, name)) {
+            if (current) moe_tokenizer_config_free(&tc);
+            load_template(current = name, &t, &tc);
+        }
+        t.no_think = no_think(c);
+        moe_chat_message m[16];
+        int nm = (int)json_object_array_length(msgs);
+        assert_true(nm <= 16);
+        for (int k = 0; k < nm; k++) {
+            json_object *pair = json_object_array_get_idx(msgs, (size_t)k);
+            m[k] = (moe_chat_message){ json_object_get_string(json_object_array_get_idx(pair, 0)),
+                                       json_object_get_string(json_object_array_get_idx(pair, 1)) };
+        }
+        char *got = NULL;
+        int gen = json_object_get_boolean(field(c, "add_generation_prompt"));
+        moe_status st = moe_chat_template_render(&t, m, nm, gen, &got);
+        const char *want = text_field(c, "text");
+        if (want) {
+            if (st != MOE_OK || strcmp(got, want)) fail_case("rendering", i, c, got);
+            texts++;
+        } else {
+            expect_refusal(st, c, "rendering", i);
+            assert_null(got);
+            errors++;
+        }
+        free(got);
+    }
+    moe_tokenizer_config_free(&tc);
+    assert_int_equal(texts + errors, n);
+    assert_true(texts >= 500 && errors >= 80);
+}
+
+/* The texts of a KV-cached chat's turns: jinja2's, and joined with the
+ * replies the rendering of the whole conversation, except where the
+ * template re-renders history (the fixture's generator checks those differ
+ * only as chat_template.h says). */
+static void every_template_turns_as_jinja2(void **state)
+{
+    (void)state;
+    json_object *cases = field(renderings(), "turns");
+    int n = (int)json_object_array_length(cases), differ = 0;
+    for (int i = 0; i < n; i++) {
+        json_object *c = json_object_array_get_idx(cases, (size_t)i);
+        moe_chat_template t;
+        moe_tokenizer_config tc;
+        load_template(text_field(c, "template"), &t, &tc);
+        t.no_think = no_think(c);
+        const char *system = text_field(c, "system"), *users[3], *contents[2], *replies[2];
+        for (int k = 0; k < 3; k++)
+            users[k] = json_object_get_string(json_object_array_get_idx(field(c, "users"), (size_t)k));
+        for (int k = 0; k < 2; k++) {
+            contents[k] = json_object_get_string(json_object_array_get_idx(field(c, "contents"), (size_t)k));
+            replies[k] = json_object_get_string(json_object_array_get_idx(field(c, "replies"), (size_t)k));
+        }
+        char *text = NULL, joined[2048] = "";
+        if (text_field(c, "error")) {
+            expect_refusal(moe_chat_template_turn(&t, 1, system, users[0], &text), c, "turn", i);
+            moe_tokenizer_config_free(&tc);
+            continue;
+        }
+        for (int k = 0; k < 3; k++) {
+            if (moe_chat_template_turn(&t, k == 0, system, users[k], &text) != MOE_OK) fail_case("turn", i, c, NULL);
+            const char *want = json_object_get_string(json_object_array_get_idx(field(c, "texts"), (size_t)k));
+            if (strcmp(text, want)) fail_case("turn", i, c, text);
+            strcat(joined, text);
+            if (k < 2) strcat(joined, replies[k]);
+            free(text);
+        }
+        moe_chat_message m[6];
+        int nm = 0;
+        if (system) m[nm++] = (moe_chat_message){ "system", system };
+        for (int k = 0; k < 3; k++) {
+            m[nm++] = (moe_chat_message){ "user", users[k] };
+            if (k < 2) m[nm++] = (moe_chat_message){ "assistant", contents[k] };
+        }
+        assert_int_equal(moe_chat_template_render(&t, m, nm, 1, &text), MOE_OK);
+        assert_string_equal(text, text_field(c, "rendering"));
+        if (json_object_get_boolean(field(c, "joined_is_rendering"))) assert_string_equal(joined, text);
+        else assert_string_not_equal(joined, text), differ++;
+        free(text);
+        moe_tokenizer_config_free(&tc);
+    }
+    assert_true(n >= 30 && differ >= 6);
+}
+
+static char *joined_turns(const moe_chat_template *t, const char *system, const char *const *users,
+                          const char *const *replies, int n)
+{
+    char *all = calloc(1, 4096), *text;
+    for (int k = 0; k < n; k++) {
+        assert_int_equal(moe_chat_template_turn(t, k == 0, system, users[k], &text), MOE_OK);
+        strcat(all, text);
+        free(text);
+        if (k < n - 1) strcat(all, replies[k]);
+    }
+    return all;
+}
+
+/* Where a template renders the history otherwise once a message follows,
+ * the cache keeps what it was given: Qwen3's earlier reasoning (and the
+ * empty think block of enable_thinking=false), and Mistral v3's system
+ * message before the first user message. */
+static void kv_cache_keeps_what_the_template_rewrites(void **state)
+{
+    (void)state;
+    moe_chat_template t;
+    moe_tokenizer_config tc;
+    char *cached, *rendered;
+    const char *users[] = { "Q1", "Q2" }, *replies[] = { "<think>\nR1\n</think>\n\nA1" };
+    load_template("qwen3", &t, &tc);
+    cached = joined_turns(&t, NULL, users, replies, 2);
+    assert_string_equal(cached, "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\n<think>\nR1\n</think>\n\nA1"
+                                "<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n");
+    moe_chat_message conv[] = { { "user", "Q1" }, { "assistant", replies[0] }, { "user", "Q2" } };
+    assert_int_equal(moe_chat_template_render(&t, conv, 3, 1, &rendered), MOE_OK);
+    assert_string_equal(rendered, "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
+                                  "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n");
+    free(cached);
+    free(rendered);
+    t.no_think = 1;
+    const char *plain[] = { "A1" };
+    cached = joined_turns(&t, "S", users, plain, 2);
+    assert_string_equal(cached, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n"
+                                "<|im_start|>assistant\n<think>\n\n</think>\n\nA1<|im_end|>\n"
+                                "<|im_start|>user\nQ2<|im_end|>\n"
+                                "<|im_start|>assistant\n<think>\n\n</think>\n\n");
+    free(cached);
+    moe_tokenizer_config_free(&tc);
+    load_template("mistral-v3", &t, &tc);
+    const char *answer[] = { " A1" };
+    cached = joined_turns(&t, "S", users, answer, 2);
+    assert_string_equal(cached, "<s>[INST] S\n\nQ1[/INST] A1</s>[INST] Q2[/INST]");
+    moe_chat_message sys_conv[] = { { "system", "S" }, { "user", "Q1" }, { "assistant", "A1" }, { "user", "Q2" } };
+    assert_int_equal(moe_chat_template_render(&t, sys_conv, 4, 1, &rendered), MOE_OK);
+    assert_string_equal(rendered, "<s>[INST] Q1[/INST] A1</s>[INST] S\n\nQ2[/INST]");
+    free(cached);
+    free(rendered);
+    moe_tokenizer_config_free(&tc);
+    // Mixtral's first template takes no system message: the first turn says so
+    load_template("mixtral", &t, &tc);
+    assert_int_equal(moe_chat_template_turn(&t, 1, "S", "Q1", &cached), MOE_ERR_INVALID_ARG);
+    assert_string_equal(moe_last_error(), "the mistral chat template refuses message 0 (role 'system'): Conversation "
+                                          "roles must alternate user/assistant/user/assistant/... (this template takes "
+                                          "no system message)");
+    assert_int_equal(moe_chat_template_turn(&t, 0, "S", "Q2", &cached), MOE_OK);  /* system: only when first */
+    assert_string_equal(cached, "</s>[INST] Q2 [/INST]");
+    free(cached);
+    moe_tokenizer_config_free(&tc);
 }
 
 /* ---- tokenizer_config.json ---- */
@@ -419,7 +746,12 @@ int main(void)
         cmocka_unit_test(llama3_renders_as_its_jinja),
         cmocka_unit_test(turns_add_up_to_the_rendering),
         cmocka_unit_test(checkpoint_templates_are_recognised),
+        cmocka_unit_test(recognition_ignores_layout),
+        cmocka_unit_test(variants_are_refused),
         cmocka_unit_test(names_choose_a_format),
+        cmocka_unit_test(every_template_renders_as_jinja2),
+        cmocka_unit_test(every_template_turns_as_jinja2),
+        cmocka_unit_test(kv_cache_keeps_what_the_template_rewrites),
         cmocka_unit_test(tokenizer_config_fields),
         cmocka_unit_test(jinja_file_is_the_template),
         cmocka_unit_test(generation_config_eos),

@@ -17,15 +17,19 @@ static const char *CMD = "chat";
 
 void chat_usage(FILE *f)
 {
-    fprintf(f, "usage: moe chat --model DIR [--chat-template tulu|chatml|llama3] [--system TEXT] [options]\n\n"
+    fprintf(f, "usage: moe chat --model DIR [--chat-template NAME] [--system TEXT] [--no-think] [options]\n\n"
                "Chats with an instruction-tuned model: each line read from stdin is a user turn (piped input\n"
                "works too; the chat ends at end of input), and the answer streams to stdout, ending at the\n"
                "model's EOS or the template's end-of-turn token. The conversation stays in the KV cache.\n\n"
                "  --model DIR              checkpoint directory (config.json, safetensors, tokenizer.json and\n"
                "                           tokenizer_config.json with its chat_template)\n"
-               "  --chat-template NAME     tulu (OLMoE / OLMo-2 / Tulu instruct), chatml or llama3, instead of\n"
-               "                           recognising the checkpoint's template\n"
+               "  --chat-template NAME     instead of recognising the checkpoint's template: tulu (OLMoE / OLMo-2 /\n"
+               "                           Tulu instruct), chatml, llama3, qwen3, llama2, mistral (Mixtral-8x7B's\n"
+               "                           first), mistral-v1 (its later one), mistral-v3, mistral-v3-tekken (Nemo)\n"
+               "                           or mistral-v7\n"
                "  --system TEXT            a system message first\n"
+               "  --no-think               Qwen3: answer without reasoning (the template's enable_thinking=false,\n"
+               "                           as chat-template kwargs give it in llama.cpp and vLLM)\n"
                "  -n N                     tokens an answer has at most (default, or 0: until the model stops or\n"
                "                           the context is full)\n"
                "  --max-context N          the conversation's context in tokens (default: the model's\n"
@@ -39,23 +43,26 @@ void chat_usage(FILE *f)
     cli_usage_runtime(f);
 }
 
-static const char *TEMPLATE_HINT = "choose one with --chat-template tulu|chatml|llama3";
+static const char *TEMPLATE_HINT = "choose one with --chat-template NAME (" MOE_CHAT_FORMAT_NAMES ")";
 
-/* The template family: --chat-template, or the checkpoint's recognised.
- * 0, or 1/2 after printing why. */
-static int choose_format(const cli_opts *o, const moe_tokenizer_config *tc, moe_chat_format *f, int *with_bos)
+/* The template family: --chat-template, or the checkpoint's recognised;
+ * and --no-think. 0, or 1/2 after printing why. */
+static int choose_template(const cli_opts *o, const moe_tokenizer_config *tc, moe_chat_template *t)
 {
+    t->no_think = o->no_think;
     if (o->chat_template) {
-        if (moe_chat_format_from_name(o->chat_template, f) != MOE_OK)
+        if (moe_chat_format_from_name(o->chat_template, &t->format) != MOE_OK)
             return fprintf(stderr, "moe %s: --chat-template: %s\n", CMD, moe_last_error()), 2;
-        *with_bos = moe_chat_format_default_bos(*f);
-        return 0;
-    }
-    if (!tc->chat_template)
+        t->with_bos = moe_chat_format_default_bos(t->format);
+    } else if (!tc->chat_template) {
         return fprintf(stderr, "moe %s: %s has no chat template (%s/tokenizer_config.json %s); %s\n", CMD, o->model,
                        o->model, tc->found ? "has no chat_template" : "does not exist", TEMPLATE_HINT), 1;
-    if (moe_chat_format_detect(tc->chat_template, f, with_bos) != MOE_OK)
+    } else if (moe_chat_template_detect(tc->chat_template, t) != MOE_OK) {
         return fprintf(stderr, "moe %s: %s: %s; %s\n", CMD, tc->template_origin, moe_last_error(), TEMPLATE_HINT), 1;
+    }
+    if (o->no_think && t->format != MOE_CHAT_QWEN3)
+        return fprintf(stderr, "moe %s: --no-think: the %s chat template has no switch for thinking (qwen3's has)\n",
+                       CMD, moe_chat_format_name(t->format)), 2;
     return 0;
 }
 
@@ -141,8 +148,8 @@ int chat_main(int argc, char **argv)
     if (cli_help(argc, argv, chat_usage)) return 0;
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
-                       "model chat-template system n max-context temp top-k top-p min-p seed prefill-step json device "
-                       "threads isa fuse-gate-up activations kv-cache", &o);
+                       "model chat-template system no-think n max-context temp top-k top-p min-p seed prefill-step "
+                       "json device threads isa fuse-gate-up activations kv-cache", &o);
     if (rc) return rc;
     if (!o.model) return fprintf(stderr, "moe %s: --model DIR is required\n", CMD), 2;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
@@ -153,7 +160,7 @@ int chat_main(int argc, char **argv)
         moe_tokenizer_free(tok);
         return cli_fail(CMD);
     }
-    if ((rc = choose_format(&o, &tc, &tpl.format, &tpl.with_bos))) {
+    if ((rc = choose_template(&o, &tc, &tpl))) {
         moe_tokenizer_config_free(&tc);
         moe_tokenizer_free(tok);
         return rc;

@@ -26,6 +26,13 @@ moe_status moe_chat_create(moe_context *ctx, moe_tokenizer *tok, const moe_chat_
     if (eot_id < 0)
         return moe_error_set(MOE_ERR_FORMAT, "the %s chat template ends a turn with '%s', which is not a token of the "
                              "tokenizer", moe_chat_format_name(cfg->tpl.format), eot ? eot : "");
+    // a template that refuses the system message (Mixtral's first) says so now, not at the first turn
+    char *first;
+    if (cfg->system) {
+        moe_status st = moe_chat_template_turn(&cfg->tpl, 1, cfg->system, "", &first);
+        if (st != MOE_OK) return st;
+        free(first);
+    }
     moe_chat *c = calloc(1, sizeof *c);
     if (!c) return moe_error_set(MOE_ERR_NOMEM, "chat: out of memory");
     c->ctx = ctx;

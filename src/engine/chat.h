@@ -4,11 +4,14 @@
  * turn (an EOS id or the template's end-of-turn token), the turn's token
  * budget, or the end of the context.
  *
- * What the cache holds is always the template's rendering of the
- * conversation so far, as ids: the answer's ids as the model chose them
- * (not re-encoded), and where the answer ended without its stop token
- * (the budget ran out) its last id, which moe_generate does not feed back,
- * goes in with the next turn, followed by the text that closes the reply. */
+ * What the cache holds is the template's rendering of the conversation
+ * so far, as ids, each turn as it was rendered when it was the newest (the
+ * tokens are kept; where a template renders the history differently later,
+ * Qwen3's dropped reasoning and Mistral v3's moved system message, see
+ * chat_template.h): the answer's ids as the model chose them (not
+ * re-encoded), and where the answer ended without its stop token (the
+ * budget ran out) its last id, which moe_generate does not feed back, goes
+ * in with the next turn, followed by the text that closes the reply. */
 #ifndef MOE_ENGINE_CHAT_H
 #define MOE_ENGINE_CHAT_H
 
@@ -28,8 +31,10 @@ typedef struct {
 } moe_chat_config;
 
 /* A conversation on an empty context. The template's end-of-turn token
- * must be a token of the tokenizer (else MOE_ERR_FORMAT naming it). The
- * context, tokenizer and strings in cfg must outlive the chat. */
+ * must be a token of the tokenizer (else MOE_ERR_FORMAT naming it), and the
+ * template must take the system message, if there is one (else
+ * MOE_ERR_INVALID_ARG with the template's words). The context, tokenizer
+ * and strings in cfg must outlive the chat. */
 moe_status moe_chat_create(moe_context *ctx, moe_tokenizer *tok, const moe_chat_config *cfg, moe_chat **out);
 
 /* One user turn (`user` is UTF-8; invalid bytes are read as the tokenizer
