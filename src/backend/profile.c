@@ -18,7 +18,7 @@ typedef struct {
 } profile_state;
 
 static const char *const KIND_NAMES[MOE_OP_COUNT] = {
-    [MOE_OP_EMBED] = "embedding",     [MOE_OP_NORM] = "rmsnorm",          [MOE_OP_QKV] = "q/k/v projection",
+    [MOE_OP_EMBED] = "embedding",     [MOE_OP_NORM] = "rmsnorm",          [MOE_OP_QKV] = "qkv projection",
     [MOE_OP_ATTN_OUT] = "o projection", [MOE_OP_ROPE] = "rope",          [MOE_OP_KV_STORE] = "kv store",
     [MOE_OP_ATTENTION] = "attention", [MOE_OP_ROUTER] = "router",         [MOE_OP_EXPERTS] = "experts",
     [MOE_OP_LM_HEAD] = "lm_head",     [MOE_OP_OTHER] = "adds, splits, clips",
