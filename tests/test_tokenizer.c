@@ -1,6 +1,8 @@
 /* tests/test_tokenizer.c — the tokenizer.json BPE tokenizer against the
  * reference fixtures (tests/fixtures/tokenizers, made by Hugging Face
- * `tokenizers`): ids with and without special tokens, pieces, decoded text,
+ * `tokenizers`; byte-level and SentencePiece-style tokenizers, the latter
+ * also in test_tokenizer_sentencepiece.c): ids with and without special
+ * tokens, pieces, decoded text,
  * decode(encode(s)) == s where the reference is lossless, streaming decode
  * that hands out whole UTF-8 only, invalid UTF-8 input, the lookups, and
  * errors that name the file, field or component at fault. */
@@ -18,13 +20,13 @@
 #include <unistd.h>
 
 #include "moe/tokenizer.h"
+#include "support/tokenizer_fixture.h"
 
-#define FIXTURES MOE_SOURCE_DIR "/tests/fixtures/tokenizers"
 
 static json_object *reference(void)
 {
     static json_object *ref;
-    if (!ref) ref = json_object_from_file(FIXTURES "/reference.json");
+    if (!ref) ref = json_object_from_file(TEST_TOKENIZER_FIXTURES "/reference.json");
     assert_non_null(ref);
     return ref;
 }
@@ -34,17 +36,6 @@ static json_object *field(json_object *o, const char *key)
     json_object *v = NULL;
     assert_true(json_object_object_get_ex(o, key, &v));
     return v;
-}
-
-static moe_tokenizer *load_fixture(const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, FIXTURES "/%s.json", name);
-    moe_tokenizer *t = NULL;
-    moe_status st = moe_tokenizer_load(path, &t);
-    if (st != MOE_OK) fprintf(stderr, "load %s: %s\n", name, moe_last_error());
-    assert_int_equal(st, MOE_OK);
-    return t;
 }
 
 /* Hex → bytes (malloc'd, *n its length). */
@@ -97,7 +88,7 @@ static void for_each_case(case_fn fn)
     json_object *ref = reference(), *cases = field(ref, "cases"), *results = field(ref, "results");
     int failures = 0, checked = 0, tokenizers = 0;
     json_object_object_foreach(results, tok, per_case) {
-        moe_tokenizer *t = load_fixture(tok);
+        moe_tokenizer *t = test_tokenizer_fixture(tok);
         tokenizers++;
         for (size_t i = 0; i < json_object_array_length(cases); i++) {
             json_object *c = json_object_array_get_idx(cases, i);
@@ -110,8 +101,8 @@ static void for_each_case(case_fn fn)
         }
         moe_tokenizer_free(t);
     }
-    assert_true(tokenizers >= 10);
-    assert_true(checked >= 10 * 20);
+    assert_true(tokenizers >= 18);
+    assert_true(checked >= 18 * 30);
     assert_int_equal(failures, 0);
 }
 
@@ -157,44 +148,6 @@ static void ids_equal_reference(void **state)
 
 /* ---- streaming ---- */
 
-static int valid_utf8(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        unsigned b = u[i];
-        size_t len = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 0;
-        if (!len || i + len > n || (len == 2 && b < 0xC2)) return 0;
-        for (size_t k = 1; k < len; k++)
-            if ((u[i + k] & 0xC0) != 0x80) return 0;
-        i += len;
-    }
-    return 1;
-}
-
-/* Streams ids one by one; every piece must be whole UTF-8; returns the concatenation. */
-static char *stream_all(moe_tokenizer *t, const int32_t *ids, int k, int flags, size_t *total)
-{
-    moe_tokenizer_stream *s;
-    assert_int_equal(moe_tokenizer_stream_create(t, flags, &s), MOE_OK);
-    size_t cap = 64, n = 0;
-    char *all = malloc(cap);
-    for (int i = 0; i <= k; i++) {
-        const char *piece;
-        size_t len;
-        if (i < k) assert_int_equal(moe_tokenizer_stream_put(s, ids[i], &piece, &len), MOE_OK);
-        else assert_int_equal(moe_tokenizer_stream_flush(s, &piece, &len), MOE_OK);
-        assert_true(valid_utf8(piece, len));
-        assert_int_equal(piece[len], 0);
-        while (n + len + 1 > cap) all = realloc(all, cap *= 2);
-        memcpy(all + n, piece, len);
-        n += len;
-    }
-    all[n] = 0;
-    moe_tokenizer_stream_free(s);
-    *total = n;
-    return all;
-}
-
 /* decode() equals the reference's decode, and streaming the same ids (every
  * piece whole UTF-8) gives the same text. */
 static int check_decode(moe_tokenizer *t, const char *tok, const char *cas, const char *input, size_t n,
@@ -215,7 +168,7 @@ static int check_decode(moe_tokenizer *t, const char *tok, const char *cas, cons
             bad++;
         }
         size_t slen;
-        char *streamed = stream_all(t, v, k, skip ? MOE_TOKENIZER_SKIP_SPECIAL : 0, &slen);
+        char *streamed = test_tokenizer_stream(t, v, k, skip ? MOE_TOKENIZER_SKIP_SPECIAL : 0, &slen);
         if (slen != len || memcmp(streamed, got, len) != 0) {
             fprintf(stderr, "STREAM %s / %s (skip %d): '%s' vs '%s'\n", tok, cas, skip, streamed, got);
             bad++;
@@ -290,7 +243,7 @@ static int32_t byte_token(moe_tokenizer *t, unsigned b)
 static void stream_holds_partial_characters(void **state)
 {
     (void)state;
-    moe_tokenizer *t = load_fixture("gpt2");
+    moe_tokenizer *t = test_tokenizer_fixture("gpt2");
     moe_tokenizer_stream *s;
     assert_int_equal(moe_tokenizer_stream_create(t, 0, &s), MOE_OK);
     const char *p;
@@ -332,7 +285,7 @@ static void stream_holds_partial_characters(void **state)
 static void invalid_utf8_is_read_as_the_reference_reads_it(void **state)
 {
     (void)state;
-    moe_tokenizer *t = load_fixture("cl100k");
+    moe_tokenizer *t = test_tokenizer_fixture("cl100k");
     /* each maximal invalid subpart is one U+FFFD: C0 AF is two, ED A0 80 three, E2 82 one */
     static const char raw[] = "x\xC0\xAFy\xED\xA0\x80z\xE2\x82";
     static const char replaced[] = "x\xEF\xBF\xBD\xEF\xBF\xBDy\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDz\xEF\xBF\xBD";
@@ -363,9 +316,13 @@ static void lookups(void **state)
         { "llama3", "<|begin_of_text|>", NULL }, { "o200k", NULL, NULL },
         { "digits", "<s>", "</s>" },      { "splits", "[CLS]", "[SEP]" },
         { "bytefallback", "<s>", NULL },  { "unk", NULL, NULL },
+        { "qwen2", NULL, NULL },          { "sp_legacy", "<s>", NULL },
+        { "sp_gemma", "<s>", NULL },      { "sp_first", "<s>", NULL },
+        { "sp_first_split", "<s>", NULL }, { "sp_always", "<s>", NULL },
+        { "sp_never", "<s>", NULL },      { "sp_add_prefix_space", "<s>", NULL },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        moe_tokenizer *t = load_fixture(cases[i].name);
+        moe_tokenizer *t = test_tokenizer_fixture(cases[i].name);
         assert_int_equal(moe_tokenizer_vocab_size(t),
                          json_object_get_int(field(field(info, cases[i].name), "vocab_size")));
         assert_int_equal(moe_tokenizer_bos_id(t), cases[i].bos ? moe_tokenizer_token_id(t, cases[i].bos) : -1);
@@ -381,7 +338,7 @@ static void lookups(void **state)
         assert_int_equal(moe_tokenizer_token_id(t, p), 5);
         moe_tokenizer_free(t);
     }
-    moe_tokenizer *t = load_fixture("neox");
+    moe_tokenizer *t = test_tokenizer_fixture("neox");
     int32_t eot = moe_tokenizer_token_id(t, "<|endoftext|>"), spaces = moe_tokenizer_token_id(t, "    ");
     assert_true(eot >= 0 && spaces >= 0);
     assert_true(moe_tokenizer_is_special(t, eot));
@@ -396,7 +353,7 @@ static void loads_a_checkpoint_directory(void **state)
     char dir[] = "/tmp/moe-tok-XXXXXX", path[600], cmd[1200];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    snprintf(cmd, sizeof cmd, "cp '%s/gpt2.json' '%s'", FIXTURES, path);
+    snprintf(cmd, sizeof cmd, "cp '%s/gpt2.json' '%s'", TEST_TOKENIZER_FIXTURES, path);
     assert_int_equal(system(cmd), 0);
     moe_tokenizer *t = NULL;
     assert_int_equal(moe_tokenizer_load_dir(dir, &t), MOE_OK);
@@ -480,8 +437,6 @@ static void bad_files_and_components_are_named(void **state)
     expect_error(load_variant("", ",\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"},"
                                   "{\"type\":\"StripAccents\"}]}"),
                  MOE_ERR_UNSUPPORTED, "normalizer 'StripAccents' is not supported");
-    expect_error(load_variant("", ",\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"_\"}"),
-                 MOE_ERR_UNSUPPORTED, "pre_tokenizer 'Metaspace' is not supported");
     expect_error(load_variant("", ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(a\"},"
                                   "\"behavior\":\"Isolated\",\"invert\":false}"),
                  MOE_ERR_FORMAT, "pre_tokenizer Split pattern '(a' does not compile");
@@ -501,15 +456,40 @@ static void bad_files_and_components_are_named(void **state)
                                   "{\"id\":\"<bos>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],"
                                   "\"special_tokens\":{\"<bos>\":{\"id\":\"<bos>\",\"ids\":[77],\"tokens\":[\"<bos>\"]}}}"),
                  MOE_ERR_FORMAT, "adds id 77, which names no token");
-    expect_error(load_variant("", ",\"decoder\":{\"type\":\"Metaspace\"}"), MOE_ERR_UNSUPPORTED,
-                 "decoder 'Metaspace' is not supported");
-    expect_error(load_variant("", ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"ByteFallback\"},"
-                                  "{\"type\":\"Strip\",\"content\":\" \",\"start\":1,\"stop\":0}]}"),
-                 MOE_ERR_UNSUPPORTED, "decoder 'Strip' is not supported");
     expect_error(load_variant("", ",\"added_tokens\":[{\"id\":-4,\"content\":\"x\"}]"), MOE_ERR_FORMAT,
                  "added_tokens[0].id is -4, not a token id");
     expect_error(load_variant("", ",\"added_tokens\":[{\"id\":9}]"), MOE_ERR_FORMAT,
                  "added_tokens[0] has no string 'content'");
+
+    /* SentencePiece-style components: fields at fault, and what moe does not do */
+    static const struct { const char *extra; moe_status st; const char *msg; } sp[] = {
+        { ",\"pre_tokenizer\":{\"type\":\"WhitespaceSplit\"}", MOE_ERR_UNSUPPORTED,
+          "pre_tokenizer 'WhitespaceSplit' is not supported" },
+        { ",\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"__\"}", MOE_ERR_FORMAT,
+          "pre_tokenizer Metaspace field 'replacement' is not a string of one character" },
+        { ",\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"_\",\"prepend_scheme\":\"sometimes\"}",
+          MOE_ERR_UNSUPPORTED, "pre_tokenizer Metaspace prepend_scheme 'sometimes' is not supported" },
+        { ",\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"_\",\"split\":1}", MOE_ERR_FORMAT,
+          "pre_tokenizer Metaspace field 'split' must be true or false" },
+        { ",\"normalizer\":{\"type\":\"Prepend\"}", MOE_ERR_FORMAT, "normalizer Prepend has no string 'prepend'" },
+        { ",\"normalizer\":{\"type\":\"Replace\",\"content\":\"_\"}", MOE_ERR_FORMAT,
+          "normalizer Replace has no pattern" },
+        { ",\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"}}", MOE_ERR_FORMAT,
+          "normalizer Replace has no string 'content'" },
+        { ",\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"[\"},\"content\":\"_\"}", MOE_ERR_FORMAT,
+          "normalizer Replace pattern '[' does not compile" },
+        { ",\"decoder\":{\"type\":\"WordPiece\"}", MOE_ERR_UNSUPPORTED, "decoder 'WordPiece' is not supported" },
+        { ",\"decoder\":{\"type\":\"Metaspace\"}", MOE_ERR_FORMAT,
+          "decoder Metaspace field 'replacement' is not a string of one character" },
+        { ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Fuse\"},{\"type\":\"ByteFallback\"}]}",
+          MOE_ERR_UNSUPPORTED, "decoder ByteFallback after Fuse is not supported" },
+        { ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"ByteLevel\"},{\"type\":\"ByteFallback\"}]}",
+          MOE_ERR_UNSUPPORTED, "decoder ByteFallback after ByteLevel is not supported" },
+        { ",\"decoder\":{\"type\":\"Strip\",\"content\":\" \",\"start\":-1}", MOE_ERR_FORMAT,
+          "decoder Strip field 'start' is not a count" },
+    };
+    for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++)
+        expect_error(load_variant("", sp[i].extra), sp[i].st, sp[i].msg);
 }
 
 /* The BPE merges on a hand-made vocabulary: the lowest rank first, the
@@ -549,7 +529,7 @@ static void merge_order(void **state)
 static void long_text_and_cache(void **state)
 {
     (void)state;
-    moe_tokenizer *t = load_fixture("gpt2");
+    moe_tokenizer *t = test_tokenizer_fixture("gpt2");
     static const char probe[] = "The quick brown fox, naïve café 1234567 — 👍🏽!\n";
     int32_t *a, *b;
     int na, nb;

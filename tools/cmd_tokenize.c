@@ -1,7 +1,9 @@
 /* tools/cmd_tokenize.c — `moe tokenize`: the ids and pieces of a text, as
  * the checkpoint's tokenizer.json encodes it (with the special tokens its
  * post-processor adds unless --no-special); --bench FILE times the encoder
- * on a file instead. */
+ * on a file instead; --jsonl FILE encodes and decodes many texts, for
+ * comparing with the reference (scripts/fixtures/make_tokenizer_fixtures.py
+ * --compare). */
 #include <json-c/json.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,7 +19,8 @@ static const char *CMD = "tokenize";
 void tokenize_usage(FILE *f)
 {
     fprintf(f, "usage: moe tokenize (--model DIR | --tokenizer FILE) --text TEXT [--json] [--no-special]\n"
-               "       moe tokenize (--model DIR | --tokenizer FILE) --bench FILE [--repeat N] [--json]\n\n"
+               "       moe tokenize (--model DIR | --tokenizer FILE) --bench FILE [--repeat N] [--json]\n"
+               "       moe tokenize (--model DIR | --tokenizer FILE) --jsonl FILE [--no-special]\n\n"
                "Prints the token ids of TEXT (first line) and their pieces (second line, as JSON strings),\n"
                "as the tokenizer.json's encode gives them: with the special tokens its post-processor adds\n"
                "(BOS, EOS and the like) unless --no-special.\n\n"
@@ -28,11 +31,14 @@ void tokenize_usage(FILE *f)
                "  --no-special       add no special tokens\n"
                "  --bench FILE       time encoding FILE on one thread instead: MB/s with an empty piece cache\n"
                "                     (a freshly loaded tokenizer) and with a warm one, median of --repeat runs\n"
-               "  --repeat N         runs for --bench (default 5)\n");
+               "  --repeat N         runs for --bench (default 5)\n"
+               "  --jsonl FILE       each line of FILE a JSON string: prints a line {\"ids\": [...], \"text\": ...,\n"
+               "                     \"text_skip\": ...} for each, the ids and what decoding them gives with and\n"
+               "                     without special tokens ('-': standard input)\n");
 }
 
 typedef struct {
-    const char *model, *tokenizer, *text, *bench;
+    const char *model, *tokenizer, *text, *bench, *jsonl;
     int json, no_special, repeat;
 } opts;
 
@@ -46,6 +52,7 @@ static int parse(int argc, char **argv, opts *o)
                              : !strcmp(a, "--tokenizer") ? &o->tokenizer
                              : !strcmp(a, "--text")      ? &o->text
                              : !strcmp(a, "--bench")     ? &o->bench
+                             : !strcmp(a, "--jsonl")     ? &o->jsonl
                                                          : NULL;
         if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--no-special")) o->no_special = 1;
@@ -65,7 +72,9 @@ static int parse(int argc, char **argv, opts *o)
     }
     if (!o->model == !o->tokenizer)
         return fprintf(stderr, "moe %s: give one of --model DIR or --tokenizer FILE\n", CMD), 2;
-    if (!o->text == !o->bench) return fprintf(stderr, "moe %s: --text TEXT is required (or --bench FILE)\n", CMD), 2;
+    if (!!o->text + !!o->bench + !!o->jsonl != 1)
+        return fprintf(stderr, "moe %s: --text TEXT is required (or --bench FILE, or --jsonl FILE), one of them\n", CMD),
+               2;
     return 0;
 }
 
@@ -169,6 +178,64 @@ static int bench(const opts *o)
     return rc;
 }
 
+static json_object *decoded(const moe_tokenizer *t, const int32_t *ids, int n, int flags)
+{
+    char *text;
+    size_t len;
+    if (moe_tokenizer_decode(t, ids, n, flags, &text, &len) != MOE_OK) return NULL;
+    json_object *s = json_object_new_string_len(text, (int)len);
+    free(text);
+    return s;
+}
+
+/* One line of JSON out for each JSON string in: ids and decoded text. */
+static int jsonl(const opts *o)
+{
+    FILE *f = strcmp(o->jsonl, "-") ? fopen(o->jsonl, "rb") : stdin;
+    if (!f) return fprintf(stderr, "moe %s: cannot read '%s'\n", CMD, o->jsonl), 1;
+    moe_tokenizer *t = open_tokenizer(o);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    int rc = t ? 0 : 1;
+    for (long no = 1; !rc && (got = getline(&line, &cap, f)) > 0; no++) {
+        json_object *in = json_tokener_parse(line);
+        if (!in || !json_object_is_type(in, json_type_string)) {
+            fprintf(stderr, "moe %s: %s line %ld is not a JSON string\n", CMD, o->jsonl, no);
+            json_object_put(in);
+            rc = 1;
+            break;
+        }
+        int32_t *ids;
+        int n;
+        if (moe_tokenizer_encode(t, json_object_get_string(in), (size_t)json_object_get_string_len(in), !o->no_special,
+                                 &ids, &n) != MOE_OK) {
+            fprintf(stderr, "moe %s: %s line %ld: %s\n", CMD, o->jsonl, no, moe_last_error());
+            json_object_put(in);
+            rc = 1;
+            break;
+        }
+        json_object *out = json_object_new_object(), *jids = json_object_new_array_ext(n);
+        for (int i = 0; i < n; i++) json_object_array_add(jids, json_object_new_int(ids[i]));
+        json_object_object_add(out, "ids", jids);
+        json_object *text = decoded(t, ids, n, 0), *skip = decoded(t, ids, n, MOE_TOKENIZER_SKIP_SPECIAL);
+        if (!text || !skip) {
+            fprintf(stderr, "moe %s: %s line %ld: %s\n", CMD, o->jsonl, no, moe_last_error());
+            rc = 1;
+        }
+        json_object_object_add(out, "text", text);
+        json_object_object_add(out, "text_skip", skip);
+        if (!rc) printf("%s\n", json_text(out));
+        json_object_put(out);
+        json_object_put(in);
+        free(ids);
+    }
+    free(line);
+    if (f != stdin) fclose(f);
+    moe_tokenizer_free(t);
+    return rc;
+}
+
 int tokenize_main(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -179,6 +246,7 @@ int tokenize_main(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc) return rc;
     if (o.bench) return bench(&o);
+    if (o.jsonl) return jsonl(&o);
     moe_tokenizer *t = open_tokenizer(&o);
     if (!t) return 1;
     int32_t *ids;

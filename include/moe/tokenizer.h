@@ -1,6 +1,7 @@
 /* moe/tokenizer.h — text to token ids and back, read from a checkpoint's
- * Hugging Face `tokenizer.json` (byte-level BPE: GPT-2, GPT-NeoX / OLMoE,
- * OLMo-2 / cl100k, Llama-3 and the like).
+ * Hugging Face `tokenizer.json`: byte-level BPE (GPT-2, GPT-NeoX / OLMoE,
+ * OLMo-2 / cl100k, Llama-3, Qwen2 / Qwen3 and the like) and SentencePiece-
+ * style BPE with byte fallback (Llama-2, Mistral / Mixtral, Gemma).
  *
  *   moe_tokenizer_load(path)        a tokenizer.json file
  *   moe_tokenizer_load_dir(dir)     DIR/tokenizer.json of a checkpoint
@@ -10,12 +11,14 @@
  *
  * What is read: model BPE (vocab, merges as "a b" strings or ["a", "b"]
  * pairs, ignore_merges, byte_fallback, unk_token, fuse_unk); normalizers
- * NFC, NFD, NFKC, NFKD and Sequence; pre-tokenizers ByteLevel, Split (regex
- * or string, every behavior, invert), Digits and Sequence; added tokens
- * (special or not, normalized or not, lstrip, rstrip, single_word);
- * post-processors TemplateProcessing, ByteLevel, RobertaProcessing,
- * BertProcessing and Sequence; decoders ByteLevel, ByteFallback, Fuse and
- * Sequence (or none). Anything else is an MOE_ERR_UNSUPPORTED error that
+ * NFC, NFD, NFKC, NFKD, Prepend, Replace and Sequence; pre-tokenizers
+ * ByteLevel, Split (regex or string, every behavior, invert), Digits,
+ * Metaspace (prepend_scheme always / first / never or the older
+ * add_prefix_space, split) and Sequence (or none: the whole text one
+ * piece); added tokens (special or not, normalized or not, lstrip, rstrip,
+ * single_word); post-processors TemplateProcessing, ByteLevel,
+ * RobertaProcessing, BertProcessing and Sequence; decoders ByteLevel,
+ * ByteFallback, Fuse, Replace, Strip, Metaspace and Sequence (or none). Anything else is an MOE_ERR_UNSUPPORTED error that
  * names the component by its "type" in the file. `truncation` and `padding`
  * are ignored: the engine decides how many tokens fit.
  *
@@ -76,8 +79,11 @@ moe_status moe_tokenizer_decode(const moe_tokenizer *t, const int32_t *ids, int 
  * of puts and the final flush equals moe_tokenizer_decode of the same ids
  * (with ByteFallback decoders, except where a run of byte tokens is not
  * valid UTF-8: the stream replaces each invalid part, the reference every
- * byte of the run). The returned text is valid until the next call on the
- * stream and is NUL-terminated. */
+ * byte of the run; and a decoder Replace whose pattern spans several
+ * characters, placed after Fuse, misses matches across tokens). Decoders
+ * that strip trailing characters (Strip with a stop) hold them back until
+ * what follows shows whether they end the text. The returned text is valid
+ * until the next call on the stream and is NUL-terminated. */
 typedef struct moe_tokenizer_stream moe_tokenizer_stream;
 
 moe_status moe_tokenizer_stream_create(const moe_tokenizer *t, int flags, moe_tokenizer_stream **out);
@@ -90,9 +96,10 @@ void moe_tokenizer_stream_free(moe_tokenizer_stream *s);
 /* One more than the largest id (model vocabulary and added tokens). */
 int moe_tokenizer_vocab_size(const moe_tokenizer *t);
 
-/* The token's string as the file writes it ("Ġhello", "<|endoftext|>"),
- * NUL-terminated, its length in *len if len is not NULL; NULL for an id that
- * names no token. */
+/* The token's string as the file writes it ("Ġhello", "<|endoftext|>",
+ * "▁hello"; an added token marked normalized: its normalized form, as the
+ * reference's id_to_token gives it), NUL-terminated, its length in *len if
+ * len is not NULL; NULL for an id that names no token. */
 const char *moe_tokenizer_piece(const moe_tokenizer *t, int32_t id, size_t *len);
 
 /* The id of a token string (added tokens first, then the model's

@@ -10,7 +10,17 @@
  *      candidate merges, stale entries skipped when popped).
  *
  * Pieces of up to 256 bytes are cached (piece → ids); the cache is cleared
- * when full. English text mostly hits it. */
+ * when full. English text mostly hits it.
+ *
+ * SentencePiece-style files have no pre-tokenizer (or Metaspace without
+ * split): a whole prompt is one piece, and step 3 is then O(n log n) in its
+ * length with a heap far larger than the cache. But where no vocabulary
+ * token holds "▁" right after another character (Llama-2, Mistral, Gemma:
+ * words begin with "▁", runs of "▁" are tokens of their own), no merge can
+ * ever join across a "▁" that follows something other than "▁": cutting the
+ * piece there changes nothing, and each word is merged (and cached) alone.
+ * t->cut_words says the vocabulary allows it (load.c); ignore_merges does
+ * not, since it looks the whole piece up. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -218,9 +228,8 @@ static int merge_all(moe_tokenizer *t, size_t ns)
     return 0;
 }
 
-moe_status moe_tok_bpe(moe_tokenizer *t, const char *s, size_t n, moe_tok_ids *out)
+static moe_status bpe_word(moe_tokenizer *t, const char *s, size_t n, moe_tok_ids *out)
 {
-    if (!n) return MOE_OK;
     if (t->ignore_merges) {
         int32_t id = moe_tok_strmap_get(&t->vocab, s, n);
         if (id >= 0) return moe_tok_ids_push(out, id) ? moe_error_set(MOE_ERR_NOMEM, "out of memory") : MOE_OK;
@@ -246,4 +255,34 @@ moe_status moe_tok_bpe(moe_tokenizer *t, const char *s, size_t n, moe_tok_ids *o
             return moe_error_set(MOE_ERR_NOMEM, "%s: out of memory while encoding", t->origin);
     if (cacheable) cache_put(&t->cache, h, s, n, out->v + start, out->n - start);
     return MOE_OK;
+}
+
+static const char META[3] = { (char)0xE2, (char)0x96, (char)0x81 };   /* U+2581 "▁" */
+
+int moe_tok_word_cut_safe(const char *token, size_t n)
+{
+    for (const char *p = token + 1, *end = token + n; p + 3 <= end; p++) {
+        p = memmem(p, (size_t)(end - p), META, 3);
+        if (!p) break;
+        if (p - token < 3 || memcmp(p - 3, META, 3) != 0) return 0;
+    }
+    return 1;
+}
+
+moe_status moe_tok_bpe(moe_tokenizer *t, const char *s, size_t n, moe_tok_ids *out)
+{
+    if (!n) return MOE_OK;
+    if (!t->cut_words || t->ignore_merges) return bpe_word(t, s, n, out);
+    size_t from = 0;
+    for (const char *p = s + 1, *end = s + n; p + 3 <= end; p++) {
+        p = memmem(p, (size_t)(end - p), META, 3);
+        if (!p) break;
+        size_t at = (size_t)(p - s);
+        if (at >= 3 && !memcmp(p - 3, META, 3)) continue;   /* a run of "▁" stays together */
+        moe_status st = bpe_word(t, s + from, at - from, out);
+        if (st) return st;
+        from = at;
+        p += 2;
+    }
+    return bpe_word(t, s + from, n - from, out);
 }

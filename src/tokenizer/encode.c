@@ -13,8 +13,8 @@
 #include "core/error.h"
 #include "tokenizer/tokenizer_internal.h"
 
-/* One stretch of text between raw added tokens. */
-static moe_status encode_stretch(moe_tokenizer *t, const char *s, size_t n, moe_tok_ids *out)
+/* One stretch of text between raw added tokens; at_start: it begins where the text begins. */
+static moe_status encode_stretch(moe_tokenizer *t, const char *s, size_t n, int at_start, moe_tok_ids *out)
 {
     const char *text = s;
     size_t len = n;
@@ -32,7 +32,7 @@ static moe_status encode_stretch(moe_tokenizer *t, const char *s, size_t n, moe_
             continue;
         }
         moe_tok_pieces *pieces;
-        if ((st = moe_tok_pretokenize(t, text + g->off, g->len, &pieces))) return st;
+        if ((st = moe_tok_pretokenize(t, text + g->off, g->len, at_start && g->off == 0, &pieces))) return st;
         for (size_t i = 0; i < pieces->n; i++)
             if ((st = moe_tok_bpe(t, pieces->text.p + pieces->span[i].off, pieces->span[i].len, out))) return st;
     }
@@ -59,7 +59,7 @@ moe_status moe_tokenizer_encode(moe_tokenizer *t, const char *text, size_t len, 
     for (size_t k = 0; k < t->raw_segs.n && !st; k++) {
         const moe_tok_seg *g = &t->raw_segs.v[k];
         if (g->id >= 0) st = moe_tok_ids_push(&out, g->id) ? MOE_ERR_NOMEM : MOE_OK;
-        else st = encode_stretch(t, text + g->off, g->len, &out);
+        else st = encode_stretch(t, text + g->off, g->len, g->off == 0, &out);
     }
     if (!st && add_special && moe_tok_ids_append(&out, t->suffix, (size_t)t->n_suffix)) st = MOE_ERR_NOMEM;
     if (!st && out.n > INT32_MAX) st = moe_error_set(MOE_ERR_RANGE, "tokenizer encode: more than 2^31 tokens");

@@ -16,17 +16,17 @@
 
 /* ---- field access ---- */
 
-static json_object *get(json_object *o, const char *key)
+json_object *moe_tok_json_get(json_object *o, const char *key)
 {
     json_object *v = NULL;
     if (!o || !json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v)) return NULL;
     return json_object_is_type(v, json_type_null) ? NULL : v;
 }
 
-static moe_status get_bool(const moe_tokenizer *t, json_object *o, const char *where, const char *key, int def,
-                           int *out)
+moe_status moe_tok_json_bool(const moe_tokenizer *t, json_object *o, const char *where, const char *key, int def,
+                             int *out)
 {
-    json_object *v = get(o, key);
+    json_object *v = moe_tok_json_get(o, key);
     if (!v) {
         *out = def;
         return MOE_OK;
@@ -34,6 +34,20 @@ static moe_status get_bool(const moe_tokenizer *t, json_object *o, const char *w
     if (!json_object_is_type(v, json_type_boolean))
         return moe_error_set(MOE_ERR_FORMAT, "%s: %s field '%s' must be true or false", t->origin, where, key);
     *out = json_object_get_boolean(v);
+    return MOE_OK;
+}
+
+moe_status moe_tok_json_char(const moe_tokenizer *t, json_object *o, const char *where, const char *key, uint32_t *cp)
+{
+    json_object *v = moe_tok_json_get(o, key);
+    size_t len = 0;
+    const unsigned char *s = v && json_object_is_type(v, json_type_string)
+                                 ? (const unsigned char *)json_object_get_string(v)
+                                 : NULL;
+    size_t n = s ? (size_t)json_object_get_string_len(v) : 0;
+    if (!n || moe_utf8_next(s, n, cp, &len) != MOE_UTF8_OK || len != n)
+        return moe_error_set(MOE_ERR_FORMAT, "%s: %s field '%s' is not a string of one character", t->origin, where,
+                             key);
     return MOE_OK;
 }
 
@@ -48,10 +62,9 @@ static moe_status get_id(const moe_tokenizer *t, json_object *v, const char *wha
     return MOE_OK;
 }
 
-/* The "type" of a component; "" when absent. */
-static const char *type_of(json_object *o)
+const char *moe_tok_json_type(json_object *o)
 {
-    json_object *v = get(o, "type");
+    json_object *v = moe_tok_json_get(o, "type");
     return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
 }
 
@@ -135,28 +148,30 @@ static moe_status read_model(moe_tokenizer *t, json_object *model)
 {
     if (!model || !json_object_is_type(model, json_type_object))
         return moe_error_set(MOE_ERR_FORMAT, "%s: no \"model\" object", t->origin);
-    const char *type = type_of(model);
+    const char *type = moe_tok_json_type(model);
     if (*type && strcmp(type, "BPE") != 0)
         return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: model type '%s' is not supported (moe reads BPE)", t->origin,
                              type);
     moe_status st;
-    if ((st = read_vocab(t, get(model, "vocab"))) || (st = read_merges(t, get(model, "merges")))) return st;
-    json_object *v = get(model, "dropout");
+    if ((st = read_vocab(t, moe_tok_json_get(model, "vocab"))) ||
+        (st = read_merges(t, moe_tok_json_get(model, "merges"))))
+        return st;
+    json_object *v = moe_tok_json_get(model, "dropout");
     if (v && json_object_get_double(v) > 0)
         return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: model BPE dropout %g is not supported (only null or 0)",
                              t->origin, json_object_get_double(v));
     static const char *const affixes[] = { "continuing_subword_prefix", "end_of_word_suffix" };
     for (int i = 0; i < 2; i++) {
-        v = get(model, affixes[i]);
+        v = moe_tok_json_get(model, affixes[i]);
         if (v && (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > 0))
             return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: model BPE %s is not supported", t->origin, affixes[i]);
     }
-    if ((st = get_bool(t, model, "model", "fuse_unk", 0, &t->fuse_unk)) ||
-        (st = get_bool(t, model, "model", "byte_fallback", 0, &t->byte_fallback)) ||
-        (st = get_bool(t, model, "model", "ignore_merges", 0, &t->ignore_merges)))
+    if ((st = moe_tok_json_bool(t, model, "model", "fuse_unk", 0, &t->fuse_unk)) ||
+        (st = moe_tok_json_bool(t, model, "model", "byte_fallback", 0, &t->byte_fallback)) ||
+        (st = moe_tok_json_bool(t, model, "model", "ignore_merges", 0, &t->ignore_merges)))
         return st;
     t->unk_id = -1;
-    if ((v = get(model, "unk_token"))) {
+    if ((v = moe_tok_json_get(model, "unk_token"))) {
         if (!json_object_is_type(v, json_type_string))
             return moe_error_set(MOE_ERR_FORMAT, "%s: model field 'unk_token' is not a string", t->origin);
         t->unk_id = moe_tok_strmap_get(&t->vocab, json_object_get_string(v), (size_t)json_object_get_string_len(v));
@@ -178,11 +193,11 @@ static moe_status read_added(moe_tokenizer *t, json_object *list)
     t->added = calloc(n ? n : 1, sizeof *t->added);
     if (!t->added || moe_tok_strmap_init(&t->added_ids, n)) return NOMEM(t);
     for (size_t i = 0; i < n; i++) {
-        json_object *o = json_object_array_get_idx(list, i), *c = get(o, "content");
+        json_object *o = json_object_array_get_idx(list, i), *c = moe_tok_json_get(o, "content");
         moe_tok_added *a = &t->added[t->n_added];
         char what[64];
         snprintf(what, sizeof what, "added_tokens[%zu].id", i);
-        moe_status st = get_id(t, get(o, "id"), what, &a->id);
+        moe_status st = get_id(t, moe_tok_json_get(o, "id"), what, &a->id);
         if (st) return st;
         if (!c || !json_object_is_type(c, json_type_string))
             return moe_error_set(MOE_ERR_FORMAT, "%s: added_tokens[%zu] has no string 'content'", t->origin, i);
@@ -193,10 +208,11 @@ static moe_status read_added(moe_tokenizer *t, json_object *list)
         t->n_added++;
         int special, normalized, lstrip, rstrip, single_word;
         snprintf(what, sizeof what, "added_tokens[%zu]", i);
-        if ((st = get_bool(t, o, what, "special", 0, &special)) ||
-            (st = get_bool(t, o, what, "normalized", !special, &normalized)) ||
-            (st = get_bool(t, o, what, "lstrip", 0, &lstrip)) || (st = get_bool(t, o, what, "rstrip", 0, &rstrip)) ||
-            (st = get_bool(t, o, what, "single_word", 0, &single_word)))
+        if ((st = moe_tok_json_bool(t, o, what, "special", 0, &special)) ||
+            (st = moe_tok_json_bool(t, o, what, "normalized", !special, &normalized)) ||
+            (st = moe_tok_json_bool(t, o, what, "lstrip", 0, &lstrip)) ||
+            (st = moe_tok_json_bool(t, o, what, "rstrip", 0, &rstrip)) ||
+            (st = moe_tok_json_bool(t, o, what, "single_word", 0, &single_word)))
             return st;
         a->special = special, a->normalized = normalized, a->lstrip = lstrip, a->rstrip = rstrip;
         a->single_word = single_word;
@@ -213,7 +229,8 @@ static moe_status build_pieces(moe_tokenizer *t)
     t->piece_off = malloc((n ? n : 1) * sizeof *t->piece_off);
     t->piece_len = calloc(n ? n : 1, sizeof *t->piece_len);
     t->special = calloc(n ? n : 1, 1);
-    if (!t->piece_off || !t->piece_len || !t->special) return NOMEM(t);
+    t->skip = calloc(n ? n : 1, 1);
+    if (!t->piece_off || !t->piece_len || !t->special || !t->skip) return NOMEM(t);
     memset(t->piece_off, 0xFF, n * sizeof *t->piece_off);
     const moe_tok_strmap *v = &t->vocab;
     for (uint32_t e = 0; e < v->n; e++) {
@@ -237,51 +254,12 @@ static moe_status build_pieces(moe_tokenizer *t)
     return MOE_OK;
 }
 
-/* ---- normalizer ---- */
-
-static moe_status add_norm(moe_tokenizer *t, json_object *o, int depth)
-{
-    const char *type = type_of(o);
-    static const struct { const char *name; moe_tok_norm form; } forms[] = {
-        { "NFC", MOE_NORM_NFC }, { "NFD", MOE_NORM_NFD }, { "NFKC", MOE_NORM_NFKC }, { "NFKD", MOE_NORM_NFKD },
-    };
-    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++)
-        if (!strcmp(type, forms[i].name)) {
-            moe_tok_norm *g = realloc(t->norm, (size_t)(t->n_norm + 1) * sizeof *g);
-            if (!g) return NOMEM(t);
-            t->norm = g;
-            t->norm[t->n_norm++] = forms[i].form;
-            return MOE_OK;
-        }
-    if (!strcmp(type, "Sequence") && depth < 8) {
-        json_object *list = get(o, "normalizers");
-        if (!list || !json_object_is_type(list, json_type_array))
-            return moe_error_set(MOE_ERR_FORMAT, "%s: normalizer Sequence has no 'normalizers' list", t->origin);
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
-            moe_status st = add_norm(t, json_object_array_get_idx(list, i), depth + 1);
-            if (st) return st;
-        }
-        return MOE_OK;
-    }
-    return moe_error_set(MOE_ERR_UNSUPPORTED,
-                         "%s: normalizer '%s' is not supported (moe reads NFC, NFD, NFKC, NFKD, Sequence)", t->origin,
-                         *type ? type : "(no type)");
-}
-
 /* ---- pre-tokenizer ---- */
 
 /* GPT-2's pattern, which the ByteLevel pre-tokenizer uses when use_regex is on. */
 static const char GPT2_PATTERN[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static moe_tok_pre *new_pre(moe_tokenizer *t)
-{
-    moe_tok_pre *g = realloc(t->pre, (size_t)(t->n_pre + 1) * sizeof *g);
-    if (!g) return NULL;
-    t->pre = g;
-    moe_tok_pre *p = &t->pre[t->n_pre++];
-    memset(p, 0, sizeof *p);
-    return p;
-}
+static moe_tok_pre *new_pre(moe_tokenizer *t) { return moe_tok_push((void **)&t->pre, &t->n_pre, sizeof *t->pre); }
 
 static moe_status add_split(moe_tokenizer *t, json_object *o)
 {
@@ -292,10 +270,10 @@ static moe_status add_split(moe_tokenizer *t, json_object *o)
         { "MergedWithNext", MOE_SPLIT_MERGED_WITH_NEXT },
         { "Contiguous", MOE_SPLIT_CONTIGUOUS },
     };
-    json_object *pat = get(o, "pattern"), *b = get(o, "behavior"), *s;
+    json_object *pat = moe_tok_json_get(o, "pattern"), *b = moe_tok_json_get(o, "behavior"), *s;
     int literal;
-    if ((s = get(pat, "Regex")) && json_object_is_type(s, json_type_string)) literal = 0;
-    else if ((s = get(pat, "String")) && json_object_is_type(s, json_type_string)) literal = 1;
+    if ((s = moe_tok_json_get(pat, "Regex")) && json_object_is_type(s, json_type_string)) literal = 0;
+    else if ((s = moe_tok_json_get(pat, "String")) && json_object_is_type(s, json_type_string)) literal = 1;
     else
         return moe_error_set(MOE_ERR_FORMAT, "%s: pre_tokenizer Split has no pattern {\"Regex\": ...} or {\"String\": ...}",
                              t->origin);
@@ -308,7 +286,7 @@ static moe_status add_split(moe_tokenizer *t, json_object *o)
         return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: pre_tokenizer Split behavior '%s' is not supported", t->origin,
                              json_object_get_string(b));
     int invert;
-    moe_status st = get_bool(t, o, "pre_tokenizer Split", "invert", 0, &invert);
+    moe_status st = moe_tok_json_bool(t, o, "pre_tokenizer Split", "invert", 0, &invert);
     if (st) return st;
     moe_tok_pre *p = new_pre(t);
     if (!p) return NOMEM(t);
@@ -322,12 +300,12 @@ static moe_status add_split(moe_tokenizer *t, json_object *o)
 
 static moe_status add_pre(moe_tokenizer *t, json_object *o, int depth)
 {
-    const char *type = type_of(o);
+    const char *type = moe_tok_json_type(o);
     moe_status st;
     if (!strcmp(type, "ByteLevel")) {
         int prefix, use_regex;
-        if ((st = get_bool(t, o, "pre_tokenizer ByteLevel", "add_prefix_space", 1, &prefix)) ||
-            (st = get_bool(t, o, "pre_tokenizer ByteLevel", "use_regex", 1, &use_regex)))
+        if ((st = moe_tok_json_bool(t, o, "pre_tokenizer ByteLevel", "add_prefix_space", 1, &prefix)) ||
+            (st = moe_tok_json_bool(t, o, "pre_tokenizer ByteLevel", "use_regex", 1, &use_regex)))
             return st;
         moe_tok_pre *p = new_pre(t);
         if (!p) return NOMEM(t);
@@ -341,9 +319,13 @@ static moe_status add_pre(moe_tokenizer *t, json_object *o, int depth)
         return MOE_OK;
     }
     if (!strcmp(type, "Split")) return add_split(t, o);
+    if (!strcmp(type, "Metaspace")) {
+        moe_tok_pre *p = new_pre(t);
+        return p ? moe_tok_read_metaspace(t, o, p) : NOMEM(t);
+    }
     if (!strcmp(type, "Digits")) {
         int individual;
-        if ((st = get_bool(t, o, "pre_tokenizer Digits", "individual_digits", 0, &individual))) return st;
+        if ((st = moe_tok_json_bool(t, o, "pre_tokenizer Digits", "individual_digits", 0, &individual))) return st;
         moe_tok_pre *p = new_pre(t);
         if (!p) return NOMEM(t);
         p->kind = MOE_PRE_DIGITS;
@@ -351,7 +333,7 @@ static moe_status add_pre(moe_tokenizer *t, json_object *o, int depth)
         return MOE_OK;
     }
     if (!strcmp(type, "Sequence") && depth < 8) {
-        json_object *list = get(o, "pretokenizers");
+        json_object *list = moe_tok_json_get(o, "pretokenizers");
         if (!list || !json_object_is_type(list, json_type_array))
             return moe_error_set(MOE_ERR_FORMAT, "%s: pre_tokenizer Sequence has no 'pretokenizers' list", t->origin);
         for (size_t i = 0; i < json_object_array_length(list); i++)
@@ -359,7 +341,8 @@ static moe_status add_pre(moe_tokenizer *t, json_object *o, int depth)
         return MOE_OK;
     }
     return moe_error_set(MOE_ERR_UNSUPPORTED,
-                         "%s: pre_tokenizer '%s' is not supported (moe reads ByteLevel, Split, Digits, Sequence)",
+                         "%s: pre_tokenizer '%s' is not supported (moe reads ByteLevel, Split, Digits, Metaspace, "
+                         "Sequence)",
                          t->origin, *type ? type : "(no type)");
 }
 
@@ -380,23 +363,23 @@ static moe_status special_pair(moe_tokenizer *t, json_object *pair, const char *
 
 static moe_status template_single(moe_tokenizer *t, json_object *o, affixes *a)
 {
-    json_object *single = get(o, "single"), *specials = get(o, "special_tokens");
+    json_object *single = moe_tok_json_get(o, "single"), *specials = moe_tok_json_get(o, "special_tokens");
     if (!single || !json_object_is_type(single, json_type_array))
         return moe_error_set(MOE_ERR_FORMAT, "%s: TemplateProcessing has no 'single' list", t->origin);
     int seen_sequence = 0;
     for (size_t i = 0; i < json_object_array_length(single); i++) {
-        json_object *item = json_object_array_get_idx(single, i), *sp = get(item, "SpecialToken");
-        if (get(item, "Sequence")) {
+        json_object *item = json_object_array_get_idx(single, i), *sp = moe_tok_json_get(item, "SpecialToken");
+        if (moe_tok_json_get(item, "Sequence")) {
             if (seen_sequence++)
                 return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: TemplateProcessing 'single' holds two sequences",
                                      t->origin);
             continue;
         }
-        json_object *name = get(sp, "id");
+        json_object *name = moe_tok_json_get(sp, "id");
         if (!name || !json_object_is_type(name, json_type_string))
             return moe_error_set(MOE_ERR_FORMAT, "%s: TemplateProcessing single[%zu] is neither a Sequence nor a SpecialToken",
                                  t->origin, i);
-        json_object *ids = get(get(specials, json_object_get_string(name)), "ids");
+        json_object *ids = moe_tok_json_get(moe_tok_json_get(specials, json_object_get_string(name)), "ids");
         if (!ids || !json_object_is_type(ids, json_type_array))
             return moe_error_set(MOE_ERR_FORMAT, "%s: TemplateProcessing special token '%s' has no 'ids' in 'special_tokens'",
                                  t->origin, json_object_get_string(name));
@@ -416,11 +399,11 @@ static moe_status template_single(moe_tokenizer *t, json_object *o, affixes *a)
  * goes before a's, its suffix after a's. */
 static moe_status add_post(moe_tokenizer *t, json_object *o, affixes *a, int depth)
 {
-    const char *type = type_of(o);
+    const char *type = moe_tok_json_type(o);
     moe_status st = MOE_OK;
     if (!strcmp(type, "ByteLevel")) return MOE_OK;   /* offsets only */
     if (!strcmp(type, "Sequence") && depth < 8) {
-        json_object *list = get(o, "processors");
+        json_object *list = moe_tok_json_get(o, "processors");
         if (!list || !json_object_is_type(list, json_type_array))
             return moe_error_set(MOE_ERR_FORMAT, "%s: post_processor Sequence has no 'processors' list", t->origin);
         for (size_t i = 0; i < json_object_array_length(list) && !st; i++)
@@ -431,7 +414,8 @@ static moe_status add_post(moe_tokenizer *t, json_object *o, affixes *a, int dep
     if (!strcmp(type, "TemplateProcessing")) st = template_single(t, o, &own);
     else if (!strcmp(type, "RobertaProcessing") || !strcmp(type, "BertProcessing")) {
         int32_t cls, sep;
-        if (!(st = special_pair(t, get(o, "cls"), "cls", &cls)) && !(st = special_pair(t, get(o, "sep"), "sep", &sep)) &&
+        if (!(st = special_pair(t, moe_tok_json_get(o, "cls"), "cls", &cls)) &&
+            !(st = special_pair(t, moe_tok_json_get(o, "sep"), "sep", &sep)) &&
             (moe_tok_ids_push(&own.prefix, cls) || moe_tok_ids_push(&own.suffix, sep)))
             st = NOMEM(t);
     } else
@@ -456,45 +440,6 @@ static moe_status add_post(moe_tokenizer *t, json_object *o, affixes *a, int dep
     return st;
 }
 
-/* ---- decoder ---- */
-
-static moe_status add_decoder(moe_tokenizer *t, json_object *o, int *has, int depth)
-{
-    const char *type = type_of(o);
-    enum { BL = 1, BF = 2, FUSE = 4 };
-    if (!strcmp(type, "ByteLevel")) *has |= BL;
-    else if (!strcmp(type, "ByteFallback")) *has |= BF;
-    else if (!strcmp(type, "Fuse")) *has |= FUSE;
-    else if (!strcmp(type, "Sequence") && depth < 8) {
-        json_object *list = get(o, "decoders");
-        if (!list || !json_object_is_type(list, json_type_array))
-            return moe_error_set(MOE_ERR_FORMAT, "%s: decoder Sequence has no 'decoders' list", t->origin);
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
-            moe_status st = add_decoder(t, json_object_array_get_idx(list, i), has, depth + 1);
-            if (st) return st;
-        }
-    } else
-        return moe_error_set(MOE_ERR_UNSUPPORTED,
-                             "%s: decoder '%s' is not supported (moe reads ByteLevel, ByteFallback, Fuse, Sequence)",
-                             t->origin, *type ? type : "(no type)");
-    if ((*has & BL) && (*has & BF))
-        return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: decoder ByteLevel together with ByteFallback is not supported",
-                             t->origin);
-    return MOE_OK;
-}
-
-static moe_status read_decoder(moe_tokenizer *t, json_object *o)
-{
-    if (!o) {
-        t->dec_mode = MOE_DEC_NONE;
-        return MOE_OK;
-    }
-    int has = 0;
-    moe_status st = add_decoder(t, o, &has, 0);
-    t->dec_mode = (has & 1) ? MOE_DEC_BYTELEVEL : (has & 2) ? MOE_DEC_BYTEFALLBACK : MOE_DEC_CONCAT;
-    return st;
-}
-
 /* ---- the whole file ---- */
 
 void moe_tok_bytelevel_init(moe_tokenizer *t)
@@ -515,6 +460,10 @@ void moe_tok_bytelevel_init(moe_tokenizer *t)
 
 static moe_status finish(moe_tokenizer *t)
 {
+    /* "▁" must be a token itself, so that what a merge across a cut makes holds "x▁" (bpe.c) */
+    t->cut_words = moe_tok_strmap_get(&t->vocab, "\xE2\x96\x81", 3) >= 0;
+    for (uint32_t e = 0; e < t->vocab.n && t->cut_words; e++)
+        t->cut_words = moe_tok_word_cut_safe(t->vocab.keys.p + t->vocab.key_off[e], t->vocab.key_len[e]);
     for (uint32_t cp = 0; cp < 0x800; cp++) {
         char buf[4];
         size_t n = moe_utf8_put(cp, buf);
@@ -540,6 +489,19 @@ static moe_status finish(moe_tokenizer *t)
             a->match_len = a->len;
         }
         if (!a->match) return NOMEM(t);
+        if (a->normalized && t->n_norm) {   /* the reference decodes it in its normalized form */
+            t->piece_off[a->id] = (uint32_t)t->pieces.n;
+            t->piece_len[a->id] = (uint32_t)a->match_len;
+            if (moe_tok_buf_append(&t->pieces, a->match, a->match_len + 1)) return NOMEM(t);
+        }
+    }
+    if (t->pieces.n > UINT32_MAX) return moe_error_set(MOE_ERR_FORMAT, "%s: vocabulary too large", t->origin);
+    /* Decoding with skip_special_tokens, the reference leaves out a token
+     * whose string is the content of a special token. */
+    for (int id = 0; id < t->n_ids; id++) {
+        if (t->piece_off[id] == UINT32_MAX) continue;
+        int32_t other = moe_tok_strmap_get(&t->added_ids, t->pieces.p + t->piece_off[id], t->piece_len[id]);
+        t->skip[id] = other >= 0 && t->special[other];
     }
     moe_status st;
     if ((st = moe_tok_added_set_build(t, &t->raw_set, 0)) || (st = moe_tok_added_set_build(t, &t->norm_set, 1)))
@@ -557,20 +519,21 @@ static moe_status parse_root(moe_tokenizer *t, json_object *root)
     if (!json_object_is_type(root, json_type_object))
         return moe_error_set(MOE_ERR_FORMAT, "%s: the top level is not a JSON object", t->origin);
     moe_status st;
-    if ((st = read_model(t, get(root, "model"))) || (st = read_added(t, get(root, "added_tokens"))) ||
+    if ((st = read_model(t, moe_tok_json_get(root, "model"))) ||
+        (st = read_added(t, moe_tok_json_get(root, "added_tokens"))) ||
         (st = build_pieces(t)))
         return st;
     json_object *o;
-    if ((o = get(root, "normalizer")) && (st = add_norm(t, o, 0))) return st;
-    if ((o = get(root, "pre_tokenizer")) && (st = add_pre(t, o, 0))) return st;
-    if ((o = get(root, "post_processor"))) {
+    if ((o = moe_tok_json_get(root, "normalizer")) && (st = moe_tok_read_normalizer(t, o))) return st;
+    if ((o = moe_tok_json_get(root, "pre_tokenizer")) && (st = add_pre(t, o, 0))) return st;
+    if ((o = moe_tok_json_get(root, "post_processor"))) {
         affixes a = { { 0 }, { 0 } };
         st = add_post(t, o, &a, 0);
         t->prefix = a.prefix.v, t->n_prefix = (int)a.prefix.n;
         t->suffix = a.suffix.v, t->n_suffix = (int)a.suffix.n;
         if (st) return st;
     }
-    if ((st = read_decoder(t, get(root, "decoder")))) return st;
+    if ((st = moe_tok_read_decoder(t, moe_tok_json_get(root, "decoder")))) return st;
     for (int i = 0; i < t->n_prefix + t->n_suffix; i++) {
         int32_t id = i < t->n_prefix ? t->prefix[i] : t->suffix[i - t->n_prefix];
         if (id >= t->n_ids || t->piece_off[id] == UINT32_MAX)
@@ -667,6 +630,7 @@ void moe_tokenizer_free(moe_tokenizer *t)
     free(t->piece_len);
     moe_tok_buf_free(&t->pieces);
     free(t->special);
+    free(t->skip);
     moe_tok_strmap_free(&t->vocab);
     moe_tok_mergemap_free(&t->merges);
     for (int i = 0; i < t->n_added; i++) {
@@ -677,7 +641,8 @@ void moe_tokenizer_free(moe_tokenizer *t)
     moe_tok_strmap_free(&t->added_ids);
     free(t->raw_set.order);
     free(t->norm_set.order);
-    free(t->norm);
+    moe_tok_norm_free(t);
+    moe_tok_dec_free(t);
     for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);
     free(t->pre);
     free(t->prefix);

@@ -1,7 +1,8 @@
 /* tokenizer/pretokenize.c — cutting normalized text into pieces before BPE:
  * Split (a regex or a string, with the reference's five behaviors and
  * invert), Digits, and ByteLevel (optional prefix space, GPT-2's regex, then
- * every byte written as a character of the byte-level alphabet).
+ * every byte written as a character of the byte-level alphabet); Metaspace
+ * is in metaspace.c.
  *
  * Patterns are written for Oniguruma, the engine the reference uses; PCRE2
  * runs them (UTF, Unicode properties, JIT). Both take \s as Unicode
@@ -79,7 +80,7 @@ static void pieces_clear(moe_tok_pieces *p)
     p->n = 0;
 }
 
-static int pieces_add(moe_tok_pieces *p, size_t off, size_t len)
+static int pieces_add(moe_tok_pieces *p, size_t off, size_t len, int at_start)
 {
     if (p->n == p->cap) {
         size_t cap = p->cap ? 2 * p->cap : 64;
@@ -90,16 +91,16 @@ static int pieces_add(moe_tok_pieces *p, size_t off, size_t len)
     }
     p->span[p->n].off = off;
     p->span[p->n].len = len;
+    p->span[p->n].at_start = at_start;
     p->n++;
     return 0;
 }
 
-/* Appends s[0..n) as one piece (nothing when empty). */
-static int pieces_push(moe_tok_pieces *p, const char *s, size_t n)
+int moe_tok_pieces_push(moe_tok_pieces *p, const char *s, size_t n, int at_start)
 {
     if (!n) return 0;
     size_t off = p->text.n;
-    return moe_tok_buf_append(&p->text, s, n) || pieces_add(p, off, n) ? -1 : 0;
+    return moe_tok_buf_append(&p->text, s, n) || pieces_add(p, off, n, at_start) ? -1 : 0;
 }
 
 static int part_add(moe_tokenizer *t, size_t *np, size_t a, size_t b, int match)
@@ -125,32 +126,43 @@ static size_t char_len(const char *s, size_t n)
     return l < n ? l : n;
 }
 
+int moe_tok_regex_find(const pcre2_code *re, int jit, pcre2_match_data *md, pcre2_match_context *mctx,
+                       const char *s, size_t n, size_t *from, size_t *last_end, size_t *ms, size_t *me)
+{
+    while (*from <= n) {
+        int rc = jit ? pcre2_jit_match(re, (PCRE2_SPTR)s, n, *from, PCRE2_NO_UTF_CHECK, md, mctx)
+                     : pcre2_match(re, (PCRE2_SPTR)s, n, *from, PCRE2_NO_UTF_CHECK, md, mctx);
+        if (rc == PCRE2_ERROR_NOMATCH) return 0;
+        if (rc < 0) return rc;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        *ms = ov[0], *me = ov[1];
+        if (*ms == *me && *last_end == *me) {   /* empty, right after the last match */
+            *from += *from < n ? char_len(s + *from, n - *from) : 1;
+            continue;
+        }
+        *from = *last_end = *me;
+        return 1;
+    }
+    return 0;
+}
+
 /* The matches of re in s[0..n) and the stretches between them, in order. */
 static moe_status regex_parts(moe_tokenizer *t, const moe_tok_pre *step, const char *s, size_t n, size_t *np)
 {
     *np = 0;
     if (!n) return part_add(t, np, 0, 0, 0) ? MOE_ERR_NOMEM : MOE_OK;
-    size_t from = 0, prev = 0, last_match_end = (size_t)-1;
-    while (from <= n) {
-        int rc = step->jit ? pcre2_jit_match(step->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, t->md, t->mctx)
-                           : pcre2_match(step->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, t->md, t->mctx);
-        if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc < 0) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(rc, msg, sizeof msg);
-            return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: pre_tokenizer pattern failed on the text: %s", t->origin,
-                                 (const char *)msg);
-        }
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->md);
-        size_t ms = ov[0], me = ov[1];
-        if (ms == me && last_match_end == me) {   /* empty, right after the last match */
-            from += from < n ? char_len(s + from, n - from) : 1;
-            continue;
-        }
-        from = last_match_end = me;
+    size_t from = 0, prev = 0, last_end = SIZE_MAX, ms, me;
+    int rc;
+    while ((rc = moe_tok_regex_find(step->re, step->jit, t->md, t->mctx, s, n, &from, &last_end, &ms, &me)) == 1) {
         if (prev != ms && part_add(t, np, prev, ms, 0)) return MOE_ERR_NOMEM;
         if (part_add(t, np, ms, me, 1)) return MOE_ERR_NOMEM;
         prev = me;
+    }
+    if (rc < 0) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(rc, msg, sizeof msg);
+        return moe_error_set(MOE_ERR_UNSUPPORTED, "%s: pre_tokenizer pattern failed on the text: %s", t->origin,
+                             (const char *)msg);
     }
     if (prev != n && part_add(t, np, prev, n, 0)) return MOE_ERR_NOMEM;
     return MOE_OK;
@@ -178,7 +190,7 @@ static moe_status digit_parts(moe_tokenizer *t, const char *s, size_t n, size_t 
 
 /* The reference's SplitDelimiterBehavior applied to the parts, pieces to out. */
 static moe_status emit_parts(moe_tokenizer *t, moe_tok_split_behavior behavior, const char *s, size_t np,
-                             moe_tok_pieces *out)
+                             int at_start, moe_tok_pieces *out)
 {
     struct moe_tok_part *P = t->parts;
     size_t first = 0, k = 0;
@@ -220,31 +232,32 @@ static moe_status emit_parts(moe_tokenizer *t, moe_tok_split_behavior behavior, 
     }
     }
     for (size_t i = first; i < k; i++)
-        if (pieces_push(out, s + P[i].a, P[i].b - P[i].a)) return MOE_ERR_NOMEM;
+        if (moe_tok_pieces_push(out, s + P[i].a, P[i].b - P[i].a, at_start && P[i].a == 0)) return MOE_ERR_NOMEM;
     return MOE_OK;
 }
 
-static moe_status split_piece(moe_tokenizer *t, const moe_tok_pre *step, const char *s, size_t n, moe_tok_pieces *out)
+static moe_status split_piece(moe_tokenizer *t, const moe_tok_pre *step, const char *s, size_t n, int at_start,
+                              moe_tok_pieces *out)
 {
     size_t np;
     moe_status st = regex_parts(t, step, s, n, &np);
     if (st) return st;
     if (step->invert)
         for (size_t i = 0; i < np; i++) t->parts[i].match = !t->parts[i].match;
-    return emit_parts(t, step->behavior, s, np, out);
+    return emit_parts(t, step->behavior, s, np, at_start, out);
 }
 
-static moe_status digits_piece(moe_tokenizer *t, const moe_tok_pre *step, const char *s, size_t n,
+static moe_status digits_piece(moe_tokenizer *t, const moe_tok_pre *step, const char *s, size_t n, int at_start,
                                moe_tok_pieces *out)
 {
     size_t np;
     moe_status st = digit_parts(t, s, n, &np);
     if (st) return st;
-    return emit_parts(t, step->individual_digits ? MOE_SPLIT_ISOLATED : MOE_SPLIT_CONTIGUOUS, s, np, out);
+    return emit_parts(t, step->individual_digits ? MOE_SPLIT_ISOLATED : MOE_SPLIT_CONTIGUOUS, s, np, at_start, out);
 }
 
 /* s[0..n) in the byte-level alphabet, appended to out as one piece. */
-static int push_bytelevel(const moe_tokenizer *t, const char *s, size_t n, moe_tok_pieces *out)
+static int push_bytelevel(const moe_tokenizer *t, const char *s, size_t n, int at_start, moe_tok_pieces *out)
 {
     if (!n) return 0;
     if (moe_tok_buf_reserve(&out->text, 2 * n)) return -1;
@@ -258,10 +271,10 @@ static int push_bytelevel(const moe_tokenizer *t, const char *s, size_t n, moe_t
     }
     out->text.n = (size_t)(o - out->text.p);
     out->text.p[out->text.n] = 0;
-    return pieces_add(out, off, out->text.n - off);
+    return pieces_add(out, off, out->text.n - off, at_start);
 }
 
-static moe_status bytelevel_piece(moe_tokenizer *t, const moe_tok_pre *step, const char *s, size_t n,
+static moe_status bytelevel_piece(moe_tokenizer *t, const moe_tok_pre *step, const char *s, size_t n, int at_start,
                                   moe_tok_pieces *out)
 {
     if (step->add_prefix_space && n && s[0] != ' ') {
@@ -269,31 +282,34 @@ static moe_status bytelevel_piece(moe_tokenizer *t, const moe_tok_pre *step, con
         if (moe_tok_buf_append(&t->tmp, " ", 1) || moe_tok_buf_append(&t->tmp, s, n)) return MOE_ERR_NOMEM;
         s = t->tmp.p, n = t->tmp.n;
     }
-    if (!step->re) return push_bytelevel(t, s, n, out) ? MOE_ERR_NOMEM : MOE_OK;
+    if (!step->re) return push_bytelevel(t, s, n, at_start, out) ? MOE_ERR_NOMEM : MOE_OK;
     size_t np;
     moe_status st = regex_parts(t, step, s, n, &np);
     if (st) return st;
     for (size_t i = 0; i < np; i++)
-        if (push_bytelevel(t, s + t->parts[i].a, t->parts[i].b - t->parts[i].a, out)) return MOE_ERR_NOMEM;
+        if (push_bytelevel(t, s + t->parts[i].a, t->parts[i].b - t->parts[i].a, at_start && t->parts[i].a == 0, out))
+            return MOE_ERR_NOMEM;
     return MOE_OK;
 }
 
-moe_status moe_tok_pretokenize(moe_tokenizer *t, const char *s, size_t n, moe_tok_pieces **out)
+moe_status moe_tok_pretokenize(moe_tokenizer *t, const char *s, size_t n, int at_start, moe_tok_pieces **out)
 {
     moe_tok_pieces *cur = &t->pa, *next = &t->pb;
     pieces_clear(cur);
     moe_status st = MOE_OK;
-    if (pieces_push(cur, s, n)) st = MOE_ERR_NOMEM;
+    if (moe_tok_pieces_push(cur, s, n, at_start)) st = MOE_ERR_NOMEM;
     for (int k = 0; k < t->n_pre && !st; k++) {
         const moe_tok_pre *step = &t->pre[k];
         pieces_clear(next);
         for (size_t i = 0; i < cur->n && !st; i++) {
             const char *p = cur->text.p + cur->span[i].off;
             size_t len = cur->span[i].len;
+            int first = cur->span[i].at_start;
             switch (step->kind) {
-            case MOE_PRE_SPLIT: st = split_piece(t, step, p, len, next); break;
-            case MOE_PRE_DIGITS: st = digits_piece(t, step, p, len, next); break;
-            case MOE_PRE_BYTELEVEL: st = bytelevel_piece(t, step, p, len, next); break;
+            case MOE_PRE_SPLIT: st = split_piece(t, step, p, len, first, next); break;
+            case MOE_PRE_DIGITS: st = digits_piece(t, step, p, len, first, next); break;
+            case MOE_PRE_BYTELEVEL: st = bytelevel_piece(t, step, p, len, first, next); break;
+            case MOE_PRE_METASPACE: st = moe_tok_metaspace_piece(t, step, p, len, first, next); break;
             }
         }
         moe_tok_pieces *swap = cur;

@@ -36,6 +36,10 @@ typedef struct {
 int moe_tok_ids_push(moe_tok_ids *a, int32_t id);
 int moe_tok_ids_append(moe_tok_ids *a, const int32_t *ids, size_t n);
 
+/* One more element, zeroed, at the end of *arr (of *n elements of `size`
+ * bytes; realloc'd); NULL when out of memory, the array as it was. */
+void *moe_tok_push(void **arr, int *n, size_t size);
+
 /* ---- UTF-8 ---- */
 
 enum { MOE_UTF8_OK, MOE_UTF8_INVALID, MOE_UTF8_TRUNCATED };
@@ -102,9 +106,37 @@ void moe_tok_mergemap_free(moe_tok_mergemap *m);
 
 /* ---- the loaded tokenizer ---- */
 
-typedef enum { MOE_NORM_NFC, MOE_NORM_NFD, MOE_NORM_NFKC, MOE_NORM_NFKD } moe_tok_norm;
+/* A Replace pattern (normalizer or decoder): a literal string or a regex,
+ * and what each match becomes. */
+typedef struct {
+    char *literal;               /* {"String": ...}; NULL for a regex */
+    size_t literal_len;
+    pcre2_code *re;              /* {"Regex": ...} */
+    int jit;
+    char *content;
+    size_t content_len;
+} moe_tok_replace;
 
-typedef enum { MOE_PRE_BYTELEVEL, MOE_PRE_SPLIT, MOE_PRE_DIGITS } moe_tok_pre_kind;
+typedef enum {
+    MOE_NORM_NFC,
+    MOE_NORM_NFD,
+    MOE_NORM_NFKC,
+    MOE_NORM_NFKD,
+    MOE_NORM_PREPEND,            /* a string put before non-empty text (SentencePiece's leading "▁") */
+    MOE_NORM_REPLACE
+} moe_tok_norm_kind;
+
+typedef struct {
+    moe_tok_norm_kind kind;
+    char *prepend;               /* Prepend */
+    size_t prepend_len;
+    moe_tok_replace rep;         /* Replace */
+} moe_tok_norm;
+
+typedef enum { MOE_PRE_BYTELEVEL, MOE_PRE_SPLIT, MOE_PRE_DIGITS, MOE_PRE_METASPACE } moe_tok_pre_kind;
+
+/* Metaspace's prepend_scheme: where the replacement character is put before a piece. */
+typedef enum { MOE_PREPEND_ALWAYS, MOE_PREPEND_FIRST, MOE_PREPEND_NEVER } moe_tok_prepend;
 
 typedef enum {
     MOE_SPLIT_REMOVED,
@@ -122,6 +154,10 @@ typedef struct {
     int invert;                  /* Split */
     int add_prefix_space;        /* ByteLevel */
     int individual_digits;       /* Digits */
+    char rep[4];                 /* Metaspace: the replacement character (UTF-8) */
+    size_t rep_len;
+    moe_tok_prepend prepend;     /* Metaspace */
+    int split;                   /* Metaspace: cut before each replacement character */
 } moe_tok_pre;
 
 typedef struct {
@@ -141,12 +177,24 @@ typedef struct {
     int first[257];              /* order[first[b] .. first[b+1]) start with byte b */
 } moe_tok_added_set;
 
+/* One decoder step; a decoder is a list of them, run in order over the
+ * list of token strings (decoder.c). */
 typedef enum {
-    MOE_DEC_BYTELEVEL,           /* bytes of the byte-level alphabet */
-    MOE_DEC_BYTEFALLBACK,        /* <0xXX> tokens are bytes, others text */
-    MOE_DEC_CONCAT,              /* Fuse alone: pieces concatenated */
-    MOE_DEC_NONE                 /* no decoder: pieces joined by spaces */
-} moe_tok_dec_mode;
+    MOE_DEC_BYTELEVEL,           /* bytes of the byte-level alphabet; joins the tokens */
+    MOE_DEC_BYTEFALLBACK,        /* a run of <0xXX> tokens becomes the text of its bytes */
+    MOE_DEC_FUSE,                /* joins the tokens */
+    MOE_DEC_REPLACE,             /* in each token */
+    MOE_DEC_STRIP,               /* up to start / stop copies of a character off each token's ends */
+    MOE_DEC_METASPACE            /* the replacement character back to a space (dropped in the first token) */
+} moe_tok_dec_kind;
+
+typedef struct {
+    moe_tok_dec_kind kind;
+    moe_tok_replace rep;         /* Replace */
+    uint32_t ch;                 /* Strip's content, Metaspace's replacement */
+    size_t start, stop;          /* Strip */
+    int drop_first;              /* Metaspace: prepend_scheme is not "never" */
+} moe_tok_dec;
 
 /* The piece cache: pre-tokenized piece → ids, cleared when full. */
 typedef struct {
@@ -163,6 +211,7 @@ typedef struct {
 
 typedef struct {
     size_t off, len;
+    int at_start;                /* begins where the input text begins (Metaspace's "first") */
 } moe_tok_span;
 
 typedef struct {
@@ -184,12 +233,15 @@ typedef struct {
 struct moe_tokenizer {
     char *origin;                /* the file, for messages */
 
-    /* id → piece (added tokens override the model's vocabulary) */
+    /* id → piece (added tokens override the model's vocabulary; one marked
+     * normalized is its normalized form, which the decoder reads, as in the
+     * reference) */
     int n_ids;
     uint32_t *piece_off;         /* UINT32_MAX: no token has this id */
     uint32_t *piece_len;
     moe_tok_buf pieces;          /* every piece, each NUL-terminated */
     unsigned char *special;      /* per id: a special added token */
+    unsigned char *skip;         /* per id: its piece is a special token's content (left out by SKIP_SPECIAL) */
 
     /* model BPE */
     moe_tok_strmap vocab;
@@ -198,6 +250,7 @@ struct moe_tokenizer {
     int32_t byte_id[256];        /* <0xXX> tokens for byte_fallback, or -1 */
     int32_t unk_id;              /* -1: none */
     int ignore_merges, byte_fallback, fuse_unk;
+    int cut_words;               /* pieces may be cut before "▁" (bpe.c) */
 
     /* added tokens */
     int n_added;
@@ -214,7 +267,9 @@ struct moe_tokenizer {
     int n_prefix, n_suffix;
     int32_t *prefix, *suffix;
 
-    moe_tok_dec_mode dec_mode;
+    int has_decoder;             /* none: tokens joined by spaces */
+    int n_dec;
+    moe_tok_dec *dec;
 
     /* the byte-level alphabet: byte → character (UTF-8) and back */
     char bl_char[256][2];
@@ -248,6 +303,77 @@ struct moe_tokenizer {
 
 /* load.c: the GPT-2 byte-level alphabet into t->bl_* */
 void moe_tok_bytelevel_init(moe_tokenizer *t);
+
+/* load.c: reading a component's fields; `where` names the component in messages. */
+struct json_object;
+/* The field, or NULL when absent or null. */
+struct json_object *moe_tok_json_get(struct json_object *o, const char *key);
+/* The component's "type"; "" when absent. */
+const char *moe_tok_json_type(struct json_object *o);
+moe_status moe_tok_json_bool(const moe_tokenizer *t, struct json_object *o, const char *where, const char *key,
+                             int def, int *out);
+/* A field that must be a string of exactly one character. */
+moe_status moe_tok_json_char(const moe_tokenizer *t, struct json_object *o, const char *where, const char *key,
+                             uint32_t *cp);
+
+/* normalize.c: the "normalizer" object into t->norm. */
+moe_status moe_tok_read_normalizer(moe_tokenizer *t, struct json_object *o);
+void moe_tok_norm_free(moe_tokenizer *t);
+
+/* replace.c: a Replace's "pattern" and "content"; what = "normalizer Replace" or the like. */
+moe_status moe_tok_replace_read(const moe_tokenizer *t, struct json_object *o, const char *what, moe_tok_replace *r);
+/* s[0..n) with every match replaced, appended to out. */
+moe_status moe_tok_replace_apply(const moe_tokenizer *t, const moe_tok_replace *r, const char *s, size_t n,
+                                 moe_tok_buf *out);
+void moe_tok_replace_free(moe_tok_replace *r);
+
+/* pretokenize.c: the next match of re in s[0..n), searching from *from, as
+ * the reference iterates matches (an empty match right after the last one
+ * is skipped by one character; *last_end starts at SIZE_MAX). 1: a match at
+ * [*ms, *me); 0: none left; a negative PCRE2 error code. md and mctx may be
+ * any match data and context for re (mctx NULL: the default). */
+int moe_tok_regex_find(const pcre2_code *re, int jit, pcre2_match_data *md, pcre2_match_context *mctx,
+                       const char *s, size_t n, size_t *from, size_t *last_end, size_t *ms, size_t *me);
+/* Appends s[0..n) as one piece (nothing when empty); -1 when out of memory. */
+int moe_tok_pieces_push(moe_tok_pieces *p, const char *s, size_t n, int at_start);
+
+/* metaspace.c: the Metaspace pre-tokenizer. */
+moe_status moe_tok_read_prepend_scheme(const moe_tokenizer *t, struct json_object *o, const char *where,
+                                       moe_tok_prepend *out);
+moe_status moe_tok_read_metaspace(moe_tokenizer *t, struct json_object *o, moe_tok_pre *p);
+moe_status moe_tok_metaspace_piece(moe_tokenizer *t, const moe_tok_pre *step, const char *s, size_t n, int at_start,
+                                   moe_tok_pieces *out);
+
+/* decoder.c: the "decoder" object into t->dec, and running it. A run takes
+ * the token strings one at a time and appends text to *out as it becomes
+ * final. eager (streaming): a run of byte tokens is handed on character by
+ * character as each completes, instead of whole at its end. */
+moe_status moe_tok_read_decoder(moe_tokenizer *t, struct json_object *o);
+void moe_tok_dec_free(moe_tokenizer *t);
+
+typedef struct moe_tok_dec_run {
+    const moe_tokenizer *t;
+    int eager;
+    moe_tok_buf *out;
+    size_t tokens_out;           /* tokens that reached the end (no decoder: spaces between) */
+    struct moe_tok_dec_state {
+        moe_tok_buf buf;         /* the step's output */
+        moe_tok_buf bytes;       /* ByteFallback: the run's bytes; ByteLevel: an unfinished character */
+        size_t tokens;           /* tokens received */
+        size_t at_start;         /* Strip: characters stripped from the token's start; SIZE_MAX once past it */
+        size_t held;             /* Strip: trailing copies held back (they may end the token) */
+        int in_run, run_out;     /* ByteFallback: inside a run of byte tokens; the run's token has begun */
+        int joined;              /* Fuse, ByteLevel: the one token has begun */
+    } *st;
+} moe_tok_dec_run;
+
+moe_status moe_tok_dec_run_init(moe_tok_dec_run *r, const moe_tokenizer *t, int eager, moe_tok_buf *out);
+/* One token's string through the decoder. */
+moe_status moe_tok_dec_run_put(moe_tok_dec_run *r, const char *piece, size_t n);
+/* The end of the tokens: what steps held goes on (or is stripped); the run
+ * starts afresh. */
+moe_status moe_tok_dec_run_finish(moe_tok_dec_run *r);
+void moe_tok_dec_run_free(moe_tok_dec_run *r);
 /* pretokenize.c: compiles an Oniguruma-syntax pattern (as the reference uses) for PCRE2;
  * literal: a Split "String" pattern. NULL after setting the error. */
 pcre2_code *moe_tok_regex_compile(const char *origin, const char *what, const char *pattern, size_t len,
@@ -258,11 +384,14 @@ moe_status moe_tok_normalize(const moe_tokenizer *t, const moe_tok_norm *steps, 
                              size_t n, moe_tok_buf *out);
 
 /* pretokenize.c: s[0..n) split by every pre-tokenizer step; the pieces
- * (non-empty) are left in *out (t->pa or t->pb). */
-moe_status moe_tok_pretokenize(moe_tokenizer *t, const char *s, size_t n, moe_tok_pieces **out);
+ * (non-empty) are left in *out (t->pa or t->pb). at_start: s begins where
+ * the input text begins. */
+moe_status moe_tok_pretokenize(moe_tokenizer *t, const char *s, size_t n, int at_start, moe_tok_pieces **out);
 
 /* bpe.c: one piece through the model, ids appended to out. */
 moe_status moe_tok_bpe(moe_tokenizer *t, const char *s, size_t n, moe_tok_ids *out);
+/* bpe.c: 0 if the token holds "▁" right after another character (no word cuts then). */
+int moe_tok_word_cut_safe(const char *token, size_t n);
 void moe_tok_cache_free(moe_tok_cache *c);
 
 /* added.c: s[0..n) cut at the added tokens of one set, as the reference's

@@ -64,6 +64,15 @@ int moe_tok_ids_append(moe_tok_ids *a, const int32_t *ids, size_t n)
     return 0;
 }
 
+void *moe_tok_push(void **arr, int *n, size_t size)
+{
+    char *g = realloc(*arr, (size_t)(*n + 1) * size);
+    if (!g) return NULL;
+    *arr = g;
+    memset(g + (size_t)*n * size, 0, size);
+    return g + (size_t)(*n)++ * size;
+}
+
 /* ---- UTF-8 ---- */
 
 int moe_utf8_next(const unsigned char *s, size_t n, uint32_t *cp, size_t *len)
