@@ -8,6 +8,14 @@
  *    of float32 weights, a mix mlx-lm never writes: it casts the model to the
  *    dtype first, then quantizes the cast weights; --dtype bf16 does that);
  *    the converted models' logits match transformers' within 1e-3;
+ *  - Qwen3-MoE and Mixtral checkpoints written here: the tensors mlx-lm
+ *    writes in its order (per-head QK norms, a dense layer's gate/down/up,
+ *    Mixtral's w1/w3/w2 as gate/up/down), codes of the sources quantized
+ *    here, routers at the family's bits (Qwen3's quant_predicate: 8, group
+ *    64) or --router-bits, the config blocks as mlx-lm writes them; each
+ *    loads and computes as its dequantized twin; the family fixtures convert
+ *    with every weight near its source, and mlx-lm's own conversions inspect
+ *    with their routers and dense layers;
  *  - hand-checked groups (codes, packing, scales, biases, 4 and 8 bits);
  *  - a projection whose input dim does not divide by the group size stays
  *    float, and the mixed model loads and computes as its dequantized twin;
@@ -17,8 +25,8 @@
  *  - a conversion killed mid-way (SIGKILL from inside, or from outside while
  *    the moe command runs) leaves no --out; SIGINT cleans up;
  *  - peak memory while converting stays far under the largest tensor;
- *  - inspect: layouts, groups, parameters, resident bytes equal to what the
- *    loaded model holds;
+ *  - inspect: layouts, groups, QK-norm, dense layers, parameters, resident
+ *    bytes equal to what the loaded model holds, for every family;
  *  - bad input: errors that name the fault, nothing left behind. */
 #include <dirent.h>
 #include <errno.h>
@@ -50,6 +58,7 @@
 #include "support/testutil.h"
 
 #define FIX MOE_SOURCE_DIR "/tests/fixtures/olmoe/"
+#define FAMFIX MOE_SOURCE_DIR "/tests/fixtures/families/"
 
 /* ---- helpers ---- */
 
@@ -172,6 +181,30 @@ static void matches_reference(const char *dir, const char *fixture, double tol)
     moe_st_close(f);
 }
 
+static const moe_checkpoint_group *group_named(const moe_checkpoint_info *in, const char *pattern)
+{
+    for (int i = 0; i < in->num_groups; i++)
+        if (!strcmp(in->groups[i].pattern, pattern)) return &in->groups[i];
+    fail_msg("no module group '%s'", pattern);
+    return NULL;
+}
+
+static moe_checkpoint_info *inspect_ok(const char *dir)
+{
+    moe_checkpoint_info *in;
+    if (moe_checkpoint_inspect(dir, &in) != MOE_OK) fail_msg("inspect %s: %s", dir, moe_last_error());
+    return in;
+}
+
+/* inspect's resident bytes are what the loaded model holds. */
+static void resident_as_loaded(const char *dir, const moe_checkpoint_info *in)
+{
+    moe_model *m;
+    if (moe_model_load(dir, NULL, &m) != MOE_OK) fail_msg("load %s: %s", dir, moe_last_error());
+    assert_int_equal(in->resident_bytes, moe_model_get_info(m).weight_bytes);
+    moe_model_free(m);
+}
+
 static uint64_t file_sum(const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -185,7 +218,10 @@ static uint64_t file_sum(const char *path)
 /* ---- a checkpoint written here ---- */
 
 typedef struct {
+    moe_arch arch;             /* the family (default OLMoE) */
     int D, L, H, KV, HD, E, K, I, V, tied;
+    int DI, dense;             /* Qwen3-MoE: a dense layer's hidden size, and a bit per
+                                  layer in mlp_only_layers */
     int bf16;                  /* weights in BF16, else F32 */
     const char *drop;          /* leave this tensor out */
     const char *extra;         /* add this tensor, unknown to OLMoE */
@@ -232,20 +268,41 @@ static void ckpt_values(const ckpt *c, const char *name, int norm, float *w, int
     if (c->fill) c->fill(name, w, rows, cols);
 }
 
-static void write_ckpt(const char *dir, const ckpt *c)
+/* config.json as each family's Hugging Face checkpoints write it
+ * (transformers 4's names) */
+static void write_ckpt_config(const char *dir, const ckpt *c)
 {
-    char p[600], n[96];
+    char p[600];
     snprintf(p, sizeof p, "%s/config.json", dir);
     FILE *f = fopen(p, "w");
     assert_non_null(f);
-    fprintf(f, "{\"model_type\": \"olmoe\", \"hidden_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d,"
-               " \"num_key_value_heads\": %d, \"head_dim\": %d, \"intermediate_size\": %d, \"num_experts\": %d,"
-               " \"num_experts_per_tok\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0,"
-               " \"tie_word_embeddings\": %s, \"torch_dtype\": \"%s\", \"_name_or_path\": \"somewhere\","
-               " \"eos_token_id\": 1}\n",
-            c->D, c->L, c->H, c->KV, c->HD, c->I, c->E, c->K, c->V, c->tied ? "true" : "false",
+    fprintf(f, "{\"model_type\": \"%s\", \"hidden_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d,"
+               " \"num_key_value_heads\": %d, \"head_dim\": %d, \"num_experts_per_tok\": %d, \"vocab_size\": %d,"
+               " \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0, \"tie_word_embeddings\": %s, \"torch_dtype\": \"%s\","
+               " \"_name_or_path\": \"somewhere\", \"eos_token_id\": 1, \"max_position_embeddings\": 512, ",
+            moe_arch_name(c->arch), c->D, c->L, c->H, c->KV, c->HD, c->K, c->V, c->tied ? "true" : "false",
             c->bf16 ? "bfloat16" : "float32");
+    if (c->arch == MOE_ARCH_QWEN3_MOE) {
+        fprintf(f, "\"moe_intermediate_size\": %d, \"intermediate_size\": %d, \"num_experts\": %d, "
+                   "\"decoder_sparse_step\": 1, \"norm_topk_prob\": true, \"mlp_only_layers\": [", c->I, c->DI, c->E);
+        for (int l = 0, k = 0; l < c->L; l++)
+            if (c->dense >> l & 1) fprintf(f, "%s%d", k++ ? ", " : "", l);
+        fprintf(f, "]}\n");
+    } else {
+        fprintf(f, "\"intermediate_size\": %d, \"%s\": %d}\n", c->I,
+                c->arch == MOE_ARCH_MIXTRAL ? "num_local_experts" : "num_experts", c->E);
+    }
     fclose(f);
+}
+
+/* The hand-written names of each family's Hugging Face checkpoint. */
+static void write_ckpt(const char *dir, const ckpt *c)
+{
+    char p[600], n[96];
+    write_ckpt_config(dir, c);
+    int mixtral = c->arch == MOE_ARCH_MIXTRAL, qwen3 = c->arch == MOE_ARCH_QWEN3_MOE;
+    const char *block = mixtral ? "block_sparse_moe" : "mlp";
+    static const char *const HUB[3] = { "gate_proj", "up_proj", "down_proj" }, *const W[3] = { "w1", "w3", "w2" };
     static tlist tl;
     tl.n = 0;
     tl_add(&tl, "model.embed_tokens.weight", c->V, c->D, 0, c->bf16);
@@ -257,14 +314,21 @@ static void write_ckpt(const char *dir, const ckpt *c)
         tl_add(&tl, NAME("self_attn.k_proj.weight"), c->KV * c->HD, c->D, 0, c->bf16);
         tl_add(&tl, NAME("self_attn.v_proj.weight"), c->KV * c->HD, c->D, 0, c->bf16);
         tl_add(&tl, NAME("self_attn.o_proj.weight"), c->D, c->H * c->HD, 0, c->bf16);
-        tl_add(&tl, NAME("self_attn.q_norm.weight"), 0, c->H * c->HD, 1, c->bf16);
-        tl_add(&tl, NAME("self_attn.k_norm.weight"), 0, c->KV * c->HD, 1, c->bf16);
-        tl_add(&tl, NAME("mlp.gate.weight"), c->E, c->D, 0, c->bf16);
-        for (int e = 0; e < c->E; e++) {
-            tl_add(&tl, NAME("mlp.experts.%d.gate_proj.weight", e), c->I, c->D, 0, c->bf16);
-            tl_add(&tl, NAME("mlp.experts.%d.up_proj.weight", e), c->I, c->D, 0, c->bf16);
-            tl_add(&tl, NAME("mlp.experts.%d.down_proj.weight", e), c->D, c->I, 0, c->bf16);
+        if (!mixtral) { /* OLMoE's over the whole projection, Qwen3's per head */
+            tl_add(&tl, NAME("self_attn.q_norm.weight"), 0, qwen3 ? c->HD : c->H * c->HD, 1, c->bf16);
+            tl_add(&tl, NAME("self_attn.k_norm.weight"), 0, qwen3 ? c->HD : c->KV * c->HD, 1, c->bf16);
         }
+        if (c->dense >> l & 1) {
+            tl_add(&tl, NAME("mlp.gate_proj.weight"), c->DI, c->D, 0, c->bf16);
+            tl_add(&tl, NAME("mlp.up_proj.weight"), c->DI, c->D, 0, c->bf16);
+            tl_add(&tl, NAME("mlp.down_proj.weight"), c->D, c->DI, 0, c->bf16);
+            continue;
+        }
+        tl_add(&tl, NAME("%s.gate.weight", block), c->E, c->D, 0, c->bf16);
+        for (int e = 0; e < c->E; e++)
+            for (int i = 0; i < 3; i++)
+                tl_add(&tl, NAME("%s.experts.%d.%s.weight", block, e, mixtral ? W[i] : HUB[i]), i < 2 ? c->I : c->D,
+                       i < 2 ? c->D : c->I, 0, c->bf16);
 #undef NAME
     }
     tl_add(&tl, "model.norm.weight", 0, c->D, 1, c->bf16);
@@ -749,6 +813,449 @@ static void indivisible_stays_float(void **state)
     free(dir);
 }
 
+/* ---- Qwen3-MoE and Mixtral ---- */
+
+/* Qwen3-MoE: per-head QK norms, head_dim 32 with 4 heads (q is 128 wide,
+ * not the hidden 64), layer 1 dense (mlp_only_layers) with its own hidden
+ * size. Mixtral: no QK norms, experts w1/w3/w2 under block_sparse_moe. */
+static const ckpt QWEN3 = { .arch = MOE_ARCH_QWEN3_MOE, .D = 64, .L = 3, .H = 4, .KV = 2, .HD = 32, .E = 4, .K = 2,
+                            .I = 64, .DI = 128, .dense = 2, .V = 16, .bf16 = 1 };
+static const ckpt MIXTRAL = { .arch = MOE_ARCH_MIXTRAL, .D = 64, .L = 2, .H = 4, .KV = 2, .HD = 16, .E = 4, .K = 2,
+                              .I = 64, .V = 16, .bf16 = 1 };
+
+/* One output tensor as expected: name, dtype, shape. */
+typedef struct {
+    char name[112];
+    const char *dtype;
+    int nd;
+    int64_t shape[3];
+} want_tensor;
+
+typedef struct {
+    want_tensor t[MAX_T];
+    int n;
+} want_list;
+
+/* Module `path` of [lead?, rows, cols] (rows 0: a vector), in float BF16 or
+ * quantized to bits with bf16 scales (group 64, or 64 for group 0 too). */
+static void want_module(want_list *w, const char *path, int64_t lead, int64_t rows, int64_t cols, int bits, int group)
+{
+    static const char *const SUFFIX[3] = { "weight", "scales", "biases" };
+    for (int i = 0; i < (bits ? 3 : 1); i++) {
+        want_tensor *t = &w->t[w->n++];
+        assert_true(w->n <= MAX_T);
+        snprintf(t->name, sizeof t->name, "%s.%s", path, SUFFIX[i]);
+        t->dtype = bits && i == 0 ? "U32" : "BF16";
+        t->nd = 0;
+        if (lead) t->shape[t->nd++] = lead;
+        if (rows) t->shape[t->nd++] = rows;
+        t->shape[t->nd++] = !bits ? cols : i == 0 ? cols * bits / 32 : cols / group;
+    }
+}
+
+/* What mlx-lm's model classes list, in their order, at 4 bits group 64:
+ * Qwen3MoeDecoderLayer declares attention, the two norms, then the MLP (a
+ * dense one's gate, down, up; or the router, 8-bit by its quant_predicate,
+ * and the SwitchGLU's gate, up, down); Mixtral's layer attention, the MoE
+ * block, the norms. */
+static void want_family(want_list *w, const ckpt *c, int router_bits)
+{
+    int qwen3 = c->arch == MOE_ARCH_QWEN3_MOE;
+    const char *block = qwen3 ? "mlp" : "block_sparse_moe";
+    char p[96];
+    w->n = 0;
+    want_module(w, "model.embed_tokens", 0, c->V, c->D, 4, 64);
+    for (int l = 0; l < c->L; l++) {
+#define AT(fmt, ...) (snprintf(p, sizeof p, "model.layers.%d." fmt, l, ##__VA_ARGS__), p)
+        want_module(w, AT("self_attn.q_proj"), 0, c->H * c->HD, c->D, 4, 64);
+        want_module(w, AT("self_attn.k_proj"), 0, c->KV * c->HD, c->D, 4, 64);
+        want_module(w, AT("self_attn.v_proj"), 0, c->KV * c->HD, c->D, 4, 64);
+        want_module(w, AT("self_attn.o_proj"), 0, c->D, c->H * c->HD, 4, 64);
+        if (qwen3) {
+            want_module(w, AT("self_attn.q_norm"), 0, 0, c->HD, 0, 0);
+            want_module(w, AT("self_attn.k_norm"), 0, 0, c->HD, 0, 0);
+            want_module(w, AT("input_layernorm"), 0, 0, c->D, 0, 0);
+            want_module(w, AT("post_attention_layernorm"), 0, 0, c->D, 0, 0);
+        }
+        if (c->dense >> l & 1) {
+            want_module(w, AT("mlp.gate_proj"), 0, c->DI, c->D, 4, 64);
+            want_module(w, AT("mlp.down_proj"), 0, c->D, c->DI, 4, 64);
+            want_module(w, AT("mlp.up_proj"), 0, c->DI, c->D, 4, 64);
+        } else {
+            want_module(w, AT("%s.gate", block), 0, c->E, c->D, router_bits, 64);
+            want_module(w, AT("%s.switch_mlp.gate_proj", block), c->E, c->I, c->D, 4, 64);
+            want_module(w, AT("%s.switch_mlp.up_proj", block), c->E, c->I, c->D, 4, 64);
+            want_module(w, AT("%s.switch_mlp.down_proj", block), c->E, c->D, c->I, 4, 64);
+        }
+        if (!qwen3) {
+            want_module(w, AT("input_layernorm"), 0, 0, c->D, 0, 0);
+            want_module(w, AT("post_attention_layernorm"), 0, 0, c->D, 0, 0);
+        }
+#undef AT
+    }
+    want_module(w, "model.norm", 0, 0, c->D, 0, 0);
+    want_module(w, "lm_head", 0, c->V, c->D, 4, 64);
+}
+
+/* The converted directory holds exactly w's tensors, in w's order: converted
+ * with one tensor a shard, shard i holds the i-th in model order (mlx-lm's
+ * make_shards fills shards in that order). */
+static void holds_in_order(const char *dir, const want_list *w)
+{
+    moe_st_set *s = open_set(dir);
+    int n = moe_st_set_count(s);
+    if (n != w->n) fail_msg("%s: %d tensors, want %d", dir, n, w->n);
+    char *ip = path2(dir, "model.safetensors.index.json");
+    json_object *idx = json_object_from_file(ip), *map, *v;
+    assert_true(json_object_object_get_ex(idx, "weight_map", &map));
+    for (int i = 0; i < n; i++) {
+        const want_tensor *x = &w->t[i];
+        const moe_st_tensor *t = must_find(s, x->name);
+        char shard[64];
+        snprintf(shard, sizeof shard, "model-%05d-of-%05d.safetensors", i + 1, n);
+        assert_true(json_object_object_get_ex(map, x->name, &v));
+        if (strcmp(json_object_get_string(v), shard))
+            fail_msg("'%s' is in %s, want %s (place %d in model order)", x->name, json_object_get_string(v), shard, i);
+        if (strcmp(t->dtype_name, x->dtype)) fail_msg("'%s' is %s, want %s", t->name, t->dtype_name, x->dtype);
+        assert_int_equal(t->ndim, x->nd);
+        for (int d = 0; d < x->nd; d++)
+            if (t->shape[d] != x->shape[d]) fail_msg("'%s' dim %d is %lld, want %lld", t->name, d,
+                                                      (long long)t->shape[d], (long long)x->shape[d]);
+    }
+    json_object_put(idx);
+    free(ip);
+    moe_st_set_close(s);
+}
+
+/* Slot `slot` of module `mod` in got (its codes, scales and biases) is
+ * source tensor `src_name` of src quantized to bits, group 64, bf16. */
+static void quantized_from(const moe_st_set *got, const char *mod, int slot, const moe_st_set *src,
+                           const char *src_name, int bits)
+{
+    const moe_st_tensor *w = must_find(src, src_name);
+    int rows = (int)w->shape[0], cols = (int)w->shape[1];
+    size_t n = (size_t)rows * cols;
+    float *v = malloc(sizeof(float) * n);
+    moe_dtype_traits_of(w->dtype)->to_f32(w->data, v, n);
+    size_t code_bytes = n * (size_t)bits / 8, param_bytes = n / 64 * 2;
+    void *codes = malloc(code_bytes), *sc = malloc(param_bytes), *bi = malloc(param_bytes);
+    moe_affine_format fmt = { bits, 64, MOE_DTYPE_BF16 };
+    assert_int_equal(moe_affine_quantize(&fmt, v, rows, cols, codes, sc, bi), MOE_OK);
+    static const char *const SUFFIX[3] = { "weight", "scales", "biases" };
+    const void *want[3] = { codes, sc, bi };
+    size_t bytes[3] = { code_bytes, param_bytes, param_bytes };
+    for (int i = 0; i < 3; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s.%s", mod, SUFFIX[i]);
+        const moe_st_tensor *t = must_find(got, name);
+        assert_int_equal(t->nbytes % bytes[i], 0);
+        if (memcmp((const char *)t->data + (size_t)slot * bytes[i], want[i], bytes[i]))
+            fail_msg("%s slot %d is not %s quantized to %d bits", name, slot, src_name, bits);
+    }
+    free(v), free(codes), free(sc), free(bi);
+}
+
+/* config.json's quantization block, as one line. */
+static char *quant_block(const char *dir)
+{
+    char *cp = path2(dir, "config.json");
+    json_object *j = json_object_from_file(cp), *q;
+    assert_non_null(j);
+    assert_true(json_object_object_get_ex(j, "quantization", &q));
+    char *text = strdup(json_object_to_json_string_ext(q, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(j);
+    free(cp);
+    return text;
+}
+
+static void families_convert(void **state)
+{
+    (void)state;
+    char *dir = temp_dir(), *src = path2(dir, "src"), *out = path2(dir, "q"), *twin = path2(dir, "twin"),
+         *again = path2(dir, "again");
+    for (int fam = 0; fam < 2; fam++) {
+        const ckpt *c = fam ? &MIXTRAL : &QWEN3;
+        int qwen3 = !fam;
+        mkdir(src, 0755);
+        write_ckpt(src, c);
+        moe_convert_options o = opts(src, out, 4, 64, MOE_DTYPE_COUNT);
+        o.max_shard_bytes = 1; /* a tensor a shard: the shards tell the order */
+        moe_convert_result r;
+        convert_ok(&o, &r);
+        /* the tensors mlx-lm writes, in its order; Qwen3's routers at 8 bits
+         * on their own, Mixtral's as the rest */
+        want_list *w = calloc(1, sizeof *w);
+        want_family(w, c, qwen3 ? 8 : 4);
+        holds_in_order(out, w);
+        free(w);
+        assert_int_equal(r.router_bits, qwen3 ? 8 : 0);
+        assert_int_equal(r.router_group_size, qwen3 ? 64 : 0);
+        assert_int_equal(r.dtype, MOE_DTYPE_BF16);
+        /* per layer: 4 attention projections and 3 MLP modules (dense) or a
+         * router and 3 stacked experts; the embedding and head */
+        int moe_layers = 0;
+        for (int l = 0; l < c->L; l++) moe_layers += !(c->dense >> l & 1);
+        assert_int_equal(r.quantized_modules, 2 + 7 * (c->L - moe_layers) + 8 * moe_layers);
+        assert_int_equal(r.float_modules, 1 + c->L * (qwen3 ? 4 : 2));
+        /* codes, scales and biases: the sources quantized here, each expert
+         * at its slot, Mixtral's w1, w3, w2 as gate, up, down */
+        moe_st_set *got = open_set(out), *in = open_set(src);
+        if (qwen3) {
+            quantized_from(got, "model.layers.0.mlp.gate", 0, in, "model.layers.0.mlp.gate.weight", 8);
+            quantized_from(got, "model.layers.2.mlp.switch_mlp.up_proj", 3, in,
+                           "model.layers.2.mlp.experts.3.up_proj.weight", 4);
+            quantized_from(got, "model.layers.1.mlp.down_proj", 0, in, "model.layers.1.mlp.down_proj.weight", 4);
+            quantized_from(got, "model.layers.1.mlp.gate_proj", 0, in, "model.layers.1.mlp.gate_proj.weight", 4);
+            const moe_st_tensor *a = must_find(got, "model.layers.2.self_attn.k_norm.weight"),
+                                *b = must_find(in, "model.layers.2.self_attn.k_norm.weight");
+            assert_memory_equal(a->data, b->data, b->nbytes); /* BF16 as it was */
+        } else {
+            static const char *const P[3] = { "gate_proj", "up_proj", "down_proj" }, *const W[3] = { "w1", "w3", "w2" };
+            for (int p = 0; p < 3; p++)
+                for (int e = 0; e < c->E; e++) {
+                    char mod[96], name[96];
+                    snprintf(mod, sizeof mod, "model.layers.1.block_sparse_moe.switch_mlp.%s", P[p]);
+                    snprintf(name, sizeof name, "model.layers.1.block_sparse_moe.experts.%d.%s.weight", e, W[p]);
+                    quantized_from(got, mod, e, in, name, 4);
+                }
+            quantized_from(got, "model.layers.0.block_sparse_moe.gate", 0, in,
+                           "model.layers.0.block_sparse_moe.gate.weight", 4);
+        }
+        moe_st_set_close(got), moe_st_set_close(in);
+        /* config.json: the source's fields, the block as mlx-lm writes it
+         * (qwen3_moe's predicate returns {group_size, bits}: no mode) */
+        char *q = quant_block(out);
+        assert_string_equal(q, qwen3 ? "{\"group_size\":64,\"bits\":4,\"mode\":\"affine\","
+                                       "\"model.layers.0.mlp.gate\":{\"group_size\":64,\"bits\":8},"
+                                       "\"model.layers.2.mlp.gate\":{\"group_size\":64,\"bits\":8}}"
+                                     : "{\"group_size\":64,\"bits\":4,\"mode\":\"affine\"}");
+        free(q);
+        char *cp = path2(out, "config.json");
+        json_object *j = json_object_from_file(cp), *v;
+        assert_false(json_object_object_get_ex(j, "_name_or_path", &v));
+        assert_true(json_object_object_get_ex(j, qwen3 ? "mlp_only_layers" : "num_local_experts", &v));
+        assert_true(json_object_object_get_ex(j, "quantization_config", &v));
+        json_object_put(j);
+        free(cp);
+        /* it loads and computes what its dequantized twin (an MLX float
+         * checkpoint) computes */
+        matches_dequantized(out, twin,
+                            qwen3 ? "converted qwen3_moe vs dequantized" : "converted mixtral vs dequantized");
+        /* that twin, stacked float experts, converts too: the same tensors */
+        write_dequantized(out, twin);
+        o = opts(twin, again, 4, 64, MOE_DTYPE_BF16);
+        o.max_shard_bytes = 1;
+        convert_ok(&o, NULL);
+        w = calloc(1, sizeof *w);
+        want_family(w, c, qwen3 ? 8 : 4);
+        holds_in_order(again, w);
+        free(w);
+        moe_remove_tree(twin), moe_remove_tree(again), moe_remove_tree(out);
+
+        /* --router-bits: every router at those bits and --group-size, its
+         * entry with the mode (as mlx-lm's recipes write it) */
+        o = opts(src, out, 4, 64, MOE_DTYPE_COUNT);
+        o.router_bits = qwen3 ? 4 : 8;
+        convert_ok(&o, &r);
+        assert_int_equal(r.router_bits, qwen3 ? 4 : 8);
+        q = quant_block(out);
+        assert_string_equal(q, qwen3 ? "{\"group_size\":64,\"bits\":4,\"mode\":\"affine\","
+                                       "\"model.layers.0.mlp.gate\":{\"group_size\":64,\"bits\":4,\"mode\":\"affine\"},"
+                                       "\"model.layers.2.mlp.gate\":{\"group_size\":64,\"bits\":4,\"mode\":\"affine\"}}"
+                                     : "{\"group_size\":64,\"bits\":4,\"mode\":\"affine\","
+                                       "\"model.layers.0.block_sparse_moe.gate\":"
+                                       "{\"group_size\":64,\"bits\":8,\"mode\":\"affine\"},"
+                                       "\"model.layers.1.block_sparse_moe.gate\":"
+                                       "{\"group_size\":64,\"bits\":8,\"mode\":\"affine\"}}");
+        free(q);
+        got = open_set(out);
+        const char *router = qwen3 ? "model.layers.2.mlp.gate.weight" : "model.layers.1.block_sparse_moe.gate.weight";
+        assert_int_equal(must_find(got, router)->shape[1], 64 * o.router_bits / 32);
+        moe_st_set_close(got);
+        moe_remove_tree(out);
+        moe_remove_tree(src);
+    }
+
+    /* group 128 over hidden 64: MLX's predicate skips the routers before
+     * qwen3_moe's is asked, so they stay float and get no entry */
+    mkdir(src, 0755);
+    write_ckpt(src, &QWEN3);
+    moe_convert_options o = opts(src, out, 4, 128, MOE_DTYPE_COUNT);
+    moe_convert_result r;
+    convert_ok(&o, &r);
+    assert_int_equal(r.router_bits, 0);
+    char *q = quant_block(out);
+    assert_string_equal(q, "{\"group_size\":128,\"bits\":4,\"mode\":\"affine\"}");
+    free(q);
+    moe_st_set *got = open_set(out);
+    assert_string_equal(must_find(got, "model.layers.0.mlp.gate.weight")->dtype_name, "BF16");
+    assert_null(moe_st_set_find(got, "model.layers.0.mlp.gate.scales"));
+    assert_non_null(moe_st_set_find(got, "model.layers.1.mlp.down_proj.scales")); /* 128 inputs */
+    moe_st_set_close(got);
+    moe_remove_tree(out), moe_remove_tree(src);
+    /* hidden 96 at group 32: the routers' group 64 does not divide it
+     * (mlx-lm's to_quantized fails there); --router-bits is the way out */
+    ckpt wide = QWEN3;
+    wide.D = 96;
+    mkdir(src, 0755);
+    write_ckpt(src, &wide);
+    o = opts(src, out, 4, 32, MOE_DTYPE_COUNT);
+    convert_fails(&o, MOE_ERR_SHAPE, "router 'model.layers.0.mlp.gate' has 96 inputs, not a multiple of group 64");
+    assert_false(exists(out));
+    o.router_bits = 8;
+    convert_ok(&o, &r);
+    assert_int_equal(r.router_group_size, 32);
+    moe_remove_tree(out), moe_remove_tree(src);
+    free(src), free(out), free(twin), free(again);
+    rmdir(dir);
+    free(dir);
+}
+
+/* The float values of module `mod`'s weight in dir ([E?, rows, cols]),
+ * dequantized when it is quantized; *n values. */
+static float *weight_values(const moe_st_set *s, const moe_model_config *cfg, const char *mod, size_t *n)
+{
+    char name[176];
+    snprintf(name, sizeof name, "%s.weight", mod);
+    const moe_st_tensor *w = must_find(s, name);
+    snprintf(name, sizeof name, "%s.scales", mod);
+    const moe_st_tensor *sc = moe_st_set_find(s, name);
+    size_t rows = 1;
+    for (int d = 0; d < w->ndim - 1; d++) rows *= (size_t)w->shape[d];
+    if (!sc) {
+        *n = rows * (size_t)w->shape[w->ndim - 1];
+        float *v = malloc(sizeof(float) * *n);
+        moe_dtype_traits_of(w->dtype)->to_f32(w->data, v, *n);
+        return v;
+    }
+    snprintf(name, sizeof name, "%s.biases", mod);
+    const moe_st_tensor *bi = must_find(s, name);
+    int bits, group;
+    moe_config_module_quant(cfg, mod, &bits, &group);
+    int cols = (int)sc->shape[sc->ndim - 1] * group;
+    *n = rows * (size_t)cols;
+    float *v = malloc(sizeof(float) * *n);
+    moe_affine_format f = { bits, group, sc->dtype };
+    assert_int_equal(moe_affine_dequantize(&f, w->data, sc->data, bi->data, (int)rows, cols, v), MOE_OK);
+    return v;
+}
+
+/* Every weight of the converted qdir, dequantized, is near its Hugging Face
+ * source in src (stacked experts from the per-expert tensors, Mixtral's w1,
+ * w3, w2 as gate, up, down): relative RMS error within tol. A misplaced,
+ * swapped or transposed tensor is off by about 1.4. Returns the worst. */
+static double near_source(const char *qdir, const char *src, double tol)
+{
+    moe_st_set *q = open_set(qdir), *h = open_set(src);
+    moe_model_config cfg;
+    char *cp = path2(qdir, "config.json");
+    assert_int_equal(moe_config_load(cp, &cfg), MOE_OK);
+    free(cp);
+    int mixtral = cfg.arch == MOE_ARCH_MIXTRAL;
+    double worst = 0;
+    for (int i = 0; i < moe_st_set_count(q); i++) {
+        const char *name = moe_st_set_at(q, i)->name;
+        size_t len = strlen(name);
+        if (len < 8 || strcmp(name + len - 7, ".weight")) continue;
+        char mod[160];
+        snprintf(mod, sizeof mod, "%.*s", (int)(len - 7), name);
+        size_t n;
+        float *got = weight_values(q, &cfg, mod, &n);
+        /* the source values, in the same order */
+        float *want = malloc(sizeof(float) * n);
+        const char *sw = strstr(mod, ".switch_mlp.");
+        int experts = sw ? cfg.num_experts : 1;
+        size_t per = n / (size_t)experts;
+        for (int e = 0; e < experts; e++) {
+            char sname[200];
+            if (sw) {
+                const char *proj = sw + strlen(".switch_mlp.");
+                const char *hub = !mixtral                     ? proj
+                                  : !strcmp(proj, "gate_proj") ? "w1"
+                                  : !strcmp(proj, "up_proj")   ? "w3"
+                                                               : "w2";
+                snprintf(sname, sizeof sname, "%.*s.experts.%d.%s.weight", (int)(sw - mod), mod, e, hub);
+            } else {
+                snprintf(sname, sizeof sname, "%s.weight", mod);
+            }
+            const moe_st_tensor *t = must_find(h, sname);
+            assert_int_equal(t->nbytes / moe_dtype_size(t->dtype), per);
+            moe_dtype_traits_of(t->dtype)->to_f32(t->data, want + (size_t)e * per, per);
+        }
+        double err = 0, norm = 0;
+        for (size_t k = 0; k < n; k++) {
+            double d = (double)got[k] - want[k];
+            err += d * d, norm += (double)want[k] * want[k];
+        }
+        double rel = sqrt(err / norm);
+        if (!(rel <= tol)) fail_msg("%s: relative RMS error %.3g from its source (limit %.0e)", mod, rel, tol);
+        worst = fmax(worst, rel);
+        free(got), free(want);
+    }
+    moe_config_free(&cfg);
+    moe_st_set_close(q), moe_st_set_close(h);
+    return worst;
+}
+
+/* The float family fixtures (transformers' save_pretrained, both config
+ * generations): each converts, every weight lands where its source says,
+ * the result loads and computes what its dequantized twin computes; the
+ * mlx-lm-made ones inspect as mlx-lm wrote them. */
+static void family_fixtures(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int bits, group;
+        double tol;            /* relative RMS error of the weights */
+    } F[] = {
+        { "qwen3_f32_tf4", 8, 32, 0.015 },    { "qwen3_bf16", 4, 64, 0.15 },     { "hf5_qwen3_bf16", 8, 64, 0.015 },
+        { "mixtral_bf16_tf4", 8, 32, 0.015 }, { "mixtral_f32_hd", 4, 32, 0.15 }, { "hf5_mixtral_bf16", 4, 64, 0.15 },
+    };
+    char *dir = temp_dir(), *out = path2(dir, "q"), *twin = path2(dir, "twin");
+    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++) {
+        char src[512], what[128];
+        snprintf(src, sizeof src, FAMFIX "%s", F[i].name);
+        moe_convert_options o = opts(src, out, F[i].bits, F[i].group, MOE_DTYPE_COUNT);
+        moe_convert_result r;
+        convert_ok(&o, &r);
+        double worst = near_source(out, src, F[i].tol);
+        printf("  %-40s weights within %.2e of the source's (limit %.0e)\n", F[i].name, worst, F[i].tol);
+        snprintf(what, sizeof what, "converted %s %d-bit vs dequantized", F[i].name, F[i].bits);
+        matches_dequantized(out, twin, what);
+        moe_remove_tree(out);
+    }
+    /* mlx-lm's own conversions: routers, dense layers, QK-norm as written */
+    static const struct {
+        const char *name, *router;
+        int router_bits, dense;
+        const char *qk_norm;
+    } M[] = {
+        { "qwen3_q4", "model.layers.*.mlp.gate", 8, -1, "per_head" },
+        { "qwen3_q8", "model.layers.*.mlp.gate", 8, 1, "per_head" },
+        { "mixtral_q4", "model.layers.*.block_sparse_moe.gate", 4, -1, "none" },
+    };
+    for (size_t i = 0; i < sizeof M / sizeof M[0]; i++) {
+        char d[512];
+        snprintf(d, sizeof d, FAMFIX "%s", M[i].name);
+        moe_checkpoint_info *in = inspect_ok(d);
+        assert_string_equal(in->layout, "mlx");
+        assert_string_equal(in->qk_norm, M[i].qk_norm);
+        const moe_checkpoint_group *g = group_named(in, M[i].router);
+        assert_int_equal(g->bits, M[i].router_bits), assert_int_equal(g->group_size, 64);
+        assert_int_equal(in->num_dense_layers, M[i].dense >= 0);
+        if (M[i].dense >= 0) {
+            assert_int_equal(in->dense_layers[0], M[i].dense);
+            assert_int_equal(group_named(in, "model.layers.*.mlp.up_proj")->count, 1);
+        }
+        resident_as_loaded(d, in);
+        moe_checkpoint_info_free(in);
+    }
+    free(out), free(twin);
+    rmdir(dir);
+    free(dir);
+}
+
 /* ---- shards, files ---- */
 
 static void shards_and_files(void **state)
@@ -1101,14 +1608,6 @@ static void command_killed_interrupted_and_small(void **state)
 
 /* ---- inspect ---- */
 
-static const moe_checkpoint_group *group_named(const moe_checkpoint_info *in, const char *pattern)
-{
-    for (int i = 0; i < in->num_groups; i++)
-        if (!strcmp(in->groups[i].pattern, pattern)) return &in->groups[i];
-    fail_msg("no module group '%s'", pattern);
-    return NULL;
-}
-
 static void inspect_fixtures(void **state)
 {
     (void)state;
@@ -1121,18 +1620,13 @@ static void inspect_fixtures(void **state)
     for (size_t i = 0; i < sizeof F / sizeof F[0]; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, FIX "%s", F[i].name);
-        moe_checkpoint_info *in;
-        if (moe_checkpoint_inspect(dir, &in) != MOE_OK) fail_msg("%s", moe_last_error());
+        moe_checkpoint_info *in = inspect_ok(dir);
         assert_string_equal(in->architecture, "olmoe");
         assert_string_equal(in->layout, F[i].layout);
         assert_int_equal(in->quantized, F[i].quantized);
         assert_int_equal(in->parameters, F[i].params);
         assert_int_equal(in->num_layers, 2);
-        /* resident bytes: what the loaded model holds */
-        moe_model *m;
-        assert_int_equal(moe_model_load(dir, NULL, &m), MOE_OK);
-        assert_int_equal(in->resident_bytes, moe_model_get_info(m).weight_bytes);
-        moe_model_free(m);
+        resident_as_loaded(dir, in);
         uint64_t bytes = 0;
         int tensors = 0;
         for (int k = 0; k < in->num_dtypes; k++) bytes += in->dtypes[k].bytes, tensors += in->dtypes[k].tensors;
@@ -1173,6 +1667,72 @@ static void inspect_fixtures(void **state)
     assert_null(in);
 }
 
+/* Qwen3-MoE and Mixtral, hub and converted: the family's shape, QK-norm,
+ * dense layers and module groups, resident bytes as loaded. */
+static void families_inspect(void **state)
+{
+    (void)state;
+    char *dir = temp_dir(), *src = path2(dir, "src"), *out = path2(dir, "q");
+    for (int fam = 0; fam < 2; fam++) {
+        const ckpt *c = fam ? &MIXTRAL : &QWEN3;
+        int qwen3 = !fam;
+        mkdir(src, 0755);
+        write_ckpt(src, c);
+        moe_convert_options o = opts(src, out, 4, 64, MOE_DTYPE_COUNT);
+        convert_ok(&o, NULL);
+        for (int converted = 0; converted <= 1; converted++) {
+            const char *d = converted ? out : src;
+            moe_checkpoint_info *in = inspect_ok(d);
+            assert_string_equal(in->architecture, qwen3 ? "qwen3_moe" : "mixtral");
+            assert_string_equal(in->layout, converted ? "mlx" : "hub");
+            assert_int_equal(in->quantized, converted);
+            assert_string_equal(in->qk_norm, qwen3 ? "per_head" : "none");
+            assert_int_equal(in->num_layers, c->L), assert_int_equal(in->head_dim, c->HD);
+            assert_int_equal(in->num_experts, c->E), assert_int_equal(in->expert_hidden, c->I);
+            if (qwen3) {
+                assert_int_equal(in->num_dense_layers, 1);
+                assert_int_equal(in->dense_layers[0], 1);
+                assert_int_equal(in->dense_hidden, 128);
+                const moe_checkpoint_group *g = group_named(in, "model.layers.*.self_attn.q_norm");
+                assert_int_equal(g->count, 3), assert_int_equal(g->ndim, 1), assert_int_equal(g->shape[0], 32);
+                g = group_named(in, "model.layers.*.mlp.down_proj"); /* the dense layer's */
+                assert_int_equal(g->count, 1), assert_int_equal(g->shape[0], 64), assert_int_equal(g->shape[1], 128);
+                assert_int_equal(g->bits, converted ? 4 : 0);
+                g = group_named(in, "model.layers.*.mlp.gate");
+                assert_int_equal(g->count, 2), assert_int_equal(g->bits, converted ? 8 : 0);
+                assert_int_equal(g->group_size, converted ? 64 : 0);
+            } else {
+                assert_int_equal(in->num_dense_layers, 0);
+                assert_null(in->dense_layers);
+                assert_int_equal(group_named(in, "model.layers.*.block_sparse_moe.gate")->bits, converted ? 4 : 0);
+            }
+            const char *block = qwen3 ? "mlp" : "block_sparse_moe";
+            char pat[96];
+            if (converted) {
+                snprintf(pat, sizeof pat, "model.layers.*.%s.switch_mlp.down_proj", block);
+                const moe_checkpoint_group *g = group_named(in, pat);
+                assert_int_equal(g->count, 2); /* Qwen3's layers 0 and 2, Mixtral's both */
+                assert_int_equal(g->ndim, 3), assert_int_equal(g->shape[0], c->E);
+                assert_int_equal(g->shape[1], c->D), assert_int_equal(g->shape[2], c->I);
+            } else {
+                snprintf(pat, sizeof pat, "model.layers.*.%s.experts.*.%s", block, qwen3 ? "up_proj" : "w3");
+                const moe_checkpoint_group *g = group_named(in, pat);
+                assert_int_equal(g->count, (c->L - (qwen3 ? 1 : 0)) * c->E);
+                assert_int_equal(g->shape[0], c->I), assert_int_equal(g->shape[1], c->D);
+            }
+            resident_as_loaded(d, in);
+            printf("  %-9s %-3s %2d groups, %lld parameters, %llu bytes, %llu resident\n", in->architecture,
+                   in->layout, in->num_groups, (long long)in->parameters, (unsigned long long)in->tensor_bytes,
+                   (unsigned long long)in->resident_bytes);
+            moe_checkpoint_info_free(in);
+        }
+        moe_remove_tree(out), moe_remove_tree(src);
+    }
+    free(src), free(out);
+    rmdir(dir);
+    free(dir);
+}
+
 /* ---- bad input ---- */
 
 static void bad_input(void **state)
@@ -1206,12 +1766,28 @@ static void bad_input(void **state)
           "'model.layers.1.mlp.experts.3.up_proj.weight' is missing" },
         { { .drop = "model.layers.0.mlp.experts.0.gate_proj.weight" }, MOE_ERR_FORMAT, "Hugging Face layout" },
         { { .extra = "model.layers.0.self_attn.rotary_emb.inv_freq" }, MOE_ERR_FORMAT,
-          "'model.layers.0.self_attn.rotary_emb.inv_freq' is not part of an OLMoE model" },
+          "'model.layers.0.self_attn.rotary_emb.inv_freq' is not part of a model of type 'olmoe'" },
         { { .reshape = "model.layers.1.self_attn.k_proj.weight" }, MOE_ERR_SHAPE,
           "'model.layers.1.self_attn.k_proj.weight' has shape [31, 64], expected [32, 64]" },
+        /* the other families: their own names, dense layers, per-head norms */
+        { { .arch = MOE_ARCH_MIXTRAL, .drop = "model.layers.1.block_sparse_moe.experts.2.w3.weight" }, MOE_ERR_FORMAT,
+          "'model.layers.1.block_sparse_moe.experts.2.w3.weight' is missing" },
+        { { .arch = MOE_ARCH_MIXTRAL, .drop = "model.layers.0.block_sparse_moe.experts.0.w1.weight" }, MOE_ERR_FORMAT,
+          "neither 'model.layers.0.block_sparse_moe.switch_mlp.gate_proj.weight' (MLX layout) nor "
+          "'model.layers.0.block_sparse_moe.experts.0.w1.weight' (Hugging Face layout)" },
+        { { .arch = MOE_ARCH_MIXTRAL, .extra = "model.layers.0.self_attn.q_norm.weight" }, MOE_ERR_FORMAT,
+          "'model.layers.0.self_attn.q_norm.weight' is not part of a model of type 'mixtral'" },
+        { { .arch = MOE_ARCH_QWEN3_MOE, .drop = "model.layers.1.mlp.up_proj.weight" }, MOE_ERR_FORMAT,
+          "'model.layers.1.mlp.up_proj.weight' is missing" },
+        { { .arch = MOE_ARCH_QWEN3_MOE, .drop = "model.layers.1.mlp.gate_proj.weight" }, MOE_ERR_FORMAT,
+          "'model.layers.1.mlp.gate_proj.weight' is missing" },
+        { { .arch = MOE_ARCH_QWEN3_MOE, .reshape = "model.layers.0.self_attn.q_norm.weight" }, MOE_ERR_SHAPE,
+          "'model.layers.0.self_attn.q_norm.weight' has shape [31], expected [32]" },
+        { { .arch = MOE_ARCH_QWEN3_MOE, .extra = "model.layers.1.mlp.gate.weight" }, MOE_ERR_FORMAT,
+          "'model.layers.1.mlp.gate.weight' is not part of a model of type 'qwen3_moe'" },
     };
     for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
-        ckpt c = TINY;
+        ckpt c = BAD[i].c.arch == MOE_ARCH_QWEN3_MOE ? QWEN3 : BAD[i].c.arch == MOE_ARCH_MIXTRAL ? MIXTRAL : TINY;
         c.drop = BAD[i].c.drop, c.extra = BAD[i].c.extra, c.reshape = BAD[i].c.reshape;
         mkdir(src, 0755);
         write_ckpt(src, &c);
@@ -1248,10 +1824,13 @@ int main(void)
         cmocka_unit_test(stacked_float_input),
         cmocka_unit_test(hand_checked_groups),
         cmocka_unit_test(indivisible_stays_float),
+        cmocka_unit_test(families_convert),
+        cmocka_unit_test(family_fixtures),
         cmocka_unit_test(shards_and_files),
         cmocka_unit_test(refuse_force_and_keep_source),
         cmocka_unit_test(command_killed_interrupted_and_small),
         cmocka_unit_test(inspect_fixtures),
+        cmocka_unit_test(families_inspect),
         cmocka_unit_test(bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

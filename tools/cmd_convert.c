@@ -23,16 +23,19 @@ static const char *CMD = "convert";
 void convert_usage(FILE *f)
 {
     fprintf(f, "usage: moe convert --model DIR --out DIR [options]\n\n"
-               "Quantizes a float OLMoE checkpoint (Hugging Face layout) into the MLX layout, as mlx-lm's\n"
-               "convert -q does: experts stacked, every linear and embedding whose input dim divides by the\n"
-               "group size quantized (affine), norms in float, config.json with the quantization block, the\n"
-               "tokenizer files copied. The output loads in moe and in mlx-lm.\n\n"
+               "Quantizes a float checkpoint (olmoe, qwen3_moe or mixtral; Hugging Face layout, or MLX with\n"
+               "stacked float experts) into the MLX layout, as mlx-lm's convert -q does: experts stacked,\n"
+               "every linear and embedding whose input dim divides by the group size quantized (affine), norms\n"
+               "in float, dense layers kept as they are, config.json with the quantization block, the tokenizer\n"
+               "files copied. The output loads in moe and in mlx-lm.\n\n"
                "  --model DIR              float checkpoint (config.json + safetensors); only read\n"
                "  --out DIR                directory to create (written beside it, renamed when complete)\n"
                "  --bits 4|8               bits per weight (default 4)\n"
                "  --group-size 32|64|128   weights per scale and bias (default 64)\n"
                "  --dtype bf16|f16|f32     float tensors, scales and biases (default: the source's)\n"
-               "  --router-bits 4|8        each layer's router (mlp.gate) at these bits instead\n"
+               "  --router-bits 4|8        each layer's router at these bits (and --group-size) instead of\n"
+               "                           the family's choice: qwen3_moe 8 bits group 64, as mlx-lm's\n"
+               "                           predicate; olmoe and mixtral as everything else\n"
                "  --force                  replace --out if it exists (a model directory or an empty one)\n"
                "  --json                   print the result as one JSON object\n");
 }
@@ -148,7 +151,9 @@ static void print_result(const convert_args *a, const moe_convert_result *r, dou
         json_object_object_add(o, "out", json_object_new_string(a->c.out_dir));
         json_object_object_add(o, "bits", json_object_new_int(a->c.bits));
         json_object_object_add(o, "group_size", json_object_new_int(a->c.group_size));
-        json_object_object_add(o, "router_bits", a->c.router_bits ? json_object_new_int(a->c.router_bits) : NULL);
+        json_object_object_add(o, "router_bits", r->router_bits ? json_object_new_int(r->router_bits) : NULL);
+        json_object_object_add(o, "router_group_size",
+                               r->router_bits ? json_object_new_int(r->router_group_size) : NULL);
         json_object_object_add(o, "dtype", json_object_new_string(dtype_label(r->dtype)));
         json_object_object_add(o, "tensors", json_object_new_int(r->tensors));
         json_object_object_add(o, "shards", json_object_new_int(r->shards));
@@ -167,7 +172,7 @@ static void print_result(const convert_args *a, const moe_convert_result *r, dou
     printf("wrote %s: %d tensors in %d file%s, %.1f MB, %lld parameters; %d modules %d-bit group %d", a->c.out_dir,
            r->tensors, r->shards, r->shards == 1 ? "" : "s", (double)r->tensor_bytes / 1e6, (long long)r->parameters,
            r->quantized_modules, a->c.bits, a->c.group_size);
-    if (a->c.router_bits) printf(" (routers %d-bit)", a->c.router_bits);
+    if (r->router_bits) printf(" (routers %d-bit group %d)", r->router_bits, r->router_group_size);
     printf(", %d in float; %s float values and scales; %.1f s, peak RSS %.1f MB\n", r->float_modules,
            dtype_label(r->dtype), seconds, (double)rss / 1e6);
 }

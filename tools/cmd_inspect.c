@@ -13,9 +13,10 @@ static const char *CMD = "inspect";
 void inspect_usage(FILE *f)
 {
     fprintf(f, "usage: moe inspect --model DIR [--json]\n\n"
-               "Describes a checkpoint: architecture, layout (hub: one tensor per expert; mlx: experts stacked),\n"
-               "dtypes, how each module is stored (modules alike but for layer and expert numbers grouped),\n"
-               "parameter count, bytes in the files and bytes resident once moe has loaded it.\n\n"
+               "Describes a checkpoint of any family moe runs (olmoe, qwen3_moe, mixtral): architecture (with\n"
+               "its QK-norm and dense layers), layout (hub: one tensor per expert; mlx: experts stacked), dtypes,\n"
+               "how each module is stored (modules alike but for layer and expert numbers grouped), parameter\n"
+               "count, bytes in the files and bytes resident once moe has loaded it.\n\n"
                "  --model DIR              checkpoint directory (config.json + safetensors)\n"
                "  --json                   print one JSON object\n");
 }
@@ -43,14 +44,26 @@ static void stored_text(const moe_checkpoint_group *g, char *buf, size_t n)
     else snprintf(buf, n, "%s", g->dtype);
 }
 
+static const char *qk_norm_text(const char *qk_norm)
+{
+    if (!strcmp(qk_norm, "whole")) return "QK-norm over each projection";
+    if (!strcmp(qk_norm, "per_head")) return "QK-norm per head";
+    return "no QK-norm";
+}
+
 static void print_text(const char *dir, const moe_checkpoint_info *in)
 {
     char a[32], b[32];
     printf("checkpoint    %s\n", dir);
-    printf("architecture  %s: %d layers, hidden %d, %d heads (%d kv) of %d, %d experts (top %d) of hidden %d, "
+    printf("architecture  %s: %d layers, hidden %d, %d heads (%d kv) of %d, %s, %d experts (top %d) of hidden %d, "
            "vocab %d, %s head\n", in->architecture, in->num_layers, in->hidden_size, in->num_heads, in->num_kv_heads,
-           in->head_dim, in->num_experts, in->top_k, in->expert_hidden, in->vocab_size,
+           in->head_dim, qk_norm_text(in->qk_norm), in->num_experts, in->top_k, in->expert_hidden, in->vocab_size,
            in->tie_word_embeddings ? "tied" : "untied");
+    if (in->num_dense_layers) {
+        printf("dense layers  ");
+        for (int i = 0; i < in->num_dense_layers; i++) printf("%s%d", i ? ", " : "", in->dense_layers[i]);
+        printf(" (a dense MLP of hidden %d instead of the experts)\n", in->dense_hidden);
+    }
     printf("layout        %s (%s), %s\n", in->layout,
            !strcmp(in->layout, "mlx") ? "experts stacked" : "one tensor per expert",
            in->quantized ? "quantized" : "float");
@@ -96,6 +109,12 @@ static void print_json(const char *dir, const moe_checkpoint_info *in)
         { "vocab_size", in->vocab_size },       { "tie_word_embeddings", in->tie_word_embeddings },
     };
     for (size_t i = 0; i < sizeof F / sizeof F[0]; i++) json_object_object_add(c, F[i].k, json_object_new_int(F[i].v));
+    json_object_object_add(c, "qk_norm", json_object_new_string(in->qk_norm));
+    json_object *dense = json_object_new_array();
+    for (int i = 0; i < in->num_dense_layers; i++)
+        json_object_array_add(dense, json_object_new_int(in->dense_layers[i]));
+    json_object_object_add(c, "dense_layers", dense);
+    json_object_object_add(c, "dense_hidden", json_object_new_int(in->dense_hidden));
     json_object_object_add(o, "config", c);
     json_object_object_add(o, "tensors", json_object_new_int(in->tensors));
     for (int i = 0; i < in->num_dtypes; i++) {

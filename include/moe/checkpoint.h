@@ -1,28 +1,38 @@
 /* moe/checkpoint.h — converting and inspecting checkpoint directories.
  *
- *   moe_checkpoint_convert(opt)   a float checkpoint (Hugging Face per-expert
- *                                 layout, or MLX stacked float) into the MLX
- *                                 layout, quantized as mlx-lm's convert -q
- *                                 quantizes it: the same tensors, the same
- *                                 codes, the same config.json blocks
+ *   moe_checkpoint_convert(opt)   a float checkpoint of any family moe runs
+ *                                 (OLMoE, Qwen3-MoE, Mixtral; Hugging Face
+ *                                 per-expert layout, or MLX stacked float)
+ *                                 into the MLX layout, quantized as mlx-lm's
+ *                                 convert -q quantizes it: the same tensors,
+ *                                 the same codes, the same config.json blocks
  *   moe_checkpoint_inspect(dir)   what a checkpoint holds: layout, dtypes,
  *                                 quantization per module, parameters, bytes
  *
  * What convert writes (mlx-lm's rules, which moe's loader reads):
- *  - the experts of each layer stacked: model.layers.N.mlp.switch_mlp.
- *    {gate,up,down}_proj.{weight,scales,biases} [E, rows, …], gate and up
- *    kept apart in the hub's order (fusing them is a load-time matter);
+ *  - the experts of each MoE layer stacked: model.layers.N.BLOCK.switch_mlp.
+ *    {gate,up,down}_proj.{weight,scales,biases} [E, rows, …] (BLOCK "mlp",
+ *    Mixtral's "block_sparse_moe", whose w1, w3, w2 are gate, up, down),
+ *    gate and up kept apart (fusing them is a load-time matter); a dense
+ *    layer's MLP (Qwen3-MoE's mlp_only_layers, decoder_sparse_step) as it is,
+ *    model.layers.N.mlp.{gate,up,down}_proj;
  *  - every Linear and Embedding weight (attention projections, router,
  *    experts, embedding, lm_head) whose input dimension divides by the group
- *    size quantized with MLX's affine rule (quant/affine.h), the others and
- *    every norm kept in float;
+ *    size quantized with MLX's affine rule (quant/affine.h; a value halfway
+ *    between two codes rounds away from zero, as MLX's Metal and CUDA
+ *    kernels round it, where its CPU backend rounds to even), the others and
+ *    every norm (Qwen3-MoE's per-head q_norm and k_norm too) kept in float;
+ *  - the routers (BLOCK.gate) as mlx-lm's model class asks: Qwen3-MoE's
+ *    quant_predicate puts them at 8 bits, group 64; OLMoE and Mixtral have
+ *    none, theirs are quantized as the rest; router_bits overrides both;
  *  - float values in `dtype`: every float tensor is cast to it first and the
  *    casted values are quantized, scales and biases in that dtype (mlx-lm's
  *    order: cast the model, then quantize);
  *  - config.json: the source's, keys sorted, "_name_or_path" dropped, with a
  *    "quantization" block {group_size, bits, mode: "affine"} plus one entry
- *    {group_size, bits, mode} per module quantized differently (the routers
- *    under router_bits), and its "quantization_config" mirror;
+ *    per module quantized differently, the dict mlx-lm's predicate gives it
+ *    ({group_size, bits, mode} under router_bits, {group_size, bits} from
+ *    the family's predicate), and its "quantization_config" mirror;
  *  - safetensors shards of at most 5 GiB of tensors ("model.safetensors",
  *    or "model-0000i-of-0000n.safetensors"), filled in model order, each with
  *    metadata {"format": "mlx"}, and model.safetensors.index.json (total_size,
@@ -57,9 +67,12 @@ typedef struct {
     moe_dtype dtype;          /* F32, F16, BF16; MOE_DTYPE_COUNT (default): the
                                  source's (config.json's torch_dtype or dtype,
                                  else each tensor's own) */
-    int router_bits;          /* 0 (default): the routers as everything else;
-                                 4 or 8: each layer's mlp.gate at these bits, as
-                                 a per-module entry in the quantization block */
+    int router_bits;          /* 0 (default): the routers as the family's
+                                 mlx-lm model asks (qwen3_moe: 8 bits, group 64;
+                                 olmoe, mixtral: as everything else); 4 or 8:
+                                 each layer's router at these bits and
+                                 group_size; either is a per-module entry in the
+                                 quantization block */
     int force;                /* replace an existing out_dir */
     uint64_t max_shard_bytes; /* 0 (default): 5 GiB, as mlx-lm */
     moe_convert_progress_fn progress;
@@ -71,6 +84,8 @@ moe_convert_options moe_convert_default_options(void);
 typedef struct {
     int tensors, shards;
     int quantized_modules, float_modules;
+    int router_bits, router_group_size; /* of the routers quantized unlike the
+                                           rest; 0: none is */
     uint64_t tensor_bytes;    /* of all shards' tensors */
     int64_t parameters;       /* counted as mlx-lm counts them (codes unpacked) */
     moe_dtype dtype;          /* of float tensors and scales; MOE_DTYPE_COUNT: mixed */
@@ -106,6 +121,10 @@ typedef struct {
     int quantized;            /* any module quantized */
     int num_layers, hidden_size, num_heads, num_kv_heads, head_dim;
     int num_experts, top_k, expert_hidden, vocab_size, tie_word_embeddings;
+    const char *qk_norm;      /* "whole" (over each projection), "per_head" or "none" */
+    int num_dense_layers;     /* layers whose MLP is dense (no experts) */
+    int *dense_layers;        /* [num_dense_layers] their indices, ascending */
+    int dense_hidden;         /* their intermediate size; 0 when none */
     int tensors;
     int num_dtypes;
     moe_checkpoint_dtype dtypes[8];

@@ -1,12 +1,13 @@
-/* models/convert.c — moe_checkpoint_convert (moe/checkpoint.h): an
- * architecture's plan (models/convert.h) written out in the MLX layout.
+/* checkpoint/convert.c — moe_checkpoint_convert (moe/checkpoint.h): a
+ * family's plan (checkpoint/plan.h) written out in the MLX layout.
  *
  * The steps, in the order they run:
  *   1. read config.json and open the source; refuse a quantized one;
  *   2. decide each module's output (MLX's predicate: quantize a Linear or
- *      Embedding whose input dim divides by the group size), its dtype and
- *      its shard (mlx-lm's make_shards: in model order, a new shard when the
- *      next tensor would pass the limit);
+ *      Embedding whose input dim divides by the group size; a router at
+ *      --router-bits, else at what the family's quant_predicate gives it),
+ *      its dtype and its shard (mlx-lm's make_shards: in model order, a new
+ *      shard when the next tensor would pass the limit);
  *   3. create the temporary directory and every shard file with its header
  *      (sizes are known, so each tensor's place in its file is too);
  *   4. per module, a few rows at a time: source dtype → float32 → the output
@@ -23,12 +24,12 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include "checkpoint/plan.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "io/atomic_file.h"
 #include "io/output_dir.h"
 #include "io/safetensors_write.h"
-#include "models/convert.h"
 #include "moe/checkpoint.h"
 #include "quant/affine.h"
 #include "quant/dtype.h"
@@ -58,10 +59,17 @@ typedef struct {
 
 /* What one module becomes. */
 typedef struct {
-    int bits;                  /* 0: float */
+    int bits, group_size;      /* bits 0: float */
     moe_dtype dtype;           /* of the float weight, or of scales and biases */
+    int entry;                 /* its own entry in the quantization block: ENTRY_* */
     int out[3];                /* weight, scales, biases: indices into the outputs */
 } module_out;
+
+/* A module quantized unlike the default gets an entry in config.json's
+ * quantization block, as mlx-lm writes it: the dict its predicate returned,
+ * {group_size, bits, mode} for --router-bits (as mlx-lm's recipes return
+ * it), {group_size, bits} for the family's own (as qwen3_moe's does). */
+enum { ENTRY_NONE, ENTRY_WITH_MODE, ENTRY_FAMILY };
 
 typedef struct {
     const moe_convert_options *o;
@@ -112,7 +120,7 @@ static moe_status open_source(converter *cv)
             return moe_error_set(MOE_ERR_UNSUPPORTED, "%s holds quantized tensors ('%s'); moe convert quantizes float "
                                  "checkpoints: convert the float original instead", dir, t->name);
     }
-    return olmoe_convert_plan(&cv->cfg, cv->set, dir, &cv->plan);
+    return conv_plan_make(&cv->cfg, cv->set, dir, &cv->plan);
 }
 
 /* config.json's torch_dtype (or transformers 5's dtype), as mlx-lm's default;
@@ -146,6 +154,32 @@ static int add_output(converter *cv, const char *path, const char *suffix, const
     return cv->n_outs++;
 }
 
+/* How module m is quantized (mo->bits 0: kept in float): MLX quantizes a
+ * Linear or Embedding whose input dim divides by the default group size,
+ * at the default unless a predicate says otherwise for a router. */
+static moe_status decide_quant(const converter *cv, const conv_module *m, module_out *mo)
+{
+    const moe_convert_options *o = cv->o;
+    mo->bits = mo->group_size = 0;
+    mo->entry = ENTRY_NONE;
+    if (!m->quantizable || m->cols % o->group_size) return MOE_OK;
+    mo->bits = o->bits, mo->group_size = o->group_size;
+    if (!m->router) return MOE_OK;
+    if (o->router_bits) {
+        mo->bits = o->router_bits;
+        mo->entry = ENTRY_WITH_MODE;
+    } else if (cv->plan.router_bits) {
+        mo->bits = cv->plan.router_bits, mo->group_size = cv->plan.router_group_size;
+        mo->entry = ENTRY_FAMILY;
+        if (m->cols % mo->group_size) /* mlx-lm's to_quantized would fail here */
+            return moe_error_set(MOE_ERR_SHAPE, "%s: router '%s' has %lld inputs, not a multiple of group %d, at which "
+                                 "%s's quantization puts routers (%d-bit); pass --router-bits to quantize them at "
+                                 "--group-size", o->model_dir, m->path, (long long)m->cols, mo->group_size,
+                                 cv->cfg.model_type, mo->bits);
+    }
+    return MOE_OK;
+}
+
 static moe_status plan_outputs(converter *cv)
 {
     const moe_convert_options *o = cv->o;
@@ -157,7 +191,8 @@ static moe_status plan_outputs(converter *cv)
         const conv_module *m = &cv->plan.mods[i];
         module_out *mo = &cv->mo[i];
         mo->dtype = def != MOE_DTYPE_COUNT ? def : m->src[0]->dtype;
-        if (m->quantizable && m->cols % o->group_size == 0) mo->bits = m->router && o->router_bits ? o->router_bits : o->bits;
+        moe_status st = decide_quant(cv, m, mo);
+        if (st != MOE_OK) return st;
         int64_t shape[3];
         int nd = 0;
         if (m->experts) shape[nd++] = m->experts;
@@ -173,7 +208,7 @@ static moe_status plan_outputs(converter *cv)
         }
         shape[nd] = m->cols * mo->bits / 32;
         mo->out[0] = add_output(cv, m->path, "weight", "U32", nd + 1, shape);
-        shape[nd] = m->cols / o->group_size;
+        shape[nd] = m->cols / mo->group_size;
         mo->out[1] = add_output(cv, m->path, "scales", dt, nd + 1, shape);
         mo->out[2] = add_output(cv, m->path, "biases", dt, nd + 1, shape);
     }
@@ -320,7 +355,7 @@ static moe_status write_rows(converter *cv, const conv_module *m, const module_o
         } else {
             /* the values cast to the output dtype are what gets quantized */
             if (mo->dtype != MOE_DTYPE_F32 && mo->dtype != src->dtype) out->to_f32(b->cast, b->f, n);
-            moe_affine_format fmt = { mo->bits, cv->o->group_size, mo->dtype };
+            moe_affine_format fmt = { mo->bits, mo->group_size, mo->dtype };
             size_t words = moe_affine_row_words((int)cols, mo->bits) * nr;
             size_t params = cols / (size_t)fmt.group_size * nr * out->size;
             st = moe_affine_quantize(&fmt, b->f, (int)nr, (int)cols, b->codes, b->scales, b->biases);
@@ -405,11 +440,12 @@ static moe_status write_config(const converter *cv)
     json_object_object_add(q, "bits", json_object_new_int(o->bits));
     json_object_object_add(q, "mode", json_object_new_string("affine"));
     for (int i = 0; i < cv->plan.n; i++) {
-        if (!cv->plan.mods[i].router || !o->router_bits || !cv->mo[i].bits) continue;
+        const module_out *mo = &cv->mo[i];
+        if (mo->entry == ENTRY_NONE) continue;
         json_object *e = json_object_new_object();
-        json_object_object_add(e, "group_size", json_object_new_int(o->group_size));
-        json_object_object_add(e, "bits", json_object_new_int(cv->mo[i].bits));
-        json_object_object_add(e, "mode", json_object_new_string("affine"));
+        json_object_object_add(e, "group_size", json_object_new_int(mo->group_size));
+        json_object_object_add(e, "bits", json_object_new_int(mo->bits));
+        if (mo->entry == ENTRY_WITH_MODE) json_object_object_add(e, "mode", json_object_new_string("affine"));
         json_object_object_add(q, cv->plan.mods[i].path, e);
     }
     static const char *const DROP[] = { "_name_or_path", "vision_config", "quantization", "quantization_config" };
@@ -493,6 +529,8 @@ static void fill_result(const converter *cv, moe_convert_result *r)
     for (int i = 0; i < cv->plan.n; i++) {
         if (cv->mo[i].bits) r->quantized_modules++;
         else r->float_modules++;
+        if (cv->mo[i].entry != ENTRY_NONE) /* only routers get entries */
+            r->router_bits = cv->mo[i].bits, r->router_group_size = cv->mo[i].group_size;
         if (cv->mo[i].dtype != r->dtype) r->dtype = MOE_DTYPE_COUNT;
     }
 }

@@ -1,8 +1,10 @@
-/* models/inspect.c — moe_checkpoint_inspect (moe/checkpoint.h): a
- * checkpoint's tensors gathered into modules (path.weight with its .scales
- * and .biases), each described as stored — float dtype, or bits, group size
- * and scale dtype from config.json's quantization block, as the loader reads
- * them — and modules alike but for their layer and expert numbers grouped.
+/* checkpoint/inspect.c — moe_checkpoint_inspect (moe/checkpoint.h): a
+ * checkpoint of any family (its shape, QK-norm and dense layers as
+ * config.json gives them), its tensors gathered into modules (path.weight
+ * with its .scales and .biases), each described as stored — float dtype, or
+ * bits, group size and scale dtype from config.json's quantization block,
+ * as the loader reads them — and modules alike but for their layer and
+ * expert numbers grouped.
  * Parameters count codes unpacked (as mlx-lm counts them); resident bytes are
  * what the loader keeps: matrices as stored, norm vectors in float32. */
 #include <ctype.h>
@@ -171,6 +173,17 @@ static moe_status fill(moe_checkpoint_info *info, const moe_model_config *cfg, c
     info->num_heads = cfg->num_heads, info->num_kv_heads = cfg->num_kv_heads, info->head_dim = cfg->head_dim;
     info->num_experts = cfg->num_experts, info->top_k = cfg->top_k, info->expert_hidden = cfg->expert_hidden;
     info->vocab_size = cfg->vocab_size, info->tie_word_embeddings = cfg->tie_word_embeddings;
+    static const char *const QK_NORM[] = { [MOE_QK_NORM_NONE] = "none", [MOE_QK_NORM_WHOLE] = "whole",
+                                           [MOE_QK_NORM_PER_HEAD] = "per_head" };
+    info->qk_norm = QK_NORM[cfg->qk_norm];
+    for (int l = 0; l < cfg->num_layers; l++) info->num_dense_layers += moe_config_layer_dense(cfg, l);
+    if (info->num_dense_layers) {
+        if (!(info->dense_layers = calloc((size_t)info->num_dense_layers, sizeof *info->dense_layers)))
+            return moe_error_set(MOE_ERR_NOMEM, "%s: out of memory", dir);
+        for (int l = 0, k = 0; l < cfg->num_layers; l++)
+            if (moe_config_layer_dense(cfg, l)) info->dense_layers[k++] = l;
+        info->dense_hidden = cfg->dense_hidden;
+    }
     info->tensors = moe_st_set_count(set);
     info->layout = "hub";
     for (int i = 0; i < info->tensors; i++) {
@@ -245,5 +258,6 @@ void moe_checkpoint_info_free(moe_checkpoint_info *info)
     if (!info) return;
     for (int i = 0; i < info->num_groups; i++) free(info->groups[i].pattern);
     free(info->groups);
+    free(info->dense_layers);
     free(info);
 }
