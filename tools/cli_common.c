@@ -125,7 +125,7 @@ static int parse_one(const char *cmd, cli_opts *o, const char *name, const char 
 int cli_parse(const char *cmd, int argc, char **argv, const char *allowed, cli_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->device = "cpu";
+    o->device = "auto";
     o->fuse_gate_up = 1;
     o->activations = -1;
     o->kv_dtype = -1;
@@ -179,13 +179,22 @@ int cli_fail(const char *cmd)
     return 1;
 }
 
+/* --device's value as a moe_device, or -2 when it names none */
+static int device_of(const char *name)
+{
+    return !strcmp(name, "auto") ? MOE_DEVICE_AUTO : !strcmp(name, "cpu") ? MOE_DEVICE_CPU
+           : !strcmp(name, "cuda") ? MOE_DEVICE_CUDA : -2;
+}
+
 int cli_setup_runtime(const char *cmd, const cli_opts *o)
 {
-    if (strcmp(o->device, "cpu") != 0) {
-        if (!strcmp(o->device, "cuda"))
-            fprintf(stderr, "moe %s: --device cuda is not available in this build (the CUDA backend is not "
-                    "built yet); use --device cpu\n", cmd);
-        else fprintf(stderr, "moe %s: unknown device '%s' (choose cpu)\n", cmd, o->device);
+    int device = device_of(o->device);
+    if (device == -2) {
+        fprintf(stderr, "moe %s: unknown device '%s' (choose cuda, cpu or auto)\n", cmd, o->device);
+        return 2;
+    }
+    if (device == MOE_DEVICE_CUDA && moe_device_available(MOE_DEVICE_CUDA) != MOE_OK) {
+        fprintf(stderr, "moe %s: --device cuda is not available: %s; use --device cpu\n", cmd, moe_last_error());
         return 2;
     }
     if (o->threads && moe_set_num_threads(o->threads) != MOE_OK) return cli_fail(cmd) + 1;
@@ -228,6 +237,7 @@ moe_model *cli_open_model(const char *cmd, const cli_opts *o)
     mo.fuse_gate_up = o->fuse_gate_up;
     mo.activations = o->activations;
     mo.kv_dtype = o->kv_dtype;
+    mo.device = device_of(o->device);
     mo.profile = o->profile;
     mo.progress = load_progress;
     moe_model *m = NULL;
@@ -275,7 +285,8 @@ int32_t *cli_parse_tokens(const char *cmd, const char *list, int *n)
 
 void cli_usage_runtime(FILE *f)
 {
-    fprintf(f, "  --device cpu             where to run (cpu; cuda comes with the GPU backend)\n"
+    fprintf(f, "  --device cuda|cpu|auto   where to run (auto, the default: cuda when moe was built with CUDA\n"
+               "                           and a GPU is present, else cpu)\n"
                "  --threads N              threads (default: all cores)\n"
                "  --isa NAME               CPU kernel set: avx512vnni, avx512, avx2, portable (default: best)\n"
                "  --fuse-gate-up on|off    fused gate-up expert projection (default on)\n"

@@ -14,7 +14,7 @@
 
 typedef struct {
     const char *model;          /* --model DIR */
-    const char *device;         /* --device cpu */
+    const char *device;         /* --device cuda|cpu|auto */
     int threads;                /* --threads N (0: all cores) */
     const char *isa;            /* --isa NAME */
     int fuse_gate_up;           /* --fuse-gate-up on|off */

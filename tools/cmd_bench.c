@@ -231,11 +231,11 @@ int bench_main(int argc, char **argv)
     if (!rc && moe_context_create(m, o.prompt_tokens + o.gen_tokens, o.prefill_step, &c) != MOE_OK) rc = cli_fail(CMD);
     if (!rc && !o.json)
         printf("model %s: %d layers, %d experts top-%d, %s weights %.2f GiB (%.3f GB read a decode token); "
-               "%d threads, %s kernels, %s activations, %s KV cache; built in %.1f s\n"
+               "on %s, %d threads, %s kernels, %s activations, %s KV cache; built in %.1f s\n"
                "decode traffic counts the active weights and the KV cache read (prompt + half the generated tokens)\n",
                o.model ? o.model : synthetic, info.num_layers, info.num_experts, info.top_k,
                info.bits ? (info.bits == 4 ? "4-bit" : "8-bit") : "float", (double)info.weight_bytes / (1u << 30),
-               (double)info.active_bytes_per_token / 1e9, moe_num_threads(), moe_cpu_isa(),
+               (double)info.active_bytes_per_token / 1e9, info.device, moe_num_threads(), moe_cpu_isa(),
                cli_act_name(info.activations), info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32", build_s);
     if (!rc) rc = run_all(&o, m, c, prompt, res, &nres);
     if (!rc) {
@@ -254,6 +254,7 @@ int bench_main(int argc, char **argv)
             json_object_object_add(obj, "bits", json_object_new_int(info.bits));
             json_object_object_add(obj, "activations", json_object_new_string(cli_act_name(info.activations)));
             json_object_object_add(obj, "kv_cache", json_object_new_string(info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32"));
+            json_object_object_add(obj, "device", json_object_new_string(info.device));
             json_object_object_add(obj, "threads", json_object_new_int(moe_num_threads()));
             json_object_object_add(obj, "isa", json_object_new_string(moe_cpu_isa()));
             json_object_object_add(obj, "prefill_step", json_object_new_int(o.prefill_step));

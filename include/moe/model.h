@@ -24,6 +24,17 @@
 typedef struct moe_model moe_model;
 typedef struct moe_context moe_context;
 
+/* Where a model's weights live and its forward runs. */
+typedef enum {
+    MOE_DEVICE_AUTO = -1,   /* CUDA when the build has it and a GPU is present, else the CPU */
+    MOE_DEVICE_CPU = 0,
+    MOE_DEVICE_CUDA = 1,    /* the first GPU (compute capability 9.0 or newer) */
+} moe_device;
+
+/* MOE_OK when a model can be placed on device d; else an error saying why
+ * not (a build without CUDA, no GPU, a GPU too old). */
+moe_status moe_device_available(moe_device d);
+
 /* Called while loading: `done` of `total` steps (layers) finished. */
 typedef void (*moe_progress_fn)(void *user, int done, int total, const char *what);
 
@@ -36,6 +47,9 @@ typedef struct {
      * default): f16 with int8 activations on quantized weights, f32 on the
      * exact paths. f16 halves the cache and its read traffic. */
     int kv_dtype;
+    /* A moe_device; the default is MOE_DEVICE_CPU (the command line's
+     * --device defaults to auto). */
+    int device;
     moe_progress_fn progress;
     void *progress_user;
     /* 1: time each operation of the forward (moe_model_profile); each one
@@ -47,6 +61,7 @@ moe_model_options moe_model_default_options(void);
 
 typedef struct {
     const char *architecture;   /* config.json's model_type: "olmoe", "qwen3_moe", "mixtral" */
+    const char *device;         /* where it runs: "cpu", "cuda" */
     int vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, head_dim;
     int num_experts, top_k, expert_hidden;
     int max_position;

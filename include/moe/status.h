@@ -15,7 +15,8 @@ typedef enum {
     MOE_ERR_NOMEM,        /* an allocation failed */
     MOE_ERR_IO,           /* a file could not be read or written */
     MOE_ERR_FORMAT,       /* a malformed file or value */
-    MOE_ERR_UNSUPPORTED   /* valid, but not something moe does (yet) */
+    MOE_ERR_UNSUPPORTED,  /* valid, but not something moe does (yet) */
+    MOE_ERR_DEVICE        /* the GPU or its runtime failed a call */
 } moe_status;
 
 /* The message of the last failure on this thread ("" when none). */

@@ -115,6 +115,12 @@ struct moe_backend {
  * runs. NULL when out of memory. */
 moe_backend *moe_backend_cpu_create(void);
 
+/* The CUDA backend (backend/cuda.c, built with -DMOE_CUDA=ON): device
+ * memory on the first GPU, the kernels of kernels/cuda/. NULL, with the
+ * reason as the error (no CUDA in this build, no GPU, a GPU older than
+ * compute capability 9.0), when it cannot run. */
+moe_backend *moe_backend_cuda_create(void);
+
 /* The operations of the forward grouped by what they compute, for a
  * profile of where a step's time goes (backend/profile.c). */
 typedef enum {

@@ -29,6 +29,7 @@ const char *moe_status_name(moe_status s)
         [MOE_ERR_IO] = "i/o error",
         [MOE_ERR_FORMAT] = "format error",
         [MOE_ERR_UNSUPPORTED] = "unsupported",
+        [MOE_ERR_DEVICE] = "device error",
     };
     if ((unsigned)s >= sizeof names / sizeof names[0]) return "unknown status";
     return names[s];

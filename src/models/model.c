@@ -14,12 +14,30 @@ moe_model_options moe_model_default_options(void)
     return o;
 }
 
+/* The backend of a device: the one place the choice is made. */
+static moe_backend *backend_for(int device)
+{
+    if (device == MOE_DEVICE_CPU) return moe_backend_cpu_create();
+    moe_backend *b = moe_backend_cuda_create();
+    return b || device == MOE_DEVICE_CUDA ? b : moe_backend_cpu_create();
+}
+
+moe_status moe_device_available(moe_device d)
+{
+    if (d != MOE_DEVICE_AUTO && d != MOE_DEVICE_CPU && d != MOE_DEVICE_CUDA)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "device %d is not a moe_device", (int)d);
+    moe_backend *b = backend_for(d);
+    if (!b) return d == MOE_DEVICE_CUDA ? MOE_ERR_UNSUPPORTED : MOE_ERR_NOMEM;
+    b->destroy(b);
+    return MOE_OK;
+}
+
 static moe_model *model_new(const moe_model_options *opt)
 {
     moe_model *m = moe_calloc(sizeof *m, "model");
     if (!m) return NULL;
     m->opt = opt ? *opt : moe_model_default_options();
-    m->be = moe_backend_cpu_create();
+    m->be = backend_for(m->opt.device);
     if (m->be && m->opt.profile) m->be = moe_backend_profile_wrap(m->be);
     if (!m->be) {
         moe_free(m);
@@ -41,7 +59,8 @@ static moe_status finish(moe_model *m, moe_status st, moe_model **out)
 moe_act_mode model_choose_activations(const moe_model *m, int quantized)
 {
     if (m->opt.activations >= 0) return (moe_act_mode)m->opt.activations;
-    return quantized && moe_kernels()->panel_gemv_i8 ? MOE_ACT_INT8X2 : MOE_ACT_FLOAT;
+    /* int8 activations are the CPU kernels' way; a GPU takes floats */
+    return quantized && m->be->host_memory && moe_kernels()->panel_gemv_i8 ? MOE_ACT_INT8X2 : MOE_ACT_FLOAT;
 }
 
 moe_dtype model_choose_kv_dtype(const moe_model *m)
@@ -58,6 +77,8 @@ static moe_status check_options(const moe_model_options *opt)
         return moe_error_set(MOE_ERR_INVALID_ARG, "model options: activations %d is not a moe_act_mode", opt->activations);
     if (opt->kv_dtype != -1 && opt->kv_dtype != MOE_DTYPE_F32 && opt->kv_dtype != MOE_DTYPE_F16)
         return moe_error_set(MOE_ERR_INVALID_ARG, "model options: kv_dtype %d is not F32 or F16", opt->kv_dtype);
+    if (opt->device < MOE_DEVICE_AUTO || opt->device > MOE_DEVICE_CUDA)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: device %d is not a moe_device", opt->device);
     return MOE_OK;
 }
 
@@ -109,6 +130,7 @@ moe_model_info moe_model_get_info(const moe_model *m)
         .num_eos = c->num_eos, .eos_ids = c->eos_ids, .bits = m->bits,
     };
     if (c->sliding_window > 0 && c->sliding_window < i.max_position) i.max_position = c->sliding_window;
+    i.device = m->be->name;
     i.fused = c->num_layers > 0 ? m->be->experts_fused(m->layers[0].experts) : m->opt.fuse_gate_up;
     i.activations = m->bits ? m->act : MOE_ACT_FLOAT;
     i.kv_dtype = model_choose_kv_dtype(m);

@@ -1,0 +1,125 @@
+/* kernels/cuda/cuda_kernels.h — the CUDA kernels' launchers, callable from C
+ * (backend/cuda.c). Each launches its kernel(s) on `stream` and returns the
+ * launch's cudaError_t (cudaSuccess, or the first error of a launch or of an
+ * earlier asynchronous failure that the launch reported). Pointers are device
+ * addresses unless a comment says otherwise.
+ *
+ * Weights stay in the checkpoint's own format and are dequantized inside the
+ * kernels as they are read: float32, float16 or bfloat16 values [rows, K],
+ * or MLX affine codes (uint32 words [rows, K·bits/32], element 0 in the
+ * lowest bits) with scales and biases [rows, K/group] (w = scale·q + bias,
+ * rounded as the CPU's moe_linear_row rounds it: the product, then the sum).
+ * Activations are float32 and every product is accumulated in float32. */
+#ifndef MOE_KERNELS_CUDA_CUDA_KERNELS_H
+#define MOE_KERNELS_CUDA_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The weight formats (the value dtype, or the code width). */
+enum { MOE_CUDA_W_F32 = 0, MOE_CUDA_W_F16, MOE_CUDA_W_BF16, MOE_CUDA_W_Q4, MOE_CUDA_W_Q8 };
+
+/* One projection's weights for one or several experts: matrix e of
+ * [rows, K] starts at w + e·w_matrix (and s/b + e·s_matrix). */
+typedef struct {
+    int fmt;              /* MOE_CUDA_W_* */
+    int sdtype;           /* scales and biases: a moe_dtype (F32, F16, BF16) */
+    int group;            /* quantized: values sharing a scale and a bias */
+    int rows, K;
+    const void *w;        /* values or codes */
+    const void *s, *b;    /* scales, biases (quantized only) */
+    size_t w_row, s_row;  /* bytes of one row of w and of s (and of b) */
+    size_t w_matrix, s_matrix;
+} moe_cuda_weights;
+
+/* Failures found on the device (an operation cannot return them at once
+ * without waiting for the device): the first is kept in a fault record
+ * [4] ints {code, a, b, c} that the backend reads back and clears. */
+enum {
+    MOE_CUDA_FAULT_NONE = 0,
+    MOE_CUDA_FAULT_ROUTER_LOGIT = 1,   /* a = token, b = expert, c = the logit's bits */
+    MOE_CUDA_FAULT_EXPERT_INDEX = 2,   /* a = token, b = choice j, c = the index */
+};
+
+/* x [T, K] = rows tokens[t] of the table, dequantized. */
+cudaError_t moe_cuda_embed(const moe_cuda_weights *table, const int32_t *tokens, int T, float *x,
+                           cudaStream_t stream);
+
+/* y [T, rows] = x [T, K] · Wᵀ. */
+cudaError_t moe_cuda_linear(const moe_cuda_weights *W, const float *x, int T, float *y, cudaStream_t stream);
+
+/* y [rows, n] = w ⊙ x / rms(x) row by row (the mean square in double, as on
+ * the CPU); y may alias x. */
+cudaError_t moe_cuda_rmsnorm(int rows, int n, const float *x, const float *w, float eps, float *y,
+                             cudaStream_t stream);
+
+enum { MOE_CUDA_SPLIT_MAX = 8 };
+/* src [T, Σ widths] split into n ≤ MOE_CUDA_SPLIT_MAX parts dst[i] [T, widths[i]]
+ * (widths and dst are host arrays of device pointers). */
+cudaError_t moe_cuda_split_cols(const float *src, int T, int n, const int *widths, float *const *dst,
+                                cudaStream_t stream);
+
+/* x clamped to [-limit, limit] (NaN stays NaN). */
+cudaError_t moe_cuda_clip(size_t n, float *x, float limit, cudaStream_t stream);
+
+/* x += y */
+cudaError_t moe_cuda_add(size_t n, float *x, const float *y, cudaStream_t stream);
+
+/* cos, sin [T, half] of positions pos..pos+T-1: angle = (float)p · inv_freq[i]
+ * in float32 (inv_freq [half] computed on the host as the CPU does), its
+ * cosine and sine in double rounded to float. */
+cudaError_t moe_cuda_rope_angles(int T, int half, const float *inv_freq, int pos, float *cos_out, float *sin_out,
+                                 cudaStream_t stream);
+
+/* Rotate-half RoPE on every head of x [T, heads, hd] in place. */
+cudaError_t moe_cuda_rope(int T, int heads, int hd, float *x, const float *cos_t, const float *sin_t,
+                          cudaStream_t stream);
+
+/* n floats into a cache of IEEE halves (round to nearest even). */
+cudaError_t moe_cuda_store_f16(const float *src, void *dst, size_t n, cudaStream_t stream);
+
+/* Causal grouped-query attention (kernels/attention.h's contract): T
+ * queries at pos.. over cache rows 0..pos+T-1 of float32 (kv_f16 = 0) or
+ * half (1) elements; head_dim ≤ 1024. */
+cudaError_t moe_cuda_attention(int T, int pos, int heads, int kv_heads, int hd, float scale, const float *q,
+                               int kv_f16, const void *k, const void *v, size_t kv_stride, float *out,
+                               cudaStream_t stream);
+
+enum { MOE_CUDA_MAX_TOP_K = 64 };
+/* logits [T, E] → idx, w [T, k]: softmax, the k largest (ties: the lower
+ * expert), renormalised when norm. A non-finite logit is a fault. */
+cudaError_t moe_cuda_router_topk(const float *logits, int T, int E, int k, int norm, int32_t *idx, float *w,
+                                 int *fault, cudaStream_t stream);
+
+/* The SwitchGLU layer: out [T, D] = Σ_j w[t,j] · down_e(silu(gate_e x) ⊙ up_e x),
+ * e = idx[t,j]. gate and up [E, I, D], down [E, D, I]. fused: gate and up in
+ * one pass with SwiGLU on the way out; else two passes and SwiGLU a third
+ * (the same dot products: both give the same bits). An index outside
+ * [0, E) is a fault. `work` holds moe_cuda_experts_workspace(...) bytes. */
+typedef struct {
+    moe_cuda_weights gate, up, down;
+    int E, D, I;
+    int fused;
+    const float *x;
+    int T, k;
+    const int32_t *idx;
+    const float *w;
+    float *out;
+    void *work;
+    int *fault;
+} moe_cuda_experts_args;
+
+size_t moe_cuda_experts_workspace(int T, int k, int E, int D, int I, int fused);
+cudaError_t moe_cuda_experts(const moe_cuda_experts_args *a, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

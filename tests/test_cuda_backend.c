@@ -1,0 +1,708 @@
+/* tests/test_cuda_backend.c — the CUDA backend against the CPU backend and
+ * the committed reference fixtures.
+ *
+ * Without CUDA in the build or a GPU in the machine every test reports
+ * itself skipped (cmocka's skip(), and exit code 77, which ctest counts as
+ * skipped), never passed. With one:
+ *  - each operation of backend.h on random inputs at odd sizes against the
+ *    CPU backend: the element-wise steps (embedding rows, split, clip, add,
+ *    RoPE, the KV cache's f16 store) bit for bit; RMSNorm and the RoPE
+ *    angles within an ulp or two; projections and the expert layer within
+ *    float32 rounding of a float64 reference (2e-5 of the sum of |terms|)
+ *    and of the CPU; attention within 1e-5; the router's choices equal;
+ *  - fused and unfused gate-up give the same bits (bound: 0), and int8
+ *    activation modes, a CPU matter, change nothing on the GPU;
+ *  - faults found on the device (a non-finite router logit, an expert index
+ *    outside the layer) come back as errors naming them;
+ *  - whole models: every fixture of tests/fixtures/olmoe and families
+ *    against its transformers logits with the CPU's tolerances (float32
+ *    accumulation), greedy continuations equal, chunked prefill (chunks of
+ *    1, 4, 7) within 2e-5 of the single pass, unfused the same bits. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backend/backend.h"
+#include "kernels/attention.h"
+#include "kernels/norm_rope.h"
+#include "moe/model.h"
+#include "moe/runtime.h"
+#include "quant/dtype.h"
+#include "support/model_fixtures.h"
+#include "support/testutil.h"
+
+static moe_backend *gpu, *cpu;
+static int have_gpu;
+static char skip_reason[512];
+
+#define NEED_GPU()                                           \
+    do {                                                     \
+        if (!gpu) {                                          \
+            print_message("skipped: %s\n", skip_reason);     \
+            skip();                                          \
+        }                                                    \
+    } while (0)
+
+#define OK(call)                                                              \
+    do {                                                                      \
+        moe_status ok_st_ = (call);                                           \
+        if (ok_st_ != MOE_OK) fail_msg("%s: %s", #call, moe_last_error());    \
+    } while (0)
+
+/* ---- device buffers ---- */
+
+static void *dev_alloc(size_t bytes)
+{
+    void *p = gpu->alloc(gpu, bytes, "test buffer");
+    if (!p) fail_msg("device alloc of %zu bytes: %s", bytes, moe_last_error());
+    return p;
+}
+
+static void *dev_from(const void *host, size_t bytes)
+{
+    void *p = dev_alloc(bytes);
+    OK(gpu->upload(gpu, p, host, bytes));
+    return p;
+}
+
+static void to_host(void *host, const void *dev, size_t bytes) { OK(gpu->download(gpu, host, dev, bytes)); }
+
+/* A device buffer of n floats, filled with NaN so that unwritten outputs show. */
+static float *dev_poisoned(size_t n)
+{
+    float *h = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    float *d = dev_from(h, sizeof(float) * n);
+    free(h);
+    return d;
+}
+
+static float *rand_floats(uint64_t *rng, size_t n, double lo, double hi)
+{
+    float *x = malloc(sizeof(float) * n);
+    test_rand_floats(rng, x, n, lo, hi);
+    return x;
+}
+
+static void expect_bitwise(const char *what, const float *got, const float *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (test_bits_of_float(got[i]) != test_bits_of_float(want[i]) && !(isnan(got[i]) && isnan(want[i])))
+            fail_msg("%s: [%zu] = %.9g, CPU %.9g", what, i, (double)got[i], (double)want[i]);
+}
+
+/* |got − want| ≤ ulps units in the last place of want */
+static void expect_ulps(const char *what, const float *got, const float *want, size_t n, int ulps)
+{
+    for (size_t i = 0; i < n; i++) {
+        double tol = ulps * (double)nextafterf(fabsf(want[i]), INFINITY) - ulps * (double)fabsf(want[i]);
+        if (!(fabs((double)got[i] - want[i]) <= tol))
+            fail_msg("%s: [%zu] = %.9g, CPU %.9g (more than %d ulps)", what, i, (double)got[i], (double)want[i], ulps);
+    }
+}
+
+/* ---- RMSNorm ---- */
+
+static void rmsnorm_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 11;
+    static const int SIZES[][2] = { { 1, 1 }, { 7, 129 }, { 3, 2050 }, { 65, 24 } };
+    for (size_t c = 0; c < sizeof SIZES / sizeof SIZES[0]; c++) {
+        int rows = SIZES[c][0], n = SIZES[c][1];
+        size_t len = (size_t)rows * n;
+        float *x = rand_floats(&rng, len, -3, 3), *w = rand_floats(&rng, (size_t)n, 0.5, 1.5);
+        float *want = malloc(sizeof(float) * len), *got = malloc(sizeof(float) * len);
+        moe_rmsnorm_rows(rows, n, x, w, 1e-6f, want);
+        float *dx = dev_from(x, sizeof(float) * len), *dw = dev_from(w, sizeof(float) * n), *dy = dev_poisoned(len);
+        OK(gpu->rmsnorm(gpu, rows, n, dx, dw, 1e-6f, dy));
+        to_host(got, dy, sizeof(float) * len);
+        expect_ulps("rmsnorm", got, want, len, 2);
+        /* in place */
+        OK(gpu->rmsnorm(gpu, rows, n, dx, dw, 1e-6f, dx));
+        to_host(got, dx, sizeof(float) * len);
+        expect_ulps("rmsnorm in place", got, want, len, 2);
+        gpu->free(gpu, dx), gpu->free(gpu, dw), gpu->free(gpu, dy);
+        free(x), free(w), free(want), free(got);
+    }
+}
+
+/* ---- projections and the embedding ---- */
+
+typedef struct {
+    int bits;
+    moe_dtype dtype;   /* values (float) or scales and biases (quantized) */
+    int group;
+} format_case;
+
+static const format_case FORMATS[] = {
+    { 0, MOE_DTYPE_F32, 0 },  { 0, MOE_DTYPE_F16, 0 },  { 0, MOE_DTYPE_BF16, 0 },
+    { 4, MOE_DTYPE_BF16, 64 }, { 4, MOE_DTYPE_F16, 32 }, { 4, MOE_DTYPE_F32, 128 },
+    { 8, MOE_DTYPE_BF16, 64 }, { 8, MOE_DTYPE_F32, 32 }, { 8, MOE_DTYPE_F16, 128 },
+};
+enum { NFORMATS = sizeof FORMATS / sizeof FORMATS[0] };
+
+static void format_name(const format_case *f, char *buf, size_t n)
+{
+    if (f->bits) snprintf(buf, n, "q%d/%s/g%d", f->bits, moe_dtype_name(f->dtype), f->group);
+    else snprintf(buf, n, "%s", moe_dtype_name(f->dtype));
+}
+
+/* The rows of p (one expert) loaded in two blocks: [0, 16) and the rest. */
+static void load_in_two(moe_backend *b, moe_bk_linear *l, const test_proj *p)
+{
+    int split = p->rows > 16 ? 16 : p->rows;
+    OK(b->linear_load_rows(b, l, 0, split, &p->w));
+    if (split == p->rows) return;
+    moe_expert_weights rest = p->w;
+    size_t wrow = p->w.bits ? (size_t)p->cols * p->w.bits / 8 : (size_t)p->cols * moe_dtype_size(p->w.dtype);
+    rest.weight = (const char *)p->w.weight + split * wrow;
+    if (p->w.bits) {
+        size_t srow = (size_t)(p->cols / p->w.group_size) * moe_dtype_size(p->w.dtype);
+        rest.scales = (const char *)p->w.scales + split * srow;
+        rest.biases = (const char *)p->w.biases + split * srow;
+    }
+    OK(b->linear_load_rows(b, l, split, p->rows - split, &rest));
+}
+
+static void linear_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 21;
+    static const int TOKENS[] = { 1, 3, 8, 9, 70 };
+    for (int fi = 0; fi < NFORMATS; fi++) {
+        const format_case *f = &FORMATS[fi];
+        int K = f->bits ? 3 * 128 : 131, outs[2] = { 37, 1 };
+        for (int oi = 0; oi < 2; oi++) {
+            int N = outs[oi];
+            char what[96];
+            format_name(f, what, sizeof what);
+            test_proj p;
+            test_proj_make(&p, &rng, 1, N, K, f->bits, f->dtype, f->group);
+            moe_bk_linear *lg, *lc, *l8;
+            OK(gpu->linear_create(gpu, N, K, &p.w, "test.proj", MOE_ACT_FLOAT, &lg));
+            OK(gpu->linear_create(gpu, N, K, &p.w, "test.proj.i8", MOE_ACT_INT8X2, &l8));
+            OK(cpu->linear_create(cpu, N, K, &p.w, "test.proj", MOE_ACT_FLOAT, &lc));
+            load_in_two(gpu, lg, &p);
+            load_in_two(gpu, l8, &p);
+            load_in_two(cpu, lc, &p);
+            assert_int_equal(gpu->linear_bytes(lg), cpu->linear_bytes(lc));
+            for (size_t ti = 0; ti < sizeof TOKENS / sizeof TOKENS[0]; ti++) {
+                int T = TOKENS[ti];
+                size_t ny = (size_t)T * N;
+                float *x = rand_floats(&rng, (size_t)T * K, -2, 2);
+                float *want = malloc(sizeof(float) * ny), *got = malloc(sizeof(float) * ny);
+                float *got8 = malloc(sizeof(float) * ny);
+                OK(cpu->linear(cpu, lc, x, T, want));
+                float *dx = dev_from(x, sizeof(float) * T * K), *dy = dev_poisoned(ny);
+                OK(gpu->linear(gpu, lg, dx, T, dy));
+                to_host(got, dy, sizeof(float) * ny);
+                OK(gpu->linear(gpu, l8, dx, T, dy));
+                to_host(got8, dy, sizeof(float) * ny);
+                expect_bitwise("int8 activations asked of the GPU", got8, got, ny);
+                for (int t = 0; t < T; t++)
+                    for (int r = 0; r < N; r++) {
+                        double ref = 0, bound = 0;
+                        for (int k = 0; k < K; k++) {
+                            double term = p.value[(size_t)r * K + k] * x[(size_t)t * K + k];
+                            ref += term, bound += fabs(term);
+                        }
+                        size_t i = (size_t)t * N + r;
+                        double tol = 2e-5 * bound + 1e-7;
+                        if (!(fabs(got[i] - ref) <= tol && fabs(got[i] - want[i]) <= 2 * tol))
+                            fail_msg("linear %s [%d, %d], %d tokens: y[%d][%d] = %.8g, float64 %.8g, CPU %.8g (tol %.2g)",
+                                     what, N, K, T, t, r, (double)got[i], ref, (double)want[i], tol);
+                    }
+                gpu->free(gpu, dx), gpu->free(gpu, dy);
+                free(x), free(want), free(got), free(got8);
+            }
+            gpu->linear_free(gpu, lg), gpu->linear_free(gpu, l8), cpu->linear_free(cpu, lc);
+            test_proj_free(&p);
+        }
+    }
+}
+
+static void linear_errors(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 22;
+    test_proj p;
+    test_proj_make(&p, &rng, 1, 40, 64, 4, MOE_DTYPE_BF16, 32);
+    moe_bk_linear *l;
+    OK(gpu->linear_create(gpu, 40, 64, &p.w, "model.layers.0.self_attn.o_proj", MOE_ACT_FLOAT, &l));
+    OK(gpu->linear_load_rows(gpu, l, 0, 16, &p.w));
+    float *dx = dev_poisoned(64), *dy = dev_poisoned(40);
+    assert_int_equal(gpu->linear(gpu, l, dx, 1, dy), MOE_ERR_INVALID_ARG);
+    assert_non_null(strstr(moe_last_error(), "o_proj: row 16 was never loaded"));
+    assert_int_equal(gpu->linear_load_rows(gpu, l, 32, 16, &p.w), MOE_ERR_SHAPE);
+    moe_expert_weights other = p.w;
+    other.bits = 8;
+    assert_int_equal(gpu->linear_load_rows(gpu, l, 16, 16, &other), MOE_ERR_DTYPE);
+    other = p.w;
+    other.group_size = 48;
+    moe_bk_linear *bad;
+    assert_int_equal(gpu->linear_create(gpu, 40, 64, &other, "bad", MOE_ACT_FLOAT, &bad), MOE_ERR_SHAPE);
+    gpu->free(gpu, dx), gpu->free(gpu, dy);
+    gpu->linear_free(gpu, l);
+    test_proj_free(&p);
+}
+
+static void embed_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 31;
+    int32_t tokens[] = { 0, 36, 5, 5, 17, 1, 35 };
+    int T = sizeof tokens / sizeof tokens[0], V = 37;
+    for (int fi = 0; fi < NFORMATS; fi++) {
+        const format_case *f = &FORMATS[fi];
+        int K = f->bits ? 256 : 133;
+        char what[96];
+        format_name(f, what, sizeof what);
+        test_proj p;
+        test_proj_make(&p, &rng, 1, V, K, f->bits, f->dtype, f->group);
+        moe_bk_linear *lg, *lc;
+        OK(gpu->linear_create(gpu, V, K, &p.w, "model.embed_tokens", MOE_ACT_FLOAT, &lg));
+        OK(cpu->linear_create(cpu, V, K, &p.w, "model.embed_tokens", MOE_ACT_FLOAT, &lc));
+        load_in_two(gpu, lg, &p);
+        load_in_two(cpu, lc, &p);
+        size_t n = (size_t)T * K;
+        float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n), *dx = dev_poisoned(n);
+        OK(cpu->embed(cpu, lc, tokens, T, want));
+        OK(gpu->embed(gpu, lg, tokens, T, dx));
+        to_host(got, dx, sizeof(float) * n);
+        expect_bitwise(what, got, want, n);
+        int32_t bad[] = { 3, 37 };
+        assert_int_equal(gpu->embed(gpu, lg, bad, 2, dx), MOE_ERR_RANGE);
+        assert_non_null(strstr(moe_last_error(), "token id 37 (at 1) is outside 0..36"));
+        gpu->free(gpu, dx);
+        free(want), free(got);
+        gpu->linear_free(gpu, lg), cpu->linear_free(cpu, lc);
+        test_proj_free(&p);
+    }
+}
+
+/* ---- element-wise steps ---- */
+
+static void split_clip_add_match(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 41;
+    int T = 5, widths[3] = { 24, 8, 9 }, row = 41;
+    size_t n = (size_t)T * row;
+    float *src = rand_floats(&rng, n, -4, 4);
+    src[3] = NAN, src[7] = INFINITY, src[9] = -INFINITY;
+    float *dsrc = dev_from(src, sizeof(float) * n);
+    float *want[3], *dparts[3], *got = malloc(sizeof(float) * n);
+    for (int i = 0; i < 3; i++) {
+        want[i] = malloc(sizeof(float) * T * widths[i]);
+        dparts[i] = dev_poisoned((size_t)T * widths[i]);
+    }
+    OK(cpu->split_cols(cpu, src, T, 3, widths, want));
+    OK(gpu->split_cols(gpu, dsrc, T, 3, widths, dparts));
+    for (int i = 0; i < 3; i++) {
+        to_host(got, dparts[i], sizeof(float) * T * widths[i]);
+        expect_bitwise("split columns", got, want[i], (size_t)T * widths[i]);
+    }
+    /* clip (NaN stays NaN, infinities clamp) */
+    float *c = malloc(sizeof(float) * n);
+    memcpy(c, src, sizeof(float) * n);
+    OK(cpu->clip(cpu, n, c, 2.5f));
+    OK(gpu->clip(gpu, n, dsrc, 2.5f));
+    to_host(got, dsrc, sizeof(float) * n);
+    expect_bitwise("clip", got, c, n);
+    /* add */
+    float *y = rand_floats(&rng, n, -4, 4), *dy = dev_from(y, sizeof(float) * n);
+    OK(cpu->add(cpu, n, c, y));
+    OK(gpu->add(gpu, n, dsrc, dy));
+    to_host(got, dsrc, sizeof(float) * n);
+    expect_bitwise("add", got, c, n);
+    for (int i = 0; i < 3; i++) free(want[i]), gpu->free(gpu, dparts[i]);
+    gpu->free(gpu, dsrc), gpu->free(gpu, dy);
+    free(src), free(got), free(c), free(y);
+}
+
+static void rope_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 51;
+    static const struct { int hd; double theta; int pos; } CASES[] = {
+        { 16, 10000.0, 0 }, { 128, 10000.0, 4097 }, { 24, 1e6, 100000 }, { 64, 500000.0, 131000 },
+    };
+    int T = 9;
+    int exact = 0, total = 0;
+    for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
+        int hd = CASES[c].hd, half = hd / 2;
+        size_t n = (size_t)T * half;
+        float *wc = malloc(sizeof(float) * n), *ws = malloc(sizeof(float) * n);
+        float *gc = malloc(sizeof(float) * n), *gs = malloc(sizeof(float) * n);
+        OK(cpu->rope_angles(cpu, T, hd, CASES[c].theta, CASES[c].pos, wc, ws));
+        float *dc = dev_poisoned(n), *ds = dev_poisoned(n);
+        OK(gpu->rope_angles(gpu, T, hd, CASES[c].theta, CASES[c].pos, dc, ds));
+        to_host(gc, dc, sizeof(float) * n);
+        to_host(gs, ds, sizeof(float) * n);
+        /* the same float32 angle; its cosine and sine within an ulp of libm's */
+        expect_ulps("rope cos", gc, wc, n, 1);
+        expect_ulps("rope sin", gs, ws, n, 1);
+        for (size_t i = 0; i < n; i++) exact += (gc[i] == wc[i]) + (gs[i] == ws[i]), total += 2;
+        /* the rotation itself on the CPU's angles: the same bits */
+        int heads = 3;
+        size_t nx = (size_t)T * heads * hd;
+        float *x = rand_floats(&rng, nx, -2, 2), *gx = malloc(sizeof(float) * nx);
+        float *dx = dev_from(x, sizeof(float) * nx);
+        OK(gpu->upload(gpu, dc, wc, sizeof(float) * n));
+        OK(gpu->upload(gpu, ds, ws, sizeof(float) * n));
+        OK(cpu->rope(cpu, T, heads, hd, x, wc, ws));
+        OK(gpu->rope(gpu, T, heads, hd, dx, dc, ds));
+        to_host(gx, dx, sizeof(float) * nx);
+        expect_bitwise("rope", gx, x, nx);
+        gpu->free(gpu, dc), gpu->free(gpu, ds), gpu->free(gpu, dx);
+        free(wc), free(ws), free(gc), free(gs), free(x), free(gx);
+    }
+    print_message("  rope angles: %d of %d values equal to the CPU's bits, the rest within an ulp\n", exact, total);
+}
+
+static void kv_store_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 61;
+    size_t n = 1003;
+    float *x = rand_floats(&rng, n, -70000, 70000);
+    for (size_t i = 0; i < 200; i++) x[i] *= 1e-9f;   /* half subnormals and underflow */
+    x[500] = 65520.0f, x[501] = -65519.0f, x[502] = INFINITY;
+    float *dx = dev_from(x, sizeof(float) * n);
+    uint16_t *want = malloc(2 * n), *got = malloc(2 * n);
+    float *wantf = malloc(4 * n), *gotf = malloc(4 * n);
+    void *dc = dev_alloc(4 * n);
+    OK(cpu->kv_store(cpu, MOE_DTYPE_F16, x, want, n));
+    OK(gpu->kv_store(gpu, MOE_DTYPE_F16, dx, dc, n));
+    to_host(got, dc, 2 * n);
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i]) fail_msg("f16 store: [%zu] %.9g → %04x, CPU %04x", i, (double)x[i], got[i], want[i]);
+    OK(cpu->kv_store(cpu, MOE_DTYPE_F32, x, wantf, n));
+    OK(gpu->kv_store(gpu, MOE_DTYPE_F32, dx, dc, n));
+    to_host(gotf, dc, 4 * n);
+    expect_bitwise("f32 store", gotf, wantf, n);
+    assert_int_equal(gpu->kv_store(gpu, MOE_DTYPE_BF16, dx, dc, n), MOE_ERR_DTYPE);
+    gpu->free(gpu, dx), gpu->free(gpu, dc);
+    free(x), free(want), free(got), free(wantf), free(gotf);
+}
+
+/* ---- attention ---- */
+
+static void attention_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 71;
+    static const struct { int T, pos, heads, kv_heads, hd, extra; } CASES[] = {
+        { 1, 0, 4, 2, 16, 0 }, { 1, 37, 6, 3, 24, 0 }, { 5, 0, 4, 1, 64, 0 }, { 7, 11, 8, 2, 128, 8 },
+        { 33, 40, 2, 2, 96, 0 }, { 3, 300, 4, 4, 256, 0 }, { 1, 2100, 16, 16, 128, 0 },
+    };
+    for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++)
+        for (int half = 0; half < 2; half++) {
+            int T = CASES[c].T, pos = CASES[c].pos, H = CASES[c].heads, KV = CASES[c].kv_heads, hd = CASES[c].hd;
+            size_t stride = (size_t)KV * hd + CASES[c].extra, rows = (size_t)pos + T;
+            moe_dtype kt = half ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
+            size_t es = moe_dtype_size(kt), nq = (size_t)T * H * hd;
+            float *q = rand_floats(&rng, nq, -1, 1);
+            float *kf = rand_floats(&rng, rows * stride, -1, 1), *vf = rand_floats(&rng, rows * stride, -1, 1);
+            void *k = malloc(es * rows * stride), *v = malloc(es * rows * stride);
+            OK(cpu->kv_store(cpu, kt, kf, k, rows * stride));
+            OK(cpu->kv_store(cpu, kt, vf, v, rows * stride));
+            float *want = malloc(sizeof(float) * nq), *got = malloc(sizeof(float) * nq);
+            float scale = 1.0f / sqrtf((float)hd);
+            OK(cpu->attention(cpu, T, pos, H, KV, hd, scale, q, kt, k, v, stride, want));
+            float *dq = dev_from(q, sizeof(float) * nq), *dout = dev_poisoned(nq);
+            void *dk = dev_from(k, es * rows * stride), *dv = dev_from(v, es * rows * stride);
+            OK(gpu->attention(gpu, T, pos, H, KV, hd, scale, dq, kt, dk, dv, stride, dout));
+            to_host(got, dout, sizeof(float) * nq);
+            for (size_t i = 0; i < nq; i++)
+                if (!(fabsf(got[i] - want[i]) <= 1e-5f))
+                    fail_msg("attention T %d pos %d heads %d/%d hd %d %s: [%zu] = %.8g, CPU %.8g", T, pos, H, KV, hd,
+                             half ? "f16" : "f32", i, (double)got[i], (double)want[i]);
+            gpu->free(gpu, dq), gpu->free(gpu, dout), gpu->free(gpu, dk), gpu->free(gpu, dv);
+            free(q), free(kf), free(vf), free(k), free(v), free(want), free(got);
+        }
+}
+
+/* ---- router ---- */
+
+static void router_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 81;
+    static const int CASES[][3] = { { 13, 1, 0 }, { 13, 3, 1 }, { 64, 8, 0 }, { 64, 8, 1 }, { 128, 8, 1 }, { 8, 2, 1 } };
+    int T = 33;
+    for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
+        int E = CASES[c][0], k = CASES[c][1], norm = CASES[c][2];
+        size_t n = (size_t)T * E, nk = (size_t)T * k;
+        float *z = rand_floats(&rng, n, -4, 4);
+        for (size_t i = 0; i < n; i++) z[i] = roundf(z[i] * 2) / 2;   /* plenty of ties */
+        int32_t *wi = malloc(sizeof(int32_t) * nk), *gi = malloc(sizeof(int32_t) * nk);
+        float *ww = malloc(sizeof(float) * nk), *gw = malloc(sizeof(float) * nk);
+        OK(cpu->router_topk(cpu, z, T, E, k, norm, wi, ww));
+        float *dz = dev_from(z, sizeof(float) * n), *dw = dev_poisoned(nk);
+        int32_t *di = dev_alloc(sizeof(int32_t) * nk);
+        OK(gpu->router_topk(gpu, dz, T, E, k, norm, di, dw));
+        to_host(gi, di, sizeof(int32_t) * nk);
+        to_host(gw, dw, sizeof(float) * nk);
+        for (size_t i = 0; i < nk; i++)
+            if (gi[i] != wi[i]) fail_msg("router E %d k %d: choice %zu is expert %d, CPU %d", E, k, i, gi[i], wi[i]);
+        expect_ulps("router weights", gw, ww, nk, 2);
+        /* a non-finite logit: reported at the next download */
+        z[5 * E + 2] = NAN;
+        OK(gpu->upload(gpu, dz, z, sizeof(float) * n));
+        OK(gpu->router_topk(gpu, dz, T, E, k, norm, di, dw));
+        assert_int_equal(gpu->download(gpu, gw, dw, sizeof(float) * nk), MOE_ERR_RANGE);
+        assert_non_null(strstr(moe_last_error(), "router: token 5, expert 2: logit nan is not finite"));
+        to_host(gw, dw, sizeof(float) * nk);   /* reported once */
+        gpu->free(gpu, dz), gpu->free(gpu, dw), gpu->free(gpu, di);
+        free(z), free(wi), free(gi), free(ww), free(gw);
+    }
+    assert_int_equal(gpu->router_topk(gpu, NULL, 1, 4, 5, 0, NULL, NULL), MOE_ERR_SHAPE);
+}
+
+/* ---- the expert layer ---- */
+
+typedef struct {
+    format_case f;
+    int E, D, I;
+} experts_case;
+
+static void experts_match(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 91;
+    static const experts_case CASES[] = {
+        { { 0, MOE_DTYPE_F32, 0 }, 5, 37, 45 },      { { 0, MOE_DTYPE_BF16, 0 }, 6, 64, 40 },
+        { { 0, MOE_DTYPE_F16, 0 }, 4, 72, 24 },      { { 4, MOE_DTYPE_BF16, 32 }, 8, 96, 64 },
+        { { 4, MOE_DTYPE_F16, 64 }, 5, 128, 192 },   { { 8, MOE_DTYPE_BF16, 64 }, 7, 128, 64 },
+        { { 8, MOE_DTYPE_F32, 32 }, 3, 64, 96 },     { { 4, MOE_DTYPE_BF16, 128 }, 1, 128, 256 },
+    };
+    static const int TOKENS[] = { 1, 2, 5, 9, 70, 200 };
+    for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
+        const experts_case *xc = &CASES[c];
+        int E = xc->E, D = xc->D, I = xc->I;
+        char what[128], fmt[64];
+        format_name(&xc->f, fmt, sizeof fmt);
+        test_proj g, u, d;
+        test_proj_make(&g, &rng, E, I, D, xc->f.bits, xc->f.dtype, xc->f.group);
+        test_proj_make(&u, &rng, E, I, D, xc->f.bits, xc->f.dtype, xc->f.group);
+        test_proj_make(&d, &rng, E, D, I, xc->f.bits, xc->f.dtype, xc->f.group);
+        moe_switchglu_config cfg = moe_switchglu_default_config(E, D, I);
+        moe_bk_experts *xg, *xcpu;
+        OK(gpu->experts_create(gpu, &cfg, &g.w, &u.w, &d.w, &xg));
+        OK(cpu->experts_create(cpu, &cfg, &g.w, &u.w, &d.w, &xcpu));
+        for (int e = 0; e < E; e++) {
+            /* one expert's slices, as a hub-layout loader hands them over */
+            moe_expert_weights s[3];
+            const test_proj *ps[3] = { &g, &u, &d };
+            for (int i = 0; i < 3; i++) {
+                const test_proj *p = ps[i];
+                size_t wrow = p->w.bits ? (size_t)p->cols * p->w.bits / 8 : (size_t)p->cols * moe_dtype_size(p->w.dtype);
+                size_t srow = p->w.bits ? (size_t)(p->cols / p->w.group_size) * moe_dtype_size(p->w.dtype) : 0;
+                s[i] = p->w;
+                s[i].weight = (const char *)p->w.weight + (size_t)e * p->rows * wrow;
+                if (p->w.bits) {
+                    s[i].scales = (const char *)p->w.scales + (size_t)e * p->rows * srow;
+                    s[i].biases = (const char *)p->w.biases + (size_t)e * p->rows * srow;
+                }
+            }
+            if (e == 0) {   /* a layer with experts missing refuses to run */
+                float *dx = dev_poisoned((size_t)D), *dy = dev_poisoned((size_t)D), *dw = dev_poisoned(1);
+                int32_t *di = dev_alloc(sizeof(int32_t));
+                assert_int_equal(gpu->experts(gpu, xg, dx, 1, di, dw, 1, dy), MOE_ERR_INVALID_ARG);
+                assert_non_null(strstr(moe_last_error(), "expert 0 was never loaded"));
+                gpu->free(gpu, dx), gpu->free(gpu, dy), gpu->free(gpu, dw), gpu->free(gpu, di);
+            }
+            OK(gpu->experts_load(gpu, xg, e, &s[0], &s[1], &s[2]));
+            OK(cpu->experts_load(cpu, xcpu, e, &s[0], &s[1], &s[2]));
+        }
+        assert_int_equal(gpu->experts_bytes(xg), cpu->experts_bytes(xcpu));
+        for (size_t ti = 0; ti < sizeof TOKENS / sizeof TOKENS[0]; ti++)
+            for (int k = 1; k <= 3 && k <= E; k++) {
+                int T = TOKENS[ti];
+                size_t nx = (size_t)T * D, nk = (size_t)T * k;
+                snprintf(what, sizeof what, "experts %s E %d D %d I %d, %d tokens top-%d", fmt, E, D, I, T, k);
+                float *x = rand_floats(&rng, nx, -2, 2), *w = rand_floats(&rng, nk, 0.05, 1);
+                int32_t *idx = malloc(sizeof(int32_t) * nk);
+                for (int t = 0; t < T; t++)   /* k distinct experts a token */
+                    for (int j = 0; j < k; j++) {
+                        int e;
+                        int again;
+                        do {
+                            e = (int)(test_rand_u64(&rng) % (uint64_t)E);
+                            again = 0;
+                            for (int i = 0; i < j; i++) again |= idx[t * k + i] == e;
+                        } while (again);
+                        idx[t * k + j] = e;
+                    }
+                double *ref = malloc(sizeof(double) * nx), *bound = malloc(sizeof(double) * nx);
+                test_switchglu_reference(&g, &u, &d, x, T, idx, w, k, ref, bound);
+                float *want = malloc(sizeof(float) * nx), *fused = malloc(sizeof(float) * nx);
+                float *unfused = malloc(sizeof(float) * nx);
+                OK(cpu->experts(cpu, xcpu, x, T, idx, w, k, want));
+                float *dx = dev_from(x, sizeof(float) * nx), *dw = dev_from(w, sizeof(float) * nk);
+                int32_t *di = dev_from(idx, sizeof(int32_t) * nk);
+                float *dy = dev_poisoned(nx);
+                OK(gpu->experts_set_fused(gpu, xg, 1));
+                assert_true(gpu->experts_fused(xg));
+                OK(gpu->experts(gpu, xg, dx, T, di, dw, k, dy));
+                to_host(fused, dy, sizeof(float) * nx);
+                OK(gpu->experts_set_fused(gpu, xg, 0));
+                assert_false(gpu->experts_fused(xg));
+                OK(gpu->experts(gpu, xg, dx, T, di, dw, k, dy));
+                to_host(unfused, dy, sizeof(float) * nx);
+                for (size_t i = 0; i < nx; i++) {
+                    double tol = 2e-5 * bound[i] + 1e-7;
+                    if (!(fabs(fused[i] - ref[i]) <= tol && fabs(fused[i] - want[i]) <= 2 * tol))
+                        fail_msg("%s: y[%zu] = %.8g, float64 %.8g, CPU %.8g (tol %.2g)", what, i, (double)fused[i],
+                                 ref[i], (double)want[i], tol);
+                }
+                snprintf(what + strlen(what), sizeof what - strlen(what), ": fused vs unfused");
+                expect_bitwise(what, unfused, fused, nx);
+                /* an index outside the layer: an error at the next download */
+                if (ti == 0 || ti == 4) {
+                    idx[nk - 1] = E;
+                    OK(gpu->upload(gpu, di, idx, sizeof(int32_t) * nk));
+                    OK(gpu->experts(gpu, xg, dx, T, di, dw, k, dy));
+                    assert_int_equal(gpu->download(gpu, unfused, dy, sizeof(float) * nx), MOE_ERR_RANGE);
+                    assert_non_null(strstr(moe_last_error(), "expert index"));
+                }
+                gpu->free(gpu, dx), gpu->free(gpu, dw), gpu->free(gpu, di), gpu->free(gpu, dy);
+                free(x), free(w), free(idx), free(ref), free(bound), free(want), free(fused), free(unfused);
+            }
+        gpu->experts_free(gpu, xg), cpu->experts_free(cpu, xcpu);
+        test_proj_free(&g), test_proj_free(&u), test_proj_free(&d);
+    }
+}
+
+/* ---- whole models on the reference fixtures ---- */
+
+static void model_fixtures(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    for (size_t f = 0; f < TEST_NUM_FIXTURES; f++) {
+        const test_fixture *fx = &TEST_FIXTURES[f];
+        test_reference r;
+        test_reference_load(fx->name, &r);
+        char what[160];
+        moe_model_options o = moe_model_default_options();
+        o.device = MOE_DEVICE_CUDA;
+        o.activations = MOE_ACT_FLOAT;   /* the CPU's exact path, for its tolerances */
+        moe_model *m = test_fixture_model(fx->name, &o);
+        moe_model_info info = moe_model_get_info(m);
+        assert_string_equal(info.device, "cuda");
+        assert_int_equal(info.vocab_size, r.vocab);
+
+        float *single = test_run_logits(m, &r, r.n);
+        snprintf(what, sizeof what, "%s on cuda", fx->name);
+        double worst = test_check_logits(what, &r, single, r.logits, fx->tol);
+        test_check_greedy(what, m, &r);
+        /* chunked prefill: matrix-vector and tiled paths mixed, within float rounding */
+        static const int STEPS[] = { 1, 4, 7 };
+        double worst_chunked = 0;
+        for (size_t i = 0; i < sizeof STEPS / sizeof STEPS[0]; i++) {
+            float *chunked = test_run_logits(m, &r, STEPS[i]);
+            snprintf(what, sizeof what, "%s on cuda, chunks of %d", fx->name, STEPS[i]);
+            worst_chunked = fmax(worst_chunked, test_check_logits(what, &r, chunked, single, 2e-5));
+            free(chunked);
+        }
+        /* unfused: the same sums in the same order */
+        OK(moe_model_set_fused(m, 0));
+        float *unfused = test_run_logits(m, &r, r.n);
+        if (memcmp(unfused, single, sizeof(float) * (size_t)r.n * r.vocab) != 0)
+            fail_msg("%s: fused and unfused logits differ on cuda", fx->name);
+        print_message("  %-28s largest error %.2e (limit %.0e), chunked vs single %.2e, fused = unfused\n", fx->name,
+                      worst, fx->tol, worst_chunked);
+        free(unfused);
+        free(single);
+        moe_model_free(m);
+        moe_st_close(r.file);
+    }
+}
+
+/* The default options stay on the CPU; auto and cuda take the GPU. */
+static void device_choice(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    assert_int_equal(moe_device_available(MOE_DEVICE_CUDA), MOE_OK);
+    char dir[1024];
+    test_fixture_path(dir, sizeof dir, "olmoe/base-q4", "");
+    static const struct { int device; const char *name; } CASES[] = {
+        { MOE_DEVICE_CPU, "cpu" }, { MOE_DEVICE_AUTO, "cuda" }, { MOE_DEVICE_CUDA, "cuda" },
+    };
+    for (size_t i = 0; i < 3; i++) {
+        moe_model_options o = moe_model_default_options();
+        o.device = CASES[i].device;
+        moe_model *m;
+        OK(moe_model_load(dir, &o, &m));
+        moe_model_info info = moe_model_get_info(m);
+        assert_string_equal(info.device, CASES[i].name);
+        /* float activations on the GPU, so the exact KV cache */
+        if (o.device != MOE_DEVICE_CPU) {
+            assert_int_equal(info.activations, MOE_ACT_FLOAT);
+            assert_int_equal(info.kv_dtype, MOE_DTYPE_F32);
+        }
+        moe_model_free(m);
+    }
+    moe_model_options o = moe_model_default_options();
+    o.device = 7;
+    moe_model *m;
+    assert_int_equal(moe_model_load(dir, &o, &m), MOE_ERR_INVALID_ARG);
+    assert_non_null(strstr(moe_last_error(), "device 7 is not a moe_device"));
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    cpu = moe_backend_cpu_create();
+    gpu = moe_backend_cuda_create();
+    have_gpu = gpu != NULL;
+    if (!gpu) snprintf(skip_reason, sizeof skip_reason, "%s", moe_last_error());
+    return cpu ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (gpu) gpu->destroy(gpu);
+    if (cpu) cpu->destroy(cpu);
+    gpu = cpu = NULL;
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(rmsnorm_matches),   cmocka_unit_test(linear_matches),  cmocka_unit_test(linear_errors),
+        cmocka_unit_test(embed_matches),     cmocka_unit_test(split_clip_add_match), cmocka_unit_test(rope_matches),
+        cmocka_unit_test(kv_store_matches),  cmocka_unit_test(attention_matches), cmocka_unit_test(router_matches),
+        cmocka_unit_test(experts_match),     cmocka_unit_test(model_fixtures),  cmocka_unit_test(device_choice),
+    };
+    int failed = cmocka_run_group_tests(tests, setup, teardown);
+    /* 77: ctest's skip (SKIP_RETURN_CODE) when nothing could run */
+    if (!failed && !have_gpu) {
+        printf("test_cuda_backend: skipped: %s\n", skip_reason);
+        return 77;
+    }
+    return failed;
+}
