@@ -11,7 +11,8 @@
  *   moe_context_eval(ctx, ids)   appends tokens, returns logits
  *
  * A context holds one sequence; several contexts may share one model but
- * must not run at the same time (the model's layers own their workspace). */
+ * must not run at the same time (the model owns the activations' workspace);
+ * moe_context_eval_batch runs several of them in one forward. */
 #ifndef MOE_MODEL_H
 #define MOE_MODEL_H
 
@@ -123,6 +124,23 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
  * [n][vocab] when all_positions, else [vocab] for the last token. Token ids
  * outside the vocabulary and overflowing the cache are errors. */
 moe_status moe_context_eval(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions);
+
+/* One sequence's part of a batch. */
+typedef struct {
+    moe_context *ctx;
+    const int32_t *tokens;
+    int n;                  /* 1 ≤ n ≤ the context's max_chunk */
+    float *logits;          /* NULL, [n][vocab] when all_positions, else [vocab] */
+    int all_positions;
+} moe_batch_item;
+
+/* Runs several sequences in one forward pass: every projection and expert
+ * layer reads its weights once for all their tokens, while each sequence
+ * attends to its own KV cache. The contexts must be distinct and of one
+ * model. Each item is checked as moe_context_eval checks it; on an error
+ * no context has moved. The logits equal those of separate evals within
+ * float rounding (a larger batch may take the GEMM path of a longer chunk). */
+moe_status moe_context_eval_batch(const moe_batch_item *items, int count);
 
 moe_model *moe_context_model(const moe_context *c);
 

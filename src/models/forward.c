@@ -16,8 +16,11 @@
  *     dense layer: x += SwiGLU(h)                  (Qwen3-MoE's mlp_only_layers)
  *   logits = rmsnorm(x)·Wheadᵀ
  *
- * Each step is a call to the model's backend (backend/backend.h), which owns
- * every buffer named here. */
+ * The T rows are the tokens of every sequence of a batch, one sequence after
+ * another: each step runs over all of them at once, but for the KV cache and
+ * attention, which each sequence does over its own cache. Each step is a
+ * call to the model's backend (backend/backend.h), which owns every buffer
+ * named here. */
 #include <math.h>
 
 #include "models/transformer.h"
@@ -30,93 +33,135 @@
 
 /* q, k and v of T rows of normalised input: one stacked projection split
  * into its parts, or three projections. */
-static moe_status qkv_projections(moe_context *c, const model_layer *L, int T, int qdim, int kvdim)
+static moe_status qkv_projections(moe_model *m, const model_layer *L, int T, int qdim, int kvdim)
 {
-    moe_backend *B = c->m->be;
+    moe_backend *B = m->be;
+    model_workspace *w = &m->ws;
     if (!L->wqkv) {
-        TRY(B->linear(B, L->wq, c->xb, T, c->q));
-        TRY(B->linear(B, L->wk, c->xb, T, c->k));
-        return B->linear(B, L->wv, c->xb, T, c->v);
+        TRY(B->linear(B, L->wq, w->xb, T, w->q));
+        TRY(B->linear(B, L->wk, w->xb, T, w->k));
+        return B->linear(B, L->wv, w->xb, T, w->v);
     }
-    TRY(B->linear(B, L->wqkv, c->xb, T, c->qkv));
+    TRY(B->linear(B, L->wqkv, w->xb, T, w->qkv));
     int widths[3] = { qdim, kvdim, kvdim };
-    float *parts[3] = { c->q, c->k, c->v };
-    return B->split_cols(B, c->qkv, T, 3, widths, parts);
+    float *parts[3] = { w->q, w->k, w->v };
+    return B->split_cols(B, w->qkv, T, 3, widths, parts);
 }
 
-moe_status model_forward(moe_context *c, const int32_t *tokens, int T, float *logits, int all_positions)
+/* Layer l's keys in context c's cache, from row 0. */
+static char *key_cache(const moe_context *c, int l, size_t row_bytes)
 {
-    moe_model *m = c->m;
+    return (char *)c->key_cache + (size_t)l * c->max_tokens * row_bytes;
+}
+
+static char *value_cache(const moe_context *c, int l, size_t row_bytes)
+{
+    return (char *)c->value_cache + (size_t)l * c->max_tokens * row_bytes;
+}
+
+/* The classifier's rows: each sequence's last position, or all its
+ * positions when asked. One sequence writes straight into its caller's
+ * buffer where the backend's memory is the host's; otherwise the rows are
+ * gathered, classified in one call and handed out. */
+static moe_status classify(moe_model *m, const model_batch *b, float eps)
+{
     moe_backend *B = m->be;
+    model_workspace *w = &m->ws;
+    int D = m->cfg.hidden_size, V = m->cfg.vocab_size, R = 0;
+    for (int s = 0; s < b->count; s++) {
+        const moe_batch_item *it = &b->items[s];
+        if (!it->logits) continue;
+        int first = it->all_positions ? 0 : it->n - 1, rows = it->n - first;
+        TRY(B->rmsnorm(B, rows, D, w->x + (size_t)(b->row0[s] + first) * D, m->final_norm, eps,
+                       w->xb + (size_t)R * D));
+        R += rows;
+    }
+    if (R == 0) return MOE_OK;
+    if (b->count == 1 && B->host_memory) return B->linear(B, m->lm_head, w->xb, R, b->items[0].logits);
+    TRY(B->linear(B, m->lm_head, w->xb, R, w->logits));
+    for (int s = 0, r = 0; s < b->count; s++) {
+        const moe_batch_item *it = &b->items[s];
+        if (!it->logits) continue;
+        int rows = it->all_positions ? it->n : 1;
+        TRY(B->download(B, it->logits, w->logits + (size_t)r * V, sizeof(float) * (size_t)rows * V));
+        r += rows;
+    }
+    return MOE_OK;
+}
+
+moe_status model_forward(moe_model *m, const model_batch *b)
+{
+    moe_backend *B = m->be;
+    model_workspace *w = &m->ws;
     const moe_model_config *p = &m->cfg;
-    int D = p->hidden_size, H = p->num_heads, KV = p->num_kv_heads, hd = p->head_dim;
-    int qdim = H * hd, kvdim = KV * hd, pos = c->pos;
+    int D = p->hidden_size, H = p->num_heads, KV = p->num_kv_heads, hd = p->head_dim, T = b->T;
+    int qdim = H * hd, kvdim = KV * hd;
     float eps = (float)p->rms_norm_eps;
-    size_t layer_cache = (size_t)c->max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
 
     // token embedding
-    TRY(B->embed(B, m->embed, tokens, T, c->x));
-    // rotation angles of this chunk's positions
-    TRY(B->rope_angles(B, T, hd, p->rope_theta, pos, c->rope_cos, c->rope_sin));
+    TRY(B->embed(B, m->embed, w->tokens, T, w->x));
+    // rotation angles of each row's position in its sequence
+    for (int s = 0; s < b->count; s++)
+        TRY(B->rope_angles(B, b->items[s].n, hd, p->rope_theta, b->items[s].ctx->pos,
+                           w->rope_cos + (size_t)b->row0[s] * (hd / 2), w->rope_sin + (size_t)b->row0[s] * (hd / 2)));
 
     for (int l = 0; l < p->num_layers; l++) {
         model_layer *L = &m->layers[l];
-        char *key_cache = (char *)c->key_cache + l * layer_cache, *value_cache = (char *)c->value_cache + l * layer_cache;
-        size_t at = (size_t)pos * kvdim * moe_dtype_size(c->kv_dtype);
 
         // attention rmsnorm
-        TRY(B->rmsnorm(B, T, D, c->x, L->attn_norm, eps, c->xb));
+        TRY(B->rmsnorm(B, T, D, w->x, L->attn_norm, eps, w->xb));
         // q, k, v
-        TRY(qkv_projections(c, L, T, qdim, kvdim));
+        TRY(qkv_projections(m, L, T, qdim, kvdim));
         // QK-norm over the whole projection, or over each head's hd values
         if (p->qk_norm == MOE_QK_NORM_WHOLE) {
-            TRY(B->rmsnorm(B, T, qdim, c->q, L->q_norm, eps, c->q));
-            TRY(B->rmsnorm(B, T, kvdim, c->k, L->k_norm, eps, c->k));
+            TRY(B->rmsnorm(B, T, qdim, w->q, L->q_norm, eps, w->q));
+            TRY(B->rmsnorm(B, T, kvdim, w->k, L->k_norm, eps, w->k));
         } else if (p->qk_norm == MOE_QK_NORM_PER_HEAD) {
-            TRY(B->rmsnorm(B, T * H, hd, c->q, L->q_norm, eps, c->q));
-            TRY(B->rmsnorm(B, T * KV, hd, c->k, L->k_norm, eps, c->k));
+            TRY(B->rmsnorm(B, T * H, hd, w->q, L->q_norm, eps, w->q));
+            TRY(B->rmsnorm(B, T * KV, hd, w->k, L->k_norm, eps, w->k));
         }
         if (p->clip_qkv > 0) {
-            TRY(B->clip(B, (size_t)T * qdim, c->q, (float)p->clip_qkv));
-            TRY(B->clip(B, (size_t)T * kvdim, c->k, (float)p->clip_qkv));
-            TRY(B->clip(B, (size_t)T * kvdim, c->v, (float)p->clip_qkv));
+            TRY(B->clip(B, (size_t)T * qdim, w->q, (float)p->clip_qkv));
+            TRY(B->clip(B, (size_t)T * kvdim, w->k, (float)p->clip_qkv));
+            TRY(B->clip(B, (size_t)T * kvdim, w->v, (float)p->clip_qkv));
         }
         // RoPE (rotate-half) on every head of q and k
-        TRY(B->rope(B, T, H, hd, c->q, c->rope_cos, c->rope_sin));
-        TRY(B->rope(B, T, KV, hd, c->k, c->rope_cos, c->rope_sin));
-        // k and v into the cache at this chunk's positions, in its dtype
-        TRY(B->kv_store(B, c->kv_dtype, c->k, key_cache + at, (size_t)T * kvdim));
-        TRY(B->kv_store(B, c->kv_dtype, c->v, value_cache + at, (size_t)T * kvdim));
-        // causal attention over every position so far (grouped-query)
-        TRY(B->attention(B, T, pos, H, KV, hd, 1.0f / sqrtf((float)hd), c->q, c->kv_dtype, key_cache, value_cache,
-                         (size_t)kvdim, c->att));
+        TRY(B->rope(B, T, H, hd, w->q, w->rope_cos, w->rope_sin));
+        TRY(B->rope(B, T, KV, hd, w->k, w->rope_cos, w->rope_sin));
+        for (int s = 0; s < b->count; s++) {
+            const moe_context *c = b->items[s].ctx;
+            size_t r0 = (size_t)b->row0[s], n = (size_t)b->items[s].n, row = kvdim * moe_dtype_size(c->kv_dtype);
+            char *kc = key_cache(c, l, row), *vc = value_cache(c, l, row);
+            // this sequence's k and v into its cache at its positions, in its dtype
+            TRY(B->kv_store(B, c->kv_dtype, w->k + r0 * kvdim, kc + (size_t)c->pos * row, n * kvdim));
+            TRY(B->kv_store(B, c->kv_dtype, w->v + r0 * kvdim, vc + (size_t)c->pos * row, n * kvdim));
+            // causal attention over every position of the sequence so far (grouped-query)
+            TRY(B->attention(B, (int)n, c->pos, H, KV, hd, 1.0f / sqrtf((float)hd), w->q + r0 * qdim, c->kv_dtype,
+                             kc, vc, (size_t)kvdim, w->att + r0 * qdim));
+        }
         // output projection and residual connection
-        TRY(B->linear(B, L->wo, c->att, T, c->xb2));
-        TRY(B->add(B, (size_t)T * D, c->x, c->xb2));
+        TRY(B->linear(B, L->wo, w->att, T, w->xb2));
+        TRY(B->add(B, (size_t)T * D, w->x, w->xb2));
 
         // mlp rmsnorm
-        TRY(B->rmsnorm(B, T, D, c->x, L->mlp_norm, eps, c->xb));
+        TRY(B->rmsnorm(B, T, D, w->x, L->mlp_norm, eps, w->xb));
         if (L->router) {
             // router: softmax over all experts, top-k
-            TRY(B->linear(B, L->router, c->xb, T, c->router_logits));
-            TRY(B->router_topk(B, c->router_logits, T, p->num_experts, p->top_k, p->norm_topk_prob, c->expert_idx,
-                               c->expert_w));
+            TRY(B->linear(B, L->router, w->xb, T, w->router_logits));
+            TRY(B->router_topk(B, w->router_logits, T, p->num_experts, p->top_k, p->norm_topk_prob, w->expert_idx,
+                               w->expert_w));
             // the chosen experts, weighted and summed
-            TRY(B->experts(B, L->experts, c->xb, T, c->expert_idx, c->expert_w, p->top_k, c->xb2));
+            TRY(B->experts(B, L->experts, w->xb, T, w->expert_idx, w->expert_w, p->top_k, w->xb2));
         } else {
             // a dense SwiGLU MLP: the one expert, weight 1, for every token
-            TRY(B->experts(B, L->experts, c->xb, T, c->dense_idx, c->dense_w, 1, c->xb2));
+            TRY(B->experts(B, L->experts, w->xb, T, w->dense_idx, w->dense_w, 1, w->xb2));
         }
         // residual connection
-        TRY(B->add(B, (size_t)T * D, c->x, c->xb2));
+        TRY(B->add(B, (size_t)T * D, w->x, w->xb2));
     }
 
-    c->pos += T;
-    if (!logits) return MOE_OK;
-    // final rmsnorm and the classifier, at every position or the last only
-    int first = all_positions ? 0 : T - 1, rows = T - first;
-    TRY(B->rmsnorm(B, rows, D, c->x + (size_t)first * D, m->final_norm, eps, c->xb));
-    if (B->host_memory) return B->linear(B, m->lm_head, c->xb, rows, logits);
-    TRY(B->linear(B, m->lm_head, c->xb, rows, c->logits));
-    return B->download(B, logits, c->logits, sizeof(float) * (size_t)rows * p->vocab_size);
+    // final rmsnorm and the classifier
+    TRY(classify(m, b, eps));
+    for (int s = 0; s < b->count; s++) b->items[s].ctx->pos += b->items[s].n;
+    return MOE_OK;
 }

@@ -1,5 +1,6 @@
 /* models/model.c — the public model API (moe/model.h) over the families
  * moe runs: creation, facts, contexts. */
+#include <stdint.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -45,6 +46,8 @@ static moe_model *model_new(const moe_model_options *opt)
     }
     return m;
 }
+
+static void workspace_free(moe_model *m);
 
 static moe_status finish(moe_model *m, moe_status st, moe_model **out)
 {
@@ -203,13 +206,14 @@ void model_free_weights(moe_model *m)
 void moe_model_free(moe_model *m)
 {
     if (!m) return;
+    if (m->be) workspace_free(m);
     model_free_weights(m);
     if (m->be) m->be->destroy(m->be);
     moe_config_free(&m->cfg);
     moe_free(m);
 }
 
-/* ---- contexts ---- */
+/* ---- the activations' workspace ---- */
 
 enum { MAX_BUFFERS = 20 };
 
@@ -217,40 +221,96 @@ typedef struct {
     void **p;
     size_t bytes;
     const char *what;
-} ctx_buf;
+} ws_buf;
 
-/* Every buffer of a context (in its backend's memory) with its size. */
-static int context_buffers(moe_context *c, ctx_buf *b)
+/* Every backend buffer of a workspace of `rows` rows with its size. */
+static int workspace_buffers(moe_model *m, int rows, ws_buf *b)
 {
-    const moe_model_config *p = &c->m->cfg;
-    size_t T = (size_t)c->max_chunk, D = (size_t)p->hidden_size, qdim = (size_t)p->num_heads * p->head_dim;
+    const moe_model_config *p = &m->cfg;
+    model_workspace *w = &m->ws;
+    size_t T = (size_t)rows, D = (size_t)p->hidden_size, qdim = (size_t)p->num_heads * p->head_dim;
     size_t kvdim = (size_t)p->num_kv_heads * p->head_dim, F = sizeof(float);
-    /* the cache is reserved whole but its pages are only touched as
-     * positions fill, so resident memory follows the sequence's length */
-    size_t cache = (size_t)p->num_layers * c->max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
     int n = 0;
-#define BUF(ptr, size, name) b[n++] = (ctx_buf){ (void **)&(ptr), (size), (name) }
-    BUF(c->key_cache, cache, "key cache");
-    BUF(c->value_cache, cache, "value cache");
-    BUF(c->x, F * T * D, "residual stream");
-    BUF(c->xb, F * T * D, "normalised activations");
-    BUF(c->xb2, F * T * D, "block output");
-    BUF(c->q, F * T * qdim, "queries");
-    BUF(c->k, F * T * kvdim, "keys");
-    BUF(c->v, F * T * kvdim, "values");
-    BUF(c->qkv, F * T * (qdim + 2 * kvdim), "q, k and v");
-    BUF(c->att, F * T * qdim, "attention output");
-    BUF(c->router_logits, F * T * p->num_experts, "router logits");
-    BUF(c->expert_idx, sizeof(int32_t) * T * p->top_k, "expert choices");
-    BUF(c->expert_w, F * T * p->top_k, "expert weights");
-    BUF(c->dense_idx, sizeof(int32_t) * T, "dense expert choices");
-    BUF(c->dense_w, F * T, "dense expert weights");
-    BUF(c->rope_cos, F * T * (p->head_dim / 2 + 1), "rotation angles");
-    BUF(c->rope_sin, F * T * (p->head_dim / 2 + 1), "rotation angles");
-    if (!c->m->be->host_memory) BUF(c->logits, F * T * p->vocab_size, "logits");
+#define BUF(ptr, size, name) b[n++] = (ws_buf){ (void **)&(ptr), (size), (name) }
+    BUF(w->x, F * T * D, "residual stream");
+    BUF(w->xb, F * T * D, "normalised activations");
+    BUF(w->xb2, F * T * D, "block output");
+    BUF(w->q, F * T * qdim, "queries");
+    BUF(w->k, F * T * kvdim, "keys");
+    BUF(w->v, F * T * kvdim, "values");
+    BUF(w->qkv, F * T * (qdim + 2 * kvdim), "q, k and v");
+    BUF(w->att, F * T * qdim, "attention output");
+    BUF(w->router_logits, F * T * p->num_experts, "router logits");
+    BUF(w->expert_idx, sizeof(int32_t) * T * p->top_k, "expert choices");
+    BUF(w->expert_w, F * T * p->top_k, "expert weights");
+    BUF(w->dense_idx, sizeof(int32_t) * T, "dense expert choices");
+    BUF(w->dense_w, F * T, "dense expert weights");
+    BUF(w->rope_cos, F * T * (p->head_dim / 2 + 1), "rotation angles");
+    BUF(w->rope_sin, F * T * (p->head_dim / 2 + 1), "rotation angles");
 #undef BUF
     return n;
 }
+
+static void workspace_free(moe_model *m)
+{
+    moe_backend *B = m->be;
+    ws_buf bufs[MAX_BUFFERS];
+    int n = workspace_buffers(m, 0, bufs);
+    for (int i = 0; i < n; i++) {
+        B->free(B, *bufs[i].p);
+        *bufs[i].p = NULL;
+    }
+    B->free(B, m->ws.logits);
+    moe_free(m->ws.tokens);
+    m->ws = (model_workspace){ 0 };
+}
+
+/* Room for `rows` token rows and `logit_rows` classifier rows: grown (not
+ * kept) when a batch needs more than the workspace holds. */
+static moe_status workspace_reserve(moe_model *m, int rows, int logit_rows)
+{
+    moe_backend *B = m->be;
+    model_workspace *w = &m->ws;
+    if (logit_rows > w->logit_rows) {
+        B->free(B, w->logits);
+        size_t bytes = sizeof(float) * (size_t)logit_rows * m->cfg.vocab_size;
+        if (!(w->logits = B->alloc(B, bytes, "logits"))) {
+            w->logit_rows = 0;
+            return MOE_ERR_NOMEM;
+        }
+        w->logit_rows = logit_rows;
+    }
+    if (rows <= w->rows) return MOE_OK;
+    float *logits = w->logits;
+    int logit_cap = w->logit_rows;
+    w->logits = NULL;
+    workspace_free(m);
+    w->logits = logits, w->logit_rows = logit_cap;
+    ws_buf bufs[MAX_BUFFERS];
+    int n = workspace_buffers(m, rows, bufs);
+    for (int i = 0; i < n; i++)
+        if (!(*bufs[i].p = B->alloc(B, bufs[i].bytes, bufs[i].what))) {
+            workspace_free(m);
+            return MOE_ERR_NOMEM;
+        }
+    /* a dense MLP's one expert at weight 1 for every token */
+    int32_t *zeros = moe_calloc(sizeof(int32_t) * (size_t)rows, "dense expert choices");
+    float *ones = moe_alloc(sizeof(float) * (size_t)rows, "dense expert weights");
+    w->tokens = moe_alloc(sizeof(int32_t) * (size_t)rows, "batch tokens");
+    moe_status st = zeros && ones && w->tokens ? MOE_OK : MOE_ERR_NOMEM;
+    for (int t = 0; ones && t < rows; t++) ones[t] = 1.0f;
+    if (st == MOE_OK) st = B->upload(B, w->dense_idx, zeros, sizeof(int32_t) * (size_t)rows);
+    if (st == MOE_OK) st = B->upload(B, w->dense_w, ones, sizeof(float) * (size_t)rows);
+    moe_free(zeros), moe_free(ones);
+    if (st != MOE_OK) {
+        workspace_free(m);
+        return st;
+    }
+    w->rows = rows;
+    return MOE_OK;
+}
+
+/* ---- contexts ---- */
 
 moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_context **out)
 {
@@ -274,46 +334,77 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
     c->max_tokens = max_tokens;
     c->max_chunk = max_chunk;
     c->kv_dtype = model_choose_kv_dtype(m);
+    /* the cache is reserved whole but its pages are only touched as
+     * positions fill, so resident memory follows the sequence's length */
+    size_t kvdim = (size_t)p->num_kv_heads * p->head_dim;
+    size_t cache = (size_t)p->num_layers * max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
     moe_backend *B = m->be;
-    ctx_buf bufs[MAX_BUFFERS];
-    int n = context_buffers(c, bufs);
-    for (int i = 0; i < n; i++)
-        if (!(*bufs[i].p = B->alloc(B, bufs[i].bytes, bufs[i].what))) {
-            moe_context_free(c);
-            return MOE_ERR_NOMEM;
-        }
-    /* a dense MLP's one expert at weight 1 for every token */
-    int32_t *zeros = moe_calloc(sizeof(int32_t) * (size_t)max_chunk, "dense expert choices");
-    float *ones = moe_alloc(sizeof(float) * (size_t)max_chunk, "dense expert weights");
-    moe_status st = zeros && ones ? MOE_OK : MOE_ERR_NOMEM;
-    for (int t = 0; ones && t < max_chunk; t++) ones[t] = 1.0f;
-    if (st == MOE_OK) st = B->upload(B, c->dense_idx, zeros, sizeof(int32_t) * (size_t)max_chunk);
-    if (st == MOE_OK) st = B->upload(B, c->dense_w, ones, sizeof(float) * (size_t)max_chunk);
-    moe_free(zeros), moe_free(ones);
-    if (st != MOE_OK) {
+    if (!(c->key_cache = B->alloc(B, cache, "key cache")) || !(c->value_cache = B->alloc(B, cache, "value cache"))) {
         moe_context_free(c);
-        return st;
+        return MOE_ERR_NOMEM;
     }
     *out = c;
     return MOE_OK;
 }
 
-moe_status moe_context_eval(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions)
+/* An item as moe_context_eval checks it; `s` names it in messages. */
+static moe_status check_item(const moe_batch_item *it, int s)
 {
-    if (!c || (!tokens && n > 0))
-        return moe_error_set(MOE_ERR_INVALID_ARG, "eval: context and tokens must not be NULL");
-    if (n < 1) return moe_error_set(MOE_ERR_INVALID_ARG, "eval: token count %d must be positive", n);
-    if (n > c->max_chunk)
-        return moe_error_set(MOE_ERR_INVALID_ARG, "eval: %d tokens exceed the chunk size %d", n, c->max_chunk);
-    if (c->pos + n > c->max_tokens)
-        return moe_error_set(MOE_ERR_RANGE, "eval: %d more tokens after %d do not fit the context of %d tokens", n,
+    moe_context *c = it->ctx;
+    if (!c || (!it->tokens && it->n > 0))
+        return moe_error_set(MOE_ERR_INVALID_ARG, "eval: sequence %d: context and tokens must not be NULL", s);
+    if (it->n < 1) return moe_error_set(MOE_ERR_INVALID_ARG, "eval: token count %d must be positive", it->n);
+    if (it->n > c->max_chunk)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "eval: %d tokens exceed the chunk size %d", it->n, c->max_chunk);
+    if (c->pos + it->n > c->max_tokens)
+        return moe_error_set(MOE_ERR_RANGE, "eval: %d more tokens after %d do not fit the context of %d tokens", it->n,
                              c->pos, c->max_tokens);
     int V = c->m->cfg.vocab_size;
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= V)
+    for (int i = 0; i < it->n; i++)
+        if (it->tokens[i] < 0 || it->tokens[i] >= V)
             return moe_error_set(MOE_ERR_RANGE, "eval: token id %d (at %d) is outside the vocabulary 0..%d",
-                                 (int)tokens[i], i, V - 1);
-    return model_forward(c, tokens, n, logits, all_positions);
+                                 (int)it->tokens[i], i, V - 1);
+    return MOE_OK;
+}
+
+moe_status moe_context_eval_batch(const moe_batch_item *items, int count)
+{
+    if (!items || count < 1)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "eval batch: %d sequences given; at least one is needed", count);
+    moe_model *m = items[0].ctx ? items[0].ctx->m : NULL;
+    long total = 0, logit_rows = 0;
+    for (int s = 0; s < count; s++) {
+        moe_status st = check_item(&items[s], s);
+        if (st != MOE_OK) return st;
+        if (items[s].ctx->m != m)
+            return moe_error_set(MOE_ERR_INVALID_ARG, "eval batch: sequence %d's context belongs to another model", s);
+        for (int r = 0; r < s; r++)
+            if (items[r].ctx == items[s].ctx)
+                return moe_error_set(MOE_ERR_INVALID_ARG, "eval batch: sequences %d and %d share one context", r, s);
+        total += items[s].n;
+        if (items[s].logits) logit_rows += items[s].all_positions ? items[s].n : 1;
+    }
+    if (total > INT32_MAX / 2)
+        return moe_error_set(MOE_ERR_RANGE, "eval batch: %ld tokens in one batch is too many", total);
+    /* one sequence on host memory writes its logits straight to its caller */
+    moe_status st = workspace_reserve(m, (int)total, count == 1 && m->be->host_memory ? 0 : (int)logit_rows);
+    if (st != MOE_OK) return st;
+    int *row0 = moe_alloc(sizeof(int) * (size_t)count, "batch rows");
+    if (!row0) return MOE_ERR_NOMEM;
+    for (int s = 0, r = 0; s < count; r += items[s].n, s++) {
+        row0[s] = r;
+        memcpy(m->ws.tokens + r, items[s].tokens, sizeof(int32_t) * (size_t)items[s].n);
+    }
+    model_batch b = { .items = items, .count = count, .T = (int)total, .row0 = row0 };
+    st = model_forward(m, &b);
+    moe_free(row0);
+    return st;
+}
+
+moe_status moe_context_eval(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions)
+{
+    moe_batch_item it = { .ctx = c, .tokens = tokens, .n = n, .logits = logits, .all_positions = all_positions };
+    return moe_context_eval_batch(&it, 1);
 }
 
 int moe_context_position(const moe_context *c) { return c->pos; }
@@ -324,8 +415,7 @@ void moe_context_free(moe_context *c)
 {
     if (!c) return;
     moe_backend *B = c->m->be;
-    ctx_buf bufs[MAX_BUFFERS];
-    int n = context_buffers(c, bufs);
-    for (int i = 0; i < n; i++) B->free(B, *bufs[i].p);
+    B->free(B, c->key_cache);
+    B->free(B, c->value_cache);
     moe_free(c);
 }

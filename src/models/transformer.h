@@ -32,25 +32,12 @@ typedef struct {
     moe_bk_experts *experts;
 } model_layer;
 
-struct moe_model {
-    moe_model_config cfg;
-    moe_model_options opt;
-    moe_backend *be;           /* where weights live and the forward runs */
-    int bits;                  /* experts' quantization bits, 0 = float */
-    moe_act_mode act;          /* activations of quantized projections */
-    moe_bk_linear *embed;      /* (V, D) */
-    model_layer *layers;       /* (num_layers) */
-    float *final_norm;         /* (D) */
-    moe_bk_linear *lm_head;    /* (V, D); the embedding when tied */
-};
-
-/* The run state of one sequence. */
-struct moe_context {
-    moe_model *m;
-    int max_tokens, max_chunk, pos;
-    moe_dtype kv_dtype;        /* F32 or F16 */
-    void *key_cache;           /* (layers, max_tokens, KV·hd) of kv_dtype */
-    void *value_cache;         /* (layers, max_tokens, KV·hd) of kv_dtype */
+/* The activations of one forward over T rows — the tokens of every
+ * sequence of a batch, one sequence after another — held by the model and
+ * grown as batches need (a model runs one batch at a time). */
+typedef struct {
+    int rows;                  /* capacity in token rows */
+    int logit_rows;            /* capacity of `logits` in rows */
     float *x;                  /* (T, D) residual stream */
     float *xb;                 /* (T, D) normalised input of a block */
     float *xb2;                /* (T, D) a block's output */
@@ -63,9 +50,42 @@ struct moe_context {
     float *expert_w;           /* (T, top_k) */
     int32_t *dense_idx;        /* (T) zeros: a dense MLP's one expert */
     float *dense_w;            /* (T) ones */
-    float *rope_cos, *rope_sin;/* (T, hd/2) */
-    float *logits;             /* (T, V) when the backend's memory is not the host's */
+    float *rope_cos, *rope_sin;/* (T, hd/2) each row's angles at its own position */
+    float *logits;             /* (R, V) the classifier's rows, when they are not
+                                  written straight into one caller's buffer */
+    int32_t *tokens;           /* (T) host: the batch's token ids one after another */
+} model_workspace;
+
+struct moe_model {
+    moe_model_config cfg;
+    moe_model_options opt;
+    moe_backend *be;           /* where weights live and the forward runs */
+    int bits;                  /* experts' quantization bits, 0 = float */
+    moe_act_mode act;          /* activations of quantized projections */
+    moe_bk_linear *embed;      /* (V, D) */
+    model_layer *layers;       /* (num_layers) */
+    float *final_norm;         /* (D) */
+    moe_bk_linear *lm_head;    /* (V, D); the embedding when tied */
+    model_workspace ws;
 };
+
+/* The KV cache and position of one sequence. */
+struct moe_context {
+    moe_model *m;
+    int max_tokens, max_chunk, pos;
+    moe_dtype kv_dtype;        /* F32 or F16 */
+    void *key_cache;           /* (layers, max_tokens, KV·hd) of kv_dtype */
+    void *value_cache;         /* (layers, max_tokens, KV·hd) of kv_dtype */
+};
+
+/* One forward's sequences: items[s]'s tokens are rows row0[s] ..
+ * row0[s] + items[s].n of the workspace, T rows in all. */
+typedef struct {
+    const moe_batch_item *items;
+    int count;
+    int T;
+    const int *row0;
+} model_batch;
 
 void model_free_weights(moe_model *m);
 
@@ -86,7 +106,9 @@ moe_status model_load_dir(moe_model *m, const char *dir);
 moe_status model_synthetic(moe_model *m, const char *arch, int bits, uint64_t seed);
 const char *model_synthetic_name(const char *arch);
 
-/* The forward pass over tokens[0..n) at positions c->pos.. (forward.c). */
-moe_status model_forward(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions);
+/* The forward pass over a batch (checked), each sequence's tokens at its
+ * next positions (forward.c); the workspace must hold b->T rows and the
+ * classifier's rows. */
+moe_status model_forward(moe_model *m, const model_batch *b);
 
 #endif
