@@ -9,7 +9,7 @@
 
 #include <json-c/json.h>
 
-#include "engine/generate.h"
+#include "moe/generate.h"
 #include "moe/model.h"
 
 typedef struct {

@@ -1,6 +1,6 @@
 /* tools/cmd_chat.c — `moe chat`: a conversation on stdin and stdout. Each
  * line read is a user turn; the answer streams out as it is generated. The
- * KV cache is kept between turns (engine/chat.h), so a turn costs only its
+ * KV cache is kept between turns (moe/chat.h), so a turn costs only its
  * own tokens. The chat template is the checkpoint's (tokenizer_config.json)
  * or the one --chat-template names. */
 #include <stdlib.h>
@@ -9,8 +9,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "engine/chat.h"
-#include "io/tokenizer_config.h"
+#include "moe/chat.h"
 #include "moe/tokenizer.h"
 
 static const char *CMD = "chat";
@@ -45,33 +44,24 @@ void chat_usage(FILE *f)
 
 static const char *TEMPLATE_HINT = "choose one with --chat-template NAME (" MOE_CHAT_FORMAT_NAMES ")";
 
-/* The template family: --chat-template, or the checkpoint's recognised;
- * and --no-think. 0, or 1/2 after printing why. */
-static int choose_template(const cli_opts *o, const moe_tokenizer_config *tc, moe_chat_template *t)
+/* The template: --chat-template's family, or the checkpoint's recognised,
+ * with the checkpoint's bos/eos strings; and --no-think. 0, or 1/2 after
+ * printing why. */
+static int choose_template(const cli_opts *o, const moe_tokenizer *tok, const moe_model_info *info,
+                           const moe_stop_ids *stop, moe_chat_template **t)
 {
-    t->no_think = o->no_think;
-    if (o->chat_template) {
-        if (moe_chat_format_from_name(o->chat_template, &t->format) != MOE_OK)
-            return fprintf(stderr, "moe %s: --chat-template: %s\n", CMD, moe_last_error()), 2;
-        t->with_bos = moe_chat_format_default_bos(t->format);
-    } else if (!tc->chat_template) {
-        return fprintf(stderr, "moe %s: %s has no chat template (%s/tokenizer_config.json %s); %s\n", CMD, o->model,
-                       o->model, tc->found ? "has no chat_template" : "does not exist", TEMPLATE_HINT), 1;
-    } else if (moe_chat_template_detect(tc->chat_template, t) != MOE_OK) {
-        return fprintf(stderr, "moe %s: %s: %s; %s\n", CMD, tc->template_origin, moe_last_error(), TEMPLATE_HINT), 1;
-    }
-    if (o->no_think && t->format != MOE_CHAT_QWEN3)
+    moe_chat_format f = (moe_chat_format)-1;
+    if (o->chat_template && moe_chat_format_from_name(o->chat_template, &f) != MOE_OK)
+        return fprintf(stderr, "moe %s: --chat-template: %s\n", CMD, moe_last_error()), 2;
+    moe_status st = moe_chat_template_load_dir(o->model, (int)f, tok, info->bos_id, stop->n ? stop->ids[0] : -1, t);
+    if (st == MOE_ERR_FORMAT || st == MOE_ERR_UNSUPPORTED)
+        return fprintf(stderr, "moe %s: %s; %s\n", CMD, moe_last_error(), TEMPLATE_HINT), 1;
+    if (st != MOE_OK) return cli_fail(CMD);
+    (*t)->no_think = o->no_think;
+    if (o->no_think && (*t)->format != MOE_CHAT_QWEN3)
         return fprintf(stderr, "moe %s: --no-think: the %s chat template has no switch for thinking (qwen3's has)\n",
-                       CMD, moe_chat_format_name(t->format)), 2;
+                       CMD, moe_chat_format_name((*t)->format)), 2;
     return 0;
-}
-
-/* bos_token / eos_token as the template sees them: tokenizer_config.json's,
- * else the pieces of config.json's ids. */
-static const char *token_text(const char *configured, const moe_tokenizer *tok, int id)
-{
-    const char *p = id >= 0 ? moe_tokenizer_piece(tok, id, NULL) : NULL;
-    return configured ? configured : p ? p : "";
 }
 
 static void on_text(void *user, const char *text, size_t len)
@@ -154,17 +144,16 @@ int chat_main(int argc, char **argv)
     if (!o.model) return fprintf(stderr, "moe %s: --model DIR is required\n", CMD), 2;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
     moe_tokenizer *tok = NULL;
-    moe_tokenizer_config tc = { 0 };
-    moe_chat_template tpl = { 0 };
-    if (moe_tokenizer_load_dir(o.model, &tok) != MOE_OK || moe_tokenizer_config_load_dir(o.model, &tc) != MOE_OK) {
-        moe_tokenizer_free(tok);
-        return cli_fail(CMD);
-    }
-    if ((rc = choose_template(&o, &tc, &tpl))) {
-        moe_tokenizer_config_free(&tc);
+    moe_chat_template *tpl = NULL;
+    if (moe_tokenizer_load_dir(o.model, &tok) != MOE_OK) return cli_fail(CMD);
+    // the template checked before the model loads, then read again with the model's bos and eos ids
+    if ((rc = choose_template(&o, tok, &(moe_model_info){ .bos_id = -1 }, &(moe_stop_ids){ 0 }, &tpl))) {
+        moe_chat_template_free(tpl);
         moe_tokenizer_free(tok);
         return rc;
     }
+    moe_chat_template_free(tpl);
+    tpl = NULL;
     cli_progress_init(&o);
     moe_model *m = cli_open_model(CMD, &o);
     moe_model_info info = m ? moe_model_get_info(m) : (moe_model_info){ 0 };
@@ -176,10 +165,9 @@ int chat_main(int argc, char **argv)
     int max_context = o.max_context ? o.max_context : info.max_position > 0 ? info.max_position : 4096;
     rc = !m;
     if (!rc && moe_text_stop_ids(o.model, &info, &stop) != MOE_OK) rc = cli_fail(CMD);
+    if (!rc) rc = choose_template(&o, tok, &info, &stop, &tpl);
     if (!rc) {
-        tpl.bos_token = token_text(tc.bos_token, tok, info.bos_id);
-        tpl.eos_token = token_text(tc.eos_token, tok, stop.n ? stop.ids[0] : -1);
-        moe_chat_config cc = { .tpl = tpl, .system = o.system, .stop = &stop, .max_context = max_context };
+        moe_chat_config cc = { .tpl = *tpl, .system = o.system, .stop = &stop, .max_context = max_context };
         if (moe_context_create(m, max_context, o.prefill_step, &ctx) != MOE_OK ||
             moe_chat_create(ctx, tok, &cc, &chat) != MOE_OK)
             rc = cli_fail(CMD);
@@ -193,7 +181,7 @@ int chat_main(int argc, char **argv)
     moe_context_free(ctx);
     moe_sampler_free(sampler);
     moe_model_free(m);
-    moe_tokenizer_config_free(&tc);
+    moe_chat_template_free(tpl);
     moe_tokenizer_free(tok);
     return rc;
 }

@@ -6,7 +6,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "engine/text.h"
+#include "moe/text.h"
 #include "moe/tokenizer.h"
 
 static const char *CMD = "generate";
