@@ -10,6 +10,10 @@
  *   panel_gemv_i8  m = 1..4 tokens;
  *   panel_gemm_i8  tiles of m = 1..mr_i8 tokens packed by moe_pack_act_i8,
  *                  and the same bits as the table's panel_gemv_i8;
+ *   panel_gemv_i8x2 / panel_gemm_i8x2  (where a table has them, and the
+ *                  portable reference functions) the two digits of int8x2
+ *                  activations in one call, digits and residuals both at
+ *                  the extremes: Σ q·(254·xq + xr) reaches 255·32639 a term;
  * for Q4 and Q8, scales F32/F16/BF16, groups 32/64/128, 1..3 groups, full
  * and partial panels (nr 16 and 11), and nothing written past nr or m.
  * Panels are laid out here from a code matrix as kernels.h describes. */
@@ -24,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/portable/portable.h"
 #include "kernels/kernels.h"
 #include "support/testutil.h"
 
@@ -164,6 +169,30 @@ static void reference(const i8_panel *pc, int r, const int8_t *xq, const float *
     *val = sum, *mag = m;
 }
 
+/* The same for the two digits: Σ_g scale·(dx/254)·Σ q·(254·xq + xr) + bias·xsum. */
+static void reference_x2(const i8_panel *pc, int r, const int8_t *xq, const int8_t *xr, const float *dx,
+                         const float *xsum, double *val, double *mag)
+{
+    int K = pc->f.K, gs = pc->f.group_size, groups = K / gs;
+    double sum = 0, m = 0;
+    for (int g = 0; g < groups; g++) {
+        long long dot = 0;
+        for (int k = g * gs; k < (g + 1) * gs; k++) {
+            int j = moe_act_i8_index(pc->f.fmt, k);
+            dot += (long long)pc->code[(size_t)r * K + k] * (MOE_I8_RESIDUAL_STEPS * xq[j] + xr[j]);
+        }
+        double t1 = pc->scale[(size_t)r * groups + g] * (double)dx[g] / MOE_I8_RESIDUAL_STEPS * (double)dot;
+        double t2 = pc->bias[(size_t)r * groups + g] * (double)xsum[g];
+        sum += t1 + t2, m += fabs(t1) + fabs(t2);
+    }
+    *val = sum, *mag = m;
+}
+
+typedef void (*gemv_x2_fn)(const moe_panel_format *, const moe_panel *, int, const int8_t *const *,
+                           const int8_t *const *, const float *const *, const float *const *, float *const *);
+typedef void (*gemm_x2_fn)(const moe_panel_format *, const moe_panel *, int, const int8_t *, const int8_t *,
+                           const float *, const float *, float *const *);
+
 static void check_out(const char *what, const char *isa, const i8_panel *pc, int m, int i, const float *got,
                       double ref, double mag, int r)
 {
@@ -179,21 +208,25 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
     int nt = test_supported_isas(names, TEST_MAX_ISAS), groups = K / gs;
     i8_panel pc;
     panel_build(&pc, rng, fmt, sd, gs, K, nr, ck);
-    int8_t *xq[MT];
+    int8_t *xq[MT], *xr[MT];
     float *dx[MT], *xsum[MT];
-    double ref[MT][MOE_PANEL], mag[MT][MOE_PANEL];
+    double ref[MT][MOE_PANEL], mag[MT][MOE_PANEL], ref2[MT][MOE_PANEL], mag2[MT][MOE_PANEL];
     for (int i = 0; i < MT; i++) {
         xq[i] = xmalloc((size_t)K);
+        xr[i] = xmalloc((size_t)K);
         dx[i] = xmalloc(sizeof(float) * groups);
         xsum[i] = xmalloc(sizeof(float) * groups);
         /* token i of a tile: the pattern, or (odd tokens of a random
          * pattern) another draw, so tokens differ */
-        for (int k = 0; k < K; k++) xq[i][k] = act_of(rng, ak, k + i);
+        for (int k = 0; k < K; k++) xq[i][k] = act_of(rng, ak, k + i), xr[i][k] = act_of(rng, ak, k + i + 1);
         for (int g = 0; g < groups; g++) {
             dx[i][g] = (float)test_rand_uniform(rng, 0.001, 0.02);
             xsum[i][g] = (float)test_rand_uniform(rng, -4, 4);
         }
-        for (int r = 0; r < nr; r++) reference(&pc, r, xq[i], dx[i], xsum[i], &ref[i][r], &mag[i][r]);
+        for (int r = 0; r < nr; r++) {
+            reference(&pc, r, xq[i], dx[i], xsum[i], &ref[i][r], &mag[i][r]);
+            reference_x2(&pc, r, xq[i], xr[i], dx[i], xsum[i], &ref2[i][r], &mag2[i][r]);
+        }
     }
     char desc[192];
     snprintf(desc, sizeof desc, "%s, activations %s", pc.desc, act_name[ak]);
@@ -252,7 +285,67 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
             free(q), free(d), free(s);
         }
     }
-    for (int i = 0; i < MT; i++) free(xq[i]), free(dx[i]), free(xsum[i]);
+    /* two digits a call: each table's kernels, then the portable reference */
+    for (int t = 0; t <= nt; t++) {
+        const moe_cpu_kernels *kt = t < nt ? moe_kernels_by_name(names[t]) : NULL;
+        const char *isa = t < nt ? names[t] : "portable reference";
+        gemv_x2_fn gv = kt ? kt->panel_gemv_i8x2 : moe_portable_panel_gemv_i8x2;
+        gemm_x2_fn gm = kt ? kt->panel_gemm_i8x2 : moe_portable_panel_gemm_i8x2;
+        int mr = kt ? kt->mr_i8 : MT;
+        if (!gv) continue;
+        if (kt) assert_true(gm != NULL && mr >= MOE_GEMV_MAX_M);
+        for (int m = 1; m <= MOE_GEMV_MAX_M; m++)
+            for (int i0 = 0; i0 + m <= MT; i0 += m) {
+                for (int i = 0; i < MT; i++)
+                    for (int r = 0; r < OUT_LEN; r++) gemv[i][r] = CANARY;
+                gv(&pc.f, &pc.p, m, (const int8_t *const *)xq + i0, (const int8_t *const *)xr + i0,
+                   (const float *const *)dx + i0, (const float *const *)xsum + i0, gout + i0);
+                for (int i = 0; i < MT; i++) {
+                    if (i < i0 || i >= i0 + m) {
+                        if (memcmp(&gemv[i][0], &CANARY, sizeof(float)) != 0)
+                            mismatch("panel_gemv_i8x2 [%s] %s: wrote token %d beyond the call's", isa, desc, i);
+                        continue;
+                    }
+                    for (int r = 0; r < nr; r++) check_out("panel_gemv_i8x2", isa, &pc, m, i, gemv[i], ref2[i][r], mag2[i][r], r);
+                    for (int r = nr; r < OUT_LEN; r++)
+                        if (memcmp(&gemv[i][r], &CANARY, sizeof(float)) != 0)
+                            mismatch("panel_gemv_i8x2 [%s] %s: wrote out[%d][%d], beyond nr", isa, desc, i, r);
+                }
+            }
+        for (int i0 = 0; i0 < MT; i0 += MOE_GEMV_MAX_M)
+            gv(&pc.f, &pc.p, MOE_GEMV_MAX_M, (const int8_t *const *)xq + i0, (const int8_t *const *)xr + i0,
+               (const float *const *)dx + i0, (const float *const *)xsum + i0, gout + i0);
+        for (int m = 1; m <= mr; m++) {
+            int8_t *q = xmalloc((size_t)K * m), *qr = xmalloc((size_t)K * m);
+            float *d = xmalloc(sizeof(float) * groups * m), *s = xmalloc(sizeof(float) * groups * m);
+            float *dr = xmalloc(sizeof(float) * groups * m), *sr = xmalloc(sizeof(float) * groups * m);
+            moe_pack_act_i8(K, gs, m, (const int8_t *const *)xq, (const float *const *)dx, (const float *const *)xsum, q,
+                            d, s);
+            moe_pack_act_i8(K, gs, m, (const int8_t *const *)xr, (const float *const *)dx, (const float *const *)xsum, qr,
+                            dr, sr);
+            for (int i = 0; i < MT; i++)
+                for (int r = 0; r < OUT_LEN; r++) buf[i][r] = CANARY;
+            gm(&pc.f, &pc.p, m, q, qr, d, s, out);
+            for (int i = 0; i < MT; i++) {
+                if (i >= m) {
+                    if (memcmp(&buf[i][0], &CANARY, sizeof(float)) != 0)
+                        mismatch("panel_gemm_i8x2 [%s] %s m %d: wrote token %d", isa, desc, m, i);
+                    continue;
+                }
+                for (int r = 0; r < nr; r++) {
+                    check_out("panel_gemm_i8x2", isa, &pc, m, i, buf[i], ref2[i][r], mag2[i][r], r);
+                    if (memcmp(&buf[i][r], &gemv[i][r], sizeof(float)) != 0)
+                        mismatch("panel_gemm_i8x2 [%s] %s m %d: out[%d][%d] = %.9g, its panel_gemv_i8x2 %.9g (other bits)",
+                                 isa, desc, m, i, r, (double)buf[i][r], (double)gemv[i][r]);
+                }
+                for (int r = nr; r < OUT_LEN; r++)
+                    if (memcmp(&buf[i][r], &CANARY, sizeof(float)) != 0)
+                        mismatch("panel_gemm_i8x2 [%s] %s m %d: wrote out[%d][%d], beyond nr", isa, desc, m, i, r);
+            }
+            free(q), free(qr), free(d), free(s), free(dr), free(sr);
+        }
+    }
+    for (int i = 0; i < MT; i++) free(xq[i]), free(xr[i]), free(dx[i]), free(xsum[i]);
     panel_release(&pc);
 }
 
@@ -297,6 +390,8 @@ static void avx2_has_int8(void **state)
     assert_non_null(k->panel_gemv_i8);
     assert_non_null(k->panel_gemm_i8);
     assert_non_null(k->quantize_act_i8);
+    assert_non_null(k->panel_gemv_i8x2);
+    assert_non_null(k->panel_gemm_i8x2);
     assert_true(k->mr_i8 > MOE_GEMV_MAX_M && k->mr_i8 <= MOE_TILE_MAX_M);
     const moe_cpu_kernels *v = moe_kernels_by_name("avxvnni");
     print_message("AVX-VNNI kernels: %s\n", v ? "this CPU has them (tested above)" : "not on this CPU (compiled only)");

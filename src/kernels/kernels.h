@@ -130,6 +130,23 @@ typedef struct moe_cpu_kernels {
     void (*panel_gemm_i8)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
                           const float *d, const float *s, float *const *out);
     int mr_i8;
+    /* int8 activations with their residual digit (MOE_ACT_INT8X2: x ≈
+     * dx·(xq + xr/MOE_I8_RESIDUAL_STEPS), see moe_quantize_act_i8_residual)
+     * in one call, the codes split once for both digits:
+     * out[i][r] = Σ_g scale·(dx[i][g]/MOE_I8_RESIDUAL_STEPS)·
+     *             Σ_{k∈g} q·(MOE_I8_RESIDUAL_STEPS·xq[i][k] + xr[i][k]) + bias·xsum[i][g],
+     * exact integer sums (groups of at most 128), so within float rounding
+     * of panel_gemv_i8 on the two digits as two rows (the residual's scale
+     * dx/MOE_I8_RESIDUAL_STEPS, its sums 0), summed. panel_gemm_i8x2: the
+     * same for a tile of m ≤ mr_i8 tokens, digits q and residuals qr each
+     * packed by moe_pack_act_i8 (d, s: the digits' dx and xsum), a token's
+     * out the bits panel_gemv_i8x2 gives it. NULL where the ISA has none:
+     * the layer then passes the residuals as rows of their own. */
+    void (*panel_gemv_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
+                            const int8_t *const *xr, const float *const *dx, const float *const *xsum,
+                            float *const *out);
+    void (*panel_gemm_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
+                            const int8_t *qr, const float *d, const float *s, float *const *out);
     /* moe_quantize_act_i8 (the same xq and dx, bit for bit) and
      * moe_group_sums (xsum, summed in another order) in one pass over x;
      * with xr, also moe_quantize_act_i8_residual's digits (bit for bit).

@@ -19,7 +19,8 @@ typedef struct {
     int need_xsum, need_hsum;   /* group sums of x / h (quantized GEMV) */
     int i8_x, i8_h;             /* int8 activations of x / h (GEMV) */
     int x2;                     /* with int8: a residual digit too (MOE_ACT_INT8X2) */
-    int chunk;                  /* vectors a matrix-vector call takes: MOE_GEMV_MAX_M, half with x2 */
+    int chunk;                  /* vectors a matrix-vector call takes: MOE_GEMV_MAX_M, half with x2
+                                 * as two rows (no panel_gemv_i8x2) */
 } forward_ctx;
 
 /* The matrix-vector inputs of up to MOE_GEMV_MAX_M vectors: floats, group
@@ -68,6 +69,11 @@ static void run_gemv(const forward_ctx *c, const moe_panel_format *f, const moe_
     }
     if (!a->x2) {
         c->kern->panel_gemv_i8(f, p, a->m, a->q, a->d, a->sum, out);
+        return;
+    }
+    if (c->kern->panel_gemv_i8x2) {
+        /* both digits in one call, the codes split once */
+        c->kern->panel_gemv_i8x2(f, p, a->m, a->q, a->qr, a->d, a->sum, out);
         return;
     }
     /* each vector's two digits as two rows of one call (codes split once
@@ -164,6 +170,11 @@ static void run_gemm_i8(const forward_ctx *c, const thread_scratch *sc, const mo
                         const moe_panel *p, int m, int t0, float *const *out)
 {
     int G = f->K / f->group_size, mm = min_int(c->kern->mr_i8, m - t0);
+    if (c->x2 && c->kern->panel_gemm_i8x2) {
+        c->kern->panel_gemm_i8x2(f, p, mm, sc->aq + (size_t)t0 * f->K, sc->aqr + (size_t)t0 * f->K,
+                                 sc->ad + (size_t)t0 * G, sc->as + (size_t)t0 * G, out);
+        return;
+    }
     c->kern->panel_gemm_i8(f, p, mm, sc->aq + (size_t)t0 * f->K, sc->ad + (size_t)t0 * G, sc->as + (size_t)t0 * G, out);
     if (c->x2) {
         /* the residual digits over the same panel, still in L1 */
@@ -632,7 +643,7 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
     c.i8_x = i8 && moe_wformat_is_quant(l->gate_up.fmt.fmt);
     c.i8_h = i8 && moe_wformat_is_quant(l->down.fmt.fmt);
     c.x2 = i8 && l->int8_activations == MOE_ACT_INT8X2;
-    c.chunk = c.x2 ? MOE_GEMV_MAX_M / 2 : MOE_GEMV_MAX_M;
+    c.chunk = c.x2 && !c.kern->panel_gemv_i8x2 ? MOE_GEMV_MAX_M / 2 : MOE_GEMV_MAX_M;
     for (int gi = 0; gi < c.groups; gi++) {
         int m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
         c.need_xsum |= !group_uses_gemm(&c, 0, m) && moe_wformat_is_quant(l->gate_up.fmt.fmt);

@@ -65,4 +65,13 @@ static inline __attribute__((always_inline)) __m256i i8_dot_q8(__m256i acc, cons
     return _mm256_add_epi32(acc, _mm256_madd_epi16(h, _mm256_set1_epi16(16)));
 }
 
+/* Two digits as int16 (panel_i8.h): vpmaddwd, the 8 products of a half
+ * summed in int32 (exact, see there). */
+static inline __attribute__((always_inline)) __m256i i8x2_half(__m256i acc, const __m256i v[4], const __m256i b[4])
+{
+    __m256i t = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(v[0], b[0]), _mm256_madd_epi16(v[1], b[1])),
+                                 _mm256_add_epi32(_mm256_madd_epi16(v[2], b[2]), _mm256_madd_epi16(v[3], b[3])));
+    return _mm256_add_epi32(acc, t);
+}
+
 #include "kernels/cpu/avx2/panel_i8.h"

@@ -21,6 +21,9 @@
  *   static void i8_prep_q8(const __m256i w[4], __m256i u[8]);
  *   static __m256i i8_dot_q4(__m256i acc, const __m256i u[8], const int8_t *x);  x: 32 bytes
  *   static __m256i i8_dot_q8(__m256i acc, const __m256i u[8], const int8_t *x);  x: 16 bytes
+ *   static __m256i i8x2_half(__m256i acc, const __m256i v[4], const __m256i b[4]);
+ *     acc + Σ_j v[j]·b[j] as int16 pairs summed into int32 (vpmaddwd), for
+ *     the two-digit kernels below (v: code pairs, b: activation pairs);
  * each dot returning acc + Σ code·activation over the step in every row's
  * lane, exactly (for any int8 activations); I8_MR, the most tokens a tile
  * call takes; and I8_NAME(x), the set's name for x: I8_NAME(panel_gemv_i8)
@@ -39,6 +42,11 @@
 
 #include "kernels/cpu/avx2/avx2_util.h"
 #include "kernels/cpu/portable/portable.h"
+
+/* gcc's -O3 unroll-and-jam runs two steps of a token loop at once: twice
+ * the code vectors, more than the registers, read from the stack for every
+ * token (the two-digit kernel lost a fifth of its speed to that). */
+#pragma GCC optimize("no-loop-unroll-and-jam")
 
 /* The low and high nibbles of 4 words of 4-bit codes, as bytes 0..15. */
 static inline __attribute__((always_inline)) void i8_prep_q4(const __m256i w[4], __m256i u[8])
@@ -142,12 +150,19 @@ I8_DEFINE(8, MOE_DTYPE_F32, q8_f32)
 I8_DEFINE(8, MOE_DTYPE_F16, q8_f16)
 I8_DEFINE(8, MOE_DTYPE_BF16, q8_bf16)
 
-/* The kernel for a panel format: 0 Q4, 1 Q8 by scale dtype F32, F16, BF16. */
-static int i8_variant(const moe_panel_format *f)
+/* The kernel for a panel: 0..2 Q4, 3..5 Q8, by scale dtype F32, F16, BF16;
+ * -1 where the portable one serves: a partial panel, or a group that is no
+ * multiple of 32 or larger than max_group. */
+static int i8_variant(const moe_panel_format *f, const moe_panel *p, int max_group)
 {
+    if (p->nr != MOE_PANEL || f->group_size % 32 || f->group_size > max_group) return -1;
     int s = f->sdtype == MOE_DTYPE_BF16 ? 2 : f->sdtype == MOE_DTYPE_F16 ? 1 : 0;
     return (f->fmt == MOE_WF_Q8 ? 3 : 0) + s;
 }
+
+/* Single digits: a group's sum is below 128·255·group, int32 for any
+ * group a checkpoint has. */
+enum { I8_MAX_GROUP = 4096 };
 
 void I8_NAME(panel_gemv_i8)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                                    const float *const *dx, const float *const *xsum, float *const *out)
@@ -156,8 +171,9 @@ void I8_NAME(panel_gemv_i8)(const moe_panel_format *f, const moe_panel *p, int m
                        const float *const *, const float *const *, float *const *);
     static const fn by_variant[6] = { I8_NAME(gemv_q4_f32), I8_NAME(gemv_q4_f16), I8_NAME(gemv_q4_bf16),
                                       I8_NAME(gemv_q8_f32), I8_NAME(gemv_q8_f16), I8_NAME(gemv_q8_bf16) };
-    if (p->nr != MOE_PANEL) moe_portable_panel_gemv_i8(f, p, m, xq, dx, xsum, out);
-    else by_variant[i8_variant(f)](f, p, m, xq, dx, xsum, out);
+    int v = i8_variant(f, p, I8_MAX_GROUP);
+    if (v < 0) moe_portable_panel_gemv_i8(f, p, m, xq, dx, xsum, out);
+    else by_variant[v](f, p, m, xq, dx, xsum, out);
 }
 
 void I8_NAME(panel_gemm_i8)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
@@ -167,8 +183,166 @@ void I8_NAME(panel_gemm_i8)(const moe_panel_format *f, const moe_panel *p, int m
                        const float *, float *const *);
     static const fn by_variant[6] = { I8_NAME(gemm_q4_f32), I8_NAME(gemm_q4_f16), I8_NAME(gemm_q4_bf16),
                                       I8_NAME(gemm_q8_f32), I8_NAME(gemm_q8_f16), I8_NAME(gemm_q8_bf16) };
-    if (p->nr != MOE_PANEL) moe_portable_panel_gemm_i8(f, p, m, q, d, s, out);
-    else by_variant[i8_variant(f)](f, p, m, q, d, s, out);
+    int v = i8_variant(f, p, I8_MAX_GROUP);
+    if (v < 0) moe_portable_panel_gemm_i8(f, p, m, q, d, s, out);
+    else by_variant[v](f, p, m, q, d, s, out);
+}
+
+/* ---- two digits in one call (panel_gemv_i8x2, panel_gemm_i8x2) --------
+ *
+ * The two int8 digits of an activation make one int16, a = 254·xq + xr
+ * (|a| ≤ 254·128 + 127 = 32639), and codes widened to int16 pairs meet
+ * those with vpmaddwd: c·a summed in pairs into int32, one instruction per
+ * 16 multiply-adds of both digits, where two int8 passes take vpmaddubsw
+ * and vpmaddwd twice over (Q4: 20 multiplier instructions per 256
+ * multiply-adds against 16; Q8, whose codes vpmaddubsw cannot take whole:
+ * 40 against 16). Exact: a product is at most 255·32639 < 2^23, a group's
+ * sum (at most 128 inputs) < 2^30.
+ *
+ * Each group's activations of every token of the call are widened first
+ * (i8x2_widen: 16 inputs in a few instructions, against 16·16 products
+ * for each of them), into int16 pairs in the codes' order:
+ *   Q4: a word's nibbles j and j+4 are one dword's two halves, so the
+ *       codes' pairs are (n0,n4) (n1,n5) (n2,n6) (n3,n7), one mask and a
+ *       shift each, and the activations' (a0,a4) (a1,a5) (a2,a6) (a3,a7);
+ *   Q8: (c0,c2) (c1,c3) of a word's 4 bytes, (a0,a2) (a1,a3).
+ * A step is 8 inputs of both halves (Q4 one word, Q8 two): 8 vectors of
+ * code pairs in registers for all tokens, then per token 4 broadcasts and
+ * 8 vpmaddwd, in the includer's i8x2_half. */
+
+enum { I8X2_MAX_GROUP = 128 };
+
+/* 16 inputs of one token: digits q, residuals r (moe_act_i8_index order)
+ * as 16 int16 254·q + r, in the pair order above. */
+static inline void i8x2_widen(int bits, const int8_t *q, const int8_t *r, int16_t *dst)
+{
+    /* Q4 order in memory: x0 x2 x4 x6 x1 x3 x5 x7 a word */
+    const __m128i o4 = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    const __m128i o8 = _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
+    __m128i vq = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)q), bits == 4 ? o4 : o8);
+    __m128i vr = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)r), bits == 4 ? o4 : o8);
+    __m256i a = _mm256_add_epi16(_mm256_mullo_epi16(_mm256_cvtepi8_epi16(vq), _mm256_set1_epi16(MOE_I8_RESIDUAL_STEPS)),
+                                 _mm256_cvtepi8_epi16(vr));
+    _mm256_storeu_si256((__m256i *)dst, a);
+}
+
+/* The step's code pairs: codes at its first word, rows 0..7 (the next half
+ * 8 int32 on, the next word MOE_PANEL); u[4h..4h+4) for half h. */
+static inline __attribute__((always_inline)) void i8x2_prep(int bits, const int32_t *codes, __m256i u[8])
+{
+    for (int h = 0; h < 2; h++)
+        if (bits == 4) {
+            const __m256i m4 = _mm256_set1_epi32(0x000F000F);
+            __m256i w = _mm256_loadu_si256((const __m256i *)(codes + 8 * h));
+            for (int j = 0; j < 4; j++) u[4 * h + j] = _mm256_and_si256(_mm256_srli_epi32(w, 4 * j), m4);
+        } else {
+            const __m256i m8 = _mm256_set1_epi32(0x00FF00FF);
+            for (int c = 0; c < 2; c++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(codes + MOE_PANEL * c + 8 * h));
+                u[4 * h + 2 * c] = _mm256_and_si256(w, m8);
+                u[4 * h + 2 * c + 1] = _mm256_and_si256(_mm256_srli_epi32(w, 8), m8);
+            }
+        }
+}
+
+/* out[i][0..16) for i < m ≤ I8_MR; bits, st and tile are constants. The
+ * token loop is not unrolled: the 8 code vectors stay in registers while
+ * each token's two accumulators go through L1, which costs less than the
+ * spills of 2·m accumulators kept "in registers". */
+static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype st, int tile, int m,
+                                                             const moe_panel_format *f, const moe_panel *p,
+                                                             const int8_t *const *xq, const int8_t *const *xr,
+                                                             const float *const *dx, const float *const *xsum,
+                                                             const int8_t *q, const int8_t *qr, const float *d,
+                                                             const float *s, float *const *out)
+{
+    int gs = f->group_size, groups = f->K / gs;
+    __m256i acc[I8_MR][2];
+    __m256 res[I8_MR][2];
+    float dr[I8_MR];
+    int16_t wide[I8_MR * I8X2_MAX_GROUP] __attribute__((aligned(32)));
+    for (int i = 0; i < m; i++) res[i][0] = res[i][1] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        const int32_t *codes = moe_panel_group(p, p->w, g);
+        for (int i = 0; i < m; i++) {
+            dr[i] = (tile ? d[(size_t)g * m + i] : dx[i][g]) / (float)MOE_I8_RESIDUAL_STEPS;
+            acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+            for (int k = 0; k < gs; k += 16)
+                i8x2_widen(bits, i8_token_at(tile, xq, q, m, i, g * gs + k), i8_token_at(tile, xr, qr, m, i, g * gs + k),
+                           wide + i * gs + k);
+        }
+        for (int k = 0; k < gs; k += 8) {
+            __m256i u[8];
+            i8x2_prep(bits, codes + (size_t)(k * bits / 32) * MOE_PANEL, u);
+#pragma GCC unroll 1
+            for (int i = 0; i < m; i++) {
+                /* the token's 4 pairs of the step, for both halves */
+                const int8_t *x = (const int8_t *)(wide + i * gs + k);
+                __m256i b[4] = { avx2_bcast4_i8(x), avx2_bcast4_i8(x + 4), avx2_bcast4_i8(x + 8), avx2_bcast4_i8(x + 12) };
+                acc[i][0] = i8x2_half(acc[i][0], u, b);
+                acc[i][1] = i8x2_half(acc[i][1], u + 4, b);
+            }
+        }
+        for (int h = 0; h < 2; h++) {
+            __m256 sc = avx2_load_dtype(st, moe_panel_group(p, p->scales, g), (size_t)8 * h);
+            __m256 b = avx2_load_dtype(st, moe_panel_group(p, p->biases, g), (size_t)8 * h);
+#pragma GCC unroll 1
+            for (int i = 0; i < m; i++) {
+                float si = tile ? s[(size_t)g * m + i] : xsum[i][g];
+                __m256 sd = _mm256_mul_ps(sc, _mm256_set1_ps(dr[i]));
+                res[i][h] = _mm256_fmadd_ps(sd, _mm256_cvtepi32_ps(acc[i][h]), res[i][h]);
+                res[i][h] = _mm256_fmadd_ps(b, _mm256_set1_ps(si), res[i][h]);
+            }
+        }
+    }
+    for (int i = 0; i < m; i++) {
+        _mm256_storeu_ps(out[i], res[i][0]);
+        _mm256_storeu_ps(out[i] + 8, res[i][1]);
+    }
+}
+
+#define I8X2_DEFINE(bits, st, sfx)                                                                                   \
+    static void I8_NAME(gemv_x2_##sfx)(const moe_panel_format *f, const moe_panel *p, int m,                         \
+                                       const int8_t *const *xq, const int8_t *const *xr, const float *const *dx,     \
+                                       const float *const *xsum, float *const *out)                                  \
+    {                                                                                                                \
+        i8x2_panel(bits, st, 0, m, f, p, xq, xr, dx, xsum, NULL, NULL, NULL, NULL, out);                             \
+    }                                                                                                                \
+    static void I8_NAME(gemm_x2_##sfx)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,        \
+                                       const int8_t *qr, const float *d, const float *s, float *const *out)          \
+    {                                                                                                                \
+        i8x2_panel(bits, st, 1, m, f, p, NULL, NULL, NULL, NULL, q, qr, d, s, out);                                  \
+    }
+I8X2_DEFINE(4, MOE_DTYPE_F32, q4_f32)
+I8X2_DEFINE(4, MOE_DTYPE_F16, q4_f16)
+I8X2_DEFINE(4, MOE_DTYPE_BF16, q4_bf16)
+I8X2_DEFINE(8, MOE_DTYPE_F32, q8_f32)
+I8X2_DEFINE(8, MOE_DTYPE_F16, q8_f16)
+I8X2_DEFINE(8, MOE_DTYPE_BF16, q8_bf16)
+
+void I8_NAME(panel_gemv_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
+                              const int8_t *const *xr, const float *const *dx, const float *const *xsum,
+                              float *const *out)
+{
+    typedef void (*fn)(const moe_panel_format *, const moe_panel *, int, const int8_t *const *, const int8_t *const *,
+                       const float *const *, const float *const *, float *const *);
+    static const fn by_variant[6] = { I8_NAME(gemv_x2_q4_f32), I8_NAME(gemv_x2_q4_f16), I8_NAME(gemv_x2_q4_bf16),
+                                      I8_NAME(gemv_x2_q8_f32), I8_NAME(gemv_x2_q8_f16), I8_NAME(gemv_x2_q8_bf16) };
+    int v = i8_variant(f, p, I8X2_MAX_GROUP);
+    if (v < 0 || m > I8_MR) moe_portable_panel_gemv_i8x2(f, p, m, xq, xr, dx, xsum, out);
+    else by_variant[v](f, p, m, xq, xr, dx, xsum, out);
+}
+
+void I8_NAME(panel_gemm_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
+                              const int8_t *qr, const float *d, const float *s, float *const *out)
+{
+    typedef void (*fn)(const moe_panel_format *, const moe_panel *, int, const int8_t *, const int8_t *,
+                       const float *, const float *, float *const *);
+    static const fn by_variant[6] = { I8_NAME(gemm_x2_q4_f32), I8_NAME(gemm_x2_q4_f16), I8_NAME(gemm_x2_q4_bf16),
+                                      I8_NAME(gemm_x2_q8_f32), I8_NAME(gemm_x2_q8_f16), I8_NAME(gemm_x2_q8_bf16) };
+    int v = i8_variant(f, p, I8X2_MAX_GROUP);
+    if (v < 0 || m > I8_MR) moe_portable_panel_gemm_i8x2(f, p, m, q, qr, d, s, out);
+    else by_variant[v](f, p, m, q, qr, d, s, out);
 }
 
 #endif

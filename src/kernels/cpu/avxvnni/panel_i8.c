@@ -43,6 +43,15 @@ static inline __attribute__((always_inline)) __m256i i8_dot_q8(__m256i acc, cons
     return _mm256_add_epi32(acc, b);
 }
 
+/* Two digits as int16 (panel_i8.h): vpdpwssd, vpmaddwd and the add in one,
+ * in two chains. */
+static inline __attribute__((always_inline)) __m256i i8x2_half(__m256i acc, const __m256i v[4], const __m256i b[4])
+{
+    __m256i s = _mm256_dpwssd_avx_epi32(_mm256_dpwssd_avx_epi32(acc, v[0], b[0]), v[2], b[2]);
+    __m256i t = _mm256_dpwssd_avx_epi32(_mm256_dpwssd_avx_epi32(_mm256_setzero_si256(), v[1], b[1]), v[3], b[3]);
+    return _mm256_add_epi32(s, t);
+}
+
 #include "kernels/cpu/avx2/panel_i8.h"
 
 const moe_cpu_kernels moe_kernels_avxvnni = {
@@ -59,5 +68,7 @@ const moe_cpu_kernels moe_kernels_avxvnni = {
     .panel_gemv_i8 = moe_avxvnni_panel_gemv_i8,
     .panel_gemm_i8 = moe_avxvnni_panel_gemm_i8,
     .mr_i8 = MOE_AVXVNNI_MR_I8,
+    .panel_gemv_i8x2 = moe_avxvnni_panel_gemv_i8x2,
+    .panel_gemm_i8x2 = moe_avxvnni_panel_gemm_i8x2,
     .quantize_act_i8 = moe_avx2_quantize_act_i8,
 };
