@@ -1,5 +1,5 @@
 /* tools/commands.h — the subcommands beside `bench-layer`: `logits`,
- * `generate`, `chat` and `bench` run a model; `tokenize` runs a checkpoint's
+ * `generate`, `chat`, `serve` and `bench` run a model; `tokenize` runs a checkpoint's
  * tokenizer; `convert` and `inspect` write and describe checkpoints. Each
  * returns the process exit status (0 done, 1 a moe call failed, 2 a bad
  * option) and has a usage text. */
@@ -22,5 +22,7 @@ int inspect_main(int argc, char **argv);
 void inspect_usage(FILE *f);
 int chat_main(int argc, char **argv);
 void chat_usage(FILE *f);
+int serve_main(int argc, char **argv);
+void serve_usage(FILE *f);
 
 #endif

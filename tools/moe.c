@@ -17,6 +17,7 @@ typedef struct {
 static const subcommand COMMANDS[] = {
     { "generate", generate_main, generate_usage, "continue a prompt (text or token ids), streaming the result" },
     { "chat", chat_main, chat_usage, "chat with an instruct model on stdin/stdout (its chat template, KV cache kept)" },
+    { "serve", serve_main, serve_usage, "an OpenAI-compatible HTTP server, requests batched together" },
     { "logits", logits_main, logits_usage, "write the logits of every position as a .npy file" },
     { "bench", bench_main, bench_usage, "end-to-end benchmark: TTFT, prompt and decode tok/s, peak memory" },
     { "tokenize", tokenize_main, tokenize_usage, "the token ids and pieces of a text (the checkpoint's tokenizer.json)" },
