@@ -150,16 +150,15 @@ static void log_job(const moe_job *j)
  * (err set) or was cancelled. */
 static void finish_job(moe_engine *e, moe_job *j, const char *reason)
 {
+    /* the figures first, so that whoever sees the job done sees them counted */
     pthread_mutex_lock(&j->mu);
-    j->done = 1;
-    if (reason && !j->failed) j->finish_reason = reason;
     j->t_done = moe_engine_now();
-    pthread_cond_broadcast(&j->cv);
+    int cancelled = j->cancelled, failed = j->failed;
     pthread_mutex_unlock(&j->mu);
     pthread_mutex_lock(&e->mu);
     moe_server_stats *st = &e->st;
-    if (j->cancelled) st->requests_cancelled++;
-    else if (j->failed) st->requests_failed++;
+    if (cancelled) st->requests_cancelled++;
+    else if (failed) st->requests_failed++;
     else st->requests_ok++;
     st->prompt_tokens += j->n_prompt;
     st->cached_tokens += j->n_cached;
@@ -167,6 +166,11 @@ static void finish_job(moe_engine *e, moe_job *j, const char *reason)
     if (j->t_first > 0) st->ttft_sum_s += j->t_first - j->t_arrival, st->ttft_count++;
     st->request_sum_s += j->t_done - j->t_arrival;
     pthread_mutex_unlock(&e->mu);
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    if (reason && !j->failed) j->finish_reason = reason;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
     if (e->cfg.log) log_job(j);
     job_unref(j);
 }
@@ -488,7 +492,7 @@ void moe_job_release(moe_engine *e, moe_job *j)
     pthread_mutex_lock(&j->mu);
     int submitted = j->refs > 1 || j->done;
     pthread_mutex_unlock(&j->mu);
-    if (submitted) {
+    if (submitted && e) {
         pthread_mutex_lock(&e->mu);
         e->in_flight--;
         pthread_mutex_unlock(&e->mu);

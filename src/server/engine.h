@@ -95,7 +95,8 @@ int moe_engine_submit(moe_engine *e, moe_job *j, moe_api_error *err);
 /* The client is gone: the engine frees the job's slot at its next step. */
 void moe_job_cancel(moe_engine *e, moe_job *j);
 
-/* The caller's reference dropped (submitted or not). */
+/* The caller's reference dropped (submitted or not); e may be NULL once
+ * the engine is freed. */
 void moe_job_release(moe_engine *e, moe_job *j);
 
 /* Draining: new submissions are refused (503); cancel_all ends the jobs

@@ -303,20 +303,16 @@ int moe_api_request_parse(const char *body, size_t len, moe_api_kind kind, moe_a
     out->top_p = 1.0f;
     json_tokener *tk = json_tokener_new();
     if (!tk) return BAD(e, NULL, "out of memory");
+    /* strict: one value and nothing after it but whitespace, no trailing commas */
     json_tokener_set_flags(tk, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     json_object *o = len ? json_tokener_parse_ex(tk, body, (int)len) : NULL;
     enum json_tokener_error je = json_tokener_get_error(tk);
-    /* the whole body must be one value: parse_ex stops after the first */
-    int trailing = 0;
-    for (size_t i = o ? json_tokener_get_parse_end(tk) : len; i < len; i++)
-        trailing |= !(body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n');
     json_tokener_free(tk);
     int rc;
     if (!len) rc = BAD(e, NULL, "the request body is empty; send a JSON object");
     else if (!o || je != json_tokener_success)
         rc = BAD(e, NULL, "the request body is not valid JSON (%s)",
                  je == json_tokener_continue ? "it ends too early" : json_tokener_error_desc(je));
-    else if (trailing) rc = BAD(e, NULL, "the request body has more after its JSON value");
     else if (!json_object_is_type(o, json_type_object))
         rc = BAD(e, NULL, "the request body must be a JSON object, not %s", type_name(o));
     else rc = parse_fields(o, kind, out, e);
