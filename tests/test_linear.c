@@ -91,6 +91,9 @@ static const lin_case CASES[] = {
     { 37, 29, 0, 0, MOE_DTYPE_F32 },   { 50, 33, 0, 0, MOE_DTYPE_BF16 }, { 21, 40, 0, 0, MOE_DTYPE_F16 },
     { 37, 192, 4, 64, MOE_DTYPE_BF16 }, { 45, 96, 4, 32, MOE_DTYPE_F32 }, { 19, 256, 8, 128, MOE_DTYPE_F16 },
     { 64, 128, 8, 64, MOE_DTYPE_BF16 },
+    /* above the size a projection runs on the calling thread alone: split
+     * over the team */
+    { 1029, 160, 0, 0, MOE_DTYPE_F32 }, { 1041, 1024, 4, 64, MOE_DTYPE_BF16 },
 };
 static const int TOKENS[] = { 1, 3, 4, 5, 13, 100 };
 

@@ -112,6 +112,12 @@ void moe_parallel_run(moe_parallel_fn fn, void *ctx)
     }
 }
 
+void moe_parallel_run_alone(moe_parallel_fn fn, void *ctx)
+{
+    pool.team = 1;
+    fn(ctx, 0, 1);
+}
+
 void moe_parallel_barrier(void)
 {
     int n = pool.team;

@@ -11,6 +11,10 @@ typedef void (*moe_parallel_fn)(void *ctx, int thread, int nthreads);
 
 void moe_parallel_run(moe_parallel_fn fn, void *ctx);
 
+/* fn(ctx, 0, 1) on the calling thread alone, moe_parallel_barrier a no-op
+ * inside it: for work too small to pay for waking the team. */
+void moe_parallel_run_alone(moe_parallel_fn fn, void *ctx);
+
 /* Thread t's share [lo, hi) of n items split evenly over nt threads. */
 static inline void moe_parallel_split(int n, int t, int nt, int *lo, int *hi)
 {

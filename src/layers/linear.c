@@ -22,6 +22,8 @@
 #include "quant/dtype.h"
 
 enum { MAX_THREADS = 256 };
+/* Weights up to this size run on the calling thread alone (moe_linear_forward). */
+static const size_t ALONE_BYTES = (size_t)512 << 10;
 
 typedef struct {
     float *b;            /* two unpacked panels [2][K][16] */
@@ -419,6 +421,11 @@ moe_status moe_linear_forward(moe_linear *l, const float *x, int tokens, float *
     else c.path = PATH_GEMV;
     moe_status st = prepare_workspace(l, &c);
     if (st != MOE_OK) return st;
-    moe_parallel_run(linear_thread, &c);
+    /* a router's few rows stream in a few µs on one core: waking the team
+     * and meeting at a barrier would cost more than it saves */
+    if (c.path != PATH_GEMM && tokens <= MOE_GEMV_MAX_M && moe_expert_store_bytes(&l->w) <= ALONE_BYTES)
+        moe_parallel_run_alone(linear_thread, &c);
+    else
+        moe_parallel_run(linear_thread, &c);
     return MOE_OK;
 }
