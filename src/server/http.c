@@ -261,8 +261,13 @@ static int append_event(stream *s, char *ev)
 static int next_events(stream *s)
 {
     moe_job *j = s->job;
+    if (s->first) {
+        /* as OpenAI's: the first chunk says who speaks (chat) and carries no text */
+        s->first = 0;
+        return append_event(s, moe_api_chunk_event(&s->meta, "", 0, 1, NULL, NULL, 0));
+    }
     pthread_mutex_lock(&j->mu);
-    while (!s->first && !j->done && j->text_len == s->sent_text && (!j->keep_ids || j->n_ids == s->sent_ids)) {
+    while (!j->done && j->text_len == s->sent_text && (!j->keep_ids || j->n_ids == s->sent_ids)) {
         wait_a_little(j);
         if (!j->done && client_gone(s->fd)) {
             pthread_mutex_unlock(&j->mu);
@@ -275,12 +280,11 @@ static int next_events(stream *s)
     size_t len = j->text_len - s->sent_text;
     int n_ids = j->keep_ids ? j->n_ids - s->sent_ids : 0;
     const char *reason = j->done && !j->failed ? j->finish_reason : NULL;
-    if (len || n_ids || s->first || reason)
-        rc |= append_event(s, moe_api_chunk_event(&s->meta, j->text + s->sent_text, len, s->first, reason,
+    if (len || n_ids || reason)
+        rc |= append_event(s, moe_api_chunk_event(&s->meta, j->text + s->sent_text, len, 0, reason,
                                                   j->keep_ids ? j->ids + s->sent_ids : NULL, n_ids));
     s->sent_text = j->text_len;
     s->sent_ids += n_ids;
-    s->first = 0;
     if (j->done) {
         if (j->failed) rc |= append_event(s, moe_api_error_event(&j->err));
         else if (s->include_usage) {
