@@ -1,12 +1,12 @@
 /* io/json_file.c — see json_file.h. */
 #include "io/json_file.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "core/file.h"
 
 enum { MAX_JSON_BYTES = 64 << 20 };
 
@@ -42,47 +42,12 @@ moe_status moe_json_parse_object(const char *text, const char *origin, json_obje
 
 moe_status moe_text_file_read(const char *path, int optional, size_t max_bytes, char **text, size_t *len)
 {
+    moe_status st = moe_file_read(path, max_bytes, optional, text, len);
+    if (st != MOE_OK || !*text || strlen(*text) == *len) return st;
+    free(*text);
     *text = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (optional && errno == ENOENT) return MOE_OK;
-        return moe_error_set(MOE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    moe_status st = MOE_OK;
-    for (;;) {
-        if (n + 1 >= cap) {
-            cap = cap ? 2 * cap : 16384;
-            char *grown = cap <= 2 * max_bytes + 2 ? realloc(buf, cap) : NULL;
-            if (!grown) {
-                st = moe_error_set(MOE_ERR_NOMEM, "%s: out of memory reading it", path);
-                break;
-            }
-            buf = grown;
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (n > max_bytes) {
-            st = moe_error_set(MOE_ERR_FORMAT, "%s: larger than %zu bytes", path, max_bytes);
-            break;
-        }
-        if (got == 0) break;
-    }
-    if (st == MOE_OK && ferror(f)) st = moe_error_set(MOE_ERR_IO, "%s: read error", path);
-    fclose(f);
-    if (st == MOE_OK) {
-        buf[n] = '\0';
-        if (strlen(buf) != n) st = moe_error_set(MOE_ERR_FORMAT, "%s: holds a NUL byte; not a text file", path);
-    }
-    if (st != MOE_OK) {
-        free(buf);
-        return st;
-    }
-    *text = buf;
-    *len = n;
-    return MOE_OK;
+    return moe_error_set(MOE_ERR_FORMAT, "%s: holds a NUL byte; not a text file", path);
 }
 
 moe_status moe_json_file_load(const char *path, int optional, json_object **out)

@@ -2,14 +2,15 @@
  * fields every family shares, then what its model_type implies. */
 #include "io/model_config.h"
 
-#include <errno.h>
 #include <json-c/json.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "core/error.h"
+#include "core/file.h"
 
 /* ---- typed field access, every failure naming the field ---- */
 
@@ -134,6 +135,30 @@ static moe_status read_dense_layers(json_object *root, const char *origin, moe_m
     return field_int(root, origin, "intermediate_size", 0, 0, 1, &c->dense_hidden);
 }
 
+/* Beyond these a config is refused by its field rather than by an
+ * allocation that fails: the tables moe makes per layer and per expert
+ * before any tensor is read stay small, and the projection widths the
+ * loader and the forward compute as int (heads × head_dim, the stacked
+ * q, k and v) fit it. The largest published models are far inside them. */
+enum { MAX_LAYERS = 1 << 16, MAX_EXPERTS = 1 << 16 };
+
+static moe_status check_sizes(json_object *root, const char *origin, const moe_model_config *c)
+{
+    if (c->num_layers > MAX_LAYERS)
+        return moe_error_set(MOE_ERR_FORMAT, "%s: field 'num_hidden_layers' is %d, more than the %d layers moe takes",
+                             origin, c->num_layers, MAX_LAYERS);
+    if (c->num_experts > MAX_EXPERTS)
+        return moe_error_set(MOE_ERR_FORMAT, "%s: field '%s' is %d, more than the %d experts moe takes", origin,
+                             experts_field(root), c->num_experts, MAX_EXPERTS);
+    int qdim, kvdim, kv2;
+    if (!moe_int_mul(c->num_heads, c->head_dim, &qdim) || !moe_int_mul(c->num_kv_heads, c->head_dim, &kvdim) ||
+        !moe_int_mul(kvdim, 2, &kv2) || qdim > INT32_MAX - kv2)
+        return moe_error_set(MOE_ERR_FORMAT, "%s: fields 'num_attention_heads' %d, 'num_key_value_heads' %d and "
+                             "'head_dim' %d make projections wider than %d rows", origin, c->num_heads,
+                             c->num_kv_heads, c->head_dim, INT32_MAX);
+    return MOE_OK;
+}
+
 static moe_status read_shapes(json_object *root, const char *origin, moe_model_config *c)
 {
     moe_status st;
@@ -154,16 +179,16 @@ static moe_status read_shapes(json_object *root, const char *origin, moe_model_c
     if (c->top_k > c->num_experts)
         return moe_error_set(MOE_ERR_FORMAT, "%s: num_experts_per_tok %d exceeds %s %d", origin, c->top_k,
                              experts_field(root), c->num_experts);
-    if (c->arch == MOE_ARCH_QWEN3_MOE && (st = read_dense_layers(root, origin, c)) != MOE_OK) return st;
     json_object *v;
     if (!json_object_object_get_ex(root, "head_dim", &v) || json_object_is_type(v, json_type_null)) {
         if (c->hidden_size % c->num_heads != 0)
             return moe_error_set(MOE_ERR_FORMAT, "%s: head_dim is absent and hidden_size %d does not divide by "
                                  "num_attention_heads %d", origin, c->hidden_size, c->num_heads);
         c->head_dim = c->hidden_size / c->num_heads;
-        return MOE_OK;
-    }
-    return field_int(root, origin, "head_dim", 0, 0, 1, &c->head_dim);
+    } else if ((st = field_int(root, origin, "head_dim", 0, 0, 1, &c->head_dim)) != MOE_OK)
+        return st;
+    if ((st = check_sizes(root, origin, c)) != MOE_OK) return st;
+    return c->arch == MOE_ARCH_QWEN3_MOE ? read_dense_layers(root, origin, c) : MOE_OK;
 }
 
 /* rope_theta at the top level (hub checkpoints) or in rope_parameters
@@ -236,7 +261,9 @@ static moe_status read_quantization(json_object *root, const char *origin, moe_m
     c->overrides = n ? calloc((size_t)n, sizeof *c->overrides) : NULL;
     if (n && !c->overrides) return moe_error_set(MOE_ERR_NOMEM, "%s: out of memory for quantization overrides", origin);
     json_object_object_foreach(q, mod, spec) {
-        moe_quant_override *o = &c->overrides[c->num_overrides];
+        /* overrides is NULL when no entry is a module's: no pointer into it before one is */
+        moe_quant_override *o = c->overrides ? &c->overrides[c->num_overrides] : NULL;
+        if (!o) continue;
         if (json_object_is_type(spec, json_type_boolean)) {
             if (json_object_get_boolean(spec))
                 return moe_error_set(MOE_ERR_FORMAT, "%s: %s entry '%s' is true; expected false or "
@@ -333,38 +360,11 @@ moe_status moe_config_parse(const char *json, const char *origin, moe_model_conf
 moe_status moe_config_load(const char *path, moe_model_config *c)
 {
     if (!path || !c) return moe_error_set(MOE_ERR_INVALID_ARG, "config load: NULL argument");
-    FILE *f = fopen(path, "rb");
-    if (!f) return moe_error_set(MOE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? 2 * cap : 65536;
-            if (cap > (64u << 20)) {
-                free(text);
-                fclose(f);
-                return moe_error_set(MOE_ERR_FORMAT, "%s: larger than 64 MiB; not a config.json", path);
-            }
-            char *grown = realloc(text, cap);
-            if (!grown) {
-                free(text);
-                fclose(f);
-                return moe_error_set(MOE_ERR_NOMEM, "%s: out of memory reading it", path);
-            }
-            text = grown;
-        }
-        size_t got = fread(text + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        free(text);
-        return moe_error_set(MOE_ERR_IO, "%s: read error", path);
-    }
-    text[len] = '\0';
-    moe_status st = moe_config_parse(text, path, c);
+    char *text;
+    size_t len;
+    moe_status st = moe_file_read(path, 64u << 20, 0, &text, &len);
+    if (st != MOE_OK) return st;
+    st = moe_config_parse(text, path, c);
     free(text);
     return st;
 }

@@ -3,13 +3,13 @@
  * pre-tokenizer, post-processor, decoder) checked and turned into the plain
  * tables the encoder runs on. A component moe does not implement is an
  * error naming its "type"; a malformed field is an error naming the field. */
-#include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "tokenizer/tokenizer_internal.h"
 
 #define NOMEM(t) moe_error_set(MOE_ERR_NOMEM, "%s: out of memory while loading the tokenizer", (t)->origin)
@@ -51,13 +51,21 @@ moe_status moe_tok_json_char(const moe_tokenizer *t, json_object *o, const char 
     return MOE_OK;
 }
 
+/* Tables indexed by id (pieces, flags: 10 bytes an id) are as long as the
+ * largest id, so ids are bounded before any is sized: 2^24, some sixty
+ * times the largest vocabulary published (Gemma's 262,144). */
+enum { MAX_TOKEN_ID = (1 << 24) - 1 };
+
 static moe_status get_id(const moe_tokenizer *t, json_object *v, const char *what, int32_t *out)
 {
     if (!v || !json_object_is_type(v, json_type_int))
         return moe_error_set(MOE_ERR_FORMAT, "%s: %s is not an integer token id", t->origin, what);
     int64_t x = json_object_get_int64(v);
-    if (x < 0 || x >= (1 << 30))
+    if (x < 0)
         return moe_error_set(MOE_ERR_FORMAT, "%s: %s is %lld, not a token id", t->origin, what, (long long)x);
+    if (x > MAX_TOKEN_ID)
+        return moe_error_set(MOE_ERR_FORMAT, "%s: %s is %lld, not a token id (moe takes ids up to %d)", t->origin,
+                             what, (long long)x, MAX_TOKEN_ID);
     *out = (int32_t)x;
     return MOE_OK;
 }
@@ -579,33 +587,20 @@ moe_status moe_tokenizer_load_json(const char *json, size_t len, const char *ori
     return MOE_OK;
 }
 
+/* The largest tokenizer.json published is tens of MB (Gemma's: 33 MB). */
+#define MAX_FILE_BYTES (512u << 20)
+
 moe_status moe_tokenizer_load(const char *path, moe_tokenizer **out)
 {
     if (!path || !out) return moe_error_set(MOE_ERR_INVALID_ARG, "tokenizer load: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return moe_error_set(MOE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    moe_tok_buf text = { 0 };
-    char chunk[65536];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (moe_tok_buf_append(&text, chunk, got)) {
-            fclose(f);
-            moe_tok_buf_free(&text);
-            return moe_error_set(MOE_ERR_NOMEM, "%s: out of memory reading it", path);
-        }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        moe_tok_buf_free(&text);
-        return moe_error_set(MOE_ERR_IO, "%s: read error", path);
-    }
-    if (!text.n) {
-        moe_tok_buf_free(&text);
-        return moe_error_set(MOE_ERR_FORMAT, "%s: empty file, not a tokenizer.json", path);
-    }
-    moe_status st = moe_tokenizer_load_json(text.p, text.n, path, out);
-    moe_tok_buf_free(&text);
+    char *text;
+    size_t len;
+    moe_status st = moe_file_read(path, MAX_FILE_BYTES, 0, &text, &len);
+    if (st != MOE_OK) return st;
+    if (!len) st = moe_error_set(MOE_ERR_FORMAT, "%s: empty file, not a tokenizer.json", path);
+    else st = moe_tokenizer_load_json(text, len, path, out);
+    free(text);
     return st;
 }
 

@@ -168,6 +168,7 @@ size_t moe_utf8_append_complete(moe_tok_buf *out, const char *s, size_t n, int *
     static const char fffd[3] = { (char)0xEF, (char)0xBF, (char)0xBD };
     size_t i = 0;
     *nomem = 0;
+    if (n == 0) return 0; /* s may be NULL then (an empty buffer) */
     for (;;) {
         size_t ok = moe_utf8_valid_prefix(s + i, n - i);
         if (moe_tok_buf_append(out, s + i, ok)) break;
