@@ -17,17 +17,10 @@ if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
 fi
 ck=$build/text-checkpoints/tulu
 log=$build/openai-serve.log
-"$build/moe" serve --model "$ck" --port 0 --parallel 4 --api-key test-key 2>"$log" &
-server=$!
+. "$here/lib.sh"
+server=
 trap 'kill -9 $server 2>/dev/null' EXIT
-port=
-for _ in $(seq 1 300); do
-  port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
-  [ -n "$port" ] && break
-  kill -0 $server 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$log"; echo "FAIL: the server did not start"; exit 1; }
+start_server "$log" "$build/moe" serve --model "$ck" --port 0 --parallel 4 --api-key test-key || exit 1
 timeout 300 "$venv/bin/python" "$here/openai_client_test.py" "http://127.0.0.1:$port/v1" test-key "$build/moe" "$ck"
 rc=$?
 kill -INT $server

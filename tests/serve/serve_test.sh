@@ -17,18 +17,11 @@ fail() { fails=$((fails + 1)); echo "FAIL: $1"; }
 check() { if eval "$2"; then pass "$1"; else fail "$1"; echo "${r:-}" | head -c 3000; echo; fi; }
 
 # a step pauses 5 ms (a test-only knob) so that requests stay in flight long enough to overlap
-MOE_SERVE_TEST_STEP_MS=5 "$moe" serve --model "$ck" --host 127.0.0.1 --port 0 --parallel 2 --queue 1 \
-  --max-context 128 --max-body 4096 --api-key sekrit --threads 1 2>"$log" &
-server=$!
+. "$(dirname "$0")/lib.sh"
+server=
 trap 'kill -9 $server 2>/dev/null; wait $server 2>/dev/null' EXIT
-port=
-for _ in $(seq 1 300); do
-  port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
-  [ -n "$port" ] && break
-  kill -0 $server 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$port" ]; then cat "$log"; echo "FAIL: the server did not start"; exit 1; fi
+start_server "$log" env MOE_SERVE_TEST_STEP_MS=5 "$moe" serve --model "$ck" --host 127.0.0.1 --port 0 --parallel 2 \
+  --queue 1 --max-context 128 --max-body 4096 --api-key sekrit --threads 1 || exit 1
 url=http://127.0.0.1:$port
 auth="Authorization: Bearer sekrit"
 
