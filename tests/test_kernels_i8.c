@@ -190,8 +190,8 @@ static void reference_x2(const i8_panel *pc, int r, const int8_t *xq, const int8
 
 typedef void (*gemv_x2_fn)(const moe_panel_format *, const moe_panel *, int, const int8_t *const *,
                            const int8_t *const *, const float *const *, const float *const *, float *const *);
-typedef void (*gemm_x2_fn)(const moe_panel_format *, const moe_panel *, int, const int8_t *, const int8_t *,
-                           const float *, const float *, float *const *);
+typedef void (*gemm_x2_fn)(const moe_panel_format *, const moe_panel *, int, const int16_t *, const float *,
+                           const float *, float *const *);
 
 static void check_out(const char *what, const char *isa, const i8_panel *pc, int m, int i, const float *got,
                       double ref, double mag, int r)
@@ -316,16 +316,22 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
             gv(&pc.f, &pc.p, MOE_GEMV_MAX_M, (const int8_t *const *)xq + i0, (const int8_t *const *)xr + i0,
                (const float *const *)dx + i0, (const float *const *)xsum + i0, gout + i0);
         for (int m = 1; m <= mr; m++) {
-            int8_t *q = xmalloc((size_t)K * m), *qr = xmalloc((size_t)K * m);
+            /* the joined tile, in buffers of exactly its size, checked
+             * against its definition in kernels.h */
+            int16_t *a = xmalloc(sizeof(int16_t) * (size_t)K * m);
             float *d = xmalloc(sizeof(float) * groups * m), *s = xmalloc(sizeof(float) * groups * m);
-            float *dr = xmalloc(sizeof(float) * groups * m), *sr = xmalloc(sizeof(float) * groups * m);
-            moe_pack_act_i8(K, gs, m, (const int8_t *const *)xq, (const float *const *)dx, (const float *const *)xsum, q,
-                            d, s);
-            moe_pack_act_i8(K, gs, m, (const int8_t *const *)xr, (const float *const *)dx, (const float *const *)xsum, qr,
-                            dr, sr);
+            moe_pack_act_i8x2(fmt, K, gs, m, (const int8_t *const *)xq, (const int8_t *const *)xr,
+                              (const float *const *)dx, (const float *const *)xsum, a, d, s);
+            for (int i = 0; i < m; i++)
+                for (int k = 0; k < K; k++) {
+                    int j = moe_act_i8_index(fmt, k);
+                    n_checked++;
+                    if (a[((size_t)(k / 8) * m + i) * 8 + moe_act_i8x2_pos(fmt, k % 8)] != MOE_I8_RESIDUAL_STEPS * xq[i][j] + xr[i][j])
+                        mismatch("moe_pack_act_i8x2 %s m %d: token %d input %d misplaced", desc, m, i, k);
+                }
             for (int i = 0; i < MT; i++)
                 for (int r = 0; r < OUT_LEN; r++) buf[i][r] = CANARY;
-            gm(&pc.f, &pc.p, m, q, qr, d, s, out);
+            gm(&pc.f, &pc.p, m, a, d, s, out);
             for (int i = 0; i < MT; i++) {
                 if (i >= m) {
                     if (memcmp(&buf[i][0], &CANARY, sizeof(float)) != 0)
@@ -342,7 +348,7 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
                     if (memcmp(&buf[i][r], &CANARY, sizeof(float)) != 0)
                         mismatch("panel_gemm_i8x2 [%s] %s m %d: wrote out[%d][%d], beyond nr", isa, desc, m, i, r);
             }
-            free(q), free(qr), free(d), free(s), free(dr), free(sr);
+            free(a), free(d), free(s);
         }
     }
     for (int i = 0; i < MT; i++) free(xq[i]), free(xr[i]), free(dx[i]), free(xsum[i]);

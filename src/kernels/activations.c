@@ -1,7 +1,7 @@
 /* kernels/activations.c — preparing activation vectors for the kernels, the
  * same for every ISA: packing token tiles for the GEMM, group sums for
  * quantized weights, int8 quantization for the int8 dot products and the
- * packing of int8 token tiles. */
+ * packing of int8 token tiles (and of int8x2 ones, joined into int16). */
 #include <math.h>
 #include <string.h>
 
@@ -46,6 +46,24 @@ void moe_pack_act_i8(int K, int group, int m, const int8_t *const *xq, const flo
     /* token by token: each source row is read once, in order */
     for (int i = 0; i < m; i++) {
         for (int b = 0; b < K / 32; b++) memcpy(q + ((size_t)b * m + i) * 32, xq[i] + (size_t)b * 32, 32);
+        for (int g = 0; g < K / group; g++) {
+            d[(size_t)g * m + i] = dx[i][g];
+            s[(size_t)g * m + i] = xsum[i][g];
+        }
+    }
+}
+
+void moe_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t *const *xq, const int8_t *const *xr,
+                       const float *const *dx, const float *const *xsum, int16_t *a, float *d, float *s)
+{
+    for (int i = 0; i < m; i++) {
+        for (int b = 0; b < K / 8; b++) {
+            int16_t *run = a + ((size_t)b * m + i) * 8;
+            for (int j = 0; j < 8; j++) {
+                int at = moe_act_i8_index(f, 8 * b + j);
+                run[moe_act_i8x2_pos(f, j)] = (int16_t)(MOE_I8_RESIDUAL_STEPS * xq[i][at] + xr[i][at]);
+            }
+        }
         for (int g = 0; g < K / group; g++) {
             d[(size_t)g * m + i] = dx[i][g];
             s[(size_t)g * m + i] = xsum[i][g];

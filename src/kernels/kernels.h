@@ -138,15 +138,15 @@ typedef struct moe_cpu_kernels {
      * exact integer sums (groups of at most 128), so within float rounding
      * of panel_gemv_i8 on the two digits as two rows (the residual's scale
      * dx/MOE_I8_RESIDUAL_STEPS, its sums 0), summed. panel_gemm_i8x2: the
-     * same for a tile of m ≤ mr_i8 tokens, digits q and residuals qr each
-     * packed by moe_pack_act_i8 (d, s: the digits' dx and xsum), a token's
-     * out the bits panel_gemv_i8x2 gives it. NULL where the ISA has none:
-     * the layer then passes the residuals as rows of their own. */
+     * same for a tile of m ≤ mr_i8 tokens packed by moe_pack_act_i8x2 (the
+     * digits joined, a; d = dx, s = xsum), a token's out the bits
+     * panel_gemv_i8x2 gives it. NULL where the ISA has none: the layer then
+     * passes the residuals as rows of their own. */
     void (*panel_gemv_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                             const int8_t *const *xr, const float *const *dx, const float *const *xsum,
                             float *const *out);
-    void (*panel_gemm_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
-                            const int8_t *qr, const float *d, const float *s, float *const *out);
+    void (*panel_gemm_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
+                            const float *d, const float *s, float *const *out);
     /* moe_quantize_act_i8 (the same xq and dx, bit for bit) and
      * moe_group_sums (xsum, summed in another order) in one pass over x;
      * with xr, also moe_quantize_act_i8_residual's digits (bit for bit).
@@ -203,5 +203,20 @@ static inline int moe_act_i8_index(moe_wformat f, int k)
  * at g·m + i). K is a multiple of 32 (of the group size). */
 void moe_pack_act_i8(int K, int group, int m, const int8_t *const *xq, const float *const *dx,
                      const float *const *xsum, int8_t *q, float *d, float *s);
+
+/* A tile of m tokens' two int8 digits for panel_gemm_i8x2, joined once for
+ * all the panels that read it: each input's MOE_I8_RESIDUAL_STEPS·xq + xr
+ * as int16 (|·| ≤ 32639), in runs of 8 inputs [K/8][m][8] (token i's run b
+ * at (b·m + i)·8), each run in the order moe_act_i8x2_pos gives: the pairs
+ * of inputs that one int32 of code pairs meets (Q4: j and j+4 of a code
+ * word; Q8: j and j+2 of each 4). xq and xr in moe_quantize_act_i8's order;
+ * d [K/group][m] and s as moe_pack_act_i8 packs them. K a multiple of 32. */
+void moe_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t *const *xq, const int8_t *const *xr,
+                       const float *const *dx, const float *const *xsum, int16_t *a, float *d, float *s);
+/* Position in its run of 8 of input j (0..7 within the run). */
+static inline int moe_act_i8x2_pos(moe_wformat f, int j)
+{
+    return f == MOE_WF_Q4 ? ((j & 3) << 1) | (j >> 2) : (j & 4) | ((j & 1) << 1) | ((j & 2) >> 1);
+}
 
 #endif

@@ -134,6 +134,10 @@ static void pack_group(const forward_ctx *c, thread_scratch *sc, const int32_t *
     }
 }
 
+/* With the residual digit, one call takes both (panel_gemm_i8x2) from a
+ * tile that joins them, packed once for all the panels that read it. */
+static int joined_x2(const forward_ctx *c) { return c->x2 && c->kern->panel_gemm_i8x2; }
+
 /* Packs the group's int8 activations (x of each pair's token, or h of each
  * pair), their scales and group sums into tiles of mr_i8 tokens. */
 static void pack_group_i8(const forward_ctx *c, thread_scratch *sc, int down, const int32_t *pairs, int m)
@@ -141,6 +145,7 @@ static void pack_group_i8(const forward_ctx *c, thread_scratch *sc, int down, co
     const moe_switchglu *l = c->l;
     int mr = c->kern->mr_i8, K = down ? l->hidden : l->dim;
     int G = K / (down ? l->down.fmt.group_size : l->gate_up.fmt.group_size);
+    moe_wformat f = down ? l->down.fmt.fmt : l->gate_up.fmt.fmt;
     for (int t0 = 0; t0 < m; t0 += mr) {
         const int8_t *q[MOE_TILE_MAX_M];
         const float *d[MOE_TILE_MAX_M], *s[MOE_TILE_MAX_M];
@@ -150,6 +155,14 @@ static void pack_group_i8(const forward_ctx *c, thread_scratch *sc, int down, co
             q[i] = (down ? l->ws->hq : l->ws->xq) + row * K;
             d[i] = (down ? l->ws->hd : l->ws->xd) + row * G;
             s[i] = (down ? l->ws->hsum : l->ws->xsum) + row * G;
+        }
+        if (joined_x2(c)) {
+            const int8_t *r[MOE_TILE_MAX_M];
+            for (int i = 0; i < mm; i++)
+                r[i] = (down ? l->ws->hqr : l->ws->xqr) + (size_t)(down ? pairs[t0 + i] : pairs[t0 + i] / c->top_k) * K;
+            moe_pack_act_i8x2(f, K, K / G, mm, q, r, d, s, (int16_t *)sc->aq + (size_t)t0 * K, sc->ad + (size_t)t0 * G,
+                              sc->as + (size_t)t0 * G);
+            continue;
         }
         moe_pack_act_i8(K, K / G, mm, q, d, s, sc->aq + (size_t)t0 * K, sc->ad + (size_t)t0 * G,
                         sc->as + (size_t)t0 * G);
@@ -170,9 +183,9 @@ static void run_gemm_i8(const forward_ctx *c, const thread_scratch *sc, const mo
                         const moe_panel *p, int m, int t0, float *const *out)
 {
     int G = f->K / f->group_size, mm = min_int(c->kern->mr_i8, m - t0);
-    if (c->x2 && c->kern->panel_gemm_i8x2) {
-        c->kern->panel_gemm_i8x2(f, p, mm, sc->aq + (size_t)t0 * f->K, sc->aqr + (size_t)t0 * f->K,
-                                 sc->ad + (size_t)t0 * G, sc->as + (size_t)t0 * G, out);
+    if (joined_x2(c)) {
+        c->kern->panel_gemm_i8x2(f, p, mm, (const int16_t *)sc->aq + (size_t)t0 * f->K, sc->ad + (size_t)t0 * G,
+                                 sc->as + (size_t)t0 * G, out);
         return;
     }
     c->kern->panel_gemm_i8(f, p, mm, sc->aq + (size_t)t0 * f->K, sc->ad + (size_t)t0 * G, sc->as + (size_t)t0 * G, out);
@@ -590,13 +603,15 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
         if ((st = MOE_GROW(sc->apack, sc->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
         if ((st = MOE_GROW(sc->b, sc->b_floats, 2 * K * MOE_PANEL, "unpacked panels")) != MOE_OK) return st;
         if ((st = MOE_GROW(sc->c, sc->c_floats, apack / K * MOE_TILE_N, "tile results")) != MOE_OK) return st;
-        if ((st = MOE_GROW(sc->aq, sc->aq_bytes, aq, "packed int8 tokens")) != MOE_OK ||
+        /* joined digits: int16, twice the bytes */
+        if ((st = MOE_GROW(sc->aq, sc->aq_bytes, joined_x2(c) ? 2 * aq : aq, "packed int8 tokens")) != MOE_OK ||
             (st = MOE_GROW(sc->ad, sc->ad_floats, ag, "packed activation scales")) != MOE_OK ||
             (st = MOE_GROW(sc->as, sc->as_floats, ag, "packed group sums")) != MOE_OK)
             return st;
-        if (c->x2 && ((st = MOE_GROW(sc->aqr, sc->aqr_bytes, aq, "packed residual digits")) != MOE_OK ||
-                      (st = MOE_GROW(sc->adr, sc->adr_floats, ag, "packed residual scales")) != MOE_OK ||
-                      (st = MOE_GROW(sc->asr, sc->asr_floats, ag, "packed zero sums")) != MOE_OK))
+        if (c->x2 && !joined_x2(c) &&
+            ((st = MOE_GROW(sc->aqr, sc->aqr_bytes, aq, "packed residual digits")) != MOE_OK ||
+             (st = MOE_GROW(sc->adr, sc->adr_floats, ag, "packed residual scales")) != MOE_OK ||
+             (st = MOE_GROW(sc->asr, sc->asr_floats, ag, "packed zero sums")) != MOE_OK))
             return st;
     }
     return MOE_OK;

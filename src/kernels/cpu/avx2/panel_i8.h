@@ -199,9 +199,10 @@ void I8_NAME(panel_gemm_i8)(const moe_panel_format *f, const moe_panel *p, int m
  * 40 against 16). Exact: a product is at most 255·32639 < 2^23, a group's
  * sum (at most 128 inputs) < 2^30.
  *
- * Each group's activations of every token of the call are widened first
- * (i8x2_widen: 16 inputs in a few instructions, against 16·16 products
- * for each of them), into int16 pairs in the codes' order:
+ * The digits are joined into int16 pairs in the codes' order, for a tile
+ * once for all its panels (moe_pack_act_i8x2; joined here for each panel,
+ * that was a quarter of the kernel's time), for a matrix-vector call's rows
+ * here, a group at a time (i8x2_widen):
  *   Q4: a word's nibbles j and j+4 are one dword's two halves, so the
  *       codes' pairs are (n0,n4) (n1,n5) (n2,n6) (n3,n7), one mask and a
  *       shift each, and the activations' (a0,a4) (a1,a5) (a2,a6) (a3,a7);
@@ -212,11 +213,12 @@ void I8_NAME(panel_gemm_i8)(const moe_panel_format *f, const moe_panel *p, int m
 
 enum { I8X2_MAX_GROUP = 128 };
 
-/* 16 inputs of one token: digits q, residuals r (moe_act_i8_index order)
- * as 16 int16 254·q + r, in the pair order above. */
+/* 16 inputs of one token, digits q and residuals r in moe_quantize_act_i8's
+ * order, as 16 int16 254·q + r in moe_act_i8x2_pos order (two runs of 8):
+ * what moe_pack_act_i8x2 writes for a tile, here for a row of its own. */
 static inline void i8x2_widen(int bits, const int8_t *q, const int8_t *r, int16_t *dst)
 {
-    /* Q4 order in memory: x0 x2 x4 x6 x1 x3 x5 x7 a word */
+    /* Q4: j = 0,4,1,5,2,6,3,7 of a word lie at 0,2,4,6,1,3,5,7 in memory */
     const __m128i o4 = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
     const __m128i o8 = _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
     __m128i vq = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)q), bits == 4 ? o4 : o8);
@@ -246,15 +248,16 @@ static inline __attribute__((always_inline)) void i8x2_prep(int bits, const int3
 }
 
 /* out[i][0..16) for i < m ≤ I8_MR; bits, st and tile are constants. The
- * token loop is not unrolled: the 8 code vectors stay in registers while
- * each token's two accumulators go through L1, which costs less than the
- * spills of 2·m accumulators kept "in registers". */
+ * tile (a) is read as packed; rows (xq, xr) are joined a group at a time.
+ * The token loop is not unrolled: the 8 code vectors stay in registers
+ * while each token's two accumulators go through L1, which costs less than
+ * the spills of 2·m accumulators kept "in registers". */
 static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype st, int tile, int m,
                                                              const moe_panel_format *f, const moe_panel *p,
                                                              const int8_t *const *xq, const int8_t *const *xr,
                                                              const float *const *dx, const float *const *xsum,
-                                                             const int8_t *q, const int8_t *qr, const float *d,
-                                                             const float *s, float *const *out)
+                                                             const int16_t *a, const float *d, const float *s,
+                                                             float *const *out)
 {
     int gs = f->group_size, groups = f->K / gs;
     __m256i acc[I8_MR][2];
@@ -267,17 +270,18 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
         for (int i = 0; i < m; i++) {
             dr[i] = (tile ? d[(size_t)g * m + i] : dx[i][g]) / (float)MOE_I8_RESIDUAL_STEPS;
             acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-            for (int k = 0; k < gs; k += 16)
-                i8x2_widen(bits, i8_token_at(tile, xq, q, m, i, g * gs + k), i8_token_at(tile, xr, qr, m, i, g * gs + k),
-                           wide + i * gs + k);
+            if (!tile)
+                for (int k = 0; k < gs; k += 16) i8x2_widen(bits, xq[i] + g * gs + k, xr[i] + g * gs + k, wide + i * gs + k);
         }
         for (int k = 0; k < gs; k += 8) {
             __m256i u[8];
             i8x2_prep(bits, codes + (size_t)(k * bits / 32) * MOE_PANEL, u);
+            /* the tokens' runs of these 8 inputs: tile runs m·8 apart, rows gs */
+            const int16_t *run = tile ? a + (size_t)((g * gs + k) / 8) * m * 8 : wide + k;
+            size_t next = tile ? 8 : (size_t)gs;
 #pragma GCC unroll 1
-            for (int i = 0; i < m; i++) {
-                /* the token's 4 pairs of the step, for both halves */
-                const int8_t *x = (const int8_t *)(wide + i * gs + k);
+            for (int i = 0; i < m; i++, run += next) {
+                const int8_t *x = (const int8_t *)run;
                 __m256i b[4] = { avx2_bcast4_i8(x), avx2_bcast4_i8(x + 4), avx2_bcast4_i8(x + 8), avx2_bcast4_i8(x + 12) };
                 acc[i][0] = i8x2_half(acc[i][0], u, b);
                 acc[i][1] = i8x2_half(acc[i][1], u + 4, b);
@@ -306,12 +310,12 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
                                        const int8_t *const *xq, const int8_t *const *xr, const float *const *dx,     \
                                        const float *const *xsum, float *const *out)                                  \
     {                                                                                                                \
-        i8x2_panel(bits, st, 0, m, f, p, xq, xr, dx, xsum, NULL, NULL, NULL, NULL, out);                             \
+        i8x2_panel(bits, st, 0, m, f, p, xq, xr, dx, xsum, NULL, NULL, NULL, out);                                   \
     }                                                                                                                \
-    static void I8_NAME(gemm_x2_##sfx)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,        \
-                                       const int8_t *qr, const float *d, const float *s, float *const *out)          \
+    static void I8_NAME(gemm_x2_##sfx)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,       \
+                                       const float *d, const float *s, float *const *out)                            \
     {                                                                                                                \
-        i8x2_panel(bits, st, 1, m, f, p, NULL, NULL, NULL, NULL, q, qr, d, s, out);                                  \
+        i8x2_panel(bits, st, 1, m, f, p, NULL, NULL, NULL, NULL, a, d, s, out);                                      \
     }
 I8X2_DEFINE(4, MOE_DTYPE_F32, q4_f32)
 I8X2_DEFINE(4, MOE_DTYPE_F16, q4_f16)
@@ -333,16 +337,16 @@ void I8_NAME(panel_gemv_i8x2)(const moe_panel_format *f, const moe_panel *p, int
     else by_variant[v](f, p, m, xq, xr, dx, xsum, out);
 }
 
-void I8_NAME(panel_gemm_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
-                              const int8_t *qr, const float *d, const float *s, float *const *out)
+void I8_NAME(panel_gemm_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
+                              const float *d, const float *s, float *const *out)
 {
-    typedef void (*fn)(const moe_panel_format *, const moe_panel *, int, const int8_t *, const int8_t *,
-                       const float *, const float *, float *const *);
+    typedef void (*fn)(const moe_panel_format *, const moe_panel *, int, const int16_t *, const float *,
+                       const float *, float *const *);
     static const fn by_variant[6] = { I8_NAME(gemm_x2_q4_f32), I8_NAME(gemm_x2_q4_f16), I8_NAME(gemm_x2_q4_bf16),
                                       I8_NAME(gemm_x2_q8_f32), I8_NAME(gemm_x2_q8_f16), I8_NAME(gemm_x2_q8_bf16) };
     int v = i8_variant(f, p, I8X2_MAX_GROUP);
-    if (v < 0 || m > I8_MR) moe_portable_panel_gemm_i8x2(f, p, m, q, qr, d, s, out);
-    else by_variant[v](f, p, m, q, qr, d, s, out);
+    if (v < 0 || m > I8_MR) moe_portable_panel_gemm_i8x2(f, p, m, a, d, s, out);
+    else by_variant[v](f, p, m, a, d, s, out);
 }
 
 #endif

@@ -109,43 +109,48 @@ void moe_portable_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, i
         }
 }
 
-/* Lane r of the two-digit product for one token whose digits q and
- * residuals qr hold input j (moe_act_i8_index order) at (j/32)·cs + j%32
- * (cs = 32: a row of its own; 32·m: token of a tile packed by
- * moe_pack_act_i8), its scales and sums at dx[g·gstride], xsum[g·gstride]. */
-static float lane_i8x2(const moe_panel_format *f, const moe_panel *p, int r, const int8_t *q, const int8_t *qr,
-                       size_t cs, const float *dx, const float *xsum, size_t gstride)
-{
-    int gs = f->group_size, groups = f->K / gs;
-    float acc = 0.0f;
-    for (int g = 0; g < groups; g++) {
-        long long dot = 0;
-        for (int k = g * gs; k < (g + 1) * gs; k++) {
-            int j = moe_act_i8_index(f->fmt, k);
-            size_t at = (size_t)(j / 32) * cs + (size_t)(j % 32);
-            dot += (long long)code_at(f, p, k, r) * (MOE_I8_RESIDUAL_STEPS * q[at] + qr[at]);
-        }
-        float dr = dx[(size_t)g * gstride] / (float)MOE_I8_RESIDUAL_STEPS;
-        acc += scalar_at(f->sdtype, moe_panel_group(p, p->scales, g), (size_t)r) * dr * (float)dot
-             + scalar_at(f->sdtype, moe_panel_group(p, p->biases, g), (size_t)r) * xsum[(size_t)g * gstride];
-    }
-    return acc;
-}
-
+/* Two digits a call: Σ_g scale·(dx/254)·Σ q·(254·xq + xr) + bias·xsum. */
 void moe_portable_panel_gemv_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                                   const int8_t *const *xr, const float *const *dx, const float *const *xsum,
                                   float *const *out)
 {
+    int gs = f->group_size, groups = f->K / gs;
     for (int i = 0; i < m; i++)
-        for (int r = 0; r < p->nr; r++) out[i][r] = lane_i8x2(f, p, r, xq[i], xr[i], 32, dx[i], xsum[i], 1);
+        for (int r = 0; r < p->nr; r++) {
+            float acc = 0.0f;
+            for (int g = 0; g < groups; g++) {
+                long long dot = 0;
+                for (int k = g * gs; k < (g + 1) * gs; k++) {
+                    int j = moe_act_i8_index(f->fmt, k);
+                    dot += (long long)code_at(f, p, k, r) * (MOE_I8_RESIDUAL_STEPS * xq[i][j] + xr[i][j]);
+                }
+                float dr = dx[i][g] / (float)MOE_I8_RESIDUAL_STEPS;
+                acc += scalar_at(f->sdtype, moe_panel_group(p, p->scales, g), (size_t)r) * dr * (float)dot
+                     + scalar_at(f->sdtype, moe_panel_group(p, p->biases, g), (size_t)r) * xsum[i][g];
+            }
+            out[i][r] = acc;
+        }
 }
 
-void moe_portable_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
-                                  const int8_t *qr, const float *d, const float *s, float *const *out)
+/* From the int16 tile of moe_pack_act_i8x2: the same sums, the same float
+ * steps as lane_i8x2. */
+void moe_portable_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
+                                  const float *d, const float *s, float *const *out)
 {
+    int gs = f->group_size, groups = f->K / gs;
     for (int i = 0; i < m; i++)
-        for (int r = 0; r < p->nr; r++)
-            out[i][r] = lane_i8x2(f, p, r, q + 32 * i, qr + 32 * i, (size_t)32 * m, d + i, s + i, (size_t)m);
+        for (int r = 0; r < p->nr; r++) {
+            float acc = 0.0f;
+            for (int g = 0; g < groups; g++) {
+                long long dot = 0;
+                for (int k = g * gs; k < (g + 1) * gs; k++)
+                    dot += (long long)code_at(f, p, k, r) * a[((size_t)(k / 8) * m + i) * 8 + moe_act_i8x2_pos(f->fmt, k % 8)];
+                float dr = d[(size_t)g * m + i] / (float)MOE_I8_RESIDUAL_STEPS;
+                acc += scalar_at(f->sdtype, moe_panel_group(p, p->scales, g), (size_t)r) * dr * (float)dot
+                     + scalar_at(f->sdtype, moe_panel_group(p, p->biases, g), (size_t)r) * s[(size_t)g * m + i];
+            }
+            out[i][r] = acc;
+        }
 }
 
 void moe_portable_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst)

@@ -26,8 +26,8 @@ void moe_portable_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, i
 void moe_portable_panel_gemv_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                                   const int8_t *const *xr, const float *const *dx, const float *const *xsum,
                                   float *const *out);
-void moe_portable_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
-                                  const int8_t *qr, const float *d, const float *s, float *const *out);
+void moe_portable_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
+                                  const float *d, const float *s, float *const *out);
 /* The dequantized (or converted) weight of input k in lane r. */
 float moe_portable_weight_at(const moe_panel_format *f, const moe_panel *p, int k, int r);
 
