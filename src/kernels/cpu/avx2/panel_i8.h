@@ -247,8 +247,19 @@ static inline __attribute__((always_inline)) void i8x2_prep(int bits, const int3
         }
 }
 
-/* out[i][0..16) for i < m ≤ I8_MR; bits, st and tile are constants. The
- * tile (a) is read as packed; rows (xq, xr) are joined a group at a time.
+/* One token's 8 inputs (its run, 4 int16 pairs) times the step's code pairs. */
+static inline __attribute__((always_inline)) void i8x2_token(__m256i *a0, __m256i *a1, const __m256i u[8],
+                                                             const int16_t *run)
+{
+    const int8_t *x = (const int8_t *)run;
+    __m256i b[4] = { avx2_bcast4_i8(x), avx2_bcast4_i8(x + 4), avx2_bcast4_i8(x + 8), avx2_bcast4_i8(x + 12) };
+    *a0 = i8x2_half(*a0, u, b);
+    *a1 = i8x2_half(*a1, u + 4, b);
+}
+
+/* out[i][0..16) for i < m ≤ I8_MR; bits, st and tile are constants, and m
+ * too for rows. The tile (a) is read as packed; rows (xq, xr) are joined a
+ * group at a time.
  * The token loop is not unrolled: the 8 code vectors stay in registers
  * while each token's two accumulators go through L1, which costs less than
  * the spills of 2·m accumulators kept "in registers". */
@@ -277,14 +288,14 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
             __m256i u[8];
             i8x2_prep(bits, codes + (size_t)(k * bits / 32) * MOE_PANEL, u);
             /* the tokens' runs of these 8 inputs: tile runs m·8 apart, rows gs */
-            const int16_t *run = tile ? a + (size_t)((g * gs + k) / 8) * m * 8 : wide + k;
-            size_t next = tile ? 8 : (size_t)gs;
+            if (tile) {
+                const int16_t *run = a + (size_t)((g * gs + k) / 8) * m * 8;
 #pragma GCC unroll 1
-            for (int i = 0; i < m; i++, run += next) {
-                const int8_t *x = (const int8_t *)run;
-                __m256i b[4] = { avx2_bcast4_i8(x), avx2_bcast4_i8(x + 4), avx2_bcast4_i8(x + 8), avx2_bcast4_i8(x + 12) };
-                acc[i][0] = i8x2_half(acc[i][0], u, b);
-                acc[i][1] = i8x2_half(acc[i][1], u + 4, b);
+                for (int i = 0; i < m; i++, run += 8) i8x2_token(&acc[i][0], &acc[i][1], u, run);
+            } else {
+                /* a few rows (m a constant): their accumulators stay in registers */
+#pragma GCC unroll 4
+                for (int i = 0; i < m; i++) i8x2_token(&acc[i][0], &acc[i][1], u, wide + i * gs + k);
             }
         }
         for (int h = 0; h < 2; h++) {
@@ -310,7 +321,7 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
                                        const int8_t *const *xq, const int8_t *const *xr, const float *const *dx,     \
                                        const float *const *xsum, float *const *out)                                  \
     {                                                                                                                \
-        i8x2_panel(bits, st, 0, m, f, p, xq, xr, dx, xsum, NULL, NULL, NULL, out);                                   \
+        I8_WITH_M4(i8x2_panel(bits, st, 0, m, f, p, xq, xr, dx, xsum, NULL, NULL, NULL, out))                        \
     }                                                                                                                \
     static void I8_NAME(gemm_x2_##sfx)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,       \
                                        const float *d, const float *s, float *const *out)                            \
