@@ -130,7 +130,7 @@ void bench_layer_usage(FILE *f)
         "  --threads N        worker threads (default: all cores)\n"
         "  --iters N          timed iterations per block (default: from a warm-up)\n"
         "  --isa NAME         CPU kernel set (moe_cpu_select_isa: avx512vnni, avx512,\n"
-        "                     avx2, portable; default: the best this CPU runs)\n"
+        "                     avxvnni, avx2, portable; default: the best this CPU runs)\n"
         "  --seed N           seed of weights, inputs and routing (default 1)\n"
         "  --peak-gflops N    fp32 peak for the compute floor (default: measured)\n"
         "  --help             this text\n");
