@@ -135,11 +135,10 @@ static int put_text(slot *s, const char *text, size_t len, int final)
     return hit;
 }
 
-static void log_job(const moe_job *j)
+static void log_job(const moe_job *j, const char *outcome)
 {
     double ttft = j->t_first > 0 ? j->t_first - j->t_arrival : 0, total = j->t_done - j->t_arrival;
     double decode = j->n_gen > 1 && j->t_done > j->t_first ? (j->n_gen - 1) / (j->t_done - j->t_first) : 0;
-    const char *outcome = j->cancelled ? "cancelled" : j->failed ? "failed" : j->finish_reason;
     fprintf(stderr, "moe serve: request %lld %s: prompt %d tokens (%d cached), generated %d, TTFT %.3f s, "
             "decode %.2f tok/s, total %.3f s, %s\n",
             j->serial, j->kind == MOE_API_CHAT ? "chat" : "completion", j->n_prompt, j->n_cached, j->n_gen, ttft,
@@ -171,7 +170,7 @@ static void finish_job(moe_engine *e, moe_job *j, const char *reason)
     if (reason && !j->failed) j->finish_reason = reason;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
-    if (e->cfg.log) log_job(j);
+    if (e->cfg.log) log_job(j, cancelled ? "cancelled" : failed ? "failed" : reason ? reason : "?");
     job_unref(j);
 }
 
@@ -479,7 +478,7 @@ int moe_engine_submit(moe_engine *e, moe_job *j, moe_api_error *err)
 void moe_job_cancel(moe_engine *e, moe_job *j)
 {
     pthread_mutex_lock(&j->mu);
-    j->cancelled = !j->done;
+    if (!j->done) j->cancelled = 1;
     pthread_mutex_unlock(&j->mu);
     pthread_mutex_lock(&e->mu);
     pthread_cond_signal(&e->cv);

@@ -102,7 +102,7 @@ static int client_gone(int fd)
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
-/* Waits (under j->mu) until cond or 100 ms pass. */
+/* Waits (under j->mu) for the engine to signal the job, 100 ms at most. */
 static void wait_a_little(moe_job *j)
 {
     struct timespec t;

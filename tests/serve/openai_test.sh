@@ -7,7 +7,7 @@
 set -uo pipefail
 build=$(cd "$1" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
-venv=$build/openai-venv
+venv=${OPENAI_VENV:-$build/openai-venv}
 if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
   rm -rf "$venv"
   if ! python3 -m venv "$venv" || ! timeout 600 "$venv/bin/pip" install --quiet openai; then
