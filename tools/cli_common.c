@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "moe/dtype.h"
 #include "moe/runtime.h"
 
 static int bad(const char *cmd, const char *fmt, const char *what)
@@ -231,7 +233,7 @@ static void load_progress(void *user, int done, int total, const char *what)
     cli_progress("%s: layer %d/%d", what, done, total);
 }
 
-moe_model *cli_open_model(const char *cmd, const cli_opts *o)
+static moe_model_options model_options(const cli_opts *o)
 {
     moe_model_options mo = moe_model_default_options();
     mo.fuse_gate_up = o->fuse_gate_up;
@@ -239,6 +241,61 @@ moe_model *cli_open_model(const char *cmd, const cli_opts *o)
     mo.kv_dtype = o->kv_dtype;
     mo.device = device_of(o->device);
     mo.profile = o->profile;
+    return mo;
+}
+
+/* "3.2 GB", "45.1 MB": sizes as people read them */
+static const char *human_bytes(size_t b, char *buf, size_t n)
+{
+    if (b == SIZE_MAX) snprintf(buf, n, "more than %.0f EB", (double)SIZE_MAX / 1e18);
+    else if (b >= 1000000000) snprintf(buf, n, "%.1f GB", (double)b / 1e9);
+    else snprintf(buf, n, "%.1f MB", (double)b / 1e6);
+    return buf;
+}
+
+int cli_check_memory(const char *cmd, const cli_opts *o, int *context)
+{
+    int device = device_of(o->device);
+    if (!o->model || device == MOE_DEVICE_CUDA ||
+        (device == MOE_DEVICE_AUTO && moe_device_available(MOE_DEVICE_CUDA) == MOE_OK))
+        return 0;
+    moe_model_options mo = model_options(o);
+    moe_model_memory mem;
+    int asked = *context;
+    /* a context to be chosen is sized from a full chunk's activations */
+    if (moe_model_estimate_memory(o->model, &mo, asked > 0 ? asked : o->prefill_step, o->prefill_step, &mem) != MOE_OK)
+        return 0;
+    if (!asked) {
+        int fit = mem.max_context < mem.max_position ? mem.max_context : mem.max_position;
+        if (fit >= 1 && fit < mem.max_position && !o->json)
+            fprintf(stderr, "note: a context of %d tokens, what fits in the memory available (the model was trained "
+                    "for %d; --max-context sets it)\n", fit, mem.max_position);
+        if (fit >= 1) {
+            *context = fit;
+            return 0;
+        }
+    } else if (mem.fits)
+        return 0;
+    char a[32], w[32], kv[32], act[32], have[32];
+    fprintf(stderr, "moe %s: the model needs %s (weights %s, KV cache %s for %d tokens in %s, activations %s for "
+            "chunks of %d) and this machine has %s available; ", cmd, human_bytes(mem.total, a, sizeof a),
+            human_bytes(mem.weights, w, sizeof w), human_bytes(mem.kv_cache, kv, sizeof kv),
+            asked > 0 ? asked : o->prefill_step,
+            moe_dtype_name(mem.kv_dtype), human_bytes(mem.activations, act, sizeof act), o->prefill_step,
+            human_bytes(mem.available, have, sizeof have));
+    if (mem.max_context >= 1)
+        fprintf(stderr, "at most %d tokens of context fit: lower --max-context%s, or --prefill-step%s\n",
+                mem.max_context, strcmp(cmd, "generate") ? "" : " or -n",
+                mem.kv_dtype == MOE_DTYPE_F32 ? ", or use --kv-cache f16" : "");
+    else
+        fprintf(stderr, "the weights do not fit beside one chunk: lower --prefill-step, or use a smaller or more "
+                "quantized checkpoint\n");
+    return 1;
+}
+
+moe_model *cli_open_model(const char *cmd, const cli_opts *o)
+{
+    moe_model_options mo = model_options(o);
     mo.progress = load_progress;
     moe_model *m = NULL;
     moe_status st = o->model ? moe_model_load(o->model, &mo, &m)

@@ -59,6 +59,16 @@ int cli_setup_runtime(const char *cmd, const cli_opts *o);
  * (unless --json); NULL after printing the error. */
 moe_model *cli_open_model(const char *cmd, const cli_opts *o);
 
+/* Before --model is loaded: the memory it takes (weights, a KV cache of
+ * *context tokens, one --prefill-step chunk's activations) against what
+ * the machine has available. *context 0: the largest context that fits, up
+ * to the model's trained one, is chosen (a note says so when that is less).
+ * Returns 0, or 1 after printing a refusal that names both numbers and the
+ * options that lower the need. Not checked for a synthetic model (it checks
+ * its own), a GPU's memory, or a checkpoint that cannot be read (the load
+ * then says why). */
+int cli_check_memory(const char *cmd, const cli_opts *o, int *context);
+
 /* --tokens "1,2,3" → ids (malloc'd); NULL after printing what is wrong. */
 int32_t *cli_parse_tokens(const char *cmd, const char *list, int *n);
 

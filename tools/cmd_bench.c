@@ -207,6 +207,8 @@ int bench_main(int argc, char **argv)
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
     if (o.repeat * (o.fuse_gate_up == 2 ? 2 : 1) > MAX_RUNS)
         return fprintf(stderr, "moe bench: at most %d runs\n", MAX_RUNS), 2;
+    int context = o.prompt_tokens + o.gen_tokens;
+    if (cli_check_memory(CMD, &o, &context)) return 1;
     cli_progress_init(&o);
     double t0 = bench_now_s();
     moe_model *m = cli_open_model(CMD, &o);

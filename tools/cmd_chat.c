@@ -32,7 +32,8 @@ void chat_usage(FILE *f)
                "  -n N                     tokens an answer has at most (default, or 0: until the model stops or\n"
                "                           the context is full)\n"
                "  --max-context N          the conversation's context in tokens (default: the model's\n"
-               "                           max_position_embeddings); a turn that does not fit ends the chat\n"
+               "                           max_position_embeddings, or less when its KV cache would not fit in\n"
+               "                           the memory available); a turn that does not fit ends the chat\n"
                "  --temp T                 temperature (default 0: greedy)\n"
                "  --top-k K, --top-p P, --min-p P   sampling filters (default off)\n"
                "  --seed S                 sampling seed (default 0)\n"
@@ -154,6 +155,9 @@ int chat_main(int argc, char **argv)
     }
     moe_chat_template_free(tpl);
     tpl = NULL;
+    /* without --max-context: as long as the model was trained for, if that fits in memory */
+    int max_context = o.max_context;
+    if (cli_check_memory(CMD, &o, &max_context)) return moe_tokenizer_free(tok), 1;
     cli_progress_init(&o);
     moe_model *m = cli_open_model(CMD, &o);
     moe_model_info info = m ? moe_model_get_info(m) : (moe_model_info){ 0 };
@@ -162,7 +166,7 @@ int chat_main(int argc, char **argv)
     moe_context *ctx = NULL;
     moe_chat *chat = NULL;
     moe_text_streamer text = { 0 };
-    int max_context = o.max_context ? o.max_context : info.max_position > 0 ? info.max_position : 4096;
+    if (!max_context) max_context = info.max_position > 0 ? info.max_position : 4096;
     rc = !m;
     if (!rc && moe_text_stop_ids(o.model, &info, &stop) != MOE_OK) rc = cli_fail(CMD);
     if (!rc) rc = choose_template(&o, tok, &info, &stop, &tpl);

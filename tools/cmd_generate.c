@@ -114,6 +114,8 @@ int generate_main(int argc, char **argv)
     }
     // the context holds the prompt and what is generated
     if (o.max_context && o.n_new > o.max_context - n) o.n_new = o.max_context - n;
+    int context = o.max_context ? o.max_context : n + o.n_new;
+    if (cli_check_memory(CMD, &o, &context)) return free(ids), moe_tokenizer_free(tok), 1;
     cli_progress_init(&o);
     moe_model *m = cli_open_model(CMD, &o);
     if (!m) return free(ids), moe_tokenizer_free(tok), 1;
@@ -136,7 +138,7 @@ int generate_main(int argc, char **argv)
     moe_gen_metrics mt;
     int n_out = 0;
     if (!rc) rc = !sampler || !out;
-    if (!rc && moe_context_create(m, o.max_context ? o.max_context : n + o.n_new, o.prefill_step, &c) != MOE_OK)
+    if (!rc && moe_context_create(m, context, o.prefill_step, &c) != MOE_OK)
         rc = cli_fail(CMD);
     if (!rc && moe_generate(c, ids, n, &req, out, &n_out, &mt) != MOE_OK) rc = cli_fail(CMD);
     if (!rc && ss.text && moe_text_streamer_flush(&text) != MOE_OK) rc = cli_fail(CMD);

@@ -34,6 +34,8 @@ int logits_main(int argc, char **argv)
     int n;
     int32_t *ids = cli_parse_tokens(CMD, o.tokens, &n);
     if (!ids) return 2;
+    int context = n;
+    if (cli_check_memory(CMD, &o, &context)) return free(ids), 1;
     cli_progress_init(&o);
     moe_model *m = cli_open_model(CMD, &o);
     if (!m) return free(ids), 1;

@@ -80,6 +80,36 @@ typedef struct {
 
 moe_status moe_model_load(const char *dir, const moe_model_options *opt, moe_model **out);
 
+/* What loading a checkpoint and running it with a context of max_tokens,
+ * in chunks of max_chunk, will hold in memory — worked out from
+ * config.json and the safetensors headers alone, before anything is
+ * loaded, so that a model that cannot fit is refused rather than killed
+ * by the kernel half-way. Sizes saturate at SIZE_MAX instead of wrapping. */
+typedef struct {
+    size_t weights;             /* as moe holds them (inspect's resident_bytes) */
+    size_t kv_cache;            /* keys and values of every layer, max_tokens positions */
+    size_t kv_bytes_per_token;  /* one position of that cache */
+    size_t activations;         /* one chunk's buffers, the expert layers' workspace, a row of logits */
+    size_t total;               /* weights + kv_cache + activations */
+    size_t available;           /* what the machine has now (MemAvailable); 0 unknown */
+    int fits;                   /* total within MOE_MEMORY_USABLE of available (1 when unknown) */
+    int max_context;            /* the most positions whose cache fits beside the weights and
+                                   activations (0: none; INT32_MAX when available is unknown) */
+    int max_position;           /* the context the model was trained for (config.json) */
+    moe_dtype kv_dtype;         /* of the cache, as loading with these options would choose it */
+} moe_model_memory;
+
+/* The share of the available memory a model may take: the rest is left to
+ * the system and other processes. */
+#define MOE_MEMORY_USABLE 0.9
+
+/* For the checkpoint in `dir` loaded with `opt` (NULL: the defaults): the
+ * memory on the CPU side. (With the weights on a GPU, its memory is what
+ * counts; this does not read it.) Errors are those of reading config.json
+ * and the safetensors headers. */
+moe_status moe_model_estimate_memory(const char *dir, const moe_model_options *opt, int max_tokens, int max_chunk,
+                                     moe_model_memory *out);
+
 /* A published model's exact shapes with random weights from `seed`:
  * arch "olmoe" (or NULL) OLMoE-1B-7B (hidden 2048, 16 layers, 16 heads of
  * 128, 64 experts top-8 of hidden 1024, vocab 50304), "qwen3_moe"

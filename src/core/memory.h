@@ -18,6 +18,14 @@ void moe_free(void *p);
                   : (moe_free(buf), (buf) = moe_alloc((n) * sizeof *(buf), what),          \
                      (cap) = (buf) ? (n) : 0, (buf) ? MOE_OK : MOE_ERR_NOMEM))
 
+/* The memory this process can still take without swapping or being
+ * killed, in bytes; 0 if unknown: MemAvailable of /proc/meminfo, or less
+ * where a memory cgroup (a container's limit; v2 or v1) leaves less — its
+ * limit minus what is charged to it, reclaimable page cache not counted.
+ * MOE_MEMORY_AVAILABLE=BYTES in the environment replaces the reading (to
+ * plan for less than the machine has; tests). */
+size_t moe_available_memory_bytes(void);
+
 /* Peak and current resident set size of this process, from /proc (0 if unknown). */
 size_t moe_peak_rss_bytes(void);
 size_t moe_current_rss_bytes(void);

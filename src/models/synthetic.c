@@ -214,19 +214,6 @@ static double resident_bytes(const moe_model_config *c, int bits)
     return weight_bytes(2.0 * c->vocab_size * D + c->num_layers * layer, bits);
 }
 
-/* MemAvailable of /proc/meminfo in bytes; 0 when unknown. */
-static double available_bytes(void)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    double kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
-}
-
 moe_status model_synthetic(moe_model *m, const char *arch, int bits, uint64_t seed)
 {
     int layers = m->cfg.num_layers;
@@ -240,7 +227,7 @@ moe_status model_synthetic(moe_model *m, const char *arch, int bits, uint64_t se
     ARCHS[a].config(&m->cfg);
     if (layers) m->cfg.num_layers = layers;
     const moe_model_config *c = &m->cfg;
-    double need = resident_bytes(c, bits), have = available_bytes();
+    double need = resident_bytes(c, bits), have = (double)moe_available_memory_bytes();
     if (have > 0 && need > 0.9 * have)
         return moe_error_set(MOE_ERR_NOMEM, "synthetic %s at %d bits, %d layers: its weights take %.1f GB and this "
                              "machine has %.1f GB available; build fewer layers (--layers N)",
