@@ -146,6 +146,9 @@ static const char *dtype_label(moe_dtype t) { return t == MOE_DTYPE_COUNT ? "mix
 static void print_result(const convert_args *a, const moe_convert_result *r, double seconds)
 {
     size_t rss = moe_peak_rss_bytes();
+    if (r->stale_removed)
+        fprintf(stderr, "moe convert: removed %d director%s %s.tmp.* left by a killed conversion\n", r->stale_removed,
+                r->stale_removed == 1 ? "y" : "ies", a->c.out_dir);
     if (a->json) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "out", json_object_new_string(a->c.out_dir));

@@ -44,7 +44,9 @@
  * pages are dropped behind them, so memory stays a few MB whatever the model.
  * The output goes to a temporary directory beside `out_dir` and is renamed
  * into place only when complete; an existing `out_dir` is refused, or with
- * `force` replaced in one rename at the end. The source is only read. */
+ * `force` replaced in one rename at the end. The temporary directories that
+ * killed runs for the same `out_dir` left are removed first (only those: a
+ * run in progress keeps its own). The source is only read. */
 #ifndef MOE_CHECKPOINT_H
 #define MOE_CHECKPOINT_H
 
@@ -89,6 +91,7 @@ typedef struct {
     uint64_t tensor_bytes;    /* of all shards' tensors */
     int64_t parameters;       /* counted as mlx-lm counts them (codes unpacked) */
     moe_dtype dtype;          /* of float tensors and scales; MOE_DTYPE_COUNT: mixed */
+    int stale_removed;        /* OUT.tmp.XXXXXX directories of killed runs removed first */
 } moe_convert_result;
 
 /* result may be NULL. */

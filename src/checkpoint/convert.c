@@ -552,7 +552,7 @@ moe_status moe_checkpoint_convert(const moe_convert_options *o, moe_convert_resu
         if (st == MOE_OK) st = write_config(&cv);
         if (st == MOE_OK) st = copy_tokenizer(&cv);
     }
-    if (st == MOE_OK && result) fill_result(&cv, result);
+    if (st == MOE_OK && result) fill_result(&cv, result), result->stale_removed = cv.od.stale_removed;
     if (begun) {
         if (st == MOE_OK) st = moe_outdir_commit(&cv.od);
         else moe_outdir_abort(&cv.od);

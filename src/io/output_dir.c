@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,9 +50,78 @@ static int contains(const char *outer, const char *inner)
     return strncmp(a, b, n) == 0 && (b[n] == '\0' || b[n] == '/');
 }
 
+static const char OWNER[] = ".moe-owner";
+
+/* Creates tmp/.moe-owner and locks it for as long as this process lives
+ * (or until finish closes it): the mark of a run in progress. */
+static moe_status claim(moe_outdir *od)
+{
+    char *p = join(od->tmp, OWNER);
+    if (!p) return moe_error_set(MOE_ERR_NOMEM, "out of memory");
+    int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    moe_status s = MOE_OK;
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0)
+        s = moe_error_set(MOE_ERR_IO, "cannot create and lock '%s' (%s)", p, strerror(errno));
+    else {
+        char line[64];
+        int n = snprintf(line, sizeof line, "moe pid %ld\n", (long)getpid());
+        if (write(fd, line, (size_t)n) != n) { /* only informative */ }
+        od->owner_fd = fd;
+        fd = -1;
+    }
+    if (fd >= 0) close(fd);
+    free(p);
+    return s;
+}
+
+/* 1 when `path` is a directory of this user holding an owner file that no
+ * live process has locked: a run that died left it. Then *lock_fd holds the
+ * lock, for the caller to keep while it removes the directory. */
+static int is_stale(const char *path, int *lock_fd)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) return 0;
+    char *p = join(path, OWNER);
+    int fd = p ? open(p, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) : -1;
+    free(p);
+    if (fd < 0) return 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return 0;
+    }
+    *lock_fd = fd;
+    return 1;
+}
+
+/* Removes `out`.tmp.XXXXXX directories left by killed runs; returns how many. */
+static int remove_stale(const char *out)
+{
+    const char *slash = strrchr(out, '/');
+    char *parent = slash ? strndup(out, slash == out ? 1 : (size_t)(slash - out)) : strdup(".");
+    const char *base = slash ? slash + 1 : out;
+    size_t bn = strlen(base);
+    DIR *d = parent ? opendir(parent) : NULL;
+    int removed = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, bn) != 0 || strncmp(name + bn, ".tmp.", 5) != 0 || strlen(name + bn + 5) != 6) continue;
+        char *path = join(parent, name);
+        int lock;
+        if (path && is_stale(path, &lock)) {
+            removed += moe_remove_tree(path) == 0;
+            close(lock);
+        }
+        free(path);
+    }
+    if (d) closedir(d);
+    free(parent);
+    return removed;
+}
+
 moe_status moe_outdir_begin(const char *out, int force, const char *keep, moe_outdir *od)
 {
     memset(od, 0, sizeof *od);
+    od->owner_fd = -1;
     if (!out || !*out) return moe_error_set(MOE_ERR_INVALID_ARG, "no output directory given");
     size_t n = strlen(out);
     while (n > 1 && out[n - 1] == '/') n--;
@@ -73,6 +143,7 @@ moe_status moe_outdir_begin(const char *out, int force, const char *keep, moe_ou
     } else if (errno != ENOENT) {
         s = moe_error_set(MOE_ERR_IO, "'%s': %s", od->out, strerror(errno));
     }
+    if (s == MOE_OK) od->stale_removed = remove_stale(od->out);
     if (s == MOE_OK) {
         size_t tn = n + 16;
         if (!(od->tmp = malloc(tn))) s = moe_error_set(MOE_ERR_NOMEM, "out of memory");
@@ -86,12 +157,18 @@ moe_status moe_outdir_begin(const char *out, int force, const char *keep, moe_ou
                 mode_t mask = umask(0); /* mkdtemp makes 0700; give it the usual mode */
                 umask(mask);
                 chmod(od->tmp, 0777 & ~mask);
+                if ((s = claim(od)) != MOE_OK) {
+                    moe_remove_tree(od->tmp);
+                    free(od->tmp);
+                    od->tmp = NULL;
+                }
             }
         }
     }
     if (s != MOE_OK) {
         free(od->out);
         memset(od, 0, sizeof *od);
+        od->owner_fd = -1;
     }
     return s;
 }
@@ -105,8 +182,10 @@ char *moe_outdir_file(const moe_outdir *od, const char *name)
 
 static void finish(moe_outdir *od)
 {
+    if (od->owner_fd >= 0) close(od->owner_fd);
     free(od->out), free(od->tmp);
     memset(od, 0, sizeof *od);
+    od->owner_fd = -1;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -175,6 +254,11 @@ static int move_in(const moe_outdir *od)
 
 moe_status moe_outdir_commit(moe_outdir *od)
 {
+    /* the owner file goes first (still locked: no one takes the directory for
+     * a leftover meanwhile, as it is no longer marked) */
+    char *owner = join(od->tmp, OWNER);
+    if (owner) unlink(owner);
+    free(owner);
     /* the new directory's entries reach the disk before its name does */
     int fd = open(od->tmp, O_RDONLY | O_DIRECTORY);
     if (fd >= 0) {
