@@ -33,7 +33,7 @@ void serve_usage(FILE *f)
                "  --parallel N             requests run together, each with its own KV cache (default 4)\n"
                "  --queue N                requests that may wait for a slot; more get 503 (default 16)\n"
                "  --max-context N          tokens a request's prompt and answer share (default: the model's\n"
-               "                           max_position_embeddings, at most 4096)\n"
+               "                           max_position_embeddings, at most 4096, or what N slots fit in memory)\n"
                "  --batch-tokens N         tokens a step runs at most: every running request's next token,\n"
                "                           then prompt chunks (default 64)\n"
                "  --api-key KEY            require \"Authorization: Bearer KEY\" (default: $MOE_API_KEY if set)\n"
@@ -144,6 +144,41 @@ static int open_text(const cli_opts *o, const moe_model_info *info, const moe_st
     return 0;
 }
 
+/* Before --model loads on the CPU: the weights, --parallel caches of
+ * *context tokens (memory a slot touches only as its positions fill: this
+ * is the most it takes) and a step's activations against the memory
+ * available. *context 0: the model's trained context (4096 at most), or
+ * less where that does not fit, with a note. 0, or 1 after a refusal that
+ * names the numbers. */
+static int check_memory(const cli_opts *o, const serve_opts *so, int *context)
+{
+    if (!o->model || (strcmp(o->device, "cpu") != 0 && moe_device_available(MOE_DEVICE_CUDA) == MOE_OK)) return 0;
+    moe_model_options mo = moe_model_default_options();
+    mo.fuse_gate_up = o->fuse_gate_up;
+    mo.activations = o->activations;
+    mo.kv_dtype = o->kv_dtype;
+    moe_model_memory mem;
+    if (moe_model_estimate_memory(o->model, &mo, so->parallel, so->batch_tokens, &mem) != MOE_OK) return 0;
+    int trained = mem.max_position > 0 && mem.max_position < 4096 ? mem.max_position : 4096;
+    int fit = mem.max_context / so->parallel;   /* a slot's share of the positions that fit */
+    if (!*context) {
+        *context = fit < trained ? fit : trained;
+        if (fit >= 1 && fit < trained)
+            fprintf(stderr, "moe %s: note: a context of %d tokens a slot, what %d slots fit in the memory available "
+                    "(--max-context and --parallel set them)\n", CMD, fit, so->parallel);
+        if (fit >= 1) return 0;
+    } else if (*context <= fit) {
+        return 0;
+    }
+    if (mem.max_context < 1)
+        return fprintf(stderr, "moe %s: the weights and a step's activations alone do not fit in the memory "
+                       "available: lower --batch-tokens, or use a smaller or more quantized checkpoint\n", CMD), 1;
+    fprintf(stderr, "moe %s: %d slots of %d tokens do not fit in the memory available: at most %d tokens of KV cache "
+            "fit beside the weights; lower --max-context or --parallel%s\n", CMD, so->parallel, *context,
+            mem.max_context, mem.kv_dtype == MOE_DTYPE_F32 ? ", or use --kv-cache f16" : "");
+    return 1;
+}
+
 int serve_main(int argc, char **argv)
 {
     if (cli_help(argc, argv, serve_usage)) return 0;
@@ -159,6 +194,8 @@ int serve_main(int argc, char **argv)
     free(rest);
     if (rc) return rc;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
+    int max_context = o.max_context;
+    if (check_memory(&o, &so, &max_context)) return 1;
     cli_progress_init(&o);
     moe_model *m = cli_open_model(CMD, &o);
     if (!m) return 1;
@@ -171,7 +208,7 @@ int serve_main(int argc, char **argv)
     if (!rc && tok && moe_tokenizer_vocab_size(tok) > info.vocab_size)
         fprintf(stderr, "moe %s: note: the tokenizer has %d ids and the model %d; prompts with ids beyond are refused\n",
                 CMD, moe_tokenizer_vocab_size(tok), info.vocab_size);
-    int max_context = o.max_context ? o.max_context : info.max_position > 0 && info.max_position < 4096 ? info.max_position : 4096;
+    if (!max_context) max_context = info.max_position > 0 && info.max_position < 4096 ? info.max_position : 4096;
     moe_server_config sc = { .host = so.host, .port = so.port, .api_key = so.api_key,
                              .model_id = so.alias ? so.alias : o.model ? base_name(o.model)
                                                                        : moe_model_synthetic_name(o.arch ? o.arch : "olmoe"),
