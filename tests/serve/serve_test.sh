@@ -102,6 +102,18 @@ r=$(req /v1/completions "{\"prompt\":[$ext],\"max_tokens\":6,\"temperature\":0,\
 check "a prompt extending a slot's tokens reuses them, the answer unchanged" '[ "$(status_of "$r")" = 200 ] &&
   grep -q "\"cached_tokens\":28}" <<<"$r" && [ "$(ids_of token_ids "$r")" = "$(ids_of ids "$gen")" ]'
 
+# a conversation going on: the second turn, sent with the first answer, finds the first in a slot
+# (17 prompt tokens and 5 of the 6 answered; the answer re-encodes to the ids the model chose)
+say() { req /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}$1],\"max_tokens\":6,\"temperature\":0}"; }
+r=$(say "")
+answer=$(sed -n 's/.*"message":{"role":"assistant","content":\(".*"\)},"logprobs".*/\1/p' <<<"$r")
+turn2=",{\"role\":\"assistant\",\"content\":$answer},{\"role\":\"user\",\"content\":\"More\"}"
+r=$(say "$turn2")
+again=$(say "$turn2")   # the slot now holds more than this prompt: computed afresh
+check "a conversation's next turn reuses the slot that holds it, with the answer it gets afresh" '[ -n "$answer" ] &&
+  grep -q "\"prompt_tokens\":42,.*\"cached_tokens\":22}" <<<"$r" && grep -q "\"cached_tokens\":0}" <<<"$again" &&
+  [ "$(sed -n "s/.*\"content\":\(\".*\"\)},\"logprobs\".*/\1/p" <<<"$r")" = "$(sed -n "s/.*\"content\":\(\".*\"\)},\"logprobs\".*/\1/p" <<<"$again")" ]'
+
 # --- bad requests: each answered, the server alive ---
 bad() {  # bad NAME STATUS CODE-OR-WORDS PATH BODY [curl options]
   local name=$1 want=$2 words=$3 path=$4 body=$5; shift 5
