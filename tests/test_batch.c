@@ -167,6 +167,34 @@ static void bad_batches(void **state)
     moe_model_free(m), moe_model_free(other);
 }
 
+/* A context cut back to a prefix goes on as if it had only ever held it. */
+static void truncate_keeps_prefix(void **state)
+{
+    (void)state;
+    moe_model *m = open_model("families/qwen3_q8");
+    int V = moe_model_get_info(m).vocab_size;
+    int32_t a[9] = { 5, 9, 13, 2, 7, 30, 41, 3, 8 }, b[3] = { 11, 12, 19 };
+    moe_context *cut, *fresh;
+    assert_int_equal(moe_context_create(m, 32, 16, &cut), MOE_OK);
+    assert_int_equal(moe_context_create(m, 32, 16, &fresh), MOE_OK);
+    float *lc = malloc(sizeof(float) * (size_t)V), *lf = malloc(sizeof(float) * (size_t)V);
+    /* the prefix in its own call, so its cache rows take the same path as fresh's */
+    assert_int_equal(moe_context_eval(cut, a, 4, lc, 0), MOE_OK);
+    assert_int_equal(moe_context_eval(cut, a + 4, 5, lc, 0), MOE_OK);
+    assert_int_equal(moe_context_truncate(cut, 4), MOE_OK);
+    assert_int_equal(moe_context_position(cut), 4);
+    assert_int_equal(moe_context_eval(cut, b, 3, lc, 0), MOE_OK);
+    assert_int_equal(moe_context_eval(fresh, a, 4, lf, 0), MOE_OK);
+    assert_int_equal(moe_context_eval(fresh, b, 3, lf, 0), MOE_OK);
+    assert_memory_equal(lc, lf, sizeof(float) * (size_t)V);
+    assert_int_equal(moe_context_truncate(cut, 8), MOE_ERR_RANGE);
+    assert_int_equal(moe_context_truncate(cut, -1), MOE_ERR_RANGE);
+    assert_int_equal(moe_context_truncate(cut, 0), MOE_OK);
+    free(lc), free(lf);
+    moe_context_free(cut), moe_context_free(fresh);
+    moe_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +202,7 @@ int main(void)
         cmocka_unit_test(qwen3_dense_layers),
         cmocka_unit_test(mixtral),
         cmocka_unit_test(bad_batches),
+        cmocka_unit_test(truncate_keeps_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

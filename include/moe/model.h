@@ -177,6 +177,10 @@ moe_model *moe_context_model(const moe_context *c);
 /* Positions filled so far; reset empties the cache. */
 int moe_context_position(const moe_context *c);
 void moe_context_reset(moe_context *c);
+/* Keeps the first n positions and forgets the rest (a prompt that shares
+ * only a prefix with what the context holds goes on from there); n outside
+ * 0..position is MOE_ERR_RANGE. */
+moe_status moe_context_truncate(moe_context *c, int n);
 void moe_context_free(moe_context *c);
 
 #endif

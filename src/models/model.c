@@ -411,6 +411,15 @@ int moe_context_position(const moe_context *c) { return c->pos; }
 moe_model *moe_context_model(const moe_context *c) { return c->m; }
 void moe_context_reset(moe_context *c) { c->pos = 0; }
 
+moe_status moe_context_truncate(moe_context *c, int n)
+{
+    if (!c) return moe_error_set(MOE_ERR_INVALID_ARG, "context truncate: context is NULL");
+    if (n < 0 || n > c->pos)
+        return moe_error_set(MOE_ERR_RANGE, "context truncate: %d is outside the %d positions held", n, c->pos);
+    c->pos = n;   /* later writes overwrite the forgotten rows; attention reads rows < pos only */
+    return MOE_OK;
+}
+
 void moe_context_free(moe_context *c)
 {
     if (!c) return;
