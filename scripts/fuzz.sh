@@ -5,7 +5,7 @@
 #
 # TARGET is a tests/fuzz/fuzz_TARGET.c (safetensors, model_config,
 # generation_config, tokenizer_load, tokenizer_encode, tokenizer_config,
-# chat_template, checkpoint). It is built with clang, -fsanitize=fuzzer,
+# chat_template, checkpoint, server_request). It is built with clang, -fsanitize=fuzzer,
 # address,undefined, into build-fuzz (or $MOE_FUZZ_BUILD), and started from
 # the committed corpus tests/fuzz/corpus/TARGET with the dictionary
 # tests/fuzz/dict/TARGET.dict if there is one. New inputs go to

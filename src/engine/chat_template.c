@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -645,8 +646,20 @@ moe_status moe_chat_template_render(const moe_chat_template *t, const moe_chat_m
 }
 
 /* Stands for a reply's content when a later turn is rendered: no template
- * strips or splits it, and no bos_token or system message holds it. */
-static const char REPLY[] = "\x01moe-reply\x01";
+ * strips or splits it, and none of the template's strings holds it — a
+ * checkpoint's bos_token may hold anything, so the first of
+ * "\x01moe-reply-N\x01" that none of them holds is taken (the turn is cut
+ * at the marker's first occurrence, and only those strings come before it). */
+static void reply_marker(const moe_chat_template *t, char *buf, size_t n)
+{
+    const char *strings[3] = { t->bos_token, t->eos_token, t->default_system };
+    for (unsigned k = 0;; k++) {
+        snprintf(buf, n, "\x01moe-reply-%u\x01", k);
+        int held = 0;
+        for (int i = 0; i < 3; i++) held |= strings[i] && strstr(strings[i], buf) != NULL;
+        if (!held) return;
+    }
+}
 
 moe_status moe_chat_template_turn(const moe_chat_template *t, int first, const char *system, const char *user,
                                   char **out)
@@ -662,16 +675,18 @@ moe_status moe_chat_template_turn(const moe_chat_template *t, int first, const c
         return moe_chat_template_render(t, msgs, n, 1, out);
     }
     // what the template writes after a reply's content, up to the end of the next generation prompt
-    moe_chat_message msgs[3] = { { "user", "" }, { "assistant", REPLY }, { "user", user } };
+    char reply[32];
+    reply_marker(t, reply, sizeof reply);
+    moe_chat_message msgs[3] = { { "user", "" }, { "assistant", reply }, { "user", user } };
     char *text;
     if ((st = moe_chat_template_render(t, msgs, 3, 1, &text)) != MOE_OK) return st;
-    const char *cut = strstr(text, REPLY);
+    const char *cut = strstr(text, reply);
     if (!cut) {
         free(text);
         return moe_error_set(MOE_ERR_INVALID_ARG, "the %s chat template does not write an assistant's content",
                              NAMES[t->format]);
     }
-    cut += sizeof REPLY - 1;
+    cut += strlen(reply);
     memmove(text, cut, strlen(cut) + 1);
     *out = text;
     return MOE_OK;
