@@ -253,7 +253,8 @@ static moe_status bpe_word(moe_tokenizer *t, const char *s, size_t n, moe_tok_id
     for (size_t i = 0; i < ns; i++)
         if (t->sym[i].len && moe_tok_ids_push(out, t->sym[i].id))
             return moe_error_set(MOE_ERR_NOMEM, "%s: out of memory while encoding", t->origin);
-    if (cacheable) cache_put(&t->cache, h, s, n, out->v + start, out->n - start);
+    /* a piece may give no ids (characters with no token and no unk_token): out->v may be NULL */
+    if (cacheable) cache_put(&t->cache, h, s, n, out->n > start ? out->v + start : NULL, out->n - start);
     return MOE_OK;
 }
 
