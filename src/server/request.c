@@ -93,6 +93,18 @@ static char *dup_string(json_object *v)
     return s;
 }
 
+/* A request's strings go on as C strings (a prompt, a stop sequence): one
+ * that holds a NUL (\u0000) would be cut there without a word, so it is
+ * refused, naming the field. */
+static int holds_nul(json_object *v) { return strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v); }
+
+/* The string v of field `param` copied into *out; -1 (a 400) when it holds a NUL. */
+static int take_string(json_object *v, const char *param, char **out, moe_api_error *e)
+{
+    if (holds_nul(v)) return BAD(e, param, "'%s' holds a NUL character (\\u0000), which this server does not take", param);
+    return (*out = dup_string(v)) ? 0 : BAD(e, param, "out of memory");
+}
+
 /* A message's content: a string, or an array of {"type": "text", "text":
  * ...} parts joined (as the API's text-only models read them); null for an
  * assistant message that has none. */
@@ -101,7 +113,7 @@ static int read_content(json_object *v, int i, char **out, moe_api_error *e)
     char param[64];
     snprintf(param, sizeof param, "messages[%d].content", i);
     if (!v) return (*out = strdup("")) ? 0 : BAD(e, param, "out of memory");
-    if (json_object_is_type(v, json_type_string)) return (*out = dup_string(v)) ? 0 : BAD(e, param, "out of memory");
+    if (json_object_is_type(v, json_type_string)) return take_string(v, param, out, e);
     if (!json_object_is_type(v, json_type_array))
         return BAD(e, param, "'%s' must be a string or an array of text parts, not %s", param, type_name(v));
     size_t n = json_object_array_length(v), len = 0;
@@ -115,6 +127,9 @@ static int read_content(json_object *v, int i, char **out, moe_api_error *e)
                        json_object_get_string(t));
         if (!json_object_object_get_ex(part, "text", &text) || !json_object_is_type(text, json_type_string))
             return BAD(e, param, "'%s[%zu].text' must be a string", param, k);
+        if (holds_nul(text))
+            return BAD(e, param, "'%s[%zu].text' holds a NUL character (\\u0000), which this server does not take",
+                       param, k);
         len += (size_t)json_object_get_string_len(text);
     }
     char *s = malloc(len + 1), *w = s;
@@ -150,9 +165,9 @@ static int read_messages(json_object *o, moe_api_request *r, moe_api_error *e)
         if (field(m, "tool_calls") || field(m, "function_call"))
             return BAD(e, param, "messages[%d] has tool calls; this server has no tools", i);
         moe_chat_message *cm = &r->messages[r->n_messages++];
-        char *role_s = dup_string(role), *content = NULL;
+        char *role_s = NULL, *content = NULL;
+        if (take_string(role, param, &role_s, e)) return -1;
         cm->role = role_s;
-        if (!role_s) return BAD(e, param, "out of memory");
         /* "developer" is the newer name of "system" */
         if (!strcmp(role_s, "developer")) strcpy(role_s, "system");
         if (read_content(field(m, "content"), i, &content, e)) return -1;
@@ -193,7 +208,7 @@ static int read_prompt(json_object *o, moe_api_request *r, moe_api_error *e)
         }
     }
     if (json_object_is_type(v, json_type_string))
-        return (r->prompt_text = dup_string(v)) ? 0 : BAD(e, "prompt", "out of memory");
+        return take_string(v, "prompt", &r->prompt_text, e);
     if (json_object_is_type(v, json_type_array)) {
         if (json_object_array_length(v) == 0) return BAD(e, "prompt", "'prompt' is an empty list of token ids");
         return read_ids(v, r, e);
@@ -218,7 +233,8 @@ static int read_stop(json_object *o, moe_api_request *r, moe_api_error *e)
         if (!json_object_is_type(s, json_type_string))
             return BAD(e, "stop", "'stop' must be a string or an array of strings, not %s", type_name(s));
         if (json_object_get_string_len(s) == 0) continue;   /* an empty sequence stops nothing */
-        if (!(r->stop[r->n_stop++] = dup_string(s))) return BAD(e, "stop", "out of memory");
+        if (take_string(s, "stop", &r->stop[r->n_stop], e)) return -1;
+        r->n_stop++;
     }
     return 0;
 }
@@ -260,7 +276,7 @@ static int parse_fields(json_object *o, moe_api_kind kind, moe_api_request *r, m
     json_object *v;
     if ((v = field(o, "model"))) {
         if (!json_object_is_type(v, json_type_string)) return BAD(e, "model", "'model' must be a string, not %s", type_name(v));
-        if (!(r->model = dup_string(v))) return BAD(e, "model", "out of memory");
+        if (take_string(v, "model", &r->model, e)) return -1;
     }
     if (kind == MOE_API_CHAT ? read_messages(o, r, e) : read_prompt(o, r, e)) return -1;
     int64_t x;
