@@ -383,6 +383,10 @@ static void bad_tokenizer(void **state)
     expect_refusal(gen, NULL, "tokenizer-not-json/tokenizer.json: not valid JSON");
     const char *chat[] = { "chat", "--model", dir, NULL };
     expect_refusal(chat, "Hi\n", "tokenizer-not-json/tokenizer.json: not valid JSON");
+    /* bytes that are not UTF-8 in a token (JSON is UTF-8; the reference refuses it too) */
+    dir = text_checkpoint("tokenizer-not-utf8", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\xcd\": 0}, \"merges\": []}}");
+    gen[2] = dir;
+    expect_refusal(gen, NULL, "tokenizer-not-utf8/tokenizer.json: not valid JSON (invalid utf-8 string at byte 39)");
 }
 
 static void bad_requests(void **state)

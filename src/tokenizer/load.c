@@ -559,6 +559,9 @@ moe_status moe_tokenizer_load_json(const char *json, size_t len, const char *ori
     if (len > (size_t)INT32_MAX - 1) return moe_error_set(MOE_ERR_FORMAT, "%s: larger than 2 GiB", origin);
     struct json_tokener *tok = json_tokener_new();
     if (!tok) return moe_error_set(MOE_ERR_NOMEM, "%s: out of memory", origin);
+    /* JSON is UTF-8, and the reference (serde_json) refuses a file that is
+     * not: pieces must decode to text, whole or streamed */
+    json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
     json_object *root = json_tokener_parse_ex(tok, json, (int)len);
     enum json_tokener_error err = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
