@@ -9,7 +9,9 @@
  *    RoPE, the KV cache's f16 store) bit for bit; RMSNorm and the RoPE
  *    angles within an ulp or two; projections and the expert layer within
  *    float32 rounding of a float64 reference (2e-5 of the sum of |terms|)
- *    and of the CPU; attention within 1e-5; the router's choices equal;
+ *    and of the CPU; attention within 1e-5 (decode with the cache split
+ *    across blocks, prefill tiles of queries, GQA groups, long caches, and
+ *    the fallback kernel's shapes); the router's choices equal;
  *  - fused and unfused gate-up give the same bits (bound: 0), and int8
  *    activation modes, a CPU matter, change nothing on the GPU;
  *  - faults found on the device (a non-finite router logit, an expert index
@@ -328,6 +330,11 @@ static void split_clip_add_match(void **state)
     OK(gpu->add(gpu, n, dsrc, dy));
     to_host(got, dsrc, sizeof(float) * n);
     expect_bitwise("add", got, c, n);
+    /* rows not 16-byte aligned: the one-by-one path */
+    OK(cpu->add(cpu, n - 3, c + 1, y + 2));
+    OK(gpu->add(gpu, n - 3, dsrc + 1, dy + 2));
+    to_host(got, dsrc, sizeof(float) * n);
+    expect_bitwise("add, unaligned", got, c, n);
     for (int i = 0; i < 3; i++) free(want[i]), gpu->free(gpu, dparts[i]);
     gpu->free(gpu, dsrc), gpu->free(gpu, dy);
     free(src), free(got), free(c), free(y);
@@ -392,6 +399,12 @@ static void kv_store_matches(void **state)
     to_host(got, dc, 2 * n);
     for (size_t i = 0; i < n; i++)
         if (got[i] != want[i]) fail_msg("f16 store: [%zu] %.9g → %04x, CPU %04x", i, (double)x[i], got[i], want[i]);
+    /* a destination not 8-byte aligned (a cache row at an odd offset) */
+    OK(cpu->kv_store(cpu, MOE_DTYPE_F16, x, want + 1, n - 1));
+    OK(gpu->kv_store(gpu, MOE_DTYPE_F16, dx, (uint16_t *)dc + 1, n - 1));
+    to_host(got, dc, 2 * n);
+    for (size_t i = 1; i < n; i++)
+        if (got[i] != want[i]) fail_msg("f16 store at +1: [%zu] → %04x, CPU %04x", i, got[i], want[i]);
     OK(cpu->kv_store(cpu, MOE_DTYPE_F32, x, wantf, n));
     OK(gpu->kv_store(gpu, MOE_DTYPE_F32, dx, dc, n));
     to_host(gotf, dc, 4 * n);
@@ -408,9 +421,18 @@ static void attention_matches(void **state)
     (void)state;
     NEED_GPU();
     uint64_t rng = 71;
+    float worst = 0.0f;
     static const struct { int T, pos, heads, kv_heads, hd, extra; } CASES[] = {
         { 1, 0, 4, 2, 16, 0 }, { 1, 37, 6, 3, 24, 0 }, { 5, 0, 4, 1, 64, 0 }, { 7, 11, 8, 2, 128, 8 },
         { 33, 40, 2, 2, 96, 0 }, { 3, 300, 4, 4, 256, 0 }, { 1, 2100, 16, 16, 128, 0 },
+        /* the cache split across blocks (decode, and several queries), GQA
+         * groups of 8, 6 and 4 query heads, head dims not a multiple of 32 */
+        { 1, 1000, 32, 4, 128, 0 }, { 1, 5000, 12, 2, 64, 4 }, { 3, 900, 8, 2, 256, 0 }, { 40, 500, 4, 1, 128, 0 },
+        { 200, 0, 2, 2, 64, 0 }, { 1, 777, 6, 6, 100, 0 }, { 2, 3000, 8, 1, 200, 0 },
+        /* prefill tiles of 8 queries, a short last tile */
+        { 300, 3, 16, 16, 128, 0 }, { 61, 17, 6, 2, 48, 0 },
+        /* the fallback kernel: head dims that are not a multiple of 4, an odd stride, beyond 256 */
+        { 4, 50, 4, 2, 30, 0 }, { 1, 600, 4, 4, 64, 1 }, { 2, 90, 2, 1, 512, 0 },
     };
     for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++)
         for (int half = 0; half < 2; half++) {
@@ -430,13 +452,16 @@ static void attention_matches(void **state)
             void *dk = dev_from(k, es * rows * stride), *dv = dev_from(v, es * rows * stride);
             OK(gpu->attention(gpu, T, pos, H, KV, hd, scale, dq, kt, dk, dv, stride, dout));
             to_host(got, dout, sizeof(float) * nq);
-            for (size_t i = 0; i < nq; i++)
+            for (size_t i = 0; i < nq; i++) {
+                if (fabsf(got[i] - want[i]) > worst) worst = fabsf(got[i] - want[i]);
                 if (!(fabsf(got[i] - want[i]) <= 1e-5f))
                     fail_msg("attention T %d pos %d heads %d/%d hd %d %s: [%zu] = %.8g, CPU %.8g", T, pos, H, KV, hd,
                              half ? "f16" : "f32", i, (double)got[i], (double)want[i]);
+            }
             gpu->free(gpu, dq), gpu->free(gpu, dout), gpu->free(gpu, dk), gpu->free(gpu, dv);
             free(q), free(kf), free(vf), free(k), free(v), free(want), free(got);
         }
+    print_message("  attention: largest error %.2e (limit 1e-05)\n", (double)worst);
 }
 
 /* ---- router ---- */
@@ -446,7 +471,8 @@ static void router_matches(void **state)
     (void)state;
     NEED_GPU();
     uint64_t rng = 81;
-    static const int CASES[][3] = { { 13, 1, 0 }, { 13, 3, 1 }, { 64, 8, 0 }, { 64, 8, 1 }, { 128, 8, 1 }, { 8, 2, 1 } };
+    static const int CASES[][3] = { { 13, 1, 0 }, { 13, 3, 1 }, { 64, 8, 0 }, { 64, 8, 1 },
+                                    { 128, 8, 1 }, { 8, 2, 1 },  { 5, 5, 1 },  { 300, 16, 0 } };
     int T = 33;
     for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
         int E = CASES[c][0], k = CASES[c][1], norm = CASES[c][2];
@@ -494,6 +520,7 @@ static void experts_match(void **state)
         { { 0, MOE_DTYPE_F16, 0 }, 4, 72, 24 },      { { 4, MOE_DTYPE_BF16, 32 }, 8, 96, 64 },
         { { 4, MOE_DTYPE_F16, 64 }, 5, 128, 192 },   { { 8, MOE_DTYPE_BF16, 64 }, 7, 128, 64 },
         { { 8, MOE_DTYPE_F32, 32 }, 3, 64, 96 },     { { 4, MOE_DTYPE_BF16, 128 }, 1, 128, 256 },
+        { { 4, MOE_DTYPE_BF16, 32 }, 70, 64, 32 },   /* experts counted 32 at a step */
     };
     static const int TOKENS[] = { 1, 2, 5, 9, 70, 200 };
     for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {

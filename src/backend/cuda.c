@@ -35,6 +35,8 @@ typedef struct {
     int *fault;                  /* [4] the first fault a kernel recorded */
     void *work;                  /* the expert layers' shared workspace */
     size_t work_bytes;
+    void *attn_work;             /* attention's partial results when it splits the cache */
+    size_t attn_work_bytes;
     int32_t *tokens;             /* embed's token ids, copied over */
     size_t tokens_cap;
     float *inv_freq;             /* RoPE's inverse frequencies for (half, theta) */
@@ -465,8 +467,15 @@ static moe_status op_attention(moe_backend *b, int T, int pos, int heads, int kv
         return moe_error_set(MOE_ERR_DTYPE, "attention: cache dtype %s is not F32 or F16", moe_dtype_name(kv_dtype));
     if (hd < 1 || hd > 1024 || kv_heads < 1 || heads % kv_heads)
         return moe_error_set(MOE_ERR_SHAPE, "attention: %d heads over %d kv heads of dim %d", heads, kv_heads, hd);
-    CU_TRY(moe_cuda_attention(T, pos, heads, kv_heads, hd, scale, q, kv_dtype == MOE_DTYPE_F16, k, v, kv_stride, out,
-                              STATE(b)->stream),
+    cuda_state *s = STATE(b);
+    int f16 = kv_dtype == MOE_DTYPE_F16;
+    size_t need = moe_cuda_attention_workspace(T, pos, heads, kv_heads, hd, f16, k, v, kv_stride);
+    if (need) {
+        moe_status st = device_grow(&s->attn_work, &s->attn_work_bytes, need, "attention workspace");
+        if (st != MOE_OK) return st;
+    }
+    void *work = need ? s->attn_work : NULL;
+    CU_TRY(moe_cuda_attention(T, pos, heads, kv_heads, hd, scale, q, f16, k, v, kv_stride, out, work, s->stream),
            "attention");
     return MOE_OK;
 }
@@ -529,7 +538,7 @@ static void cuda_destroy(moe_backend *b)
     cuda_state *s = STATE(b);
     if (s) {
         if (s->stream) cudaStreamSynchronize(s->stream);
-        cudaFree(s->fault), cudaFree(s->work), cudaFree(s->tokens), cudaFree(s->inv_freq);
+        cudaFree(s->fault), cudaFree(s->work), cudaFree(s->attn_work), cudaFree(s->tokens), cudaFree(s->inv_freq);
         if (s->stream) cudaStreamDestroy(s->stream);
         free(s);
     }

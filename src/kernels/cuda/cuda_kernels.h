@@ -86,9 +86,14 @@ cudaError_t moe_cuda_store_f16(const float *src, void *dst, size_t n, cudaStream
 
 /* Causal grouped-query attention (kernels/attention.h's contract): T
  * queries at pos.. over cache rows 0..pos+T-1 of float32 (kv_f16 = 0) or
- * half (1) elements; head_dim ≤ 1024. */
+ * half (1) elements; head_dim ≤ 1024. `work` holds
+ * moe_cuda_attention_workspace(...) bytes for the same arguments (the
+ * partial results of a cache split across blocks; 0 bytes: NULL will do;
+ * NULL where more was asked for: the unsplit, slower kernel runs). */
+size_t moe_cuda_attention_workspace(int T, int pos, int heads, int kv_heads, int hd, int kv_f16, const void *k,
+                                    const void *v, size_t kv_stride);
 cudaError_t moe_cuda_attention(int T, int pos, int heads, int kv_heads, int hd, float scale, const float *q,
-                               int kv_f16, const void *k, const void *v, size_t kv_stride, float *out,
+                               int kv_f16, const void *k, const void *v, size_t kv_stride, float *out, void *work,
                                cudaStream_t stream);
 
 enum { MOE_CUDA_MAX_TOP_K = 64 };

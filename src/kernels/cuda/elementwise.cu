@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <stdint.h>
+
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace {
@@ -63,10 +65,20 @@ __global__ void clip_kernel(size_t n, float *x, float limit)
     }
 }
 
+/* Grid-stride over groups of 4 (16-byte loads where both are aligned), then
+ * the tail one by one. */
+unsigned vec_blocks(size_t n) { size_t b = blocks_for(n / 4 + 1, 256); return (unsigned)(b < 4096 ? b : 4096); }
+
 __global__ void add_kernel(size_t n, float *x, const float *y)
 {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) x[i] = __fadd_rn(x[i], y[i]);
+    size_t stride = (size_t)gridDim.x * blockDim.x, i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t nv = ((uintptr_t)x | (uintptr_t)y) % 16 ? 0 : n / 4;
+    for (size_t i = i0; i < nv; i += stride) {
+        float4 a = ((float4 *)x)[i], b = ((const float4 *)y)[i];
+        a.x = __fadd_rn(a.x, b.x), a.y = __fadd_rn(a.y, b.y), a.z = __fadd_rn(a.z, b.z), a.w = __fadd_rn(a.w, b.w);
+        ((float4 *)x)[i] = a;
+    }
+    for (size_t i = 4 * nv + i0; i < n; i += stride) x[i] = __fadd_rn(x[i], y[i]);
 }
 
 __global__ void rope_angles_kernel(int T, int half, const float *inv_freq, int pos, float *c, float *s)
@@ -93,8 +105,17 @@ __global__ void rope_kernel(int T, int heads, int hd, float *x, const float *cos
 
 __global__ void store_f16_kernel(const float *src, __half *dst, size_t n)
 {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = __float2half_rn(src[i]);
+    size_t stride = (size_t)gridDim.x * blockDim.x, i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t nv = (uintptr_t)src % 16 || (uintptr_t)dst % 8 ? 0 : n / 4;
+    for (size_t i = i0; i < nv; i += stride) {
+        float4 a = ((const float4 *)src)[i];
+        __half2 lo = __halves2half2(__float2half_rn(a.x), __float2half_rn(a.y));
+        __half2 hi = __halves2half2(__float2half_rn(a.z), __float2half_rn(a.w));
+        uint2 u;
+        u.x = *(unsigned *)&lo, u.y = *(unsigned *)&hi;
+        ((uint2 *)dst)[i] = u;
+    }
+    for (size_t i = 4 * nv + i0; i < n; i += stride) dst[i] = __float2half_rn(src[i]);
 }
 
 }  // namespace
@@ -136,7 +157,7 @@ cudaError_t moe_cuda_clip(size_t n, float *x, float limit, cudaStream_t stream)
 cudaError_t moe_cuda_add(size_t n, float *x, const float *y, cudaStream_t stream)
 {
     if (!n) return cudaSuccess;
-    add_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(n, x, y);
+    add_kernel<<<vec_blocks(n), 256, 0, stream>>>(n, x, y);
     return cudaGetLastError();
 }
 
@@ -161,7 +182,7 @@ cudaError_t moe_cuda_rope(int T, int heads, int hd, float *x, const float *cos_t
 cudaError_t moe_cuda_store_f16(const float *src, void *dst, size_t n, cudaStream_t stream)
 {
     if (!n) return cudaSuccess;
-    store_f16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(src, (__half *)dst, n);
+    store_f16_kernel<<<vec_blocks(n), 256, 0, stream>>>(src, (__half *)dst, n);
     return cudaGetLastError();
 }
 

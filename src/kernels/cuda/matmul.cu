@@ -255,17 +255,26 @@ __global__ void count_pairs(const int32_t *idx, int P, int k, int E, int *counts
     if (e >= 0) atomicAdd(&counts[e], 1);
 }
 
+/* one warp: exclusive prefix sums of the counts and of their tiles, 32
+ * experts a step with shuffles, the running totals carried between steps */
 __global__ void scan_counts(const int *counts, int E, int *offsets, int *tile_prefix, int *cursor)
 {
-    int o = 0, t = 0;
-    for (int e = 0; e < E; e++) {
-        offsets[e] = cursor[e] = o;
-        tile_prefix[e] = t;
-        o += counts[e];
-        t += (counts[e] + BM - 1) / BM;
+    int lane = threadIdx.x, o = 0, t = 0;
+    for (int base = 0; base < E; base += 32) {
+        int e = base + lane;
+        int c = e < E ? counts[e] : 0, tc = (c + BM - 1) / BM, io = c, it = tc;
+        for (int d = 1; d < 32; d <<= 1) {
+            int x = __shfl_up_sync(0xffffffffu, io, d), y = __shfl_up_sync(0xffffffffu, it, d);
+            if (lane >= d) io += x, it += y;
+        }
+        if (e < E) {
+            offsets[e] = cursor[e] = o + io - c;
+            tile_prefix[e] = t + it - tc;
+        }
+        o += __shfl_sync(0xffffffffu, io, 31);
+        t += __shfl_sync(0xffffffffu, it, 31);
     }
-    offsets[E] = o;
-    tile_prefix[E] = t;
+    if (lane == 0) offsets[E] = o, tile_prefix[E] = t;
 }
 
 __global__ void scatter_pairs(const int32_t *idx, int P, int E, int *cursor, int *sorted)
@@ -368,7 +377,7 @@ cudaError_t moe_cuda_experts(const moe_cuda_experts_args *a, cudaStream_t stream
     } else {
         if ((err = cudaMemsetAsync(w.counts, 0, sizeof(int) * (size_t)E, stream)) != cudaSuccess) return err;
         count_pairs<<<blocks_for((size_t)P, 256), 256, 0, stream>>>(a->idx, P, k, E, w.counts, a->fault);
-        scan_counts<<<1, 1, 0, stream>>>(w.counts, E, w.offsets, w.tile_prefix, w.cursor);
+        scan_counts<<<1, 32, 0, stream>>>(w.counts, E, w.offsets, w.tile_prefix, w.cursor);
         scatter_pairs<<<blocks_for((size_t)P, 256), 256, 0, stream>>>(a->idx, P, E, w.cursor, w.sorted);
         if ((err = cudaGetLastError()) != cudaSuccess) return err;
         /* at most ⌈P/BM⌉ + E tiles; blocks past the last tile return at once */
