@@ -345,7 +345,7 @@ void cli_usage_runtime(FILE *f)
     fprintf(f, "  --device cuda|cpu|auto   where to run (auto, the default: cuda when moe was built with CUDA\n"
                "                           and a GPU is present, else cpu)\n"
                "  --threads N              threads (default: all cores)\n"
-               "  --isa NAME               CPU kernel set: avx512vnni, avx512, avx2, portable (default: best)\n"
+               "  --isa NAME               CPU kernel set: avx512vnni, avx512, avxvnni, avx2, portable (default: best)\n"
                "  --fuse-gate-up on|off    fused gate-up expert projection (default on)\n"
                "  --activations auto|float|int8|int8x2\n"
                "                           how activations meet quantized weights: float (exact), int8 (per\n"
