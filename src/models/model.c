@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "kernels/kernels.h"
@@ -336,8 +337,13 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
     c->kv_dtype = model_choose_kv_dtype(m);
     /* the cache is reserved whole but its pages are only touched as
      * positions fill, so resident memory follows the sequence's length */
-    size_t kvdim = (size_t)p->num_kv_heads * p->head_dim;
-    size_t cache = (size_t)p->num_layers * max_tokens * kvdim * moe_dtype_size(c->kv_dtype);
+    int64_t dims[5] = { p->num_layers, max_tokens, p->num_kv_heads, p->head_dim, (int64_t)moe_dtype_size(c->kv_dtype) };
+    size_t cache;
+    if (!moe_size_product(dims, 5, &cache)) {
+        moe_free(c);
+        return moe_error_set(MOE_ERR_RANGE, "context create: a KV cache of %d tokens over %d layers does not fit in "
+                             "memory's address range; ask for fewer tokens (--max-context)", max_tokens, p->num_layers);
+    }
     moe_backend *B = m->be;
     if (!(c->key_cache = B->alloc(B, cache, "key cache")) || !(c->value_cache = B->alloc(B, cache, "value cache"))) {
         moe_context_free(c);
