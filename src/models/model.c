@@ -252,7 +252,8 @@ static int workspace_buffers(moe_model *m, int rows, ws_buf *b)
     return n;
 }
 
-static void workspace_free(moe_model *m)
+/* The token rows' buffers (not the classifier's rows). */
+static void workspace_free_rows(moe_model *m)
 {
     moe_backend *B = m->be;
     ws_buf bufs[MAX_BUFFERS];
@@ -261,9 +262,17 @@ static void workspace_free(moe_model *m)
         B->free(B, *bufs[i].p);
         *bufs[i].p = NULL;
     }
-    B->free(B, m->ws.logits);
     moe_free(m->ws.tokens);
-    m->ws = (model_workspace){ 0 };
+    m->ws.tokens = NULL;
+    m->ws.rows = 0;
+}
+
+static void workspace_free(moe_model *m)
+{
+    workspace_free_rows(m);
+    m->be->free(m->be, m->ws.logits);
+    m->ws.logits = NULL;
+    m->ws.logit_rows = 0;
 }
 
 /* Room for `rows` token rows and `logit_rows` classifier rows: grown (not
@@ -282,16 +291,12 @@ static moe_status workspace_reserve(moe_model *m, int rows, int logit_rows)
         w->logit_rows = logit_rows;
     }
     if (rows <= w->rows) return MOE_OK;
-    float *logits = w->logits;
-    int logit_cap = w->logit_rows;
-    w->logits = NULL;
-    workspace_free(m);
-    w->logits = logits, w->logit_rows = logit_cap;
+    workspace_free_rows(m);
     ws_buf bufs[MAX_BUFFERS];
     int n = workspace_buffers(m, rows, bufs);
     for (int i = 0; i < n; i++)
         if (!(*bufs[i].p = B->alloc(B, bufs[i].bytes, bufs[i].what))) {
-            workspace_free(m);
+            workspace_free_rows(m);
             return MOE_ERR_NOMEM;
         }
     /* a dense MLP's one expert at weight 1 for every token */
@@ -304,7 +309,7 @@ static moe_status workspace_reserve(moe_model *m, int rows, int logit_rows)
     if (st == MOE_OK) st = B->upload(B, w->dense_w, ones, sizeof(float) * (size_t)rows);
     moe_free(zeros), moe_free(ones);
     if (st != MOE_OK) {
-        workspace_free(m);
+        workspace_free_rows(m);
         return st;
     }
     w->rows = rows;
