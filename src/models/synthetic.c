@@ -122,76 +122,25 @@ static moe_status make_experts(synth *s, const moe_model *m, moe_bk_experts **ou
 }
 
 /* The published config.json numbers of each family's benchmark model. */
-static void olmoe_1b_7b_config(moe_model_config *c)
-{
-    strcpy(c->model_type, "olmoe");   /* allenai/OLMoE-1B-7B-0924 */
-    c->arch = MOE_ARCH_OLMOE;
-    c->qk_norm = MOE_QK_NORM_WHOLE;
-    c->hidden_size = 2048;
-    c->num_layers = 16;
-    c->num_heads = c->num_kv_heads = 16;
-    c->head_dim = 128;
-    c->expert_hidden = 1024;
-    c->num_experts = 64;
-    c->top_k = 8;
-    c->vocab_size = 50304;
-    c->max_position = 4096;
-    c->rms_norm_eps = 1e-5;
-    c->rope_theta = 10000;
-    c->eos_ids[c->num_eos++] = 50279;
-}
-
-static void qwen3_30b_a3b_config(moe_model_config *c)
-{
-    strcpy(c->model_type, "qwen3_moe");   /* Qwen/Qwen3-30B-A3B */
-    c->arch = MOE_ARCH_QWEN3_MOE;
-    c->qk_norm = MOE_QK_NORM_PER_HEAD;
-    c->hidden_size = 2048;
-    c->num_layers = 48;
-    c->num_heads = 32;
-    c->num_kv_heads = 4;
-    c->head_dim = 128;
-    c->expert_hidden = 768;
-    c->num_experts = 128;
-    c->top_k = 8;
-    c->norm_topk_prob = 1;
-    c->vocab_size = 151936;
-    c->max_position = 40960;
-    c->rms_norm_eps = 1e-6;
-    c->rope_theta = 1e6;
-    c->bos_id = 151643;
-    c->eos_ids[c->num_eos++] = 151645;
-}
-
-static void mixtral_8x7b_config(moe_model_config *c)
-{
-    strcpy(c->model_type, "mixtral");   /* mistralai/Mixtral-8x7B-v0.1 */
-    c->arch = MOE_ARCH_MIXTRAL;
-    c->qk_norm = MOE_QK_NORM_NONE;
-    c->hidden_size = 4096;
-    c->num_layers = 32;
-    c->num_heads = 32;
-    c->num_kv_heads = 8;
-    c->head_dim = 128;
-    c->expert_hidden = 14336;
-    c->num_experts = 8;
-    c->top_k = 2;
-    c->norm_topk_prob = 1;
-    c->vocab_size = 32000;
-    c->max_position = 32768;
-    c->rms_norm_eps = 1e-5;
-    c->rope_theta = 1e6;
-    c->bos_id = 1;
-    c->eos_ids[c->num_eos++] = 2;
-}
-
 static const struct {
     const char *name, *model;
-    void (*config)(moe_model_config *c);
+    moe_model_config cfg;
 } ARCHS[] = {
-    { "olmoe", "OLMoE-1B-7B", olmoe_1b_7b_config },
-    { "qwen3_moe", "Qwen3-30B-A3B", qwen3_30b_a3b_config },
-    { "mixtral", "Mixtral-8x7B", mixtral_8x7b_config },
+    { "olmoe", "OLMoE-1B-7B",   /* allenai/OLMoE-1B-7B-0924 */
+      { .model_type = "olmoe", .arch = MOE_ARCH_OLMOE, .qk_norm = MOE_QK_NORM_WHOLE, .hidden_size = 2048,
+        .num_layers = 16, .num_heads = 16, .num_kv_heads = 16, .head_dim = 128, .expert_hidden = 1024,
+        .num_experts = 64, .top_k = 8, .vocab_size = 50304, .max_position = 4096, .rms_norm_eps = 1e-5,
+        .rope_theta = 10000, .bos_id = -1, .num_eos = 1, .eos_ids = { 50279 } } },
+    { "qwen3_moe", "Qwen3-30B-A3B",   /* Qwen/Qwen3-30B-A3B */
+      { .model_type = "qwen3_moe", .arch = MOE_ARCH_QWEN3_MOE, .qk_norm = MOE_QK_NORM_PER_HEAD, .hidden_size = 2048,
+        .num_layers = 48, .num_heads = 32, .num_kv_heads = 4, .head_dim = 128, .expert_hidden = 768,
+        .num_experts = 128, .top_k = 8, .norm_topk_prob = 1, .vocab_size = 151936, .max_position = 40960,
+        .rms_norm_eps = 1e-6, .rope_theta = 1e6, .bos_id = 151643, .num_eos = 1, .eos_ids = { 151645 } } },
+    { "mixtral", "Mixtral-8x7B",   /* mistralai/Mixtral-8x7B-v0.1 */
+      { .model_type = "mixtral", .arch = MOE_ARCH_MIXTRAL, .qk_norm = MOE_QK_NORM_NONE, .hidden_size = 4096,
+        .num_layers = 32, .num_heads = 32, .num_kv_heads = 8, .head_dim = 128, .expert_hidden = 14336,
+        .num_experts = 8, .top_k = 2, .norm_topk_prob = 1, .vocab_size = 32000, .max_position = 32768,
+        .rms_norm_eps = 1e-5, .rope_theta = 1e6, .bos_id = 1, .num_eos = 1, .eos_ids = { 2 } } },
 };
 
 const char *model_synthetic_name(const char *arch)
@@ -222,9 +171,7 @@ moe_status model_synthetic(moe_model *m, const char *arch, int bits, uint64_t se
     if (a == sizeof ARCHS / sizeof ARCHS[0])
         return moe_error_set(MOE_ERR_INVALID_ARG, "synthetic model: architecture '%s' is unknown (olmoe, qwen3_moe, "
                              "mixtral)", arch);
-    memset(&m->cfg, 0, sizeof m->cfg);
-    m->cfg.bos_id = -1;
-    ARCHS[a].config(&m->cfg);
+    m->cfg = ARCHS[a].cfg;
     if (layers) m->cfg.num_layers = layers;
     const moe_model_config *c = &m->cfg;
     double need = resident_bytes(c, bits), have = (double)moe_available_memory_bytes();
