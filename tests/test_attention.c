@@ -54,31 +54,18 @@
 #include "quant/dtype.h"
 #include "support/testutil.h"
 
-enum { MAX_REPORTS = 25 };
 
-static long n_fail, n_checked;
+static long n_checked;
 static double worst; /* largest error / tolerance seen */
 
-static void begin(void) { n_fail = 0, n_checked = 0, worst = 0; }
-
-static void mismatch(const char *fmt, ...)
-{
-    if (n_fail++ < MAX_REPORTS) {
-        char buf[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, sizeof buf, fmt, ap);
-        va_end(ap);
-        print_error("%s\n", buf);
-    }
-}
+static void begin(void) { test_failures = 0, n_checked = 0, worst = 0; }
 
 static void finish(const char *what)
 {
     print_message("%s: %ld output elements checked, worst error %.3f of tolerance, %ld mismatches\n", what, n_checked,
-                  worst, n_fail);
-    if (n_fail) {
-        print_error("%s: %ld mismatches in all\n", what, n_fail);
+                  worst, test_failures);
+    if (test_failures) {
+        print_error("%s: %ld mismatches in all\n", what, test_failures);
         fail();
     }
 }
@@ -193,7 +180,7 @@ static void check(const attn_data *a, int t0, int T, const float *out, const dou
                 double err = fabs(got - want);
                 n_checked++;
                 if (!(err <= a->tol))
-                    mismatch("%s %s: out[%d][%d][%d] = %.9g, %s %.9g, error %.3g > %.3g", label, what, t0 + t, h, e,
+                    test_mismatch("%s %s: out[%d][%d][%d] = %.9g, %s %.9g, error %.3g > %.3g", label, what, t0 + t, h, e,
                              got, other ? "single pass" : "reference", want, err, a->tol);
                 else if (err / a->tol > worst)
                     worst = err / a->tol;
@@ -234,7 +221,7 @@ static void run_case(const attn_data *a, const char *isa, int threads)
         for (size_t i = 0; i < nq; i++) {
             n_checked++;
             if (memcmp(&out[i], &o32[i], sizeof(float)))
-                mismatch("%s: out[%zu] = %.9g, with a float32 cache of the same values %.9g (not the same bits)", label,
+                test_mismatch("%s: out[%zu] = %.9g, with a float32 cache of the same values %.9g (not the same bits)", label,
                          i, out[i], o32[i]);
         }
         free(o32);
@@ -429,7 +416,7 @@ static void kv_store(void **state)
                     uint16_t w = inside ? want[i] : 0xa5a5u;
                     n_checked++;
                     if (h[i] != w)
-                        mismatch("[%s] moe_kv_store f16, n %zu from %zu: element %zu of %#010x is %#06x, %s %#06x",
+                        test_mismatch("[%s] moe_kv_store f16, n %zu from %zu: element %zu of %#010x is %#06x, %s %#06x",
                                  names[t], n, off, i, (unsigned)test_bits_of_float(src[i]), h[i],
                                  inside ? "moe_f32_to_f16 gives" : "written outside, was", w);
                 }
@@ -438,7 +425,7 @@ static void kv_store(void **state)
                 moe_kv_store(MOE_DTYPE_F32, src + off, f, n);
                 n_checked += (long)n;
                 if (n && memcmp(f, src + off, sizeof(float) * n))
-                    mismatch("[%s] moe_kv_store f32, n %zu from %zu: not a copy", names[t], n, off);
+                    test_mismatch("[%s] moe_kv_store f32, n %zu from %zu: not a copy", names[t], n, off);
                 free(f);
             }
     }
@@ -475,7 +462,7 @@ static void f16_to_f32(void **state)
                                (inside && isnan(want) && isnan(f[i]) && signbit(want) == signbit(f[i]));
                     n_checked++;
                     if (!same)
-                        mismatch("[%s] f16_to_f32, n %zu from %zu: element %zu (%#06x) is %#010x, %s %#010x", names[t],
+                        test_mismatch("[%s] f16_to_f32, n %zu from %zu: element %zu (%#06x) is %#010x, %s %#010x", names[t],
                                  n, off, i, h[i], (unsigned)test_bits_of_float(f[i]),
                                  inside ? "moe_f16_to_f32 gives" : "written outside, was", (unsigned)test_bits_of_float(want));
                 }

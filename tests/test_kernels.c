@@ -40,30 +40,17 @@
 
 /* ---- bookkeeping ---- */
 
-enum { MAX_REPORTS = 25, CANARY_N = 16 };
+enum { CANARY_N = 16 };
 
-static long n_fail;    /* mismatches in the running test */
 static long n_checked; /* output elements checked in the running test */
 
-static void begin(void) { n_fail = 0, n_checked = 0; }
-
-static void mismatch(const char *fmt, ...)
-{
-    if (n_fail++ < MAX_REPORTS) {
-        char buf[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, sizeof buf, fmt, ap);
-        va_end(ap);
-        print_error("%s\n", buf);
-    }
-}
+static void begin(void) { test_failures = 0, n_checked = 0; }
 
 static void finish(const char *what)
 {
-    print_message("%s: %ld output elements checked, %ld mismatches\n", what, n_checked, n_fail);
-    if (n_fail) {
-        print_error("%s: %ld mismatches in all\n", what, n_fail);
+    print_message("%s: %ld output elements checked, %ld mismatches\n", what, n_checked, test_failures);
+    if (test_failures) {
+        print_error("%s: %ld mismatches in all\n", what, test_failures);
         fail();
     }
 }
@@ -316,21 +303,21 @@ static void gemv_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs, 
             for (int i = 0; i < MOE_GEMV_MAX_M; i++) {
                 if (i >= m) {
                     long b = canary_broken(out[i], OUT_LEN);
-                    if (b >= 0) mismatch("panel_gemv [%s] %s m %d: wrote out[%d][%ld] (token beyond m)", names[t], pc.desc, m, i, b);
+                    if (b >= 0) test_mismatch("panel_gemv [%s] %s m %d: wrote out[%d][%ld] (token beyond m)", names[t], pc.desc, m, i, b);
                     continue;
                 }
                 for (int r = 0; r < nr; r++) {
                     double got = out[i][r], err = fabs(got - ref[i][r]), perr = fabs(got - (double)pout[i][r]);
                     n_checked++;
                     if (!(err <= bound[i][r]))
-                        mismatch("panel_gemv [%s] %s m %d: out[%d][%d] = %.9g, reference %.9g, error %.3g > %.3g",
+                        test_mismatch("panel_gemv [%s] %s m %d: out[%d][%d] = %.9g, reference %.9g, error %.3g > %.3g",
                                  names[t], pc.desc, m, i, r, got, ref[i][r], err, bound[i][r]);
                     else if (!(perr <= bound[i][r]))
-                        mismatch("panel_gemv [%s] %s m %d: out[%d][%d] = %.9g, portable %.9g, differ by %.3g > %.3g",
+                        test_mismatch("panel_gemv [%s] %s m %d: out[%d][%d] = %.9g, portable %.9g, differ by %.3g > %.3g",
                                  names[t], pc.desc, m, i, r, got, (double)pout[i][r], perr, bound[i][r]);
                 }
                 long b = canary_broken(out[i] + nr, OUT_LEN - nr);
-                if (b >= 0) mismatch("panel_gemv [%s] %s m %d: wrote out[%d][%ld], beyond nr", names[t], pc.desc, m, i, nr + b);
+                if (b >= 0) test_mismatch("panel_gemv [%s] %s m %d: wrote out[%d][%ld], beyond nr", names[t], pc.desc, m, i, nr + b);
             }
         }
     }
@@ -365,7 +352,7 @@ static void gemv_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int g
             double back = (double)dx[i][k / gs] * xq[i][moe_act_i8_index(fmt, k)];
             n_checked++;
             if (!(fabs(back - x[i][k]) <= 0.5001 * dx[i][k / gs]))
-                mismatch("quantize_act_i8 %s: x[%d] = %.9g comes back as %.9g (step %.3g)", pc.desc, k, (double)x[i][k],
+                test_mismatch("quantize_act_i8 %s: x[%d] = %.9g comes back as %.9g (step %.3g)", pc.desc, k, (double)x[i][k],
                          back, (double)dx[i][k / gs]);
         }
         for (int r = 0; r < nr; r++) {
@@ -395,14 +382,14 @@ static void gemv_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int g
                     double got = out[i][r], same = 1e-5 * fabs(ref[i][r]) + 1e-5 * tol[i][r];
                     n_checked++;
                     if (!(fabs(got - ref[i][r]) <= tol[i][r]))
-                        mismatch("panel_gemv_i8 [%s] %s m %d: out[%d][%d] = %.9g, exact %.9g, error %.3g > %.3g",
+                        test_mismatch("panel_gemv_i8 [%s] %s m %d: out[%d][%d] = %.9g, exact %.9g, error %.3g > %.3g",
                                  names[t], pc.desc, m, i, r, got, ref[i][r], fabs(got - ref[i][r]), tol[i][r]);
                     else if (!(fabs(got - pout[i][r]) <= same))
-                        mismatch("panel_gemv_i8 [%s] %s m %d: out[%d][%d] = %.9g, portable %.9g", names[t], pc.desc, m,
+                        test_mismatch("panel_gemv_i8 [%s] %s m %d: out[%d][%d] = %.9g, portable %.9g", names[t], pc.desc, m,
                                  i, r, got, (double)pout[i][r]);
                 }
                 long b = canary_broken(out[i] + nr, OUT_LEN - nr);
-                if (b >= 0) mismatch("panel_gemv_i8 [%s] %s m %d: wrote out[%d][%ld], beyond nr", names[t], pc.desc, m, i, nr + b);
+                if (b >= 0) test_mismatch("panel_gemv_i8 [%s] %s m %d: wrote out[%d][%ld], beyond nr", names[t], pc.desc, m, i, nr + b);
             }
         }
     }
@@ -465,7 +452,7 @@ static void gemm_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int g
                     long long code = (cw[r] >> ((k % epw) * bits)) & ((1u << bits) - 1);
                     /* the code agrees with the exact weight panel_make recorded */
                     if (!(fabs(sc * (double)code + bi - pc.W[(size_t)r * K + k]) <= 1e-12))
-                        mismatch("gemm_i8 test setup %s: code of lane %d input %d does not give its weight", pc.desc, r, k);
+                        test_mismatch("gemm_i8 test setup %s: code of lane %d input %d does not give its weight", pc.desc, r, k);
                     dot += code * xq[i][moe_act_i8_index(fmt, k)];
                 }
                 double t1 = sc * (double)dx[i][g] * (double)dot, t2 = bi * (double)xsum[i][g];
@@ -497,12 +484,12 @@ static void gemm_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int g
             for (int k = 0; k < K; k++) {
                 n_checked++;
                 if (q[((size_t)(k / 32) * m + i) * 32 + k % 32] != xq[i][k])
-                    mismatch("moe_pack_act_i8 %s m %d: token %d byte %d misplaced", pc.desc, m, i, k);
+                    test_mismatch("moe_pack_act_i8 %s m %d: token %d byte %d misplaced", pc.desc, m, i, k);
             }
             for (int g = 0; g < groups; g++) {
                 n_checked++;
                 if (memcmp(&d[g * m + i], &dx[i][g], 4) != 0 || memcmp(&sm[g * m + i], &xsum[i][g], 4) != 0)
-                    mismatch("moe_pack_act_i8 %s m %d: token %d group %d scale or sum misplaced", pc.desc, m, i, g);
+                    test_mismatch("moe_pack_act_i8 %s m %d: token %d group %d scale or sum misplaced", pc.desc, m, i, g);
             }
         }
         fill_canary(&portbuf[0][0], sizeof portbuf / sizeof(float));
@@ -514,24 +501,24 @@ static void gemm_i8_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int g
             for (int i = 0; i < MT; i++) {
                 if (i >= m) {
                     long b = canary_broken(out[i], OUT_LEN);
-                    if (b >= 0) mismatch("panel_gemm_i8 [%s] %s m %d: wrote out[%d][%ld] (token beyond m)", names[t], pc.desc, m, i, b);
+                    if (b >= 0) test_mismatch("panel_gemm_i8 [%s] %s m %d: wrote out[%d][%ld] (token beyond m)", names[t], pc.desc, m, i, b);
                     continue;
                 }
                 for (int r = 0; r < nr; r++) {
                     double got = out[i][r];
                     n_checked++;
                     if (!(fabs(got - ref[i][r]) <= tol[i][r]))
-                        mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, exact %.9g, error %.3g > %.3g",
+                        test_mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, exact %.9g, error %.3g > %.3g",
                                  names[t], pc.desc, m, i, r, got, ref[i][r], fabs(got - ref[i][r]), tol[i][r]);
                     else if (!(fabs(got - pout[i][r]) <= tol[i][r]))
-                        mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, portable %.9g", names[t], pc.desc, m,
+                        test_mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, portable %.9g", names[t], pc.desc, m,
                                  i, r, got, (double)pout[i][r]);
                     else if (kt[t]->panel_gemv_i8 && memcmp(&out[i][r], &gemv[t][i][r], sizeof(float)) != 0)
-                        mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, its panel_gemv_i8 %.9g (not the same bits)",
+                        test_mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, its panel_gemv_i8 %.9g (not the same bits)",
                                  names[t], pc.desc, m, i, r, got, (double)gemv[t][i][r]);
                 }
                 long b = canary_broken(out[i] + nr, OUT_LEN - nr);
-                if (b >= 0) mismatch("panel_gemm_i8 [%s] %s m %d: wrote out[%d][%ld], beyond nr", names[t], pc.desc, m, i, nr + b);
+                if (b >= 0) test_mismatch("panel_gemm_i8 [%s] %s m %d: wrote out[%d][%ld], beyond nr", names[t], pc.desc, m, i, nr + b);
             }
         }
         free(q), free(d), free(sm);
@@ -631,26 +618,26 @@ static void quantize_i8_all(void **state)
                         for (int k = 0; k < K; k++) {
                             n_checked += 2;
                             if (q[k] != qr[k])
-                                mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xq[%d] = %d, moe_quantize_act_i8 %d",
+                                test_mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xq[%d] = %d, moe_quantize_act_i8 %d",
                                          names[t], fmt_name[f], gs, K, kind, k, q[k], qr[k]);
                             if (res[k] != resr[k])
-                                mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xr[%d] = %d, residual %d",
+                                test_mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xr[%d] = %d, residual %d",
                                          names[t], fmt_name[f], gs, K, kind, k, res[k], resr[k]);
                         }
                         memset(q, 0x55, (size_t)K);
                         kt[t]->quantize_act_i8((moe_wformat)f, K, gs, x, q, dx, sum, NULL);
                         n_checked++;
                         if (memcmp(q, qr, (size_t)K) != 0)
-                            mismatch("quantize_act_i8 [%s] without the residual: xq differs", names[t]);
+                            test_mismatch("quantize_act_i8 [%s] without the residual: xq differs", names[t]);
                         for (int g = 0; g < ng; g++) {
                             double s = 0, abs_s = 0;
                             for (int k = g * gs; k < (g + 1) * gs; k++) s += x[k], abs_s += fabs((double)x[k]);
                             n_checked += 2;
                             if (memcmp(&dx[g], &dxr[g], sizeof(float)) != 0)
-                                mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: dx[%d] = %.9g, moe_quantize_act_i8 %.9g",
+                                test_mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: dx[%d] = %.9g, moe_quantize_act_i8 %.9g",
                                          names[t], fmt_name[f], gs, K, kind, g, (double)dx[g], (double)dxr[g]);
                             if (!(fabs(sum[g] - s) <= 1e-6 * abs_s))
-                                mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xsum[%d] = %.9g, exact %.9g",
+                                test_mismatch("quantize_act_i8 [%s] %s group %d K %d kind %d: xsum[%d] = %.9g, exact %.9g",
                                          names[t], fmt_name[f], gs, K, kind, g, (double)sum[g], s);
                         }
                     }
@@ -706,7 +693,7 @@ static void unpack_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs
                 n_checked++;
                 if (r >= nr) {
                     if (!(got == 0.0f))
-                        mismatch("panel_unpack [%s] %s: dst[%d][%d] = %.9g in an unused lane, not 0", names[t],
+                        test_mismatch("panel_unpack [%s] %s: dst[%d][%d] = %.9g in an unused lane, not 0", names[t],
                                  pc.desc, k, r, (double)got);
                     continue;
                 }
@@ -715,14 +702,14 @@ static void unpack_case(uint64_t seed, moe_wformat fmt, moe_dtype sdtype, int gs
                 double tol = quant ? 1e-6 * pc.mag[(size_t)r * K + k] : 0.0;
                 double err = fabs((double)got - want), perr = fabs((double)got - pdst[(size_t)k * MOE_PANEL + r]);
                 if (!(err <= tol))
-                    mismatch("panel_unpack [%s] %s: dst[%d][%d] = %.9g, weight %.9g, error %.3g > %.3g", names[t],
+                    test_mismatch("panel_unpack [%s] %s: dst[%d][%d] = %.9g, weight %.9g, error %.3g > %.3g", names[t],
                              pc.desc, k, r, (double)got, want, err, tol);
                 else if (!(perr <= tol))
-                    mismatch("panel_unpack [%s] %s: dst[%d][%d] = %.9g, portable %.9g", names[t], pc.desc, k, r,
+                    test_mismatch("panel_unpack [%s] %s: dst[%d][%d] = %.9g, portable %.9g", names[t], pc.desc, k, r,
                              (double)got, (double)pdst[(size_t)k * MOE_PANEL + r]);
             }
         long b = canary_broken(dst + n, CANARY_N);
-        if (b >= 0) mismatch("panel_unpack [%s] %s: wrote %ld floats past the [K][16] buffer", names[t], pc.desc, b + 1);
+        if (b >= 0) test_mismatch("panel_unpack [%s] %s: wrote %ld floats past the [K][16] buffer", names[t], pc.desc, b + 1);
     }
     free(dst), free(pdst);
     panel_free(&pc);
@@ -772,7 +759,7 @@ static void gemm_tile_all(void **state)
                 kt[t]->gemm_tile(K - k1, A + (size_t)k1 * mr, B0 + (size_t)k1 * MOE_PANEL, B1 + (size_t)k1 * MOE_PANEL,
                                  S, 1);
                 if (memcmp(S, C, sizeof(float) * (size_t)mr * MOE_TILE_N) != 0)
-                    mismatch("gemm_tile [%s] K %d: split into %d + %d accumulated differs from one call", names[t], K,
+                    test_mismatch("gemm_tile [%s] K %d: split into %d + %d accumulated differs from one call", names[t], K,
                              k1, K - k1);
             }
             /* the portable tile, mr rows at a time, on the same rows */
@@ -797,14 +784,14 @@ static void gemm_tile_all(void **state)
                     double tol = 1e-5 * abs_s + 1e-6, got = C[i * MOE_TILE_N + j];
                     n_checked++;
                     if (!(fabs(got - s) <= tol))
-                        mismatch("gemm_tile [%s] K %d: C[%d][%d] = %.9g, reference %.9g, error %.3g > %.3g", names[t],
+                        test_mismatch("gemm_tile [%s] K %d: C[%d][%d] = %.9g, reference %.9g, error %.3g > %.3g", names[t],
                                  K, i, j, got, s, fabs(got - s), tol);
                     else if (!(fabs(got - P[i * MOE_TILE_N + j]) <= tol))
-                        mismatch("gemm_tile [%s] K %d: C[%d][%d] = %.9g, portable %.9g", names[t], K, i, j, got,
+                        test_mismatch("gemm_tile [%s] K %d: C[%d][%d] = %.9g, portable %.9g", names[t], K, i, j, got,
                                  (double)P[i * MOE_TILE_N + j]);
                 }
             long b = canary_broken(C + mr * MOE_TILE_N, sizeof C / sizeof C[0] - (size_t)mr * MOE_TILE_N);
-            if (b >= 0) mismatch("gemm_tile [%s] K %d: wrote C beyond its %d rows (float %ld after)", names[t], K, mr, b);
+            if (b >= 0) test_mismatch("gemm_tile [%s] K %d: wrote C beyond its %d rows (float %ld after)", names[t], K, mr, b);
             free(A), free(B0), free(B1), free(Ap);
         }
     finish("gemm_tile");
@@ -836,14 +823,14 @@ static void swiglu_case(uint64_t *rng, int n, const moe_cpu_kernels *const *kt, 
             double tol = 1e-6 * fabs(want) + 1e-30;
             n_checked++;
             if (!(fabs(got - want) <= tol))
-                mismatch("swiglu [%s] n %d: h[%d] = %.9g for g %.9g u %.9g, reference %.9g, error %.3g > %.3g", names[t],
+                test_mismatch("swiglu [%s] n %d: h[%d] = %.9g for g %.9g u %.9g, reference %.9g, error %.3g > %.3g", names[t],
                          n, j, got, gd, (double)u[j], want, fabs(got - want), tol);
             else if (!(fabs(got - ph[j]) <= tol))
-                mismatch("swiglu [%s] n %d: h[%d] = %.9g for g %.9g u %.9g, portable %.9g", names[t], n, j, got, gd,
+                test_mismatch("swiglu [%s] n %d: h[%d] = %.9g for g %.9g u %.9g, portable %.9g", names[t], n, j, got, gd,
                          (double)u[j], (double)ph[j]);
         }
         long b = canary_broken(h + n, CANARY_N);
-        if (b >= 0) mismatch("swiglu [%s] n %d: wrote h[%ld], past n", names[t], n, n + b);
+        if (b >= 0) test_mismatch("swiglu [%s] n %d: wrote h[%ld], past n", names[t], n, n + b);
     }
     free(g), free(u), free(h), free(ph);
 }
@@ -893,11 +880,11 @@ static void pack_a(void **state)
                         float got = dst[(size_t)k * mr + i], want = i < m ? x[i][k] : 0.0f;
                         n_checked++;
                         if (memcmp(&got, &want, sizeof got) != 0)
-                            mismatch("moe_pack_a K %d m %d mr %d: dst[%d][%d] = %.9g, want %.9g", K, m, mr, k, i,
+                            test_mismatch("moe_pack_a K %d m %d mr %d: dst[%d][%d] = %.9g, want %.9g", K, m, mr, k, i,
                                      (double)got, (double)want);
                     }
                 long c = canary_broken(dst + n, CANARY_N);
-                if (c >= 0) mismatch("moe_pack_a K %d m %d mr %d: wrote past [K][mr]", K, m, mr);
+                if (c >= 0) test_mismatch("moe_pack_a K %d m %d mr %d: wrote past [K][mr]", K, m, mr);
                 for (int i = 0; i < m; i++) free(x[i]);
                 free(dst);
             }
@@ -923,10 +910,10 @@ static void group_sums(void **state)
                 double tol = 1e-5 * abs_s + 1e-6;
                 n_checked++;
                 if (!(fabs(sums[g] - s) <= tol))
-                    mismatch("moe_group_sums K %d group %d: sums[%d] = %.9g, reference %.9g", K, gs, g, (double)sums[g], s);
+                    test_mismatch("moe_group_sums K %d group %d: sums[%d] = %.9g, reference %.9g", K, gs, g, (double)sums[g], s);
             }
             long c = canary_broken(sums + groups, CANARY_N);
-            if (c >= 0) mismatch("moe_group_sums K %d group %d: wrote sums[%ld], past K/group", K, gs, groups + c);
+            if (c >= 0) test_mismatch("moe_group_sums K %d group %d: wrote sums[%ld], past K/group", K, gs, groups + c);
             free(x), free(sums);
         }
     finish("moe_group_sums");

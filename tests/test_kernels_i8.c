@@ -32,21 +32,9 @@
 #include "kernels/kernels.h"
 #include "support/testutil.h"
 
-enum { MAX_REPORTS = 25, OUT_LEN = MOE_PANEL + 8, MT = MOE_TILE_MAX_M };
+enum { OUT_LEN = MOE_PANEL + 8, MT = MOE_TILE_MAX_M };
 
-static long n_fail, n_checked;
-
-static void mismatch(const char *fmt, ...)
-{
-    if (n_fail++ < MAX_REPORTS) {
-        char buf[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, sizeof buf, fmt, ap);
-        va_end(ap);
-        print_error("%s\n", buf);
-    }
-}
+static long n_checked;
 
 static void *xmalloc(size_t n)
 {
@@ -198,7 +186,7 @@ static void check_out(const char *what, const char *isa, const i8_panel *pc, int
 {
     n_checked++;
     if (!(fabs((double)got[r] - ref) <= 2e-6 * mag + 1e-30))
-        mismatch("%s [%s] %s m %d: out[%d][%d] = %.9g, exact %.9g (error %.3g, allowed %.3g)", what, isa, pc->desc, m,
+        test_mismatch("%s [%s] %s m %d: out[%d][%d] = %.9g, exact %.9g (error %.3g, allowed %.3g)", what, isa, pc->desc, m,
                  i, r, (double)got[r], ref, fabs((double)got[r] - ref), 2e-6 * mag);
 }
 
@@ -248,11 +236,11 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
                     for (int r = 0; r < nr; r++) check_out("panel_gemv_i8", names[t], &pc, m, i, gemv[i], ref[i][r], mag[i][r], r);
                     for (int r = nr; r < OUT_LEN; r++)
                         if (memcmp(&gemv[i][r], &CANARY, sizeof(float)) != 0)
-                            mismatch("panel_gemv_i8 [%s] %s: wrote out[%d][%d], beyond nr", names[t], desc, i, r);
+                            test_mismatch("panel_gemv_i8 [%s] %s: wrote out[%d][%d], beyond nr", names[t], desc, i, r);
                 }
                 for (int i = 0; i < MT; i++)
                     if ((i < i0 || i >= i0 + m) && memcmp(&gemv[i][0], &CANARY, sizeof(float)) != 0)
-                        mismatch("panel_gemv_i8 [%s] %s: wrote token %d beyond the call's", names[t], desc, i);
+                        test_mismatch("panel_gemv_i8 [%s] %s: wrote token %d beyond the call's", names[t], desc, i);
             }
         /* every token once more, for the bitwise comparison below */
         for (int i0 = 0; i0 < MT; i0 += MOE_GEMV_MAX_M)
@@ -269,18 +257,18 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
             for (int i = 0; i < MT; i++) {
                 if (i >= m) {
                     if (memcmp(&buf[i][0], &CANARY, sizeof(float)) != 0)
-                        mismatch("panel_gemm_i8 [%s] %s m %d: wrote token %d", names[t], desc, m, i);
+                        test_mismatch("panel_gemm_i8 [%s] %s m %d: wrote token %d", names[t], desc, m, i);
                     continue;
                 }
                 for (int r = 0; r < nr; r++) {
                     check_out("panel_gemm_i8", names[t], &pc, m, i, buf[i], ref[i][r], mag[i][r], r);
                     if (memcmp(&buf[i][r], &gemv[i][r], sizeof(float)) != 0)
-                        mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, its panel_gemv_i8 %.9g (other bits)",
+                        test_mismatch("panel_gemm_i8 [%s] %s m %d: out[%d][%d] = %.9g, its panel_gemv_i8 %.9g (other bits)",
                                  names[t], desc, m, i, r, (double)buf[i][r], (double)gemv[i][r]);
                 }
                 for (int r = nr; r < OUT_LEN; r++)
                     if (memcmp(&buf[i][r], &CANARY, sizeof(float)) != 0)
-                        mismatch("panel_gemm_i8 [%s] %s m %d: wrote out[%d][%d], beyond nr", names[t], desc, m, i, r);
+                        test_mismatch("panel_gemm_i8 [%s] %s m %d: wrote out[%d][%d], beyond nr", names[t], desc, m, i, r);
             }
             free(q), free(d), free(s);
         }
@@ -303,13 +291,13 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
                 for (int i = 0; i < MT; i++) {
                     if (i < i0 || i >= i0 + m) {
                         if (memcmp(&gemv[i][0], &CANARY, sizeof(float)) != 0)
-                            mismatch("panel_gemv_i8x2 [%s] %s: wrote token %d beyond the call's", isa, desc, i);
+                            test_mismatch("panel_gemv_i8x2 [%s] %s: wrote token %d beyond the call's", isa, desc, i);
                         continue;
                     }
                     for (int r = 0; r < nr; r++) check_out("panel_gemv_i8x2", isa, &pc, m, i, gemv[i], ref2[i][r], mag2[i][r], r);
                     for (int r = nr; r < OUT_LEN; r++)
                         if (memcmp(&gemv[i][r], &CANARY, sizeof(float)) != 0)
-                            mismatch("panel_gemv_i8x2 [%s] %s: wrote out[%d][%d], beyond nr", isa, desc, i, r);
+                            test_mismatch("panel_gemv_i8x2 [%s] %s: wrote out[%d][%d], beyond nr", isa, desc, i, r);
                 }
             }
         for (int i0 = 0; i0 < MT; i0 += MOE_GEMV_MAX_M)
@@ -327,7 +315,7 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
                     int j = moe_act_i8_index(fmt, k);
                     n_checked++;
                     if (a[((size_t)(k / 8) * m + i) * 8 + moe_act_i8x2_pos(fmt, k % 8)] != MOE_I8_RESIDUAL_STEPS * xq[i][j] + xr[i][j])
-                        mismatch("moe_pack_act_i8x2 %s m %d: token %d input %d misplaced", desc, m, i, k);
+                        test_mismatch("moe_pack_act_i8x2 %s m %d: token %d input %d misplaced", desc, m, i, k);
                 }
             for (int i = 0; i < MT; i++)
                 for (int r = 0; r < OUT_LEN; r++) buf[i][r] = CANARY;
@@ -335,18 +323,18 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
             for (int i = 0; i < MT; i++) {
                 if (i >= m) {
                     if (memcmp(&buf[i][0], &CANARY, sizeof(float)) != 0)
-                        mismatch("panel_gemm_i8x2 [%s] %s m %d: wrote token %d", isa, desc, m, i);
+                        test_mismatch("panel_gemm_i8x2 [%s] %s m %d: wrote token %d", isa, desc, m, i);
                     continue;
                 }
                 for (int r = 0; r < nr; r++) {
                     check_out("panel_gemm_i8x2", isa, &pc, m, i, buf[i], ref2[i][r], mag2[i][r], r);
                     if (memcmp(&buf[i][r], &gemv[i][r], sizeof(float)) != 0)
-                        mismatch("panel_gemm_i8x2 [%s] %s m %d: out[%d][%d] = %.9g, its panel_gemv_i8x2 %.9g (other bits)",
+                        test_mismatch("panel_gemm_i8x2 [%s] %s m %d: out[%d][%d] = %.9g, its panel_gemv_i8x2 %.9g (other bits)",
                                  isa, desc, m, i, r, (double)buf[i][r], (double)gemv[i][r]);
                 }
                 for (int r = nr; r < OUT_LEN; r++)
                     if (memcmp(&buf[i][r], &CANARY, sizeof(float)) != 0)
-                        mismatch("panel_gemm_i8x2 [%s] %s m %d: wrote out[%d][%d], beyond nr", isa, desc, m, i, r);
+                        test_mismatch("panel_gemm_i8x2 [%s] %s m %d: wrote out[%d][%d], beyond nr", isa, desc, m, i, r);
             }
             free(a), free(d), free(s);
         }
@@ -362,7 +350,7 @@ static void extremes(void **state)
     static const moe_dtype sds[] = { MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16 };
     static const int gss[] = { 32, 64, 128 }, nrs[] = { 16, 11 };
     uint64_t rng = 0x1e8a70001u;
-    n_fail = n_checked = 0;
+    test_failures = n_checked = 0;
     const char *names[TEST_MAX_ISAS];
     int nt = test_supported_isas(names, TEST_MAX_ISAS);
     for (int t = 0; t < nt; t++) {
@@ -379,8 +367,8 @@ static void extremes(void **state)
                 int gs = gss[v % 3], ng = 1 + (v / 3) % 3;
                 one_case(&rng, (moe_wformat)f, sds[(v / 2) % 3], gs, ng * gs, nrs[v % 2], ck, ak);
             }
-    print_message("int8 kernels at the extremes: %ld output elements checked, %ld mismatches\n", n_checked, n_fail);
-    if (n_fail) fail();
+    print_message("int8 kernels at the extremes: %ld output elements checked, %ld mismatches\n", n_checked, test_failures);
+    if (test_failures) fail();
 }
 
 /* The AVX2 set has the int8 kernels (so int8 activations are its default

@@ -2,8 +2,14 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cmocka.h>
 
 #include "moe/runtime.h"
 #include "quant/affine.h"
@@ -143,4 +149,18 @@ int test_supported_isas(const char **names, int max)
     for (int i = 0; i < (int)(sizeof all / sizeof all[0]) && n < max; i++)
         if (moe_cpu_isa_supported(all[i])) names[n++] = all[i];
     return n;
+}
+
+long test_failures;
+
+void test_mismatch(const char *fmt, ...)
+{
+    if (test_failures++ < TEST_MAX_REPORTS) {
+        char buf[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        print_error("%s\n", buf);
+    }
 }

@@ -49,6 +49,12 @@ static inline uint32_t test_bits_of_float(float f)
     return u;
 }
 
+/* Mismatches found by the running check: test_mismatch counts one in
+ * test_failures and prints the first TEST_MAX_REPORTS of them. */
+enum { TEST_MAX_REPORTS = 25 };
+extern long test_failures;
+void test_mismatch(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 enum { TEST_MAX_ISAS = 5 };
 
 /* The CPU kernel sets this machine can run, best first; returns the count. */
