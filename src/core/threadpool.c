@@ -1,35 +1,57 @@
 /* core/threadpool.c — the thread team behind moe_parallel_run.
  *
- * Workers are created on first use and kept. A run bumps a generation
- * counter; idle workers spin on it for a while (cheap wake-up between layers)
- * and then sleep on a condition variable (no burnt core when moe is idle). */
+ * Workers are created on first use and kept. Every wait — a worker for the
+ * next run, the caller for the team to finish, a thread at a barrier — spins
+ * for a short while (SPIN_NS: a decode step's regions follow each other
+ * within microseconds, far sooner than a futex wake-up), then sleeps on the
+ * word it waits for. Sleeping matters on a busy machine: when another
+ * process holds one of our cores, a thread that yields in a loop keeps
+ * taking turns from the straggler it waits for, and a step took ~100× its
+ * time; a sleeping one gives the core away until it is woken.
+ *
+ * The default team is one thread per physical core the process may run on
+ * (hyperthreads share a core's load and multiply units, which every kernel
+ * here keeps busy). */
 #include "core/threadpool.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 
 #include "moe/runtime.h"
 #include "core/error.h"
 
-enum { MAX_THREADS = 256, SPIN_ROUNDS = 4000 };
+enum { MAX_THREADS = 256 };
+static const long SPIN_NS = 50 * 1000;   /* spin this long before sleeping */
+
+/* A word threads wait on, and how many sleep on it. */
+typedef struct {
+    atomic_uint value;
+    atomic_int sleepers;
+} wait_word;
 
 static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t wake;
-    atomic_uint generation;
-    atomic_int finished;      /* workers done with the current generation */
+    wait_word generation;     /* bumped to start a run */
+    wait_word finished;       /* workers done with the current run */
+    wait_word barrier_phase;  /* bumped when a barrier opens */
     atomic_int barrier_count;
-    atomic_uint barrier_phase;
     moe_parallel_fn fn;
     void *ctx;
     int team;                 /* threads taking part in the current run */
     int workers;              /* worker threads created (team - 1 at most) */
     int threads_wanted;       /* moe_set_num_threads, 0 = not set yet */
     unsigned born_at[MAX_THREADS]; /* generation when each worker was created */
-} pool = { .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
+} pool;
 
 static void cpu_relax(void)
 {
@@ -38,37 +60,114 @@ static void cpu_relax(void)
 #endif
 }
 
+static long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static void word_sleep(wait_word *w, unsigned seen)
+{
+#if defined(__linux__)
+    /* returns at once if the word no longer holds `seen` */
+    syscall(SYS_futex, &w->value, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+#else
+    (void)w, (void)seen;
+    sched_yield();
+#endif
+}
+
+/* Returns once w's value differs from `seen`. */
+static void word_wait_change(wait_word *w, unsigned seen)
+{
+    if (atomic_load_explicit(&w->value, memory_order_acquire) != seen) return;
+    long deadline = 0;
+    for (int spins = 1;; spins++) {
+        cpu_relax();
+        if (atomic_load_explicit(&w->value, memory_order_acquire) != seen) return;
+        if (spins % 64) continue;     /* the clock costs more than a pause */
+        if (!deadline) deadline = now_ns() + SPIN_NS;
+        else if (now_ns() >= deadline) break;
+    }
+    atomic_fetch_add(&w->sleepers, 1);
+    while (atomic_load_explicit(&w->value, memory_order_acquire) == seen) word_sleep(w, seen);
+    atomic_fetch_sub(&w->sleepers, 1);
+}
+
+/* Changes w (by delta) and wakes whoever sleeps on it. The sleeper counts
+ * itself before its last look at the value, so either it sees the change
+ * or we see it counted. */
+static unsigned word_add(wait_word *w, unsigned delta)
+{
+    unsigned v = atomic_fetch_add_explicit(&w->value, delta, memory_order_acq_rel) + delta;
+#if defined(__linux__)
+    if (atomic_load(&w->sleepers) > 0) syscall(SYS_futex, &w->value, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#endif
+    return v;
+}
+
 static void *worker_main(void *arg)
 {
     int id = (int)(intptr_t)arg;
     /* Not the current generation: the creator may bump it before we get here. */
     unsigned seen = pool.born_at[id];
     for (;;) {
-        int spins = 0;
-        while (atomic_load_explicit(&pool.generation, memory_order_acquire) == seen) {
-            if (++spins < SPIN_ROUNDS) { cpu_relax(); continue; }
-            pthread_mutex_lock(&pool.mu);
-            while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.mu);
-            pthread_mutex_unlock(&pool.mu);
-        }
-        seen = atomic_load(&pool.generation);
+        word_wait_change(&pool.generation, seen);
+        seen = atomic_load_explicit(&pool.generation.value, memory_order_acquire);
         if (id < pool.team) pool.fn(pool.ctx, id, pool.team);
-        atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
+        word_add(&pool.finished, 1);
     }
     return NULL;
+}
+
+/* Physical cores among the CPUs this process may run on: a core counted
+ * once however many hardware threads it has (sysfs topology); every
+ * allowed CPU when the topology cannot be read. */
+static int physical_cores(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+    }
+    int allowed = CPU_COUNT(&set), cores = 0;
+    static long seen[CPU_SETSIZE];
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &set)) continue;
+        char path[96];
+        long core = -1, package = 0;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/core_id", cpu);
+        FILE *f = fopen(path, "r");
+        if (!f || fscanf(f, "%ld", &core) != 1) {
+            if (f) fclose(f);
+            return allowed > 0 ? allowed : 1;
+        }
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/physical_package_id", cpu);
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%ld", &package) != 1) package = 0;
+            fclose(f);
+        }
+        long key = package * 1000000L + core;
+        int known = 0;
+        for (int i = 0; i < cores && !known; i++) known = seen[i] == key;
+        if (!known) seen[cores++] = key;
+    }
+    return cores > 0 ? cores : 1;
 }
 
 int moe_num_threads(void)
 {
     if (pool.threads_wanted > 0) return pool.threads_wanted;
-    /* decided once: sysconf reads a file under /sys on every call */
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    /* decided once: the topology is read from files */
+    int n = physical_cores();
     const char *env = getenv("MOE_THREADS");
     if (env && atoi(env) > 0) n = atoi(env);
     if (n < 1) n = 1;
     if (n > MAX_THREADS) n = MAX_THREADS;
-    pool.threads_wanted = (int)n;
-    return (int)n;
+    pool.threads_wanted = n;
+    return n;
 }
 
 moe_status moe_set_num_threads(int n)
@@ -84,7 +183,7 @@ static int ensure_workers(int n)
 {
     while (pool.workers < n - 1) {
         pthread_t t;
-        pool.born_at[pool.workers + 1] = atomic_load(&pool.generation);
+        pool.born_at[pool.workers + 1] = atomic_load(&pool.generation.value);
         if (pthread_create(&t, NULL, worker_main, (void *)(intptr_t)(pool.workers + 1)) != 0) break;
         pthread_detach(t);
         pool.workers++;
@@ -99,17 +198,13 @@ void moe_parallel_run(moe_parallel_fn fn, void *ctx)
     if (n == 1) { fn(ctx, 0, 1); return; }
     pool.fn = fn;
     pool.ctx = ctx;
-    atomic_store(&pool.finished, 0);
-    pthread_mutex_lock(&pool.mu);
-    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
-    pthread_cond_broadcast(&pool.wake);
-    pthread_mutex_unlock(&pool.mu);
+    atomic_store(&pool.finished.value, 0);
+    word_add(&pool.generation, 1);
     fn(ctx, 0, n);
-    int spins = 0;
-    while (atomic_load_explicit(&pool.finished, memory_order_acquire) < pool.workers) {
-        if (++spins < SPIN_ROUNDS) cpu_relax();
-        else sched_yield();
-    }
+    /* every worker (also those beyond the team) reports once a run */
+    for (unsigned done; (done = atomic_load_explicit(&pool.finished.value, memory_order_acquire)) <
+                        (unsigned)pool.workers;)
+        word_wait_change(&pool.finished, done);
 }
 
 void moe_parallel_run_alone(moe_parallel_fn fn, void *ctx)
@@ -122,15 +217,11 @@ void moe_parallel_barrier(void)
 {
     int n = pool.team;
     if (n <= 1) return;
-    unsigned phase = atomic_load(&pool.barrier_phase);
+    unsigned phase = atomic_load(&pool.barrier_phase.value);
     if (atomic_fetch_add(&pool.barrier_count, 1) == n - 1) {
         atomic_store(&pool.barrier_count, 0);
-        atomic_fetch_add(&pool.barrier_phase, 1);
+        word_add(&pool.barrier_phase, 1);
         return;
     }
-    int spins = 0;
-    while (atomic_load(&pool.barrier_phase) == phase) {
-        if (++spins < SPIN_ROUNDS) cpu_relax();
-        else sched_yield();
-    }
+    word_wait_change(&pool.barrier_phase, phase);
 }

@@ -187,6 +187,9 @@ typedef struct {
     /* int8 paths: activation rows (a token's int8 digits; with the residual
      * digit each token is two rows, 2t and 2t + 1, whose results add) */
     int rows, x2, tile;     /* tile: rows a kernel call takes */
+    /* x2 through the panel GEMM's joined-digit entry (panel_gemm_i8x2):
+     * tiles of `tile` tokens, each input's two digits one int16 */
+    int joined;
 } linear_ctx;
 
 /* Tokens of one GEMM block: eight register tiles, whose packed inputs
@@ -241,7 +244,26 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
         if (!c->k->panel_gemm_i8 || c->rows <= MOE_GEMV_MAX_M) return;
         /* int8 tiles for the panel GEMM, packed once for all threads */
         moe_parallel_barrier();
-        int ng = K / G, tiles = (c->rows + c->tile - 1) / c->tile;
+        int ng = K / G;
+        if (c->joined) {
+            int tiles = (c->tokens + c->tile - 1) / c->tile;
+            moe_parallel_split(tiles, t, nt, &lo, &hi);
+            for (int tile = lo; tile < hi; tile++) {
+                const int8_t *q[MOE_TILE_MAX_M], *r[MOE_TILE_MAX_M];
+                const float *d[MOE_TILE_MAX_M], *s[MOE_TILE_MAX_M];
+                size_t t0 = (size_t)tile * c->tile;
+                int m = min_int(c->tile, c->tokens - (int)t0);
+                for (int i = 0; i < m; i++) {
+                    size_t row = 2 * (t0 + i);   /* a token's digit row; its residual follows */
+                    q[i] = l->ws->xq + row * K, r[i] = q[i] + K;
+                    d[i] = l->ws->xd + row * ng, s[i] = l->ws->xsum + row * ng;
+                }
+                moe_pack_act_i8x2(l->w.fmt.fmt, K, G, m, q, r, d, s, (int16_t *)l->ws->aq + t0 * K,
+                                  l->ws->ad + t0 * ng, l->ws->as + t0 * ng);
+            }
+            return;
+        }
+        int tiles = (c->rows + c->tile - 1) / c->tile;
         moe_parallel_split(tiles, t, nt, &lo, &hi);
         for (int tile = lo; tile < hi; tile++) {
             const int8_t *q[MOE_TILE_MAX_M];
@@ -293,7 +315,14 @@ static void run_i8(const linear_ctx *c, int p0, int p1)
     int gemm = c->k->panel_gemm_i8 && c->rows > MOE_GEMV_MAX_M;
     for (int p = p0; p < p1; p++) {
         moe_panel pn = panel_at(l, p);
-        for (int r0 = 0; r0 < c->rows; r0 += c->tile) {
+        for (int t0 = 0; c->joined && t0 < c->tokens; t0 += c->tile) {
+            int m = min_int(c->tile, c->tokens - t0);
+            float *out[MOE_TILE_MAX_M];
+            for (int i = 0; i < m; i++) out[i] = c->y + (size_t)(t0 + i) * l->out + (size_t)p * MOE_PANEL;
+            c->k->panel_gemm_i8x2(&l->w.fmt, &pn, m, (const int16_t *)l->ws->aq + (size_t)t0 * K,
+                                  l->ws->ad + (size_t)t0 * ng, l->ws->as + (size_t)t0 * ng, out);
+        }
+        for (int r0 = 0; !c->joined && r0 < c->rows; r0 += c->tile) {
             int m = min_int(c->tile, c->rows - r0);
             float *out[MOE_TILE_MAX_M], extra[MOE_TILE_MAX_M][MOE_PANEL];
             for (int i = 0; i < m; i++) {
@@ -303,6 +332,19 @@ static void run_i8(const linear_ctx *c, int p0, int p1)
             if (gemm) {
                 c->k->panel_gemm_i8(&l->w.fmt, &pn, m, l->ws->aq + (size_t)r0 * K, l->ws->ad + (size_t)r0 * ng,
                                     l->ws->as + (size_t)r0 * ng, out);
+            } else if (c->x2 && c->k->panel_gemv_i8x2) {
+                /* each token's two digits in one call, the codes split once */
+                const int8_t *q[MOE_GEMV_MAX_M], *qr[MOE_GEMV_MAX_M];
+                const float *d[MOE_GEMV_MAX_M], *s[MOE_GEMV_MAX_M];
+                float *o[MOE_GEMV_MAX_M];
+                for (int i = 0; i < m / 2; i++) {
+                    size_t row = (size_t)(r0 + 2 * i);
+                    q[i] = l->ws->xq + row * K, qr[i] = l->ws->xq + (row + 1) * K;
+                    d[i] = l->ws->xd + row * ng, s[i] = l->ws->xsum + row * ng;
+                    o[i] = out[2 * i];
+                }
+                c->k->panel_gemv_i8x2(&l->w.fmt, &pn, m / 2, q, qr, d, s, o);
+                continue;
             } else {
                 const int8_t *q[MOE_GEMV_MAX_M];
                 const float *d[MOE_GEMV_MAX_M], *s[MOE_GEMV_MAX_M];
@@ -392,8 +434,10 @@ static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
         (st = MOE_GROW(l->ws->xd, l->ws->xd_floats, rows * K / G, "activation scales")) != MOE_OK)
         return st;
     if (c->k->panel_gemm_i8 && rows > MOE_GEMV_MAX_M) {
-        size_t padded = (rows + (size_t)c->tile - 1) / (size_t)c->tile * (size_t)c->tile;
-        if ((st = MOE_GROW(l->ws->aq, l->ws->aq_bytes, padded * K, "int8 tiles")) != MOE_OK ||
+        /* joined: tiles of tokens, two bytes an input */
+        size_t tiled = c->joined ? (size_t)c->tokens : rows;
+        size_t padded = (tiled + (size_t)c->tile - 1) / (size_t)c->tile * (size_t)c->tile;
+        if ((st = MOE_GROW(l->ws->aq, l->ws->aq_bytes, padded * K * (c->joined ? 2 : 1), "int8 tiles")) != MOE_OK ||
             (st = MOE_GROW(l->ws->ad, l->ws->ad_floats, padded * K / G, "int8 tile scales")) != MOE_OK ||
             (st = MOE_GROW(l->ws->as, l->ws->as_floats, padded * K / G, "int8 tile sums")) != MOE_OK)
             return st;
@@ -417,6 +461,7 @@ moe_status moe_linear_forward(moe_linear *l, const float *x, int tokens, float *
         c.x2 = l->act == MOE_ACT_INT8X2;
         c.rows = tokens * (c.x2 ? 2 : 1);
         c.tile = c.k->panel_gemm_i8 && c.rows > MOE_GEMV_MAX_M ? c.k->mr_i8 : MOE_GEMV_MAX_M;
+        c.joined = c.x2 && c.k->panel_gemm_i8x2 && c.rows > MOE_GEMV_MAX_M;
     } else if (tokens > MOE_GEMV_MAX_M) c.path = PATH_GEMM;
     else c.path = PATH_GEMV;
     moe_status st = prepare_workspace(l, &c);
