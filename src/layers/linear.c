@@ -21,7 +21,12 @@
 #include "moe/runtime.h"
 #include "quant/dtype.h"
 
-enum { MAX_THREADS = 256 };
+enum {
+    MAX_THREADS = 256,
+    /* output panels a thread takes at a time: at 4 bits and K 2048, 72 KB
+     * of weights, a few µs of streaming for one counter update */
+    PANEL_CHUNK = 4
+};
 /* Weights up to this size run on the calling thread alone (moe_linear_forward). */
 static const size_t ALONE_BYTES = (size_t)512 << 10;
 
@@ -190,6 +195,7 @@ typedef struct {
     /* x2 through the panel GEMM's joined-digit entry (panel_gemm_i8x2):
      * tiles of `tile` tokens, each input's two digits one int16 */
     int joined;
+    moe_work *panels;       /* output panels handed out (int8 and matrix-vector paths) */
 } linear_ctx;
 
 /* Tokens of one GEMM block: eight register tiles, whose packed inputs
@@ -399,15 +405,16 @@ static void linear_thread(void *arg, int t, int nt)
     int p0, p1;
     /* GEMM threads take panels in pairs, the micro-kernel's width */
     if (c->path == PATH_GEMM) {
+        /* an even share: each token block is packed for all of a thread's
+         * panels, and many tokens keep the threads busy alike */
         moe_parallel_split((c->l->panels + 1) / 2, t, nt, &p0, &p1);
-        p0 *= 2;
-        p1 = min_int(2 * p1, c->l->panels);
-        run_gemm(c, &c->l->ws->scratch[t], p0, p1);
+        run_gemm(c, &c->l->ws->scratch[t], 2 * p0, min_int(2 * p1, c->l->panels));
         return;
     }
-    moe_parallel_split(c->l->panels, t, nt, &p0, &p1);
-    if (c->path == PATH_I8) run_i8(c, p0, p1);
-    else run_gemv(c, p0, p1);
+    while (moe_work_take(c->panels, c->l->panels, PANEL_CHUNK, &p0, &p1)) {
+        if (c->path == PATH_I8) run_i8(c, p0, p1);
+        else run_gemv(c, p0, p1);
+    }
 }
 
 static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
@@ -454,7 +461,8 @@ moe_status moe_linear_forward(moe_linear *l, const float *x, int tokens, float *
         if (!l->loaded[p])
             return moe_error_set(MOE_ERR_INVALID_ARG, "%s: rows from %d were never loaded", l->name, p * MOE_PANEL);
     if (tokens == 0) return MOE_OK;
-    linear_ctx c = { .l = l, .k = moe_kernels(), .x = x, .y = y, .tokens = tokens };
+    moe_work panels = { 0 };
+    linear_ctx c = { .l = l, .k = moe_kernels(), .x = x, .y = y, .tokens = tokens, .panels = &panels };
     c.quant = moe_wformat_is_quant(l->w.fmt.fmt);
     if (c.quant && l->act != MOE_ACT_FLOAT && c.k->panel_gemv_i8) {
         c.path = PATH_I8;

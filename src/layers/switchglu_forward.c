@@ -21,7 +21,18 @@ typedef struct {
     int x2;                     /* with int8: a residual digit too (MOE_ACT_INT8X2) */
     int chunk;                  /* vectors a matrix-vector call takes: MOE_GEMV_MAX_M, half with x2
                                  * as two rows (no panel_gemv_i8x2) */
+    /* every group on the matrix-vector kernels (a few tokens: decode):
+     * panels are handed out from counters, so that a thread slowed by
+     * another process does not hold the others up; larger groups keep
+     * their even shares (each thread packs a group's tokens once) */
+    int dynamic;
+    moe_work hidden_items;      /* (group, HIDDEN_CHUNK hidden panels) */
+    moe_work dim_items;         /* DIM_CHUNK model-dimension panels */
 } forward_ctx;
+
+/* Panels a thread takes at a time on the dynamic path: about 150 KB of
+ * 4-bit weights at D 2048 and I 1024 either way. */
+enum { HIDDEN_CHUNK = 4, DIM_CHUNK = 2 };
 
 /* The matrix-vector inputs of up to MOE_GEMV_MAX_M vectors: floats, group
  * sums, and int8 activations with their scales when those are in use. */
@@ -435,6 +446,8 @@ static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int 
     for (int g = 0; g < K / G; g++) dr[g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
 }
 
+static void down_rows(const forward_ctx *c, thread_scratch *sc, int q0, int q1);
+
 static void forward_thread(void *arg, int t, int nt)
 {
     forward_ctx *c = arg;
@@ -455,8 +468,27 @@ static void forward_thread(void *arg, int t, int nt)
 
     /* gate and up (and SwiGLU), this thread's hidden panels */
     gate_up_job job = { .c = c };
-    moe_parallel_split(l->panels_hidden, t, nt, &job.p0, &job.p1);
-    for (int gi = 0; gi < c->groups; gi++) {
+    if (c->dynamic) {
+        int per = (l->panels_hidden + HIDDEN_CHUNK - 1) / HIDDEN_CHUNK, item, end;
+        while (moe_work_take(&c->hidden_items, c->groups * per, 1, &item, &end)) {
+            int gi = item / per;
+            job.e = l->ws->group_expert[gi];
+            job.pairs = l->ws->order + l->ws->group_start[gi];
+            job.m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
+            job.p0 = item % per * HIDDEN_CHUNK;
+            job.p1 = min_int(job.p0 + HIDDEN_CHUNK, l->panels_hidden);
+            gate_up_chunked(&job, sc, 0);
+            if (!l->fused)
+                for (int i = 0; i < job.m; i++)
+                    for (int p = job.p0; p < job.p1; p++) {
+                        size_t off = (size_t)job.pairs[i] * I + (size_t)p * MOE_PANEL;
+                        c->kern->swiglu(panel_rows(I, p), l->ws->g + off, l->ws->u + off, l->ws->h + off);
+                    }
+        }
+        job.p0 = job.p1 = 0;   /* SwiGLU done above */
+    } else
+        moe_parallel_split(l->panels_hidden, t, nt, &job.p0, &job.p1);
+    for (int gi = 0; gi < c->groups && !c->dynamic; gi++) {
         job.e = l->ws->group_expert[gi];
         job.pairs = l->ws->order + l->ws->group_start[gi];
         job.m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
@@ -486,7 +518,20 @@ static void forward_thread(void *arg, int t, int nt)
 
     /* down projection, weighted and summed into y, this thread's model rows */
     int q0, q1;
+    if (c->dynamic) {
+        while (moe_work_take(&c->dim_items, l->panels_dim, DIM_CHUNK, &q0, &q1)) down_rows(c, sc, q0, q1);
+        return;
+    }
     moe_parallel_split(l->panels_dim, t, nt, &q0, &q1);
+    down_rows(c, sc, q0, q1);
+}
+
+/* Model rows of panels [q0, q1): zeroed, then every group's down projection
+ * weighted into them. */
+static void down_rows(const forward_ctx *c, thread_scratch *sc, int q0, int q1)
+{
+    const moe_switchglu *l = c->l;
+    int D = l->dim;
     int r0 = q0 * MOE_PANEL, r1 = min_int(q1 * MOE_PANEL, D);
     for (int tok = 0; tok < c->tokens && r1 > r0; tok++)
         memset(c->y + (size_t)tok * D + r0, 0, sizeof(float) * (size_t)(r1 - r0));
@@ -659,8 +704,10 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
     c.i8_h = i8 && moe_wformat_is_quant(l->down.fmt.fmt);
     c.x2 = i8 && l->int8_activations == MOE_ACT_INT8X2;
     c.chunk = c.x2 && !c.kern->panel_gemv_i8x2 ? MOE_GEMV_MAX_M / 2 : MOE_GEMV_MAX_M;
+    c.dynamic = 1;
     for (int gi = 0; gi < c.groups; gi++) {
         int m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
+        c.dynamic &= m <= MOE_GEMV_MAX_M;
         c.need_xsum |= !group_uses_gemm(&c, 0, m) && moe_wformat_is_quant(l->gate_up.fmt.fmt);
         c.need_hsum |= !group_uses_gemm(&c, 1, m) && moe_wformat_is_quant(l->down.fmt.fmt);
     }
