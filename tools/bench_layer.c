@@ -127,7 +127,7 @@ void bench_layer_usage(FILE *f)
         "  --dtype NAME[,..]  f32, bf16, q4, q8, q4-a8, q8-a8, q4-a8x2, q8-a8x2 (-a8: int8\n"
         "                     activations, -a8x2: with a residual digit; repeatable;\n"
         "                     default all)\n"
-        "  --threads N        worker threads (default: all cores)\n"
+        "  --threads N        worker threads (default: one per physical core)\n"
         "  --iters N          timed iterations per block (default: from a warm-up)\n"
         "  --isa NAME         CPU kernel set (moe_cpu_select_isa: avx512vnni, avx512,\n"
         "                     avxvnni, avx2, portable; default: the best this CPU runs)\n"

@@ -344,7 +344,7 @@ void cli_usage_runtime(FILE *f)
 {
     fprintf(f, "  --device cuda|cpu|auto   where to run (auto, the default: cuda when moe was built with CUDA\n"
                "                           and a GPU is present, else cpu)\n"
-               "  --threads N              threads (default: all cores)\n"
+               "  --threads N              threads (default: one per physical core)\n"
                "  --isa NAME               CPU kernel set: avx512vnni, avx512, avxvnni, avx2, portable (default: best)\n"
                "  --fuse-gate-up on|off    fused gate-up expert projection (default on)\n"
                "  --activations auto|float|int8|int8x2\n"
