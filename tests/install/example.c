@@ -2,8 +2,9 @@
  * builds it with pkg-config and with find_package, against libmoe.so and
  * libmoe.a): it loads the tiny OLMoE fixture given as argv[1], generates 10
  * greedy tokens after the prompt the command-line tests use, and checks them
- * against the ids transformers produced for that model. It includes only
- * the public headers, as any program outside the tree would. */
+ * against the ids transformers produced for that model, on the GPU where
+ * the build has CUDA and the machine a GPU, else on the CPU. It includes
+ * only the public headers, as any program outside the tree would. */
 #include <stdio.h>
 #include <string.h>
 
@@ -40,7 +41,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    st = moe_model_load(argv[1], NULL, &m);
+    moe_model_options opt = moe_model_default_options();
+    opt.device = MOE_DEVICE_AUTO;
+    st = moe_model_load(argv[1], &opt, &m);
     if (st != MOE_OK) return fail("load", st);
     moe_model_info info = moe_model_get_info(m);
     moe_context *ctx = NULL;
