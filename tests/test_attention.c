@@ -1,7 +1,7 @@
 /* tests/test_attention.c — causal attention over a KV cache
  * (moe_attention_causal) against a plain double-precision reference on fresh
  * seeded random inputs, for every CPU kernel set this machine runs, 1 and 2
- * threads, and a float32 and a half (f16) cache:
+ * threads, and a float32, a half (f16) and an 8-bit (Q8) cache:
  *   decode        T = 1 at pos0 = 0 (one key) and far positions (the keys
  *                 split in segments whose partial results are merged), MHA
  *                 and GQA (heads 6 over kv heads 1, 2, 3; 8 over 2; 12 over
@@ -23,6 +23,13 @@
  *                 the f16-rounded values (so the tolerance stays the same),
  *                 and bit for bit what a float32 cache holding those rounded
  *                 values gives;
+ *   8-bit cache   the same cases stored as Q8 (kernels/kv_q8.h; rows padded
+ *                 in bytes), against the reference computed from the
+ *                 DEQUANTIZED values, so that again only float rounding
+ *                 differs (the same tolerance): the rows kernel dequantizing
+ *                 as it loads, the tile kernel on blocks dequantized by
+ *                 kv_q8_widen (fewer keys a block past head_dim 128); its
+ *                 quantization below;
  * every output element checked against the reference within 1e-5 of the
  * largest |out| of the case. Inputs have their exact sizes (the cache exactly
  * pos0 + T rows) so that the sanitizers catch any read past them; out starts
@@ -36,7 +43,20 @@
  *                 n; to f32 it copies the bits;
  *   f16_to_f32    the table's widening of a half cache block gives
  *                 moe_f16_to_f32's value for every one of the 65536 halves
- *                 (NaNs: a NaN of the same sign), nothing written past n. */
+ *                 (NaNs: a NaN of the same sign), nothing written past n.
+ * And an 8-bit cache's (kernels/kv_q8.h):
+ *   q8 round trip moe_kv_store to Q8 and each table's kv_q8_store give the
+ *                 bits of the scalar reference (moe_kv_q8_store_ref) on
+ *                 random vectors with outlier channels, all-equal, all-zero
+ *                 and one-element groups, values near float's extremes
+ *                 (huge, subnormal), NaNs; nothing written past the
+ *                 blocks; every finite element within scale/2 of its value
+ *                 (and the 2⁻²⁴·127 of x / scale's rounding), the scale
+ *                 within 2⁻⁷ above max|x|/127 (0 for a zero group), no NaN
+ *                 from finite input; head_dim 1 .. 130 (groups of 32 and a
+ *                 part group), one head and many in one call; kv_q8_widen
+ *                 gives moe_kv_q8_value's floats (rows with bytes between
+ *                 them); moe_kv_row_bytes of each cache dtype. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +70,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/kernels.h"
+#include "kernels/kv_q8.h"
 #include "moe/runtime.h"
 #include "quant/dtype.h"
 #include "support/testutil.h"
@@ -79,20 +100,20 @@ static void *xmalloc(size_t n)
 
 typedef struct {
     int T, pos0, heads, kv_heads, D;
-    int pad;        /* kv_stride = kv_heads·D + pad */
+    int pad;        /* kv_stride = kv_heads·D + pad (Q8: its row's bytes + pad) */
     double sharp;   /* scale = sharp / sqrt(D) */
 } attn_case;
 
 /* One case's inputs: q [T][heads][D], the cache [pos0+T][stride] for K and V
- * in dtype kv (kc, vc), and its values as floats (k, v: for a half cache, the
- * rounded values). */
+ * in dtype kv (kc, vc, rows cstride elements apart: Q8 bytes), and its
+ * values as floats (k, v: for a half or 8-bit cache, the values it holds). */
 typedef struct {
     attn_case c;
     moe_dtype kv;
-    size_t stride;
+    size_t stride, cstride;
     float scale;
     float *q, *k, *v;
-    uint16_t *kh, *vh; /* the half cache, or NULL */
+    void *kh, *vh; /* the half or 8-bit cache, or NULL */
     const void *kc, *vc;
     double *ref; /* [T][heads][D] */
     double tol;
@@ -103,9 +124,26 @@ typedef struct {
 static uint16_t *store_half(float *x, size_t n)
 {
     uint16_t *h = xmalloc(sizeof(uint16_t) * n);
-    moe_kv_store(MOE_DTYPE_F16, x, h, n);
+    moe_kv_store(MOE_DTYPE_F16, x, h, n, 1);
     for (size_t i = 0; i < n; i++) x[i] = moe_f16_to_f32(moe_f32_to_f16(x[i]));
     return h;
+}
+
+/* x's rows (kv_heads·D values, stride apart) stored into an 8-bit cache by
+ * moe_kv_store, rows cstride bytes apart (padding bytes set but never
+ * read); x becomes the values the cache holds. */
+static unsigned char *store_q8(float *x, int rows, const attn_case *c, size_t stride, size_t cstride)
+{
+    unsigned char *q = xmalloc(cstride * rows);
+    memset(q, 0x5a, cstride * rows);
+    size_t n = (size_t)c->kv_heads * c->D, hb = moe_kv_q8_head_bytes(c->D);
+    for (int j = 0; j < rows; j++) {
+        float *row = x + (size_t)j * stride;
+        unsigned char *dst = q + (size_t)j * cstride;
+        moe_kv_store(MOE_DTYPE_Q8, row, dst, n, c->D);
+        for (size_t i = 0; i < n; i++) row[i] = moe_kv_q8_value(dst + i / c->D * hb, c->D, (int)(i % c->D));
+    }
+    return q;
 }
 
 static void make_case(uint64_t *rng, const attn_case *c, moe_dtype kv, attn_data *a)
@@ -113,6 +151,7 @@ static void make_case(uint64_t *rng, const attn_case *c, moe_dtype kv, attn_data
     a->c = *c;
     a->kv = kv;
     a->stride = (size_t)c->kv_heads * c->D + c->pad;
+    a->cstride = kv == MOE_DTYPE_Q8 ? moe_kv_row_bytes(kv, c->kv_heads, c->D) + c->pad : a->stride;
     a->scale = (float)(c->sharp / sqrt(c->D));
     int keys = c->pos0 + c->T;
     size_t nq = (size_t)c->T * c->heads * c->D, nkv = (size_t)keys * a->stride;
@@ -124,8 +163,12 @@ static void make_case(uint64_t *rng, const attn_case *c, moe_dtype kv, attn_data
     test_rand_floats(rng, a->q, nq, -1.7320508, 1.7320508);
     test_rand_floats(rng, a->k, nkv, -1.7320508, 1.7320508);
     test_rand_floats(rng, a->v, nkv, -1, 1);
-    a->kh = kv == MOE_DTYPE_F16 ? store_half(a->k, nkv) : NULL;
-    a->vh = kv == MOE_DTYPE_F16 ? store_half(a->v, nkv) : NULL;
+    for (size_t i = 0; i < nkv; i++)
+        if (i % a->stride % c->D == 5 % c->D) a->k[i] *= 4; /* a large key channel in every head (as RoPE's) */
+    a->kh = kv == MOE_DTYPE_F16 ? (void *)store_half(a->k, nkv)
+          : kv == MOE_DTYPE_Q8  ? (void *)store_q8(a->k, keys, c, a->stride, a->cstride) : NULL;
+    a->vh = kv == MOE_DTYPE_F16 ? (void *)store_half(a->v, nkv)
+          : kv == MOE_DTYPE_Q8  ? (void *)store_q8(a->v, keys, c, a->stride, a->cstride) : NULL;
     a->kc = a->kh ? (const void *)a->kh : a->k;
     a->vc = a->vh ? (const void *)a->vh : a->v;
 
@@ -199,7 +242,7 @@ static void attend(const attn_data *a, int t0, int T, float *out)
 {
     const attn_case *c = &a->c;
     moe_attention_causal(T, c->pos0 + t0, c->heads, c->kv_heads, c->D, a->scale, a->q + (size_t)t0 * c->heads * c->D,
-                         a->kv, a->kc, a->vc, a->stride, out);
+                         a->kv, a->kc, a->vc, a->cstride, out);
 }
 
 /* One call over the whole case; then, if T > 1, the same queries in two
@@ -244,10 +287,11 @@ static void run_case(const attn_data *a, const char *isa, int threads)
 }
 
 /* Every case for every kernel set and 1 and 2 threads, on the same inputs,
- * with a float32 and then a half cache (the same values before rounding). */
+ * with a float32, a half and an 8-bit cache (the same values before
+ * rounding). */
 static void run_cases(const attn_case *cases, size_t n, uint64_t seed, const char *what)
 {
-    static const moe_dtype kvs[] = { MOE_DTYPE_F32, MOE_DTYPE_F16 };
+    static const moe_dtype kvs[] = { MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_Q8 };
     const char *names[TEST_MAX_ISAS];
     int nt = test_supported_isas(names, TEST_MAX_ISAS);
     assert_true(nt >= 1);
@@ -289,6 +333,11 @@ static void decode(void **state)
         { 1, 2500, 20, 20, 16, 0, 1 }, /* 20 kv heads: two attn_rows calls a block */
         { 1, 1300, 12, 1, 13, 0, 1 },  /* GQA 12: the tile kernel over key segments */
         { 1, 300, 8, 1, 136, 0, 1 },   /* GQA 8, head_dim > 128: the tile kernel widens a half cache itself */
+        { 1, 999, 16, 16, 128, 0, 3 }, /* OLMoE's shape: one call spans the 16 kv heads; sharp */
+        { 1, 64, 3, 3, 72, 5, 1 },     /* head_dim 72: a Q8 head of two groups and a half */
+        { 1, 256, 2, 2, 100, 0, 2 },
+        { 1, 1300, 12, 1, 72, 0, 1 },  /* GQA 12: the tile kernel over key segments */
+        { 1, 90, 2, 2, 520, 1, 1 },    /* the rows kernel at head_dim 520 (Q8: blocks of 31 keys) */
     };
     run_cases(cases, sizeof cases / sizeof cases[0], 0xa77e0001u, "decode");
 }
@@ -317,6 +366,9 @@ static void prefill(void **state)
         { 12, 900, 3, 3, 40, 0, 1 },   /* 12 lanes a kv head: tiles over key segments */
         { 2, 1500, 6, 2, 40, 0, 1 },   /* 6 lanes a kv head (GQA): the same */
         { 40, 20, 4, 2, 200, 3, 1 },   /* head_dim > 128: the tile kernel widens a half cache itself */
+        { 5, 3, 2, 2, 72, 0, 1 },
+        { 37, 0, 2, 2, 100, 2, 1 },
+        { 20, 30, 2, 1, 520, 0, 1 },   /* head_dim 520 (Q8: tile blocks of 31 keys) */
     };
     run_cases(cases, sizeof cases / sizeof cases[0], 0xa77e0002u, "prefill");
 }
@@ -332,6 +384,8 @@ static void tables_have_attention(void **state)
         assert_non_null(k->attn_tile);
         assert_non_null(k->attn_rows);
         assert_non_null(k->f32_to_f16);
+        assert_non_null(k->kv_q8_store);
+        assert_non_null(k->kv_q8_widen);
     }
 }
 
@@ -410,7 +464,7 @@ static void kv_store(void **state)
                 size_t n = lens[li];
                 uint16_t *h = xmalloc(sizeof(uint16_t) * (off + n + CANARY));
                 for (size_t i = 0; i < off + n + CANARY; i++) h[i] = 0xa5a5u;
-                moe_kv_store(MOE_DTYPE_F16, src + off, h + off, n);
+                moe_kv_store(MOE_DTYPE_F16, src + off, h + off, n, 1);
                 for (size_t i = 0; i < off + n + CANARY; i++) {
                     int inside = i >= off && i < off + n;
                     uint16_t w = inside ? want[i] : 0xa5a5u;
@@ -422,7 +476,7 @@ static void kv_store(void **state)
                 }
                 free(h);
                 float *f = xmalloc(sizeof(float) * (n + 1));
-                moe_kv_store(MOE_DTYPE_F32, src + off, f, n);
+                moe_kv_store(MOE_DTYPE_F32, src + off, f, n, 1);
                 n_checked += (long)n;
                 if (n && memcmp(f, src + off, sizeof(float) * n))
                     test_mismatch("[%s] moe_kv_store f32, n %zu from %zu: not a copy", names[t], n, off);
@@ -473,6 +527,140 @@ static void f16_to_f32(void **state)
     finish("f16_to_f32");
 }
 
+/* ---- an 8-bit cache's quantization ---- */
+
+/* A Q8 head's and row's bytes, and the dtype's traits. */
+static void q8_sizes(void **state)
+{
+    (void)state;
+    assert_int_equal(moe_kv_q8_head_bytes(128), 136);
+    assert_int_equal(moe_kv_q8_head_bytes(40), 44);
+    assert_int_equal(moe_kv_row_bytes(MOE_DTYPE_Q8, 16, 128), 16 * 136);
+    assert_int_equal(moe_kv_row_bytes(MOE_DTYPE_F16, 16, 128), 16 * 256);
+    assert_int_equal(moe_kv_row_bytes(MOE_DTYPE_F32, 3, 40), 3 * 160);
+    assert_int_equal(moe_kv_row_bytes(MOE_DTYPE_BF16, 3, 40), 0);
+    assert_int_equal(moe_kv_row_bytes(MOE_DTYPE_Q8, 0, 40), 0);
+    assert_string_equal(moe_dtype_name(MOE_DTYPE_Q8), "Q8");
+    assert_int_equal(moe_dtype_size(MOE_DTYPE_Q8), 1);
+}
+
+/* n head vectors of D values of one kind (by v's index): random with a few
+ * outlier channels, all equal, zero, tiny, huge, NaNs here and there. */
+static void fill_vectors(uint64_t *rng, float *x, size_t n, int D, int with_nan)
+{
+    for (size_t i = 0; i < n; i++) {
+        float *h = x + i * D;
+        int kind = (int)(i % 8);
+        double mag = kind == 4 ? 1e-41 : kind == 5 ? 1e36 : kind == 6 ? 3e-39 : 1.0; /* subnormal, huge */
+        for (int d = 0; d < D; d++) {
+            double r = test_rand_uniform(rng, -1.7320508, 1.7320508);
+            if (d % 29 == 3 || d % 41 == 7) r *= 40; /* RoPE-like outlier channels */
+            h[d] = kind == 1 ? 0.75f : kind == 2 ? 0.0f : kind == 3 ? -(float)(d % 5) : (float)(r * mag);
+        }
+        if (kind == 7 && D > 2) h[D / 2] = -0.0f, h[D - 1] = 1e-20f; /* a lone tiny value beside others */
+        if (with_nan && kind == 0) h[(i / 8) % D] = NAN;
+    }
+}
+
+static void check_round_trip(const char *isa, int D, size_t n, const float *x, const unsigned char *got, int with_nan)
+{
+    size_t hb = moe_kv_q8_head_bytes(D);
+    for (size_t i = 0; i < n; i++) {
+        const float *h = x + i * D;
+        const unsigned char *b = got + i * hb;
+        for (int g = 0; g * MOE_KV_Q8_GROUP < D; g++) {
+            int d0 = g * MOE_KV_Q8_GROUP, d1 = d0 + MOE_KV_Q8_GROUP < D ? d0 + MOE_KV_Q8_GROUP : D;
+            double amax = 0;
+            for (int d = d0; d < d1; d++)
+                if (!isnan(h[d])) amax = fmax(amax, fabs((double)h[d]));
+            double s = moe_kv_q8_scale(b, D, g);
+            n_checked++;
+            if (!(s >= amax / 127 * (1 - 1e-6) && s <= amax / 127 * (1 + 1.0 / 128) + 1e-39) || (amax == 0 && s != 0))
+                test_mismatch("[%s] D %d vector %zu group %d: scale %.9g for max|x| %.9g (want max/127 .. +2^-7)", isa,
+                              D, i, g, s, amax);
+            for (int d = d0; d < d1; d++) {
+                float val = moe_kv_q8_value(b, D, d);
+                n_checked++;
+                if (isnan(h[d])) {
+                    if (((const int8_t *)b)[d] != -127)
+                        test_mismatch("[%s] D %d vector %zu: a NaN at %d stored code %d, not -127", isa, D, i, d,
+                                      ((const int8_t *)b)[d]);
+                    continue;
+                }
+                double err = fabs((double)val - h[d]);
+                /* scale/2, and x / scale's own rounding (2^-24 of up to 127) */
+                if (isnan(val) || !(err <= s * (0.5 + 8e-6)))
+                    test_mismatch("[%s] D %d vector %zu element %d: %.9g stored as %.9g, error %.3g > scale/2 %.3g",
+                                  isa, D, i, d, h[d], val, err, s / 2);
+                else if (s > 0 && err / (s / 2) > worst) worst = err / (s / 2);
+            }
+        }
+    }
+    (void)with_nan;
+}
+
+/* Every kernel set's kv_q8_store (through moe_kv_store) against the
+ * reference, bit for bit, and the round-trip bounds; kv_q8_widen against
+ * moe_kv_q8_value. */
+static void q8_round_trip(void **state)
+{
+    (void)state;
+    enum { CANARY = 16 };
+    static const int DIMS[] = { 1, 7, 16, 31, 32, 33, 40, 64, 72, 100, 128, 130 };
+    const char *names[TEST_MAX_ISAS];
+    int nt = test_supported_isas(names, TEST_MAX_ISAS);
+    uint64_t rng = 0x9e8a0001u;
+    begin();
+    for (size_t di = 0; di < sizeof DIMS / sizeof DIMS[0]; di++)
+        for (int with_nan = 0; with_nan <= 1; with_nan++) {
+            int D = DIMS[di];
+            size_t n = 40, hb = moe_kv_q8_head_bytes(D), bytes = n * hb;
+            float *x = xmalloc(sizeof(float) * n * D);
+            fill_vectors(&rng, x, n, D, with_nan);
+            unsigned char *want = xmalloc(bytes), *got = xmalloc(bytes + CANARY);
+            moe_kv_q8_store_ref(n, D, x, want);
+            if (!with_nan) check_round_trip("reference", D, n, x, want, 0);
+            for (int t = 0; t < nt; t++) {
+                const moe_cpu_kernels *k = moe_kernels_by_name(names[t]);
+                assert_int_equal(moe_cpu_select_isa(names[t]), MOE_OK);
+                for (size_t len = 1; len <= n; len += n - 1) { /* one head, then all in one call */
+                    memset(got, 0xa5, bytes + CANARY);
+                    moe_kv_store(MOE_DTYPE_Q8, x, got, len * D, D);
+                    for (size_t b = 0; b < len * hb + CANARY; b++) {
+                        int inside = b < len * hb;
+                        n_checked++;
+                        if (got[b] != (inside ? want[b] : 0xa5)) {
+                            test_mismatch("[%s] kv_q8_store D %d, %zu heads%s: byte %zu (head %zu, %s %zu) is %#04x, %s %#04x",
+                                          names[t], D, len, with_nan ? " with NaNs" : "", b, b / hb,
+                                          b % hb < (size_t)D ? "code" : "scale byte", b % hb < (size_t)D ? b % hb : b % hb - D,
+                                          got[b], inside ? "the reference gives" : "written outside, was", inside ? want[b] : 0xa5);
+                            break;
+                        }
+                    }
+                }
+                /* widening: rows of the blocks with 3 bytes between them */
+                if (!with_nan) {
+                    size_t stride = hb + 3;
+                    unsigned char *rows = xmalloc(n * stride);
+                    for (size_t i = 0; i < n; i++) memcpy(rows + i * stride, want + i * hb, hb);
+                    float *w = xmalloc(sizeof(float) * (n * D + CANARY));
+                    for (size_t i = 0; i < n * D + CANARY; i++) w[i] = -7.0f;
+                    k->kv_q8_widen((int)n, D, rows, stride, w);
+                    for (size_t i = 0; i < n * D + CANARY; i++) {
+                        float e = i < n * D ? moe_kv_q8_value(want + i / D * hb, D, (int)(i % D)) : -7.0f;
+                        n_checked++;
+                        if (memcmp(&w[i], &e, sizeof e))
+                            test_mismatch("[%s] kv_q8_widen D %d: element %zu is %.9g, want %.9g", names[t], D, i, w[i], e);
+                    }
+                    free(rows), free(w);
+                }
+            }
+            free(x), free(want), free(got);
+        }
+    assert_int_equal(moe_cpu_select_isa(names[0]), MOE_OK);
+    finish("q8_round_trip");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -480,6 +668,8 @@ int main(void)
         cmocka_unit_test(empty),
         cmocka_unit_test(kv_store),
         cmocka_unit_test(f16_to_f32),
+        cmocka_unit_test(q8_sizes),
+        cmocka_unit_test(q8_round_trip),
         cmocka_unit_test(decode),
         cmocka_unit_test(prefill),
     };

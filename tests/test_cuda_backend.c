@@ -394,22 +394,22 @@ static void kv_store_matches(void **state)
     uint16_t *want = malloc(2 * n), *got = malloc(2 * n);
     float *wantf = malloc(4 * n), *gotf = malloc(4 * n);
     void *dc = dev_alloc(4 * n);
-    OK(cpu->kv_store(cpu, MOE_DTYPE_F16, x, want, n));
-    OK(gpu->kv_store(gpu, MOE_DTYPE_F16, dx, dc, n));
+    OK(cpu->kv_store(cpu, MOE_DTYPE_F16, x, want, n, 1));
+    OK(gpu->kv_store(gpu, MOE_DTYPE_F16, dx, dc, n, 1));
     to_host(got, dc, 2 * n);
     for (size_t i = 0; i < n; i++)
         if (got[i] != want[i]) fail_msg("f16 store: [%zu] %.9g → %04x, CPU %04x", i, (double)x[i], got[i], want[i]);
     /* a destination not 8-byte aligned (a cache row at an odd offset) */
-    OK(cpu->kv_store(cpu, MOE_DTYPE_F16, x, want + 1, n - 1));
-    OK(gpu->kv_store(gpu, MOE_DTYPE_F16, dx, (uint16_t *)dc + 1, n - 1));
+    OK(cpu->kv_store(cpu, MOE_DTYPE_F16, x, want + 1, n - 1, 1));
+    OK(gpu->kv_store(gpu, MOE_DTYPE_F16, dx, (uint16_t *)dc + 1, n - 1, 1));
     to_host(got, dc, 2 * n);
     for (size_t i = 1; i < n; i++)
         if (got[i] != want[i]) fail_msg("f16 store at +1: [%zu] → %04x, CPU %04x", i, got[i], want[i]);
-    OK(cpu->kv_store(cpu, MOE_DTYPE_F32, x, wantf, n));
-    OK(gpu->kv_store(gpu, MOE_DTYPE_F32, dx, dc, n));
+    OK(cpu->kv_store(cpu, MOE_DTYPE_F32, x, wantf, n, 1));
+    OK(gpu->kv_store(gpu, MOE_DTYPE_F32, dx, dc, n, 1));
     to_host(gotf, dc, 4 * n);
     expect_bitwise("f32 store", gotf, wantf, n);
-    assert_int_equal(gpu->kv_store(gpu, MOE_DTYPE_BF16, dx, dc, n), MOE_ERR_DTYPE);
+    assert_int_equal(gpu->kv_store(gpu, MOE_DTYPE_BF16, dx, dc, n, 1), MOE_ERR_DTYPE);
     gpu->free(gpu, dx), gpu->free(gpu, dc);
     free(x), free(want), free(got), free(wantf), free(gotf);
 }
@@ -443,8 +443,8 @@ static void attention_matches(void **state)
             float *q = rand_floats(&rng, nq, -1, 1);
             float *kf = rand_floats(&rng, rows * stride, -1, 1), *vf = rand_floats(&rng, rows * stride, -1, 1);
             void *k = malloc(es * rows * stride), *v = malloc(es * rows * stride);
-            OK(cpu->kv_store(cpu, kt, kf, k, rows * stride));
-            OK(cpu->kv_store(cpu, kt, vf, v, rows * stride));
+            OK(cpu->kv_store(cpu, kt, kf, k, rows * stride, hd));
+            OK(cpu->kv_store(cpu, kt, vf, v, rows * stride, hd));
             float *want = malloc(sizeof(float) * nq), *got = malloc(sizeof(float) * nq);
             float scale = 1.0f / sqrtf((float)hd);
             OK(cpu->attention(cpu, T, pos, H, KV, hd, scale, q, kt, k, v, stride, want));

@@ -19,7 +19,7 @@ typedef struct {
     const char *isa;            /* --isa NAME */
     int fuse_gate_up;           /* --fuse-gate-up on|off */
     int activations;            /* --activations auto|float|int8|int8x2: -1 or a moe_act_mode */
-    int kv_dtype;               /* --kv-cache auto|f32|f16: -1 or a moe_dtype */
+    int kv_dtype;               /* --kv-cache auto|f32|f16|q8: -1 or a moe_dtype */
     int json;                   /* --json */
     const char *tokens;         /* --tokens 1,2,3 */
     const char *out;            /* --out FILE */
@@ -95,6 +95,13 @@ moe_sampler *cli_make_sampler(const char *cmd, const cli_opts *o, int vocab);
 
 /* "float", "int8", "int8x2" for a mode. */
 const char *cli_act_name(moe_act_mode m);
+
+/* "f32", "f16", "q8" for a KV cache's dtype (--kv-cache's names). */
+const char *cli_kv_name(moe_dtype t);
+
+/* What a smaller --kv-cache would be, as ", or use --kv-cache ..." for a
+ * message about memory ("" for q8, the smallest). */
+const char *cli_kv_smaller_hint(moe_dtype t);
 
 /* Options shared by every model-running subcommand, for usage texts. */
 void cli_usage_runtime(FILE *f);

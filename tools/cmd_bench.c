@@ -238,12 +238,12 @@ int bench_main(int argc, char **argv)
                o.model ? o.model : synthetic, info.num_layers, info.num_experts, info.top_k,
                info.bits ? (info.bits == 4 ? "4-bit" : "8-bit") : "float", (double)info.weight_bytes / (1u << 30),
                (double)info.active_bytes_per_token / 1e9, info.device, moe_num_threads(), moe_cpu_isa(),
-               cli_act_name(info.activations), info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32", build_s);
+               cli_act_name(info.activations), cli_kv_name(info.kv_dtype), build_s);
     if (!rc) rc = run_all(&o, m, c, prompt, res, &nres);
     if (!rc) {
         /* a decode step reads the active weights and the KV cache so far
          * (on average the prompt and half the generated tokens) */
-        double kv_row = 2.0 * info.num_layers * info.num_kv_heads * info.head_dim * moe_dtype_size(info.kv_dtype);
+        double kv_row = 2.0 * info.num_layers * (double)moe_kv_row_bytes(info.kv_dtype, info.num_kv_heads, info.head_dim);
         double kv_read = kv_row * (o.prompt_tokens + o.gen_tokens / 2.0);
         double active = (double)info.active_bytes_per_token + kv_read, bw_on, bw_off;
         int first = o.fuse_gate_up == 2 ? 1 : o.fuse_gate_up;
@@ -255,7 +255,7 @@ int bench_main(int argc, char **argv)
             json_object_object_add(obj, "arch", json_object_new_string(info.architecture));
             json_object_object_add(obj, "bits", json_object_new_int(info.bits));
             json_object_object_add(obj, "activations", json_object_new_string(cli_act_name(info.activations)));
-            json_object_object_add(obj, "kv_cache", json_object_new_string(info.kv_dtype == MOE_DTYPE_F16 ? "f16" : "f32"));
+            json_object_object_add(obj, "kv_cache", json_object_new_string(cli_kv_name(info.kv_dtype)));
             json_object_object_add(obj, "device", json_object_new_string(info.device));
             json_object_object_add(obj, "threads", json_object_new_int(moe_num_threads()));
             json_object_object_add(obj, "isa", json_object_new_string(moe_cpu_isa()));

@@ -175,7 +175,7 @@ static int check_memory(const cli_opts *o, const serve_opts *so, int *context)
                        "available: lower --batch-tokens, or use a smaller or more quantized checkpoint\n", CMD), 1;
     fprintf(stderr, "moe %s: %d slots of %d tokens do not fit in the memory available: at most %d tokens of KV cache "
             "fit beside the weights; lower --max-context or --parallel%s\n", CMD, so->parallel, *context,
-            mem.max_context, mem.kv_dtype == MOE_DTYPE_F32 ? ", or use --kv-cache f16" : "");
+            mem.max_context, cli_kv_smaller_hint(mem.kv_dtype));
     return 1;
 }
 

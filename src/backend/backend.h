@@ -42,6 +42,7 @@ typedef struct moe_bk_experts moe_bk_experts;   /* a SwitchGLU layer: E experts'
 struct moe_backend {
     const char *name;           /* "cpu", "cuda" */
     int host_memory;            /* its memory is the host's: download may be skipped */
+    int kv_q8;                  /* runs an 8-bit KV cache (MOE_DTYPE_Q8) */
     void *impl;                 /* the backend's own state */
 
     /* ---- memory ---- */
@@ -89,8 +90,8 @@ struct moe_backend {
     moe_status (*rope_angles)(moe_backend *b, int T, int hd, double theta, int pos, float *cos_out, float *sin_out);
     /* rotate-half RoPE on every head of x [T, heads, hd] in place */
     moe_status (*rope)(moe_backend *b, int T, int heads, int hd, float *x, const float *cos_t, const float *sin_t);
-    /* n floats into a cache of kv_dtype at dst */
-    moe_status (*kv_store)(moe_backend *b, moe_dtype kv_dtype, const float *src, void *dst, size_t n);
+    /* n floats (heads of hd) into a cache of kv_dtype at dst */
+    moe_status (*kv_store)(moe_backend *b, moe_dtype kv_dtype, const float *src, void *dst, size_t n, int hd);
     /* causal grouped-query attention of T queries at pos.. over cache rows
      * 0..pos+T-1 (kernels/attention.h's contract) */
     moe_status (*attention)(moe_backend *b, int T, int pos, int heads, int kv_heads, int hd, float scale,

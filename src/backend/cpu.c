@@ -195,10 +195,10 @@ static moe_status cpu_rope(moe_backend *b, int T, int heads, int hd, float *x, c
     return MOE_OK;
 }
 
-static moe_status cpu_kv_store(moe_backend *b, moe_dtype kv_dtype, const float *src, void *dst, size_t n)
+static moe_status cpu_kv_store(moe_backend *b, moe_dtype kv_dtype, const float *src, void *dst, size_t n, int hd)
 {
     (void)b;
-    moe_kv_store(kv_dtype, src, dst, n);
+    moe_kv_store(kv_dtype, src, dst, n, hd);
     return MOE_OK;
 }
 
@@ -249,7 +249,7 @@ moe_backend *moe_backend_cpu_create(void)
         return NULL;
     }
     *b = (moe_backend){
-        .name = "cpu", .host_memory = 1, .impl = s,
+        .name = "cpu", .host_memory = 1, .kv_q8 = 1, .impl = s,
         .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,
         .linear_create = cpu_linear_create, .linear_load_rows = cpu_linear_load_rows,
         .linear_bytes = cpu_linear_bytes, .linear_name = cpu_linear_name, .linear_free = cpu_linear_free,

@@ -446,8 +446,9 @@ static moe_status op_rope(moe_backend *b, int T, int heads, int hd, float *x, co
     return MOE_OK;
 }
 
-static moe_status op_kv_store(moe_backend *b, moe_dtype kv_dtype, const float *src, void *dst, size_t n)
+static moe_status op_kv_store(moe_backend *b, moe_dtype kv_dtype, const float *src, void *dst, size_t n, int hd)
 {
+    (void)hd; /* the float caches' rows have no groups (no Q8 here: backend.h's kv_q8) */
     cuda_state *s = STATE(b);
     if (kv_dtype == MOE_DTYPE_F32) {
         if (n) CU_TRY(cudaMemcpyAsync(dst, src, sizeof(float) * n, cudaMemcpyDeviceToDevice, s->stream), "kv store");

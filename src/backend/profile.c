@@ -144,9 +144,9 @@ static moe_status p_rope(moe_backend *b, int T, int heads, int hd, float *x, con
 {
     TIMED(MOE_OP_ROPE, in->rope(in, T, heads, hd, x, c, s));
 }
-static moe_status p_kv_store(moe_backend *b, moe_dtype dt, const float *src, void *dst, size_t n)
+static moe_status p_kv_store(moe_backend *b, moe_dtype dt, const float *src, void *dst, size_t n, int hd)
 {
-    TIMED(MOE_OP_KV_STORE, in->kv_store(in, dt, src, dst, n));
+    TIMED(MOE_OP_KV_STORE, in->kv_store(in, dt, src, dst, n, hd));
 }
 static moe_status p_attention(moe_backend *b, int T, int pos, int heads, int kv_heads, int hd, float scale,
                               const float *q, moe_dtype dt, const void *k, const void *v, size_t stride, float *out)

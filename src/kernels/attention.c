@@ -26,23 +26,28 @@
  * thread's state lives on its stack (SCRATCH_FLOATS, about 260 KB, and
  * 128 KB more for a half cache's widened block).
  *
- * The cache holds float32 or half elements (strides here count elements).
- * attn_rows widens each half vector as it loads it (decode reads each
- * element once). A tile item's block of keys and values is read by up to
- * ITEM_TILES attn_tile calls, so with a half cache it is widened once into
- * a float32 copy on the thread's stack (WIDE_FLOATS, head_dim up to
+ * The cache holds float32, half or 8-bit elements (strides here count
+ * elements; an 8-bit row's, bytes: kernels/kv_q8.h). attn_rows widens each
+ * half vector, or dequantizes each 8-bit one, as it loads it (decode reads
+ * each element once). A tile item's block of keys and values is read by up
+ * to ITEM_TILES attn_tile calls, so with a half cache it is widened once
+ * into a float32 copy on the thread's stack (WIDE_FLOATS, head_dim up to
  * WIDE_HEAD_DIM) and the calls read that: the tile kernel's own widening
- * (for larger head_dim) would convert each element once a tile. Either
- * way the arithmetic is that of a float32 cache of the same values. */
+ * (for larger head_dim) would convert each element once a tile. An 8-bit
+ * block is always dequantized so (kv_q8_widen; blocks of fewer keys where
+ * head_dim is over WIDE_HEAD_DIM). Either way the arithmetic is that of a
+ * float32 cache of the same values. */
 #include "kernels/attention.h"
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/threadpool.h"
 #include "kernels/kernels.h"
+#include "kernels/kv_q8.h"
 #include "moe/runtime.h"
 
 enum {
@@ -73,6 +78,7 @@ typedef struct {
     moe_dtype kv;            /* the cache's elements */
     const char *k, *v;
     size_t esize, stride;    /* bytes of an element; elements from row to row */
+    size_t head;             /* bytes of a kv head's column of a row (Q8: its block) */
     float *out;
     int lanes;               /* lanes of one kv head: T·group */
     int item_lanes, chunks;  /* lanes of an item; items along the lanes */
@@ -103,10 +109,14 @@ static size_t head_state(int n, int D)
     return 2 * w * D + 2 * w;
 }
 
-/* nb rows of one kv head's D halves, from src (rows stride elements
- * apart), as float32 rows [nb][D] in dst. */
+/* nb rows of one kv head's D halves (or Q8 block), from src (rows stride
+ * elements apart), as float32 rows [nb][D] in dst. */
 static void widen_rows(const attn_ctx *c, int nb, const char *src, float *dst)
 {
+    if (c->kv == MOE_DTYPE_Q8) {
+        c->kern->kv_q8_widen(nb, c->D, src, c->stride, dst);
+        return;
+    }
     for (int j = 0; j < nb; j++)
         c->kern->f16_to_f32((size_t)c->D, (const uint16_t *)(src + (size_t)j * c->stride * c->esize),
                             dst + (size_t)j * c->D);
@@ -142,7 +152,7 @@ static void run_item(const attn_ctx *c, int chunk, int hg, int seg, float *buf, 
     int call_heads = rows ? MOE_ATTN_MAX_ROWS / n : 1;
     for (int kb = j0; kb < j1; kb += c->block) {
         int nb = j1 - kb < c->block ? j1 - kb : c->block;
-        size_t row = ((size_t)kb * c->stride + (size_t)g0 * D) * c->esize, head = (size_t)D * c->esize;
+        size_t row = (size_t)kb * c->stride * c->esize + (size_t)g0 * c->head, head = c->head;
         const char *kr = c->k + row, *vr = c->v + row;
         if (rows) {
             for (int i = 0; i < call_heads * n; i++) lim[i] = clamp(pos[i % n] + 1 - kb, 0, nb);
@@ -160,7 +170,7 @@ static void run_item(const attn_ctx *c, int chunk, int hg, int seg, float *buf, 
             moe_dtype kv = c->kv;
             const void *kt = kr + gi * head, *vt = vr + gi * head;
             size_t stride = c->stride;
-            if (kv == MOE_DTYPE_F16 && D <= WIDE_HEAD_DIM) {
+            if ((kv == MOE_DTYPE_F16 && D <= WIDE_HEAD_DIM) || kv == MOE_DTYPE_Q8) {
                 widen_rows(c, nb, kt, wide);
                 widen_rows(c, nb, vt, wide + WIDE_FLOATS);
                 kv = MOE_DTYPE_F32, kt = wide, vt = wide + WIDE_FLOATS, stride = (size_t)D;
@@ -237,6 +247,7 @@ void moe_attention_causal(int T, int pos0, int heads, int kv_heads, int head_dim
     attn_ctx c = { .kern = moe_kernels(), .pos0 = pos0, .heads = heads, .kv_heads = kv_heads,
                    .group = heads / kv_heads, .D = head_dim, .scale = scale, .q = q, .kv = kv_dtype, .k = k,
                    .v = v, .esize = moe_dtype_size(kv_dtype), .stride = kv_stride, .out = out };
+    c.head = kv_dtype == MOE_DTYPE_Q8 ? moe_kv_q8_head_bytes(head_dim) : (size_t)head_dim * c.esize;
     int threads = moe_num_threads(), keys = pos0 + T;
     c.lanes = T * c.group;
     /* kv heads (decode) or tiles (prefill) whose state fits the scratch */
@@ -272,6 +283,8 @@ void moe_attention_causal(int T, int pos0, int heads, int kv_heads, int head_dim
         c.segs = 1, c.seg_keys = keys;
         c.block = PREFILL_KEYS;
     }
+    /* a Q8 block is dequantized whole for the tiles: no more keys than fit */
+    if (kv_dtype == MOE_DTYPE_Q8 && c.block * head_dim > WIDE_FLOATS) c.block = WIDE_FLOATS / head_dim;
     c.items = c.chunks * c.hgroups * c.segs;
     atomic_init(&c.next, 0);
     moe_parallel_run(attn_thread, &c);
@@ -279,8 +292,19 @@ void moe_attention_causal(int T, int pos0, int heads, int kv_heads, int head_dim
     free(c.part);
 }
 
-void moe_kv_store(moe_dtype kv_dtype, const float *src, void *dst, size_t n)
+void moe_kv_store(moe_dtype kv_dtype, const float *src, void *dst, size_t n, int head_dim)
 {
     if (kv_dtype == MOE_DTYPE_F16) moe_kernels()->f32_to_f16(n, src, dst);
+    else if (kv_dtype == MOE_DTYPE_Q8) moe_kernels()->kv_q8_store(n / (size_t)head_dim, head_dim, src, dst);
     else if (n) memcpy(dst, src, sizeof(float) * n);
+}
+
+size_t moe_kv_row_bytes(moe_dtype kv_dtype, int kv_heads, int head_dim)
+{
+    if (kv_heads < 1 || head_dim < 1) return 0;
+    size_t head, row;
+    if (kv_dtype == MOE_DTYPE_Q8) head = moe_kv_q8_head_bytes(head_dim);
+    else if (kv_dtype == MOE_DTYPE_F32 || kv_dtype == MOE_DTYPE_F16) head = (size_t)head_dim * moe_dtype_size(kv_dtype);
+    else return 0;
+    return __builtin_mul_overflow(head, (size_t)kv_heads, &row) ? SIZE_MAX : row; /* saturates: refused as too large */
 }

@@ -88,7 +88,10 @@ typedef struct moe_cpu_kernels {
      * v + j·stride elements (plus the query's kv head column, below), D
      * elements each, of dtype kv: MOE_DTYPE_F32, or MOE_DTYPE_F16 (each
      * vector converted to float as it is loaded; scores, softmax and sums
-     * stay float32).
+     * stay float32); attn_rows also MOE_DTYPE_Q8 (kernels/kv_q8.h: stride
+     * and columns in bytes, a head's column its block; each vector
+     * dequantized as it is loaded). attn_tile takes no Q8: the caller
+     * widens a Q8 block once for its tiles (kv_q8_widen).
      * For each query i, with s_j = q_i·k_j for j < lim[i] (later keys of the
      * block are masked out),
      *   m' = max(m_i, max_j s_j), a = e^(m_i − m'),
@@ -117,6 +120,13 @@ typedef struct moe_cpu_kernels {
      * a NaN of its sign, perhaps made quiet). For widening a block of a half
      * KV cache once for all the attn_tile calls that read it. */
     void (*f16_to_f32)(size_t n, const uint16_t *src, float *dst);
+    /* An 8-bit KV cache (kernels/kv_q8.h): kv_q8_store quantizes n head
+     * vectors of D floats from src into n head blocks at dst, the bits of
+     * moe_kv_q8_store_ref (moe_kv_store); kv_q8_widen gives nb head blocks
+     * (stride bytes apart, from src) as float32 rows [nb][D] at dst, the
+     * values moe_kv_q8_value gives (for the tiles of prefill). */
+    void (*kv_q8_store)(size_t n, int D, const float *src, void *dst);
+    void (*kv_q8_widen)(int nb, int D, const void *src, size_t stride, float *dst);
     /* Quantized panels with int8 activations (see moe_quantize_act_i8):
      * out[i][r] = Σ_g scale·dx[i][g]·Σ_{k∈g} q·xq[i][k] + bias·xsum[i][g].
      * NULL where the ISA has no int8 dot product. */

@@ -130,14 +130,15 @@ moe_status model_forward(moe_model *m, const model_batch *b)
         TRY(B->rope(B, T, KV, hd, w->k, w->rope_cos, w->rope_sin));
         for (int s = 0; s < b->count; s++) {
             const moe_context *c = b->items[s].ctx;
-            size_t r0 = (size_t)b->row0[s], n = (size_t)b->items[s].n, row = kvdim * moe_dtype_size(c->kv_dtype);
+            size_t r0 = (size_t)b->row0[s], n = (size_t)b->items[s].n, row = moe_kv_row_bytes(c->kv_dtype, KV, hd);
+            size_t stride = row / moe_dtype_size(c->kv_dtype); /* elements (Q8: bytes) from row to row */
             char *kc = key_cache(c, l, row), *vc = value_cache(c, l, row);
             // this sequence's k and v into its cache at its positions, in its dtype
-            TRY(B->kv_store(B, c->kv_dtype, w->k + r0 * kvdim, kc + (size_t)c->pos * row, n * kvdim));
-            TRY(B->kv_store(B, c->kv_dtype, w->v + r0 * kvdim, vc + (size_t)c->pos * row, n * kvdim));
+            TRY(B->kv_store(B, c->kv_dtype, w->k + r0 * kvdim, kc + (size_t)c->pos * row, n * kvdim, hd));
+            TRY(B->kv_store(B, c->kv_dtype, w->v + r0 * kvdim, vc + (size_t)c->pos * row, n * kvdim, hd));
             // causal attention over every position of the sequence so far (grouped-query)
             TRY(B->attention(B, (int)n, c->pos, H, KV, hd, 1.0f / sqrtf((float)hd), w->q + r0 * qdim, c->kv_dtype,
-                             kc, vc, (size_t)kvdim, w->att + r0 * qdim));
+                             kc, vc, stride, w->att + r0 * qdim));
         }
         // output projection and residual connection
         TRY(B->linear(B, L->wo, w->att, T, w->xb2));

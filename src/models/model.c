@@ -79,10 +79,20 @@ static moe_status check_options(const moe_model_options *opt)
     if (!opt) return MOE_OK;
     if (opt->activations < -1 || opt->activations > MOE_ACT_INT8X2)
         return moe_error_set(MOE_ERR_INVALID_ARG, "model options: activations %d is not a moe_act_mode", opt->activations);
-    if (opt->kv_dtype != -1 && opt->kv_dtype != MOE_DTYPE_F32 && opt->kv_dtype != MOE_DTYPE_F16)
-        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: kv_dtype %d is not F32 or F16", opt->kv_dtype);
+    if (opt->kv_dtype != -1 && opt->kv_dtype != MOE_DTYPE_F32 && opt->kv_dtype != MOE_DTYPE_F16 &&
+        opt->kv_dtype != MOE_DTYPE_Q8)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "model options: kv_dtype %d is not F32, F16 or Q8", opt->kv_dtype);
     if (opt->device < MOE_DEVICE_AUTO || opt->device > MOE_DEVICE_CUDA)
         return moe_error_set(MOE_ERR_INVALID_ARG, "model options: device %d is not a moe_device", opt->device);
+    return MOE_OK;
+}
+
+/* Options the chosen backend cannot run: refused before anything loads. */
+static moe_status check_backend(const moe_model *m)
+{
+    if (m->opt.kv_dtype == MOE_DTYPE_Q8 && !m->be->kv_q8)
+        return moe_error_set(MOE_ERR_UNSUPPORTED, "model load: the %s backend has no 8-bit KV cache "
+                             "(--kv-cache q8); use --kv-cache f16 or f32, or --device cpu", m->be->name);
     return MOE_OK;
 }
 
@@ -95,6 +105,7 @@ moe_status moe_model_load(const char *dir, const moe_model_options *opt, moe_mod
     if (st != MOE_OK) return st;
     moe_model *m = model_new(opt);
     if (!m) return MOE_ERR_NOMEM;
+    if ((st = check_backend(m)) != MOE_OK) return finish(m, st, out);
     return finish(m, model_load_dir(m, dir), out);
 }
 
@@ -110,6 +121,7 @@ moe_status moe_model_synthetic(const char *arch, int bits, int layers, uint64_t 
     if (st != MOE_OK) return st;
     moe_model *m = model_new(opt);
     if (!m) return MOE_ERR_NOMEM;
+    if ((st = check_backend(m)) != MOE_OK) return finish(m, st, out);
     m->cfg.num_layers = layers;
     return finish(m, model_synthetic(m, arch ? arch : "olmoe", bits, seed), out);
 }
@@ -342,9 +354,9 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
     c->kv_dtype = model_choose_kv_dtype(m);
     /* the cache is reserved whole but its pages are only touched as
      * positions fill, so resident memory follows the sequence's length */
-    int64_t dims[5] = { p->num_layers, max_tokens, p->num_kv_heads, p->head_dim, (int64_t)moe_dtype_size(c->kv_dtype) };
+    int64_t dims[3] = { p->num_layers, max_tokens, (int64_t)moe_kv_row_bytes(c->kv_dtype, p->num_kv_heads, p->head_dim) };
     size_t cache;
-    if (!moe_size_product(dims, 5, &cache)) {
+    if (!moe_size_product(dims, 3, &cache)) {
         moe_free(c);
         return moe_error_set(MOE_ERR_RANGE, "context create: a KV cache of %d tokens over %d layers does not fit in "
                              "memory's address range; ask for fewer tokens (--max-context)", max_tokens, p->num_layers);

@@ -52,7 +52,7 @@ void model_memory_estimate(const moe_model_config *c, size_t weights, moe_dtype 
     out->weights = weights;
     out->kv_dtype = kv_dtype;
     out->max_position = c->max_position;
-    out->kv_bytes_per_token = mul(mul(2 * (size_t)c->num_layers, kvdim), moe_dtype_size(kv_dtype));
+    out->kv_bytes_per_token = mul(2 * (size_t)c->num_layers, moe_kv_row_bytes(kv_dtype, c->num_kv_heads, c->head_dim));
     out->kv_cache = mul(out->kv_bytes_per_token, (size_t)(max_tokens > 0 ? max_tokens : 0));
     /* per token of a chunk: x, xb, xb2; q, k, v; the stacked qkv; attention
      * output; router logits; expert choices and weights; dense choice and

@@ -187,12 +187,12 @@ const moe_dtype_traits *moe_dtype_traits_of(moe_dtype t)
 size_t moe_dtype_size(moe_dtype t)
 {
     const moe_dtype_traits *tr = moe_dtype_traits_of(t);
-    return tr ? tr->size : 0;
+    return tr ? tr->size : t == MOE_DTYPE_Q8 ? 1 : 0; /* Q8: a KV cache code's byte */
 }
 
 const char *moe_dtype_name(moe_dtype t)
 {
     /* Never NULL, so callers can print the name of a bad value safely. */
     const moe_dtype_traits *tr = moe_dtype_traits_of(t);
-    return tr ? tr->name : "INVALID";
+    return tr ? tr->name : t == MOE_DTYPE_Q8 ? "Q8" : "INVALID";
 }

@@ -10,20 +10,26 @@
  * inlined for both, half vectors widened with vcvtph2ps as they are loaded
  * (attn_tile widens 8 elements of a key, a column of value elements, into
  * a small buffer in L1 to broadcast from; mostly the caller widens a whole
- * block for it instead), the same arithmetic in the same order. */
+ * block for it instead), the same arithmetic in the same order.
+ *
+ * attn_rows also reads an 8-bit cache (kernels/kv_q8.h): each 8 codes
+ * sign-extended, converted and multiplied by their group's scale as they
+ * are loaded; its quantization (kv_q8_store) and the widening of a block
+ * for the tiles (kv_q8_widen) are here too. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/avx2_util.h"
+#include "kernels/kv_q8.h"
 
 enum { L = MOE_ATTN_LANES, KR = 4, DR = 6 };
 
-/* Element i of a cache of dtype kv. */
+/* Element i of a cache of dtype kv (Q8: byte i). */
 static inline const void *kv_at(moe_dtype kv, const void *p, size_t i)
 {
-    return (const char *)p + i * (kv == MOE_DTYPE_F16 ? sizeof(uint16_t) : sizeof(float));
+    return (const char *)p + i * (kv == MOE_DTYPE_F16 ? sizeof(uint16_t) : kv == MOE_DTYPE_Q8 ? 1 : sizeof(float));
 }
 
 /* The first n (≤ 8) halves from p as floats, lanes from n on zero. */
@@ -35,12 +41,27 @@ static inline __m256 load_f16(const uint16_t *p, int n)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
 
-/* Cache elements i .. i+n (n ≤ 8) as floats, lanes from n on zero; tail =
- * avx2_lanes(n) where n < 8. */
-static inline __attribute__((always_inline)) __m256 kv_load8(moe_dtype kv, const void *p, size_t i, int n,
-                                                             __m256i tail)
+/* Elements d .. d+n (n ≤ 8; lanes from n on zero) of the kv head whose
+ * column starts at element (Q8: byte) col of a row at p, D long; tail =
+ * avx2_lanes(n) where n < 8. A Q8 vector: 8 codes times their group's
+ * scale (8 lanes lie within one group of 32). */
+static inline __attribute__((always_inline)) __m256 kv_load8(moe_dtype kv, const void *p, size_t col, int d, int D,
+                                                             int n, __m256i tail)
 {
+    size_t i = col + (size_t)d;
     if (kv == MOE_DTYPE_F16) return load_f16((const uint16_t *)p + i, n);
+    if (kv == MOE_DTYPE_Q8) {
+        const unsigned char *h = (const unsigned char *)p + col;
+        __m128i c;
+        if (n >= 8) c = _mm_loadl_epi64((const __m128i *)(h + d));
+        else {
+            unsigned char b[16] = { 0 };
+            memcpy(b, h + d, (size_t)n);
+            c = _mm_loadu_si128((const __m128i *)b);
+        }
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c)),
+                             _mm256_set1_ps(moe_kv_q8_scale(h, D, d / MOE_KV_Q8_GROUP)));
+    }
     return n >= 8 ? _mm256_loadu_ps((const float *)p + i) : _mm256_maskload_ps((const float *)p + i, tail);
 }
 
@@ -216,11 +237,11 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
     _Alignas(32) float s[MOE_ATTN_MAX_KEYS * L], mv[L], lv[L], av[L];
     _Alignas(32) int limv[L];
     const float *qi[L];
-    size_t col[L];
+    size_t col[L], head = kv == MOE_DTYPE_Q8 ? moe_kv_q8_head_bytes(D) : (size_t)D;
     int nmax = 0, halves = nq > 8 ? 2 : 1;
     for (int i = 0; i < L; i++) { /* lanes past nq repeat the last query; their results are dropped */
         int r = i < nq ? i : nq - 1;
-        qi[i] = q + (size_t)r * D, col[i] = (size_t)(r / qpk) * D;
+        qi[i] = q + (size_t)r * D, col[i] = (size_t)(r / qpk) * head;
         mv[i] = m[r], lv[i] = l[r], limv[i] = lim[r];
         nmax = lim[r] > nmax ? lim[r] : nmax;
     }
@@ -240,11 +261,11 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
             for (; d + 8 <= D; d += 8)
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
-                    acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[i] + d), kv_load8(kv, kj, ch[i] + d, 8, tail), acc[i]);
+                    acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[i] + d), kv_load8(kv, kj, ch[i], d, D, 8, tail), acc[i]);
             if (d < D)
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
-                    acc[i] = _mm256_fmadd_ps(_mm256_maskload_ps(qh[i] + d, tail), kv_load8(kv, kj, ch[i] + d, D - d, tail),
+                    acc[i] = _mm256_fmadd_ps(_mm256_maskload_ps(qh[i] + d, tail), kv_load8(kv, kj, ch[i], d, D, D - d, tail),
                                              acc[i]);
             _mm256_storeu_ps(s + j * L + 8 * h, sum8(acc));
         }
@@ -272,10 +293,10 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
             int d = 0;
             for (; d + 8 <= D; d += 8)
                 _mm256_storeu_ps(oi + d,
-                                 _mm256_fmadd_ps(p, kv_load8(kv, vj, col[i] + d, 8, tail), _mm256_loadu_ps(oi + d)));
+                                 _mm256_fmadd_ps(p, kv_load8(kv, vj, col[i], d, D, 8, tail), _mm256_loadu_ps(oi + d)));
             if (d < D)
                 _mm256_maskstore_ps(oi + d, tail,
-                                    _mm256_fmadd_ps(p, kv_load8(kv, vj, col[i] + d, D - d, tail),
+                                    _mm256_fmadd_ps(p, kv_load8(kv, vj, col[i], d, D, D - d, tail),
                                                     _mm256_maskload_ps(oi + d, tail)));
         }
     }
@@ -289,11 +310,19 @@ static __attribute__((noinline)) void attn_rows_f16(int D, int nq, int qpk, cons
     attn_rows(MOE_DTYPE_F16, D, nq, qpk, q, k, v, stride, lim, m, l, o);
 }
 
+static __attribute__((noinline)) void attn_rows_q8(int D, int nq, int qpk, const float *q, const void *k,
+                                                   const void *v, size_t stride, const int *lim, float *m, float *l,
+                                                   float *o)
+{
+    attn_rows(MOE_DTYPE_Q8, D, nq, qpk, q, k, v, stride, lim, m, l, o);
+}
+
 void moe_avx2_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_dtype kv, const void *k, const void *v,
                         size_t stride, const int *lim, float *m, float *l, float *o)
 {
     (void)nk; /* keys from max(lim) on are seen by no query */
     if (kv == MOE_DTYPE_F16) attn_rows_f16(D, nq, qpk, q, k, v, stride, lim, m, l, o);
+    else if (kv == MOE_DTYPE_Q8) attn_rows_q8(D, nq, qpk, q, k, v, stride, lim, m, l, o);
     else attn_rows(MOE_DTYPE_F32, D, nq, qpk, q, k, v, stride, lim, m, l, o);
 }
 
@@ -318,4 +347,53 @@ void moe_avx2_f16_to_f32(size_t n, const uint16_t *src, float *dst)
     size_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_f16(src + i, 8));
     if (i < n) _mm256_maskstore_ps(dst + i, avx2_lanes((int)(n - i)), load_f16(src + i, (int)(n - i)));
+}
+
+/* ---- an 8-bit cache's elements (kernels/kv_q8.h) ---- */
+
+/* Lanes from n on of x zero (x loaded whole from a buffer). */
+static inline __m256 load_part(const float *p, int n)
+{
+    if (n >= 8) return _mm256_loadu_ps(p);
+    return n > 0 ? _mm256_maskload_ps(p, avx2_lanes(n)) : _mm256_setzero_ps();
+}
+
+void moe_avx2_kv_q8_store(size_t n, int D, const float *src, void *dst)
+{
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256 mag = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    unsigned char *h = dst;
+    for (size_t i = 0; i < n; i++, src += D, h += moe_kv_q8_head_bytes(D))
+        for (int g = 0, d0 = 0; d0 < D; g++, d0 += MOE_KV_Q8_GROUP) {
+            int nd = D - d0 < MOE_KV_Q8_GROUP ? D - d0 : MOE_KV_Q8_GROUP;
+            __m256 x[4], a = _mm256_setzero_ps();
+            for (int r = 0; r < 4; r++) {
+                x[r] = load_part(src + d0 + 8 * r, nd - 8 * r);
+                a = _mm256_max_ps(_mm256_and_ps(x[r], mag), a); /* a NaN lane keeps a (fmaxf drops it) */
+            }
+            __m128 a4 = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            a4 = _mm_max_ps(a4, _mm_movehl_ps(a4, a4));
+            a4 = _mm_max_ss(a4, _mm_shuffle_ps(a4, a4, 1));
+            uint16_t bits = moe_kv_q8_scale_bits(_mm_cvtss_f32(a4));
+            float s = moe_kv_q8_scale_value(bits);
+            __m256 dv = _mm256_set1_ps(s > 0.0f ? s : 1.0f);
+            /* x / d: a NaN lane becomes −127 (the second operand of max) */
+            _Alignas(32) int32_t c[32];
+            for (int r = 0; r < 4; r++)
+                _mm256_store_si256((__m256i *)(c + 8 * r),
+                                   _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_div_ps(x[r], dv), lo), hi)));
+            for (int d = 0; d < nd; d++) h[d0 + d] = (unsigned char)(int8_t)c[d];
+            memcpy(h + D + 2 * (size_t)g, &bits, sizeof bits);
+        }
+}
+
+void moe_avx2_kv_q8_widen(int nb, int D, const void *src, size_t stride, float *dst)
+{
+    __m256i tail = avx2_lanes(D % 8);
+    for (int j = 0; j < nb; j++, dst += D) {
+        const void *row = (const char *)src + (size_t)j * stride;
+        int d = 0;
+        for (; d + 8 <= D; d += 8) _mm256_storeu_ps(dst + d, kv_load8(MOE_DTYPE_Q8, row, 0, d, D, 8, tail));
+        if (d < D) _mm256_maskstore_ps(dst + d, tail, kv_load8(MOE_DTYPE_Q8, row, 0, d, D, D - d, tail));
+    }
 }

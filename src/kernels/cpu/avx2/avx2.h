@@ -13,6 +13,8 @@ void moe_avx2_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_dtyp
                         size_t stride, const int *lim, float *m, float *l, float *o);
 void moe_avx2_f32_to_f16(size_t n, const float *src, uint16_t *dst);
 void moe_avx2_f16_to_f32(size_t n, const uint16_t *src, float *dst);
+void moe_avx2_kv_q8_store(size_t n, int D, const float *src, void *dst);
+void moe_avx2_kv_q8_widen(int nb, int D, const void *src, size_t stride, float *dst);
 /* gemm.c: the float tile (MOE_AVX2_MR tokens) and SwiGLU, shared with the
  * AVX-VNNI table. */
 enum { MOE_AVX2_MR = 4 };

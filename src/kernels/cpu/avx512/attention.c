@@ -22,22 +22,49 @@
  * its FMAs, so there each 16 elements of a key (a value column) are widened
  * into a small buffer in L1 and broadcast from there; the caller mostly
  * widens a block once for all the tiles that read it instead (see
- * kernels/attention.c), which leaves this for large head_dim. */
+ * kernels/attention.c), which leaves this for large head_dim.
+ *
+ * attn_rows also reads an 8-bit cache (kernels/kv_q8.h): each 16 codes
+ * sign-extended, converted and multiplied by their group's scale as they
+ * are loaded (a 16-lane vector lies within one group of 32), the rest as
+ * for float32; its quantization (kv_q8_store) and the widening of a block
+ * for the tiles (kv_q8_widen) are here too. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/cpu/avx512/avx512.h"
 #include "kernels/cpu/avx512/avx512_util.h"
+#include "kernels/kv_q8.h"
 
 enum { L = MOE_ATTN_LANES, KR = 8, DR = 16 };
 
-/* Element i of a cache of dtype kv. */
+/* Element i of a cache of dtype kv (Q8: byte i). */
 static inline const void *kv_at(moe_dtype kv, const void *p, size_t i)
 {
-    return (const char *)p + i * (kv == MOE_DTYPE_F16 ? sizeof(uint16_t) : sizeof(float));
+    return (const char *)p + i * (kv == MOE_DTYPE_F16 ? sizeof(uint16_t) : kv == MOE_DTYPE_Q8 ? 1 : sizeof(float));
 }
 
 static inline __mmask16 tail_mask(int n) { return n >= 16 ? (__mmask16)0xFFFF : n > 0 ? avx512_lanes(n) : 0; }
+
+/* A bf16 scale at p, broadcast as a float. */
+static inline __m512 q8_scale(const unsigned char *p)
+{
+    uint16_t b;
+    memcpy(&b, p, sizeof b);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_set1_epi16((short)b), 16));
+}
+
+/* Elements d .. d+16 (lanes past the mask zero) of the kv head whose
+ * column starts at element (Q8: byte) col of a row at p, D long. */
+static inline __attribute__((always_inline)) __m512 kv_load16(moe_dtype kv, const void *p, size_t col, int d, int D,
+                                                              __mmask16 mk)
+{
+    if (kv != MOE_DTYPE_Q8) return avx512_load_dtype(kv, p, col + d, mk);
+    const unsigned char *h = (const unsigned char *)p + col;
+    __m512 c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, h + d)));
+    return _mm512_mul_ps(c, q8_scale(h + D + 2 * (d / MOE_KV_Q8_GROUP)));
+}
 
 /* The online-softmax update of 16 lanes from scores s [nk][16]: keys from
  * lim on are masked; s becomes the weights e^(s − m'); m and l are updated;
@@ -183,6 +210,39 @@ void moe_avx512_attn_tile(int D, int nk, const float *qt, moe_dtype kv, const vo
 
 /* ---- attn_rows: head_dim in lanes ---- */
 
+/* 16 codes at p (lanes past the mask zero) as floats. */
+static inline __m512 q8_codes(const unsigned char *p, __mmask16 mk)
+{
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, p)));
+}
+
+/* o[0..D) += Σ_r p[r]·(kv head column col of row rows[r]) for nr (a
+ * constant) rows, key after key for each element, 32 elements at a time
+ * (a Q8 group: its scale times p once). */
+static inline __attribute__((always_inline)) void values_rows(moe_dtype kv, int D, int nr, const float *p,
+                                                              const void *const *rows, size_t col, float *o)
+{
+    for (int d = 0; d < D; d += 32) {
+        __mmask16 m0 = tail_mask(D - d), m1 = tail_mask(D - d - 16);
+        __m512 a0 = _mm512_maskz_loadu_ps(m0, o + d), a1 = _mm512_maskz_loadu_ps(m1, o + d + 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            if (kv == MOE_DTYPE_Q8) {
+                const unsigned char *h = (const unsigned char *)rows[r] + col;
+                __m512 pv = _mm512_mul_ps(_mm512_set1_ps(p[r]), q8_scale(h + D + 2 * (d / MOE_KV_Q8_GROUP)));
+                a0 = _mm512_fmadd_ps(pv, q8_codes(h + d, m0), a0);
+                a1 = _mm512_fmadd_ps(pv, q8_codes(h + d + 16, m1), a1);
+            } else {
+                __m512 pv = _mm512_set1_ps(p[r]);
+                a0 = _mm512_fmadd_ps(pv, kv_load16(kv, rows[r], col, d, D, m0), a0);
+                a1 = _mm512_fmadd_ps(pv, kv_load16(kv, rows[r], col, d + 16, D, m1), a1);
+            }
+        }
+        _mm512_mask_storeu_ps(o + d, m0, a0);
+        _mm512_mask_storeu_ps(o + d + 16, m1, a1);
+    }
+}
+
 /* Lane r of the result = Σ of the lanes of x[r], for 16 vectors. */
 static inline __m512 sum16(const __m512 *x)
 {
@@ -208,11 +268,11 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
     _Alignas(64) float s[MOE_ATTN_MAX_KEYS * L], mv[L], lv[L], av[L];
     _Alignas(64) int limv[L];
     const float *qi[L];
-    size_t col[L];
+    size_t col[L], head = kv == MOE_DTYPE_Q8 ? moe_kv_q8_head_bytes(D) : (size_t)D;
     int nmax = 0;
     for (int i = 0; i < L; i++) { /* lanes past nq repeat the last query; their results are dropped */
         int r = i < nq ? i : nq - 1;
-        qi[i] = q + (size_t)r * D, col[i] = (size_t)(r / qpk) * D;
+        qi[i] = q + (size_t)r * D, col[i] = (size_t)(r / qpk) * head;
         mv[i] = m[r], lv[i] = l[r], limv[i] = lim[r];
         nmax = lim[r] > nmax ? lim[r] : nmax;
     }
@@ -223,13 +283,27 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
         __m512 acc[L];
 #pragma GCC unroll 16
         for (int i = 0; i < L; i++) acc[i] = _mm512_setzero_ps();
-        for (int d = 0; d < D; d += 16) {
-            __mmask16 mk = tail_mask(D - d);
+        if (kv == MOE_DTYPE_Q8) {
+            /* a group of 32 at a time: q·codes over its two vectors, then
+             * times its scale (one multiply a group, not a vector) */
+            for (int d = 0; d < D; d += MOE_KV_Q8_GROUP) {
+                __mmask16 m0 = tail_mask(D - d), m1 = tail_mask(D - d - 16);
 #pragma GCC unroll 16
-            for (int i = 0; i < L; i++)
-                acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, qi[i] + d), avx512_load_dtype(kv, kj, col[i] + d, mk),
-                                         acc[i]);
-        }
+                for (int i = 0; i < L; i++) {
+                    const unsigned char *h = (const unsigned char *)kj + col[i];
+                    __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, qi[i] + d), q8_codes(h + d, m0));
+                    t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, qi[i] + d + 16), q8_codes(h + d + 16, m1), t);
+                    acc[i] = _mm512_fmadd_ps(t, q8_scale(h + D + 2 * (d / MOE_KV_Q8_GROUP)), acc[i]);
+                }
+            }
+        } else
+            for (int d = 0; d < D; d += 16) {
+                __mmask16 mk = tail_mask(D - d);
+#pragma GCC unroll 16
+                for (int i = 0; i < L; i++)
+                    acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, qi[i] + d), kv_load16(kv, kj, col[i], d, D, mk),
+                                             acc[i]);
+            }
         _mm512_storeu_ps(s + j * L, sum16(acc));
     }
 
@@ -244,20 +318,21 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
         }
     }
 
-    /* values, a cache row at a time; each query's o stays in L1 */
-    for (int j = 0; j < nmax; j++) {
-        const void *vj = kv_at(kv, v, (size_t)j * stride);
-        const float *pj = s + j * L;
+    /* values, 4 cache rows at a time (each query's o read and written once
+     * for the 4, from L1); a key of weight 0 (masked) is skipped */
+    for (int j0 = 0; j0 < nmax; j0 += 4) {
+        int nr = nmax - j0 < 4 ? nmax - j0 : 4;
+        const void *vr[4];
+        for (int r = 0; r < nr; r++) vr[r] = kv_at(kv, v, (size_t)(j0 + r) * stride);
         for (int i = 0; i < nq; i++) {
-            if (pj[i] == 0.0f) continue; /* masked, or too small to count */
-            __m512 p = _mm512_set1_ps(pj[i]);
+            float p[4];
+            int live = 0;
+            for (int r = 0; r < nr; r++) p[r] = s[(j0 + r) * L + i], live += p[r] != 0.0f;
             float *oi = o + (size_t)i * D;
-            for (int d = 0; d < D; d += 16) {
-                __mmask16 mk = tail_mask(D - d);
-                _mm512_mask_storeu_ps(oi + d, mk,
-                                      _mm512_fmadd_ps(p, avx512_load_dtype(kv, vj, col[i] + d, mk),
-                                                      _mm512_maskz_loadu_ps(mk, oi + d)));
-            }
+            if (live == 4) values_rows(kv, D, 4, p, vr, col[i], oi);
+            else if (live)
+                for (int r = 0; r < nr; r++)
+                    if (p[r] != 0.0f) values_rows(kv, D, 1, p + r, vr + r, col[i], oi);
         }
     }
 }
@@ -270,11 +345,19 @@ static __attribute__((noinline)) void attn_rows_f16(int D, int nq, int qpk, cons
     attn_rows(MOE_DTYPE_F16, D, nq, qpk, q, k, v, stride, lim, m, l, o);
 }
 
+static __attribute__((noinline)) void attn_rows_q8(int D, int nq, int qpk, const float *q, const void *k,
+                                                   const void *v, size_t stride, const int *lim, float *m, float *l,
+                                                   float *o)
+{
+    attn_rows(MOE_DTYPE_Q8, D, nq, qpk, q, k, v, stride, lim, m, l, o);
+}
+
 void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_dtype kv, const void *k, const void *v,
                           size_t stride, const int *lim, float *m, float *l, float *o)
 {
     (void)nk; /* keys from max(lim) on are seen by no query */
     if (kv == MOE_DTYPE_F16) attn_rows_f16(D, nq, qpk, q, k, v, stride, lim, m, l, o);
+    else if (kv == MOE_DTYPE_Q8) attn_rows_q8(D, nq, qpk, q, k, v, stride, lim, m, l, o);
     else attn_rows(MOE_DTYPE_F32, D, nq, qpk, q, k, v, stride, lim, m, l, o);
 }
 
@@ -294,5 +377,42 @@ void moe_avx512_f16_to_f32(size_t n, const uint16_t *src, float *dst)
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 mk = tail_mask(n - i < 16 ? (int)(n - i) : 16);
         _mm512_mask_storeu_ps(dst + i, mk, avx512_load_dtype(MOE_DTYPE_F16, src, i, mk));
+    }
+}
+
+/* ---- an 8-bit cache's elements (kernels/kv_q8.h) ---- */
+
+void moe_avx512_kv_q8_store(size_t n, int D, const float *src, void *dst)
+{
+    const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    const __m512 mag = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    unsigned char *h = dst;
+    for (size_t i = 0; i < n; i++, src += D, h += moe_kv_q8_head_bytes(D))
+        for (int g = 0, d0 = 0; d0 < D; g++, d0 += MOE_KV_Q8_GROUP) {
+            __mmask16 m0 = tail_mask(D - d0), m1 = tail_mask(D - d0 - 16);
+            __m512 x0 = _mm512_maskz_loadu_ps(m0, src + d0), x1 = _mm512_maskz_loadu_ps(m1, src + d0 + 16);
+            /* |x| first: a NaN lane gives the running max (as fmaxf drops it) */
+            __m512 a = _mm512_max_ps(_mm512_and_ps(x0, mag), _mm512_setzero_ps());
+            a = _mm512_max_ps(_mm512_and_ps(x1, mag), a);
+            uint16_t bits = moe_kv_q8_scale_bits(_mm512_reduce_max_ps(a));
+            float s = moe_kv_q8_scale_value(bits);
+            __m512 dv = _mm512_set1_ps(s > 0.0f ? s : 1.0f);
+            /* x / d: a NaN lane becomes −127 (the second operand of max) */
+            __m512 c0 = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x0, dv), lo), hi);
+            __m512 c1 = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(x1, dv), lo), hi);
+            _mm512_mask_cvtepi32_storeu_epi8(h + d0, m0, _mm512_cvtps_epi32(c0));
+            if (m1) _mm512_mask_cvtepi32_storeu_epi8(h + d0 + 16, m1, _mm512_cvtps_epi32(c1));
+            memcpy(h + D + 2 * (size_t)g, &bits, sizeof bits);
+        }
+}
+
+void moe_avx512_kv_q8_widen(int nb, int D, const void *src, size_t stride, float *dst)
+{
+    for (int j = 0; j < nb; j++, dst += D) {
+        const void *row = (const char *)src + (size_t)j * stride;
+        for (int d = 0; d < D; d += 16) {
+            __mmask16 mk = tail_mask(D - d);
+            _mm512_mask_storeu_ps(dst + d, mk, kv_load16(MOE_DTYPE_Q8, row, 0, d, D, mk));
+        }
     }
 }

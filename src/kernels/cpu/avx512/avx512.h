@@ -15,6 +15,8 @@ void moe_avx512_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_dt
                           size_t stride, const int *lim, float *m, float *l, float *o);
 void moe_avx512_f32_to_f16(size_t n, const float *src, uint16_t *dst);
 void moe_avx512_f16_to_f32(size_t n, const uint16_t *src, float *dst);
+void moe_avx512_kv_q8_store(size_t n, int D, const float *src, void *dst);
+void moe_avx512_kv_q8_widen(int nb, int D, const void *src, size_t stride, float *dst);
 enum { MOE_AVX512_MR = 12 };
 
 #endif

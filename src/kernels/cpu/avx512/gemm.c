@@ -56,4 +56,6 @@ const moe_cpu_kernels moe_kernels_avx512 = {
     .attn_rows = moe_avx512_attn_rows,
     .f32_to_f16 = moe_avx512_f32_to_f16,
     .f16_to_f32 = moe_avx512_f16_to_f32,
+    .kv_q8_store = moe_avx512_kv_q8_store,
+    .kv_q8_widen = moe_avx512_kv_q8_widen,
 };

@@ -4,10 +4,12 @@
  * (independent sums a compiler may vectorise); attn_rows takes one query at
  * a time. Each body is inlined for a float32 and a half cache (kv), a half
  * element widened with moe_f16_to_f32 where it is read, the arithmetic the
- * same for both. */
+ * same for both; attn_rows also for an 8-bit cache (code times its group's
+ * scale: kernels/kv_q8.h), whose reference quantization is here too. */
 #include <math.h>
 
 #include "kernels/cpu/portable/portable.h"
+#include "kernels/kv_q8.h"
 #include "quant/dtype.h"
 
 enum { L = MOE_ATTN_LANES };
@@ -58,19 +60,27 @@ void moe_portable_attn_tile(int D, int nk, const float *qt, moe_dtype kv, const 
     else attn_tile(MOE_DTYPE_F32, D, nk, qt, k, v, stride, lim, m, l, ot);
 }
 
+/* Element d of a kv head's column (Q8: block) at h, D long, as a float. */
+static inline __attribute__((always_inline)) float head_elem(moe_dtype kv, const char *h, int D, int d)
+{
+    return kv == MOE_DTYPE_Q8 ? moe_kv_q8_value(h, D, d) : kv_elem(kv, h, (size_t)d);
+}
+
 static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D, int nq, int qpk, const float *q,
                                                             const void *k, const void *v, size_t stride,
                                                             const int *lim, float *m, float *l, float *o)
 {
     float p[MOE_ATTN_MAX_KEYS];
+    size_t esize = kv == MOE_DTYPE_F32 ? sizeof(float) : kv == MOE_DTYPE_F16 ? sizeof(uint16_t) : 1;
+    size_t head = kv == MOE_DTYPE_Q8 ? moe_kv_q8_head_bytes(D) : (size_t)D * esize;
     for (int i = 0; i < nq; i++) {
         const float *qi = q + (size_t)i * D;
-        size_t col = (size_t)(i / qpk) * D;
+        size_t col = (size_t)(i / qpk) * head;
         float *oi = o + (size_t)i * D, mnew = m[i];
         for (int j = 0; j < lim[i]; j++) {
-            size_t kj = (size_t)j * stride + col;
+            const char *kj = (const char *)k + (size_t)j * stride * esize + col;
             float s = 0.0f;
-            for (int d = 0; d < D; d++) s += qi[d] * kv_elem(kv, k, kj + d);
+            for (int d = 0; d < D; d++) s += qi[d] * head_elem(kv, kj, D, d);
             p[j] = s;
             mnew = fmaxf(mnew, s);
         }
@@ -81,8 +91,8 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
         l[i] = l[i] * a + sum;
         for (int d = 0; d < D; d++) oi[d] *= a;
         for (int j = 0; j < lim[i]; j++) {
-            size_t vj = (size_t)j * stride + col;
-            for (int d = 0; d < D; d++) oi[d] += p[j] * kv_elem(kv, v, vj + d);
+            const char *vj = (const char *)v + (size_t)j * stride * esize + col;
+            for (int d = 0; d < D; d++) oi[d] += p[j] * head_elem(kv, vj, D, d);
         }
     }
 }
@@ -92,6 +102,7 @@ void moe_portable_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_
 {
     (void)nk;
     if (kv == MOE_DTYPE_F16) attn_rows(MOE_DTYPE_F16, D, nq, qpk, q, k, v, stride, lim, m, l, o);
+    else if (kv == MOE_DTYPE_Q8) attn_rows(MOE_DTYPE_Q8, D, nq, qpk, q, k, v, stride, lim, m, l, o);
     else attn_rows(MOE_DTYPE_F32, D, nq, qpk, q, k, v, stride, lim, m, l, o);
 }
 
@@ -105,4 +116,16 @@ void moe_portable_f32_to_f16(size_t n, const float *src, uint16_t *dst)
 void moe_portable_f16_to_f32(size_t n, const uint16_t *src, float *dst)
 {
     for (size_t i = 0; i < n; i++) dst[i] = moe_f16_to_f32(src[i]);
+}
+
+/* ---- an 8-bit cache's elements (kernels/kv_q8.h) ---- */
+
+void moe_portable_kv_q8_store(size_t n, int D, const float *src, void *dst) { moe_kv_q8_store_ref(n, D, src, dst); }
+
+void moe_portable_kv_q8_widen(int nb, int D, const void *src, size_t stride, float *dst)
+{
+    for (int j = 0; j < nb; j++) {
+        const char *h = (const char *)src + (size_t)j * stride;
+        for (int d = 0; d < D; d++) dst[(size_t)j * D + d] = moe_kv_q8_value(h, D, d);
+    }
 }

@@ -16,6 +16,8 @@ void moe_portable_attn_rows(int D, int nq, int qpk, int nk, const float *q, moe_
                             const void *v, size_t stride, const int *lim, float *m, float *l, float *o);
 void moe_portable_f32_to_f16(size_t n, const float *src, uint16_t *dst);
 void moe_portable_f16_to_f32(size_t n, const uint16_t *src, float *dst);
+void moe_portable_kv_q8_store(size_t n, int D, const float *src, void *dst);
+void moe_portable_kv_q8_widen(int nb, int D, const void *src, size_t stride, float *dst);
 void moe_portable_panel_gemv_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                                 const float *const *dx, const float *const *xsum, float *const *out);
 void moe_portable_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
