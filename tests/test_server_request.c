@@ -88,6 +88,13 @@ static void prompts(void **state)
     r = parse_ok(MOE_API_COMPLETION, "{\"prompt\":[\"one\"]}");
     assert_string_equal(r.prompt_text, "one");
     moe_api_request_free(&r);
+    /* UTF-8 at the edges of what is well-formed: U+0080, U+07FF, U+E000, U+FFFF, U+10000, U+10FFFF */
+    static const char EDGES[] = "\xc2\x80\xdf\xbf\xee\x80\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf";
+    char body[64];
+    snprintf(body, sizeof body, "{\"prompt\":\"%s\"}", EDGES);
+    r = parse_ok(MOE_API_COMPLETION, body);
+    assert_string_equal(r.prompt_text, EDGES);
+    moe_api_request_free(&r);
 }
 
 /* Each bad body: 400, the field named (or none), words of the message. */
@@ -103,6 +110,13 @@ static const struct {
     { MOE_API_CHAT, "[1,2]", "", "must be a JSON object, not an array" },
     { MOE_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\xff\"}]}", "", "invalid utf-8" },
     { MOE_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xc3\"}]}", "", "invalid utf-8" },
+    /* forms json-c's own check lets through: an overlong '/', an encoded
+     * surrogate, a code point past U+10FFFF, and a lead byte cut off at the end */
+    { MOE_API_COMPLETION, "{\"prompt\":\"\xc0\xaf\"}", "", "not valid JSON (invalid utf-8 string)" },
+    { MOE_API_COMPLETION, "{\"prompt\":\"\xed\xa0\x80\"}", "", "invalid utf-8" },
+    { MOE_API_COMPLETION, "{\"prompt\":\"\xf4\x90\x80\x80\"}", "", "invalid utf-8" },
+    { MOE_API_COMPLETION, "{\"prompt\":\"\xe0\x9f\xbf\"}", "", "invalid utf-8" },
+    { MOE_API_COMPLETION, "{\"prompt\":\"a\"}\xe2\x82", "", "invalid utf-8" },
     { MOE_API_CHAT, "{}", "messages", "'messages' is required" },
     { MOE_API_CHAT, "{\"messages\":[]}", "messages", "'messages' is empty" },
     { MOE_API_CHAT, "{\"messages\":{}}", "messages", "must be an array, not an object" },

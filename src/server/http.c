@@ -497,11 +497,15 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **state, enum
     *state = NULL;
 }
 
+/* One write for the whole line: other threads log their requests meanwhile,
+ * and a prefix written apart from its message let their lines in between. */
 static void log_mhd(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
-    fprintf(stderr, "moe serve: http: ");
-    vfprintf(stderr, fmt, ap);
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    fprintf(stderr, "moe serve: http: %s%s", msg, n && msg[n - 1] == '\n' ? "" : "\n");
 }
 
 /* ---- running ---- */

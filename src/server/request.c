@@ -310,6 +310,32 @@ static int parse_fields(json_object *o, moe_api_kind kind, moe_api_request *r, m
     return refuse_unsupported(o, e);
 }
 
+/* The body is well-formed UTF-8 (Unicode's Table 3-7), as JSON must be
+ * (RFC 8259). json-c's own check lets through overlong forms (C0 AF),
+ * encoded surrogates (ED A0 80) and code points past U+10FFFF (F4 90 ..),
+ * which would then reach the tokenizer as text; the reference tokenizers'
+ * callers (Rust and Python strings) cannot even hold them. */
+static int utf8_well_formed(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned b = s[i], lo = 0x80, hi = 0xBF;
+        size_t more;
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        if (b >= 0xC2 && b <= 0xDF) more = 1;
+        else if (b >= 0xE0 && b <= 0xEF) more = 2, lo = b == 0xE0 ? 0xA0 : 0x80, hi = b == 0xED ? 0x9F : 0xBF;
+        else if (b >= 0xF0 && b <= 0xF4) more = 3, lo = b == 0xF0 ? 0x90 : 0x80, hi = b == 0xF4 ? 0x8F : 0xBF;
+        else return 0;
+        if (n - i <= more) return 0;
+        for (size_t k = 1; k <= more; k++, lo = 0x80, hi = 0xBF)
+            if (s[i + k] < lo || s[i + k] > hi) return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
 int moe_api_request_parse(const char *body, size_t len, moe_api_kind kind, moe_api_request *out, moe_api_error *e)
 {
     memset(out, 0, sizeof *out);
@@ -326,6 +352,8 @@ int moe_api_request_parse(const char *body, size_t len, moe_api_kind kind, moe_a
     json_tokener_free(tk);
     int rc;
     if (!len) rc = BAD(e, NULL, "the request body is empty; send a JSON object");
+    else if (!utf8_well_formed((const unsigned char *)body, len))
+        rc = BAD(e, NULL, "the request body is not valid JSON (invalid utf-8 string)");
     else if (!o || je != json_tokener_success)
         rc = BAD(e, NULL, "the request body is not valid JSON (%s)",
                  je == json_tokener_continue ? "it ends too early" : json_tokener_error_desc(je));
