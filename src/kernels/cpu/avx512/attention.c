@@ -210,21 +210,36 @@ void moe_avx512_attn_tile(int D, int nk, const float *qt, moe_dtype kv, const vo
 
 /* ---- attn_rows: head_dim in lanes ---- */
 
-/* 16 codes at p (lanes past the mask zero) as floats. */
-static inline __m512 q8_codes(const unsigned char *p, __mmask16 mk)
+enum { KEYS_AHEAD = 4 }; /* rows of keys fetched ahead of the scores */
+
+/* Bytes [a, b) from p into L1, a line at a time. */
+static inline void prefetch_span(const char *p, size_t a, size_t b)
 {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, p)));
+    for (size_t i = a & ~(size_t)63; i < b; i += 64) _mm_prefetch(p + i, _MM_HINT_T0);
+}
+
+/* 16 codes at p (lanes past the mask zero) as floats. */
+static inline __attribute__((always_inline)) __m512 q8_codes(const unsigned char *p, __mmask16 mk)
+{
+    __m128i c = mk == 0xFFFF ? _mm_loadu_si128((const __m128i *)p) : _mm_maskz_loadu_epi8(mk, p);
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c));
+}
+
+/* A float vector at p, lanes past the mask zero. */
+static inline __attribute__((always_inline)) __m512 load_ps(const float *p, __mmask16 mk)
+{
+    return mk == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mk, p);
 }
 
 /* o[0..D) += Σ_r p[r]·(kv head column col of row rows[r]) for nr (a
  * constant) rows, key after key for each element, 32 elements at a time
  * (a Q8 group: its scale times p once). */
-static inline __attribute__((always_inline)) void values_rows(moe_dtype kv, int D, int nr, const float *p,
-                                                              const void *const *rows, size_t col, float *o)
+static inline __attribute__((always_inline)) void values32(moe_dtype kv, int D, int nr, const float *p,
+                                                           const void *const *rows, size_t col, int d, __mmask16 m0,
+                                                           __mmask16 m1, float *o)
 {
-    for (int d = 0; d < D; d += 32) {
-        __mmask16 m0 = tail_mask(D - d), m1 = tail_mask(D - d - 16);
-        __m512 a0 = _mm512_maskz_loadu_ps(m0, o + d), a1 = _mm512_maskz_loadu_ps(m1, o + d + 16);
+    {
+        __m512 a0 = load_ps(o + d, m0), a1 = load_ps(o + d + 16, m1);
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             if (kv == MOE_DTYPE_Q8) {
@@ -238,8 +253,31 @@ static inline __attribute__((always_inline)) void values_rows(moe_dtype kv, int 
                 a1 = _mm512_fmadd_ps(pv, kv_load16(kv, rows[r], col, d + 16, D, m1), a1);
             }
         }
-        _mm512_mask_storeu_ps(o + d, m0, a0);
-        _mm512_mask_storeu_ps(o + d + 16, m1, a1);
+        if (m0 == 0xFFFF && m1 == 0xFFFF) _mm512_storeu_ps(o + d, a0), _mm512_storeu_ps(o + d + 16, a1);
+        else _mm512_mask_storeu_ps(o + d, m0, a0), _mm512_mask_storeu_ps(o + d + 16, m1, a1);
+    }
+}
+
+static inline __attribute__((always_inline)) void values_rows(moe_dtype kv, int D, int nr, const float *p,
+                                                              const void *const *rows, size_t col, float *o)
+{
+    int d = 0;
+    for (; d + 32 <= D; d += 32) values32(kv, D, nr, p, rows, col, d, 0xFFFF, 0xFFFF, o);
+    if (d < D) values32(kv, D, nr, p, rows, col, d, tail_mask(D - d), tail_mask(D - d - 16), o);
+}
+
+/* acc[i] += scale·(q_i · codes) over the Q8 group at element d of query
+ * i's kv head block (col[i] bytes into the row at kj). */
+static inline __attribute__((always_inline)) void scores32(int D, const float *const *qi, const void *kj,
+                                                           const size_t *col, int d, __mmask16 m0, __mmask16 m1,
+                                                           __m512 *acc)
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < L; i++) {
+        const unsigned char *h = (const unsigned char *)kj + col[i];
+        __m512 t = _mm512_mul_ps(load_ps(qi[i] + d, m0), q8_codes(h + d, m0));
+        t = _mm512_fmadd_ps(load_ps(qi[i] + d + 16, m1), q8_codes(h + d + 16, m1), t);
+        acc[i] = _mm512_fmadd_ps(t, q8_scale(h + D + 2 * (d / MOE_KV_Q8_GROUP)), acc[i]);
     }
 }
 
@@ -277,25 +315,26 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
         nmax = lim[r] > nmax ? lim[r] : nmax;
     }
 
-    /* scores of the keys any query sees, a cache row at a time */
+    /* the span of a row the queries read (their kv heads' columns) */
+    size_t span0 = (size_t)((const char *)kv_at(kv, k, col[0]) - (const char *)k);
+    size_t span1 = (size_t)((const char *)kv_at(kv, k, col[L - 1] + head) - (const char *)k);
+
+    /* scores of the keys any query sees, a cache row at a time; meanwhile
+     * the row's values are fetched for the pass below, and the keys a few
+     * rows ahead (several rows' streams at once outrun the prefetchers) */
     for (int j = 0; j < nmax; j++) {
         const void *kj = kv_at(kv, k, (size_t)j * stride);
+        prefetch_span((const char *)kv_at(kv, v, (size_t)j * stride), span0, span1);
+        if (j + KEYS_AHEAD < nmax) prefetch_span((const char *)kv_at(kv, k, (size_t)(j + KEYS_AHEAD) * stride), span0, span1);
         __m512 acc[L];
 #pragma GCC unroll 16
         for (int i = 0; i < L; i++) acc[i] = _mm512_setzero_ps();
         if (kv == MOE_DTYPE_Q8) {
             /* a group of 32 at a time: q·codes over its two vectors, then
              * times its scale (one multiply a group, not a vector) */
-            for (int d = 0; d < D; d += MOE_KV_Q8_GROUP) {
-                __mmask16 m0 = tail_mask(D - d), m1 = tail_mask(D - d - 16);
-#pragma GCC unroll 16
-                for (int i = 0; i < L; i++) {
-                    const unsigned char *h = (const unsigned char *)kj + col[i];
-                    __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, qi[i] + d), q8_codes(h + d, m0));
-                    t = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, qi[i] + d + 16), q8_codes(h + d + 16, m1), t);
-                    acc[i] = _mm512_fmadd_ps(t, q8_scale(h + D + 2 * (d / MOE_KV_Q8_GROUP)), acc[i]);
-                }
-            }
+            int d = 0;
+            for (; d + 32 <= D; d += 32) scores32(D, qi, kj, col, d, 0xFFFF, 0xFFFF, acc);
+            if (d < D) scores32(D, qi, kj, col, d, tail_mask(D - d), tail_mask(D - d - 16), acc);
         } else
             for (int d = 0; d < D; d += 16) {
                 __mmask16 mk = tail_mask(D - d);
