@@ -21,6 +21,10 @@
 #include "moe/model.h"
 #include "moe/tokenizer.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct moe_chat moe_chat;
 
 typedef struct {
@@ -57,5 +61,9 @@ const moe_stop_ids *moe_chat_stop_ids(const moe_chat *c);
 int moe_chat_room(const moe_chat *c);
 
 void moe_chat_free(moe_chat *c);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -73,6 +73,10 @@
 #include "moe/status.h"
 #include "moe/tokenizer.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     MOE_CHAT_TULU,
     MOE_CHAT_CHATML,
@@ -160,5 +164,9 @@ void moe_chat_template_free(moe_chat_template *t);
 /* The token that ends an assistant turn: tulu's and the [INST] families'
  * eos_token, "<|im_end|>", "<|eot_id|>". Generation stops at it. */
 const char *moe_chat_template_end_of_turn(const moe_chat_template *t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -56,6 +56,10 @@
 #include "moe/dtype.h"
 #include "moe/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Progress: output bytes written so far of the total, and the module being
  * written. Returning non-zero stops the conversion (MOE_ERR_IO "interrupted",
  * nothing left behind). */
@@ -140,5 +144,9 @@ typedef struct {
 
 moe_status moe_checkpoint_inspect(const char *dir, moe_checkpoint_info **out);
 void moe_checkpoint_info_free(moe_checkpoint_info *info);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

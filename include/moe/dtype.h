@@ -4,6 +4,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     MOE_DTYPE_F32 = 0,
     MOE_DTYPE_F16,
@@ -25,5 +29,9 @@ const char *moe_dtype_name(moe_dtype t);
  * kv_heads heads of head_dim elements — in a cache of kv_dtype (F32, F16
  * or Q8); 0 for another dtype. */
 size_t moe_kv_row_bytes(moe_dtype kv_dtype, int kv_heads, int head_dim);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

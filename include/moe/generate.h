@@ -11,6 +11,10 @@
 #include "moe/sampler.h"
 #include "moe/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { MOE_PHASE_PREFILL, MOE_PHASE_DECODE } moe_gen_phase;
 
 typedef struct {
@@ -45,5 +49,9 @@ moe_status moe_generate(moe_context *ctx, const int32_t *prompt, int n_prompt, c
                         int32_t *out_ids, int *n_out, moe_gen_metrics *metrics);
 
 double moe_now_s(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

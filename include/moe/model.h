@@ -22,6 +22,10 @@
 #include "moe/status.h"
 #include "moe/switchglu.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct moe_model moe_model;
 typedef struct moe_context moe_context;
 
@@ -182,5 +186,9 @@ void moe_context_reset(moe_context *c);
  * 0..position is MOE_ERR_RANGE. */
 moe_status moe_context_truncate(moe_context *c, int n);
 void moe_context_free(moe_context *c);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -4,6 +4,10 @@
 
 #include "moe/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Threads used by every parallel kernel (default: all online cores). */
 moe_status moe_set_num_threads(int n);
 int moe_num_threads(void);
@@ -15,5 +19,9 @@ int moe_num_threads(void);
 moe_status moe_cpu_select_isa(const char *name);
 const char *moe_cpu_isa(void);
 int moe_cpu_isa_supported(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

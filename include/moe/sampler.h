@@ -23,6 +23,10 @@
 
 #include "moe/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     float temperature;  /* 0: greedy (argmax; ties → lowest id) */
     int top_k;          /* 0: off; else keep the k most likely tokens */
@@ -47,5 +51,9 @@ moe_status moe_sampler_create(const moe_sampler_config *cfg, int vocab, moe_samp
 int moe_sampler_sample(moe_sampler *s, const float *logits);
 
 void moe_sampler_free(moe_sampler *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,6 +6,10 @@
 #ifndef MOE_STATUS_H
 #define MOE_STATUS_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     MOE_OK = 0,
     MOE_ERR_INVALID_ARG,  /* a NULL pointer, a missing option, a bad count */
@@ -24,5 +28,9 @@ const char *moe_last_error(void);
 
 /* A short constant name for a status, e.g. "shape error". */
 const char *moe_status_name(moe_status s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -19,6 +19,10 @@
 #include "moe/dtype.h"
 #include "moe/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* One projection's weights for all experts, in the stacked layout.
  *  float (bits == 0): weight [E, out, in] of dtype F32, F16 or BF16.
  *  quantized (bits 4 or 8, MLX affine): weight uint32 [E, out, in*bits/32],
@@ -110,5 +114,9 @@ moe_status moe_switchglu_share_workspace(moe_switchglu *l, moe_switchglu *with);
 size_t moe_switchglu_weight_bytes(const moe_switchglu *layer);
 
 void moe_switchglu_free(moe_switchglu *layer);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

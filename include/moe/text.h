@@ -11,6 +11,10 @@
 #include "moe/model.h"
 #include "moe/tokenizer.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The ids of a prompt for generation: the text encoded, with the token the
  * tokenizer's post-processor puts first (BOS: Llama-3's <|begin_of_text|>)
  * in front, unless the text already begins with it (as mlx-lm's generate
@@ -64,5 +68,9 @@ moe_status moe_text_streamer_flush(moe_text_streamer *s);
 /* Empties `text` (the stream goes on). */
 void moe_text_streamer_clear(moe_text_streamer *s);
 void moe_text_streamer_free(moe_text_streamer *s);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

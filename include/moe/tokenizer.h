@@ -40,6 +40,10 @@
 
 #include "moe/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct moe_tokenizer moe_tokenizer;
 
 /* Reads a tokenizer.json. Errors: MOE_ERR_IO (cannot read), MOE_ERR_FORMAT
@@ -113,5 +117,9 @@ int moe_tokenizer_is_special(const moe_tokenizer *t, int32_t id);
  * special tokens to a single sequence; -1 where it adds none there. */
 int32_t moe_tokenizer_bos_id(const moe_tokenizer *t);
 int32_t moe_tokenizer_eos_id(const moe_tokenizer *t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
