@@ -9,11 +9,17 @@
 void moe_rmsnorm(int n, const float *x, const float *w, float eps, float *y)
 {
     /* the mean square in double: no loss for long rows, and within float
-     * rounding of the reference's float32 sum */
-    double ss = 0.0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+     * rounding of the reference's float32 sum. Eight partial sums, so the
+     * adds do not wait on each other (one chain took 2.8 µs a row of 2048:
+     * a decode step runs 65 of them) */
+    double part[8] = { 0 };
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) part[j] += (double)x[i + j] * x[i + j];
+    for (; i < n; i++) part[0] += (double)x[i] * x[i];
+    double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     float inv = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++) y[i] = w[i] * (x[i] * inv);
+    for (i = 0; i < n; i++) y[i] = w[i] * (x[i] * inv);
 }
 
 void moe_rope_angles(int head_dim, double theta, int pos, float *cos_out, float *sin_out)
