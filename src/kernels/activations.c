@@ -53,17 +53,28 @@ void moe_pack_act_i8(int K, int group, int m, const int8_t *const *xq, const flo
     }
 }
 
+/* Token i's runs of 8 joined digits, with perm[p] the input (within the
+ * run, in moe_quantize_act_i8's order) that lands at position p: a constant
+ * table per format, so the loop over a run unrolls into plain moves. */
+static inline void pack_runs_i8x2(int K, int m, int i, const int8_t *xq, const int8_t *xr, const int perm[8],
+                                  int16_t *a)
+{
+    for (int b = 0; b < K / 8; b++) {
+        int16_t *run = a + ((size_t)b * m + i) * 8;
+        const int8_t *q = xq + 8 * b, *r = xr + 8 * b;
+#pragma GCC unroll 8
+        for (int p = 0; p < 8; p++) run[p] = (int16_t)(MOE_I8_RESIDUAL_STEPS * q[perm[p]] + r[perm[p]]);
+    }
+}
+
 void moe_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t *const *xq, const int8_t *const *xr,
                        const float *const *dx, const float *const *xsum, int16_t *a, float *d, float *s)
 {
+    /* perm[moe_act_i8x2_pos(f, j)] = moe_act_i8_index(f, j) for j < 8 */
+    static const int PERM_Q4[8] = { 0, 2, 4, 6, 1, 3, 5, 7 }, PERM_Q8[8] = { 0, 2, 1, 3, 4, 6, 5, 7 };
     for (int i = 0; i < m; i++) {
-        for (int b = 0; b < K / 8; b++) {
-            int16_t *run = a + ((size_t)b * m + i) * 8;
-            for (int j = 0; j < 8; j++) {
-                int at = moe_act_i8_index(f, 8 * b + j);
-                run[moe_act_i8x2_pos(f, j)] = (int16_t)(MOE_I8_RESIDUAL_STEPS * xq[i][at] + xr[i][at]);
-            }
-        }
+        if (f == MOE_WF_Q4) pack_runs_i8x2(K, m, i, xq[i], xr[i], PERM_Q4, a);
+        else pack_runs_i8x2(K, m, i, xq[i], xr[i], PERM_Q8, a);
         for (int g = 0; g < K / group; g++) {
             d[(size_t)g * m + i] = dx[i][g];
             s[(size_t)g * m + i] = xsum[i][g];
