@@ -65,6 +65,31 @@ static inline __attribute__((always_inline)) __m256 kv_load8(moe_dtype kv, const
     return n >= 8 ? _mm256_loadu_ps((const float *)p + i) : _mm256_maskload_ps((const float *)p + i, tail);
 }
 
+/* 8 codes at p as floats. */
+static inline __m256 q8_codes8(const unsigned char *p)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+/* o[d0..D) += p·(elements d0.. of the kv head column col of the row at vj). */
+static inline __attribute__((always_inline)) void values_row_from(moe_dtype kv, int D, int d0, float pw, const void *vj,
+                                                                  size_t col, __m256i tail, float *o)
+{
+    __m256 p = _mm256_set1_ps(pw);
+    int d = d0;
+    for (; d + 8 <= D; d += 8)
+        _mm256_storeu_ps(o + d, _mm256_fmadd_ps(p, kv_load8(kv, vj, col, d, D, 8, tail), _mm256_loadu_ps(o + d)));
+    if (d < D)
+        _mm256_maskstore_ps(o + d, tail,
+                            _mm256_fmadd_ps(p, kv_load8(kv, vj, col, d, D, D - d, tail), _mm256_maskload_ps(o + d, tail)));
+}
+
+static inline __attribute__((always_inline)) void values_row(moe_dtype kv, int D, float pw, const void *vj, size_t col,
+                                                             __m256i tail, float *o)
+{
+    values_row_from(kv, D, 0, pw, vj, col, tail, o);
+}
+
 /* ---- attn_tile: queries in lanes ---- */
 
 /* s[r][·] = Σ_d k_r[d]·qt[d][·] for nr (a constant) keys from k. */
@@ -258,6 +283,17 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
             int d = 0;
+            if (kv == MOE_DTYPE_Q8) /* whole groups: q·codes over the group, then times its scale */
+                for (; d + MOE_KV_Q8_GROUP <= D; d += MOE_KV_Q8_GROUP)
+#pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) {
+                        const unsigned char *hd = (const unsigned char *)kj + ch[i];
+                        __m256 t = _mm256_mul_ps(_mm256_loadu_ps(qh[i] + d), q8_codes8(hd + d));
+#pragma GCC unroll 3
+                        for (int e = 8; e < MOE_KV_Q8_GROUP; e += 8)
+                            t = _mm256_fmadd_ps(_mm256_loadu_ps(qh[i] + d + e), q8_codes8(hd + d + e), t);
+                        acc[i] = _mm256_fmadd_ps(t, _mm256_set1_ps(moe_kv_q8_scale(hd, D, d / MOE_KV_Q8_GROUP)), acc[i]);
+                    }
             for (; d + 8 <= D; d += 8)
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++)
@@ -282,8 +318,40 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
         if (d < D) _mm256_maskstore_ps(oi + d, tail, _mm256_mul_ps(_mm256_maskload_ps(oi + d, tail), a));
     }
 
-    /* values, a cache row at a time; each query's o stays in L1 */
-    for (int j = 0; j < nmax; j++) {
+    /* values, a cache row at a time; each query's o stays in L1. Q8: four
+     * rows at a time where no weight is 0, each query's o read and written
+     * once for the four, a group's scale times the weight once */
+    int j = 0;
+    if (kv == MOE_DTYPE_Q8)
+        for (; j + 4 <= nmax; j += 4)
+            for (int i = 0; i < nq; i++) {
+                const float *pj = s + j * L + i;
+                if (pj[0] == 0.0f || pj[L] == 0.0f || pj[2 * L] == 0.0f || pj[3 * L] == 0.0f) {
+                    for (int r = 0; r < 4; r++)
+                        if (pj[r * L] != 0.0f)
+                            values_row(kv, D, pj[r * L], kv_at(kv, v, (size_t)(j + r) * stride), col[i], tail,
+                                       o + (size_t)i * D);
+                    continue;
+                }
+                const unsigned char *hr[4];
+                for (int r = 0; r < 4; r++) hr[r] = (const unsigned char *)kv_at(kv, v, (size_t)(j + r) * stride) + col[i];
+                float *oi = o + (size_t)i * D;
+                int d = 0;
+                for (; d + MOE_KV_Q8_GROUP <= D; d += MOE_KV_Q8_GROUP) {
+                    __m256 pv[4], acc[4];
+                    for (int r = 0; r < 4; r++) pv[r] = _mm256_set1_ps(pj[r * L] * moe_kv_q8_scale(hr[r], D, d / MOE_KV_Q8_GROUP));
+#pragma GCC unroll 4
+                    for (int e = 0; e < 4; e++) {
+                        acc[e] = _mm256_loadu_ps(oi + d + 8 * e);
+#pragma GCC unroll 4
+                        for (int r = 0; r < 4; r++) acc[e] = _mm256_fmadd_ps(pv[r], q8_codes8(hr[r] + d + 8 * e), acc[e]);
+                        _mm256_storeu_ps(oi + d + 8 * e, acc[e]);
+                    }
+                }
+                if (d < D) /* the part group, row after row */
+                    for (int r = 0; r < 4; r++) values_row_from(kv, D, d, pj[r * L], hr[r], 0, tail, oi);
+            }
+    for (; j < nmax; j++) {
         const void *vj = kv_at(kv, v, (size_t)j * stride);
         const float *pj = s + j * L;
         for (int i = 0; i < nq; i++) {
