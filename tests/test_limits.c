@@ -276,7 +276,7 @@ static void estimate_arithmetic(void **state)
     moe_model_config c = { .hidden_size = 64, .num_layers = 4, .num_heads = 4, .num_kv_heads = 2, .head_dim = 16,
                            .expert_hidden = 32, .num_experts = 6, .top_k = 2, .vocab_size = 256, .max_position = 4096 };
     moe_model_memory m;
-    model_memory_estimate(&c, 1000000, MOE_DTYPE_F16, 1000, 8, 0, &m);
+    model_memory_estimate(&c, 1000000, MOE_DTYPE_F16, 1000, 8, MOE_DEVICE_CPU, 0, &m);
     /* keys and values: 2 × 4 layers × 32 (2 heads of 16) × 2 bytes a position */
     assert_int_equal(m.kv_bytes_per_token, 2 * 4 * 32 * 2);
     assert_int_equal(m.kv_cache, 1000 * 512);
@@ -286,20 +286,20 @@ static void estimate_arithmetic(void **state)
     assert_int_equal(m.max_context, INT32_MAX);
     assert_int_equal(m.max_position, 4096);
     /* with 10 MB available: 9 MB usable, the rest over 512 bytes a position */
-    model_memory_estimate(&c, 1000000, MOE_DTYPE_F16, 1000, 8, 10000000, &m);
+    model_memory_estimate(&c, 1000000, MOE_DTYPE_F16, 1000, 8, MOE_DEVICE_CPU, 10000000, &m);
     assert_true(m.fits);
     assert_int_equal(m.max_context, (int)((9000000 - m.weights - m.activations) / 512));
-    model_memory_estimate(&c, 1000000, MOE_DTYPE_F16, m.max_context + 1, 8, 10000000, &m);
+    model_memory_estimate(&c, 1000000, MOE_DTYPE_F16, m.max_context + 1, 8, MOE_DEVICE_CPU, 10000000, &m);
     assert_false(m.fits);
     /* weights alone over the budget: no context fits */
-    model_memory_estimate(&c, 9500000, MOE_DTYPE_F32, 1, 8, 10000000, &m);
+    model_memory_estimate(&c, 9500000, MOE_DTYPE_F32, 1, 8, MOE_DEVICE_CPU, 10000000, &m);
     assert_false(m.fits);
     assert_int_equal(m.max_context, 0);
     /* absurd sizes saturate instead of wrapping to something small */
     moe_model_config big = c;
     big.num_layers = 65536, big.num_heads = big.num_kv_heads = 16384, big.head_dim = 32768;
     big.hidden_size = big.expert_hidden = big.vocab_size = INT32_MAX;
-    model_memory_estimate(&big, 1000, MOE_DTYPE_F32, INT32_MAX, 1 << 24, (size_t)1 << 40, &m);
+    model_memory_estimate(&big, 1000, MOE_DTYPE_F32, INT32_MAX, 1 << 24, MOE_DEVICE_CPU, (size_t)1 << 40, &m);
     assert_true(m.total == SIZE_MAX && m.kv_cache == SIZE_MAX);
     assert_false(m.fits);
     assert_int_equal(m.max_context, 0);

@@ -192,8 +192,7 @@ int cli_fail(const char *cmd)
     return 1;
 }
 
-/* --device's value as a moe_device, or -2 when it names none */
-static int device_of(const char *name)
+int cli_device(const char *name)
 {
     return !strcmp(name, "auto") ? MOE_DEVICE_AUTO : !strcmp(name, "cpu") ? MOE_DEVICE_CPU
            : !strcmp(name, "cuda") ? MOE_DEVICE_CUDA : -2;
@@ -201,7 +200,7 @@ static int device_of(const char *name)
 
 int cli_setup_runtime(const char *cmd, const cli_opts *o)
 {
-    int device = device_of(o->device);
+    int device = cli_device(o->device);
     if (device == -2) {
         fprintf(stderr, "moe %s: unknown device '%s' (choose cuda, cpu or auto)\n", cmd, o->device);
         return 2;
@@ -250,7 +249,7 @@ static moe_model_options model_options(const cli_opts *o)
     mo.fuse_gate_up = o->fuse_gate_up;
     mo.activations = o->activations;
     mo.kv_dtype = o->kv_dtype;
-    mo.device = device_of(o->device);
+    mo.device = cli_device(o->device);
     mo.profile = o->profile;
     return mo;
 }
@@ -264,12 +263,14 @@ static const char *human_bytes(size_t b, char *buf, size_t n)
     return buf;
 }
 
+const char *cli_memory_name(const moe_model_memory *m)
+{
+    return m->device == MOE_DEVICE_CUDA ? "GPU 0's free memory" : "the memory available";
+}
+
 int cli_check_memory(const char *cmd, const cli_opts *o, int *context)
 {
-    int device = device_of(o->device);
-    if (!o->model || device == MOE_DEVICE_CUDA ||
-        (device == MOE_DEVICE_AUTO && moe_device_available(MOE_DEVICE_CUDA) == MOE_OK))
-        return 0;
+    if (!o->model) return 0;
     moe_model_options mo = model_options(o);
     moe_model_memory mem;
     int asked = *context;
@@ -279,8 +280,8 @@ int cli_check_memory(const char *cmd, const cli_opts *o, int *context)
     if (!asked) {
         int fit = mem.max_context < mem.max_position ? mem.max_context : mem.max_position;
         if (fit >= 1 && fit < mem.max_position && !o->json)
-            fprintf(stderr, "note: a context of %d tokens, what fits in the memory available (the model was trained "
-                    "for %d; --max-context sets it)\n", fit, mem.max_position);
+            fprintf(stderr, "note: a context of %d tokens, what fits in %s (the model was trained for %d; "
+                    "--max-context sets it)\n", fit, cli_memory_name(&mem), mem.max_position);
         if (fit >= 1) {
             *context = fit;
             return 0;
@@ -288,12 +289,13 @@ int cli_check_memory(const char *cmd, const cli_opts *o, int *context)
     } else if (mem.fits)
         return 0;
     char a[32], w[32], kv[32], act[32], have[32];
+    int gpu = mem.device == MOE_DEVICE_CUDA;
     fprintf(stderr, "moe %s: the model needs %s (weights %s, KV cache %s for %d tokens in %s, activations %s for "
-            "chunks of %d) and this machine has %s available; ", cmd, human_bytes(mem.total, a, sizeof a),
+            "chunks of %d) and %s has %s %s; ", cmd, human_bytes(mem.total, a, sizeof a),
             human_bytes(mem.weights, w, sizeof w), human_bytes(mem.kv_cache, kv, sizeof kv),
             asked > 0 ? asked : o->prefill_step,
             moe_dtype_name(mem.kv_dtype), human_bytes(mem.activations, act, sizeof act), o->prefill_step,
-            human_bytes(mem.available, have, sizeof have));
+            gpu ? "GPU 0" : "this machine", human_bytes(mem.available, have, sizeof have), gpu ? "free" : "available");
     if (mem.max_context >= 1)
         fprintf(stderr, "at most %d tokens of context fit: lower --max-context%s, or --prefill-step%s\n",
                 mem.max_context, strcmp(cmd, "generate") ? "" : " or -n",

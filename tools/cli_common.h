@@ -61,13 +61,21 @@ moe_model *cli_open_model(const char *cmd, const cli_opts *o);
 
 /* Before --model is loaded: the memory it takes (weights, a KV cache of
  * *context tokens, one --prefill-step chunk's activations) against what
- * the machine has available. *context 0: the largest context that fits, up
- * to the model's trained one, is chosen (a note says so when that is less).
- * Returns 0, or 1 after printing a refusal that names both numbers and the
- * options that lower the need. Not checked for a synthetic model (it checks
- * its own), a GPU's memory, or a checkpoint that cannot be read (the load
- * then says why). */
+ * the device it loads on has: the machine's available memory, or on the
+ * CUDA backend the GPU's free memory. *context 0: the largest context that
+ * fits, up to the model's trained one, is chosen (a note says so when that
+ * is less). Returns 0, or 1 after printing a refusal that names both
+ * numbers, the device and the options that lower the need. Not checked for
+ * a synthetic model (it checks its own), a GPU whose memory cannot be read,
+ * or a checkpoint that cannot be read (the load then says why). */
 int cli_check_memory(const char *cmd, const cli_opts *o, int *context);
+
+/* --device's value as a moe_device; -2 when it names none. */
+int cli_device(const char *name);
+
+/* Whose memory an estimate was held to, for a message: "the memory
+ * available", or "GPU 0's free memory". */
+const char *cli_memory_name(const moe_model_memory *m);
 
 /* --tokens "1,2,3" → ids (malloc'd); NULL after printing what is wrong. */
 int32_t *cli_parse_tokens(const char *cmd, const char *list, int *n);

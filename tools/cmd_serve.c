@@ -144,19 +144,20 @@ static int open_text(const cli_opts *o, const moe_model_info *info, const moe_st
     return 0;
 }
 
-/* Before --model loads on the CPU: the weights, --parallel caches of
- * *context tokens (memory a slot touches only as its positions fill: this
- * is the most it takes) and a step's activations against the memory
- * available. *context 0: the model's trained context (4096 at most), or
+/* Before --model loads: the weights, --parallel caches of *context tokens
+ * (memory a slot touches only as its positions fill: this is the most it
+ * takes) and a step's activations against the memory available, or the
+ * GPU's free memory when it loads there. *context 0: the model's trained context (4096 at most), or
  * less where that does not fit, with a note. 0, or 1 after a refusal that
  * names the numbers. */
 static int check_memory(const cli_opts *o, const serve_opts *so, int *context)
 {
-    if (!o->model || (strcmp(o->device, "cpu") != 0 && moe_device_available(MOE_DEVICE_CUDA) == MOE_OK)) return 0;
+    if (!o->model) return 0;
     moe_model_options mo = moe_model_default_options();
     mo.fuse_gate_up = o->fuse_gate_up;
     mo.activations = o->activations;
     mo.kv_dtype = o->kv_dtype;
+    mo.device = cli_device(o->device);
     moe_model_memory mem;
     if (moe_model_estimate_memory(o->model, &mo, so->parallel, so->batch_tokens, &mem) != MOE_OK) return 0;
     int trained = mem.max_position > 0 && mem.max_position < 4096 ? mem.max_position : 4096;
@@ -164,17 +165,17 @@ static int check_memory(const cli_opts *o, const serve_opts *so, int *context)
     if (!*context) {
         *context = fit < trained ? fit : trained;
         if (fit >= 1 && fit < trained)
-            fprintf(stderr, "moe %s: note: a context of %d tokens a slot, what %d slots fit in the memory available "
-                    "(--max-context and --parallel set them)\n", CMD, fit, so->parallel);
+            fprintf(stderr, "moe %s: note: a context of %d tokens a slot, what %d slots fit in %s (--max-context "
+                    "and --parallel set them)\n", CMD, fit, so->parallel, cli_memory_name(&mem));
         if (fit >= 1) return 0;
     } else if (*context <= fit) {
         return 0;
     }
     if (mem.max_context < 1)
-        return fprintf(stderr, "moe %s: the weights and a step's activations alone do not fit in the memory "
-                       "available: lower --batch-tokens, or use a smaller or more quantized checkpoint\n", CMD), 1;
-    fprintf(stderr, "moe %s: %d slots of %d tokens do not fit in the memory available: at most %d tokens of KV cache "
-            "fit beside the weights; lower --max-context or --parallel%s\n", CMD, so->parallel, *context,
+        return fprintf(stderr, "moe %s: the weights and a step's activations alone do not fit in %s: lower "
+                       "--batch-tokens, or use a smaller or more quantized checkpoint\n", CMD, cli_memory_name(&mem)), 1;
+    fprintf(stderr, "moe %s: %d slots of %d tokens do not fit in %s: at most %d tokens of KV cache fit beside the "
+            "weights; lower --max-context or --parallel%s\n", CMD, so->parallel, *context, cli_memory_name(&mem),
             mem.max_context, cli_kv_smaller_hint(mem.kv_dtype));
     return 1;
 }

@@ -95,7 +95,10 @@ typedef struct {
     size_t kv_bytes_per_token;  /* one position of that cache */
     size_t activations;         /* one chunk's buffers, the expert layers' workspace, a row of logits */
     size_t total;               /* weights + kv_cache + activations */
-    size_t available;           /* what the machine has now (MemAvailable); 0 unknown */
+    size_t available;           /* what the machine has now (MemAvailable), or with the model on
+                                   a GPU the GPU's free memory; 0 unknown */
+    int device;                 /* whose memory that is: MOE_DEVICE_CPU (the host's) or
+                                   MOE_DEVICE_CUDA (the first GPU's) */
     int fits;                   /* total within MOE_MEMORY_USABLE of available (1 when unknown) */
     int max_context;            /* the most positions whose cache fits beside the weights and
                                    activations (0: none; INT32_MAX when available is unknown) */
@@ -108,9 +111,11 @@ typedef struct {
 #define MOE_MEMORY_USABLE 0.9
 
 /* For the checkpoint in `dir` loaded with `opt` (NULL: the defaults): the
- * memory on the CPU side. (With the weights on a GPU, its memory is what
- * counts; this does not read it.) Errors are those of reading config.json
- * and the safetensors headers. */
+ * memory of the device it will load on. With opt->device CUDA, or AUTO
+ * where a GPU can run it, the weights, cache and activations all live in
+ * the GPU's memory: that is compared with the GPU's free memory, not the
+ * host's. Errors are those of reading config.json and the safetensors
+ * headers. */
 moe_status moe_model_estimate_memory(const char *dir, const moe_model_options *opt, int max_tokens, int max_chunk,
                                      moe_model_memory *out);
 

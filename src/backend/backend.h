@@ -122,6 +122,11 @@ moe_backend *moe_backend_cpu_create(void);
  * compute capability 9.0), when it cannot run. */
 moe_backend *moe_backend_cuda_create(void);
 
+/* The first GPU's free and total memory in bytes (cudaMemGetInfo), for the
+ * memory check before a model loads there; an error, both 0, when there
+ * is none to ask (no CUDA in this build, no GPU). */
+moe_status moe_cuda_memory_info(size_t *free_bytes, size_t *total_bytes);
+
 /* The operations of the forward grouped by what they compute, for a
  * profile of where a step's time goes (backend/profile.c). */
 typedef enum {

@@ -546,6 +546,22 @@ static void cuda_destroy(moe_backend *b)
     free(b);
 }
 
+moe_status moe_cuda_memory_info(size_t *free_bytes, size_t *total_bytes)
+{
+    *free_bytes = *total_bytes = 0;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n < 1)
+        return moe_error_set(MOE_ERR_UNSUPPORTED, "no CUDA device found (cudaGetDeviceCount: %s)",
+                             e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    size_t f = 0, t = 0;
+    if ((e = cudaSetDevice(0)) != cudaSuccess) return cuda_error(e, "cudaSetDevice", "device 0");
+    if ((e = cudaMemGetInfo(&f, &t)) != cudaSuccess) return cuda_error(e, "cudaMemGetInfo", "device 0");
+    *free_bytes = f;
+    *total_bytes = t;
+    return MOE_OK;
+}
+
 moe_backend *moe_backend_cuda_create(void)
 {
     int n = 0;

@@ -15,12 +15,16 @@
  *                hidden rows, int8 copies) and a row of logits
  *
  * Every product is checked (core/checked.h) and saturates at SIZE_MAX, so a
- * config of absurd sizes gives an absurd estimate, never a wrapped small one. */
+ * config of absurd sizes gives an absurd estimate, never a wrapped small one.
+ *
+ * On the CUDA backend all three live in the GPU's memory, so they are held up
+ * to the GPU's free memory (cudaMemGetInfo) instead of the host's. */
 #include "models/preflight.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "core/checked.h"
 #include "core/error.h"
 #include "core/memory.h"
@@ -42,9 +46,10 @@ static size_t add(size_t a, size_t b)
 }
 
 void model_memory_estimate(const moe_model_config *c, size_t weights, moe_dtype kv_dtype, int max_tokens,
-                           int max_chunk, size_t available, moe_model_memory *out)
+                           int max_chunk, int device, size_t available, moe_model_memory *out)
 {
     memset(out, 0, sizeof *out);
+    out->device = device;
     size_t T = (size_t)(max_chunk < max_tokens ? max_chunk : max_tokens), F = sizeof(float);
     size_t D = (size_t)c->hidden_size, hd = (size_t)c->head_dim, qdim = mul((size_t)c->num_heads, hd);
     size_t kvdim = mul((size_t)c->num_kv_heads, hd), K = (size_t)c->top_k;
@@ -90,17 +95,36 @@ static size_t resident_weights(const moe_model_config *c, const moe_st_set *set)
     return total;
 }
 
-/* The cache's element type loading with `opt` gives (models/model.c's rule):
- * the option's, else f16 where quantized weights meet int8 activations
- * (the default on CPUs with int8 dot products), else f32. */
-static moe_dtype kv_dtype_for(const moe_model_config *c, const moe_model_options *opt)
+/* The device loading with `opt` places the model on (models/model.c's
+ * rule): AUTO is CUDA where a GPU can run it, else the CPU. */
+static int device_for(const moe_model_options *opt)
+{
+    int device = opt ? opt->device : MOE_DEVICE_CPU;
+    if (device == MOE_DEVICE_AUTO)
+        device = moe_device_available(MOE_DEVICE_CUDA) == MOE_OK ? MOE_DEVICE_CUDA : MOE_DEVICE_CPU;
+    return device;
+}
+
+/* The cache's element type loading with `opt` on `device` gives (models/
+ * model.c's rule): the option's, else f16 where quantized weights meet int8
+ * activations (the default on CPUs with int8 dot products), else f32. */
+static moe_dtype kv_dtype_for(const moe_model_config *c, const moe_model_options *opt, int device)
 {
     if (opt && opt->kv_dtype >= 0) return (moe_dtype)opt->kv_dtype;
     int act = opt ? opt->activations : -1;
-    int device = opt ? opt->device : MOE_DEVICE_CPU;
-    int on_cpu = device == MOE_DEVICE_CPU || (device == MOE_DEVICE_AUTO && moe_device_available(MOE_DEVICE_CUDA) != MOE_OK);
-    if (act < 0) act = c->quant_bits && on_cpu && moe_kernels()->panel_gemv_i8 ? MOE_ACT_INT8X2 : MOE_ACT_FLOAT;
+    if (act < 0)
+        act = c->quant_bits && device == MOE_DEVICE_CPU && moe_kernels()->panel_gemv_i8 ? MOE_ACT_INT8X2
+                                                                                         : MOE_ACT_FLOAT;
     return c->quant_bits && act != MOE_ACT_FLOAT ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
+}
+
+/* The memory of `device` free for the model: the GPU's free memory (0,
+ * unknown, when it cannot be asked), or the host's available memory. */
+static size_t memory_available(int device)
+{
+    if (device != MOE_DEVICE_CUDA) return moe_available_memory_bytes();
+    size_t free_bytes, total_bytes;
+    return moe_cuda_memory_info(&free_bytes, &total_bytes) == MOE_OK ? free_bytes : 0;
 }
 
 moe_status moe_model_estimate_memory(const char *dir, const moe_model_options *opt, int max_tokens, int max_chunk,
@@ -120,9 +144,11 @@ moe_status moe_model_estimate_memory(const char *dir, const moe_model_options *o
     free(path);
     if (st != MOE_OK) return st;
     moe_st_set *set = NULL;
-    if ((st = moe_st_set_open(dir, &set)) == MOE_OK)
-        model_memory_estimate(&c, resident_weights(&c, set), kv_dtype_for(&c, opt), max_tokens, max_chunk,
-                              moe_available_memory_bytes(), out);
+    if ((st = moe_st_set_open(dir, &set)) == MOE_OK) {
+        int device = device_for(opt);
+        model_memory_estimate(&c, resident_weights(&c, set), kv_dtype_for(&c, opt, device), max_tokens, max_chunk,
+                              device, memory_available(device), out);
+    }
     moe_st_set_close(set);
     moe_config_free(&c);
     return st;

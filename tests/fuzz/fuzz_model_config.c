@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_check(!dense || c.dense_hidden > 0, "dense layers have a hidden size");
         /* the memory estimate saturates, never wraps */
         moe_model_memory mem;
-        model_memory_estimate(&c, (size_t)1 << 40, MOE_DTYPE_F32, INT32_MAX, 1 << 24, (size_t)1 << 36, &mem);
+        model_memory_estimate(&c, (size_t)1 << 40, MOE_DTYPE_F32, INT32_MAX, 1 << 24, MOE_DEVICE_CPU, (size_t)1 << 36,
+                              &mem);
         fuzz_check(mem.total >= mem.kv_cache && mem.total >= mem.activations && mem.total >= mem.weights,
                    "the estimate's total holds its parts");
         fuzz_check(mem.kv_cache >= mem.kv_bytes_per_token, "the cache holds a token's keys and values");
