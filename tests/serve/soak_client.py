@@ -727,7 +727,8 @@ def main():
         t.start()
     STOP.wait(A.duration)
     STOP.set()
-    print("at stop: " + ", ".join("%s %.1f s" % (k, time.time() - t) for k, t in CURRENT.values()), flush=True)
+    print("soak: in flight at the end (kind, seconds so far): " +
+          ", ".join("%s %.1f" % (k, time.time() - t) for k, t in CURRENT.values()), flush=True)
     stuck = 0
     for t in threads:
         t.join(A.timeout + 10)
