@@ -11,17 +11,33 @@
 #   4. one fixture's greedy ids on --device cuda and --device cpu;
 #   5. moe bench --device cuda on the synthetic 4-bit OLMoE-1B-7B, a
 #      2048-token prompt and 128 generated tokens, fused and unfused
-#      alternating (twice each), then --profile's time by kind of operation.
+#      alternating (twice each), with the backend's count of captured and
+#      replayed steps (MOE_CUDA_DEBUG=1); once more with CUDA graphs off
+#      (MOE_CUDA_GRAPHS=0); then a run under --profile, whose time by kind
+#      of operation waits for each operation (its own figures are slower);
+#   6. with --long: a 50000-token prompt and 256 generated tokens (f16 KV
+#      cache, as llama.cpp keeps its own);
+#   7. with --peer DIR: llama.cpp's llama-bench on the same card, DIR
+#      holding llamacpp_cuda.sh and what it needs (it builds llama.cpp in
+#      the background while the tests run, and times pp2048 and tg128, and
+#      with --long tg128 after 50000 tokens).
 #
-#   bash scripts/gpu_check.sh [--prebuilt DIR]
+#   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--peer DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export PATH="$PATH:/usr/local/cuda/bin"
 out=${OUT:-gpu-results}
 mkdir -p "$out"
-prebuilt=""
-if [ "${1:-}" = --prebuilt ]; then prebuilt=$(cd "$2" && pwd); fi
+prebuilt="" long="" peer=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --prebuilt) prebuilt=$(cd "$2" && pwd); shift 2 ;;
+    --long) long=1; shift ;;
+    --peer) peer=$(cd "$2" && pwd); shift 2 ;;
+    *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
 summary="$out/summary.txt"
 : >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -47,6 +63,13 @@ else
     fi
 fi
 export MOE_SOURCE_DIR=$root   # the fixtures, wherever the binaries were built
+
+# the peer's build and model, in the background while the tests run (a
+# one-token run of llama-bench to finish it)
+if [ -n "$peer" ]; then
+    (timeout 420 bash "$peer/llamacpp_cuda.sh" run -p 1 -n 0 -r 1 >"$out/peer_build.log" 2>&1) &
+    peer_pid=$!
+fi
 
 # 3. the tests
 timeout 180 "$bin/test_cuda_backend" >"$out/test_cuda_backend.log" 2>&1
@@ -75,8 +98,31 @@ for dev in cuda cpu; do
 done
 
 # 5. the end-to-end benchmark on the GPU
-timeout 240 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 --fuse-gate-up both --repeat 2 \
-    --profile >"$out/bench.txt" 2>&1
+[ -n "$peer" ] && { wait "$peer_pid"; note "peer build: $(tail -1 "$out/peer_build.log")"; }
+MOE_CUDA_DEBUG=1 timeout 240 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 --fuse-gate-up both \
+    --repeat 2 >"$out/bench.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || note "bench: FAILED (exit $rc)"
-grep -E '^(model|fused|unfused|run|profile)|^ ' "$out/bench.txt" | tee -a "$summary"
+grep -E '^(model|fused|unfused|run|cuda backend)' "$out/bench.txt" | tee -a "$summary"
+MOE_CUDA_GRAPHS=0 timeout 120 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 \
+    >"$out/bench_nographs.txt" 2>&1
+note "graphs off: $(grep -E '^fused' "$out/bench_nographs.txt")"
+timeout 120 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 --profile >"$out/bench_profile.txt" 2>&1
+grep -E '^profile|^ ' "$out/bench_profile.txt" | tee -a "$summary"
+
+# 6. a long context
+if [ -n "$long" ]; then
+    timeout 300 "$bin/moe" bench --device cuda --prompt-tokens 50000 --gen-tokens 256 --kv-cache f16 \
+        >"$out/bench_long.txt" 2>&1
+    note "long (50000 + 256): $(grep -E '^fused' "$out/bench_long.txt")"
+fi
+
+# 7. the peer on the same card
+if [ -n "$peer" ]; then
+    timeout 180 bash "$peer/llamacpp_cuda.sh" run -p 2048 -n 128 -r 3 >"$out/peer.txt" 2>&1
+    grep -E '^\|' "$out/peer.txt" | tee -a "$summary"
+    if [ -n "$long" ]; then
+        timeout 240 bash "$peer/llamacpp_cuda.sh" run -p 0 -n 128 -d 50000 -r 1 >"$out/peer_long.txt" 2>&1
+        grep -E '^\|' "$out/peer_long.txt" | tail -1 | tee -a "$summary"
+    fi
+fi

@@ -107,6 +107,23 @@ struct moe_backend {
     moe_status (*experts)(moe_backend *b, moe_bk_experts *x, const float *in, int T, const int32_t *idx,
                           const float *w, int k, float *out);
 
+    /* ---- a step (optional: NULL where every operation simply runs) ----
+     * The forward brackets the operations of one sequence's step, from the
+     * embedding to the last layer, with step_begin(b, key, T, pos) and
+     * step_end(b): T rows at positions pos.. of the sequence whose context
+     * is `key`. A backend may then record the step's operations once and
+     * replay the recording for later steps of the same key, T and
+     * operations (the CUDA backend's graphs, for T = 1). A replayed step may
+     * differ from the recorded one only in pos and the token ids: the
+     * rotation angles' positions, attention's pos and the KV store's
+     * destination, which moves one row (n elements) a position. Operations
+     * may run or merely be noted until step_end, which returns once the
+     * step's work is queued; memory entries (alloc, free, upload, download,
+     * sync) inside a step end its recording early. A step left without
+     * step_end (an operation failed) is dropped by the next step_begin. */
+    moe_status (*step_begin)(moe_backend *b, const void *key, int T, int pos);
+    moe_status (*step_end)(moe_backend *b);
+
     /* returns once every operation issued so far has finished (timing) */
     moe_status (*sync)(moe_backend *b);
     void (*destroy)(moe_backend *b);

@@ -11,7 +11,21 @@
  * CPUs that have int8 dot products) is a CPU matter, ignored here.
  *
  * Every operation is queued on one stream and returns at once; download
- * waits for the stream, so a failure inside a kernel surfaces there. Faults
+ * waits for the stream, so a failure inside a kernel surfaces there.
+ *
+ * Launches are what a one-token step costs: a few hundred kernels, most of
+ * them tiny. Two things cut that. Small element-wise steps (RMSNorm, adds,
+ * RoPE and its angles, the KV store, splits and clips of one token, the
+ * expert pairs' sum) wait in a chain and run as one launch when the next
+ * other operation comes (kernels/cuda/elementwise.cu). And a one-token step
+ * of one sequence (backend.h: step_begin) is captured as a CUDA graph the
+ * first time and replayed after: the kernels that depend on the position —
+ * the rotation angles, attention, the KV store's row — read it from a small
+ * device record written before each launch, as the embedding reads the
+ * token id, and while a captured step is replayed the operations only note
+ * their arguments, which must hash as the captured ones did. Freeing device
+ * memory, loading weights or switching the gate-up fusion drops the graph.
+ * MOE_CUDA_GRAPHS=0 in the environment turns graphs off. Faults
  * a kernel finds in its data (a non-finite router logit, an expert index
  * outside the layer) are kept in a small device record, read back at each
  * download and reported as the error they are. Every CUDA call and launch
@@ -30,6 +44,9 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "layers/expert_store.h"
 
+/* where a step stands (backend.h: step_begin) */
+typedef enum { STEP_NONE, STEP_CAPTURE, STEP_REPLAY } step_mode;
+
 typedef struct {
     cudaStream_t stream;
     int *fault;                  /* [4] the first fault a kernel recorded */
@@ -43,6 +60,21 @@ typedef struct {
     size_t inv_cap;
     int inv_half;
     double inv_theta;
+    moe_cuda_chain chain;        /* small steps waiting to run as one launch */
+    /* the captured step */
+    int graphs;                  /* captured steps allowed */
+    step_mode step;
+    const void *step_key;
+    uint64_t step_hash;          /* the operations' arguments so far */
+    int32_t params[2];           /* the step's position and token id, as written before a launch */
+    int32_t *dparams;            /* [2] on the device */
+    cudaGraphExec_t exec;        /* the captured step, or NULL */
+    const void *exec_key;
+    uint64_t exec_hash;
+    moe_status step_error;       /* a replayed step interrupted: reported by step_end */
+    /* counts for MOE_CUDA_DEBUG=1 (printed at destroy) */
+    long n_capture, n_replay, n_interrupt, n_drop;
+    const char *last_drop;
 } cuda_state;
 
 typedef struct {
@@ -92,18 +124,6 @@ static moe_status device_alloc(void **p, size_t bytes, const char *what)
     return MOE_OK;
 }
 
-/* Grows a device buffer to at least `bytes` (contents not kept). */
-static moe_status device_grow(void **p, size_t *cap, size_t bytes, const char *what)
-{
-    if (bytes <= *cap && *p) return MOE_OK;
-    CU_TRY(cudaFree(*p), what);   /* waits for work that may still use it */
-    *p = NULL;
-    *cap = 0;
-    moe_status st = device_alloc(p, bytes, what);
-    if (st == MOE_OK) *cap = bytes;
-    return st;
-}
-
 /* Reads back and clears the fault record: MOE_OK, or the fault's error. */
 static moe_status check_fault(cuda_state *s)
 {
@@ -124,32 +144,234 @@ static moe_status check_fault(cuda_state *s)
     return moe_error_set(MOE_ERR_DEVICE, "cuda backend: unknown fault %d recorded on the device", f[0]);
 }
 
+/* ---- the chain and the captured step ---- */
+
+static void graph_drop(cuda_state *s, const char *why)
+{
+    if (s->exec) cudaGraphExecDestroy(s->exec), s->n_drop++, s->last_drop = why;
+    s->exec = NULL;
+    s->exec_key = NULL;
+}
+
+/* Runs the waiting small steps as one launch. */
+static moe_status chain_flush(cuda_state *s)
+{
+    if (!s->chain.n) return MOE_OK;
+    s->chain.dpos = s->step == STEP_CAPTURE ? s->dparams : NULL;
+    cudaError_t e = moe_cuda_chain_run(&s->chain, s->stream);
+    s->chain.n = 0;
+    if (e != cudaSuccess) return cuda_error(e, "moe_cuda_chain_run", "small steps");
+    return MOE_OK;
+}
+
+static moe_status chain_push(cuda_state *s, moe_cuda_step_op op)
+{
+    if (s->chain.n == MOE_CUDA_CHAIN_MAX) {
+        moe_status st = chain_flush(s);
+        if (st != MOE_OK) return st;
+    }
+    s->chain.op[s->chain.n++] = op;
+    return MOE_OK;
+}
+
+/* elements up to which a step waits in the chain (one block runs it) */
+enum { CHAIN_ELEMS = 16384 };
+
+/* Writes the step's position and token id and launches `exec`. */
+static moe_status graph_launch(cuda_state *s, cudaGraphExec_t exec)
+{
+    /* from pageable memory: staged before the call returns */
+    CU_TRY(cudaMemcpyAsync(s->dparams, s->params, sizeof s->params, cudaMemcpyHostToDevice, s->stream), "step record");
+    CU_TRY(cudaGraphLaunch(exec, s->stream), "the captured step");
+    return MOE_OK;
+}
+
+/* Ends a capture in progress: the graph of what was captured, or NULL
+ * (nothing captured, or the capture broke: its error cleared). */
+static cudaGraph_t capture_end(cuda_state *s)
+{
+    cudaGraph_t g = NULL;
+    if (cudaStreamEndCapture(s->stream, &g) != cudaSuccess) {
+        cudaGetLastError();
+        if (g) cudaGraphDestroy(g);
+        g = NULL;
+    }
+    s->step = STEP_NONE;
+    return g;
+}
+
+/* Something that cannot be captured or skipped (memory, a sync) comes
+ * inside a step: what a capture holds so far runs now, once, and the step
+ * goes on as plain launches; a replayed step cannot go on (its earlier
+ * operations were only noted) and is reported at step_end. */
+static moe_status step_interrupt(cuda_state *s)
+{
+    if (s->step == STEP_REPLAY) {
+        graph_drop(s, "interrupted replay");
+        s->step = STEP_NONE;
+        s->step_error = moe_error_set(MOE_ERR_DEVICE, "cuda backend: a replayed step was interrupted by a memory "
+                                      "operation before its end");
+        return s->step_error;
+    }
+    if (s->step != STEP_CAPTURE) return chain_flush(s);
+    s->n_interrupt++;
+    moe_status st = chain_flush(s);
+    cudaGraph_t g = capture_end(s);
+    if (st != MOE_OK || !g) {
+        if (g) cudaGraphDestroy(g);
+        return st != MOE_OK ? st : moe_error_set(MOE_ERR_DEVICE, "cuda backend: a step's capture failed");
+    }
+    cudaGraphExec_t exec = NULL;
+    cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) return cuda_error(e, "cudaGraphInstantiate", "a step's first part");
+    st = graph_launch(s, exec);
+    cudaError_t done = cudaStreamSynchronize(s->stream);   /* rare: before the graph goes */
+    cudaGraphExecDestroy(exec);
+    if (st == MOE_OK && done != cudaSuccess) st = cuda_error(done, "cudaStreamSynchronize", "a step's first part");
+    return st;
+}
+
+static inline uint64_t mix(uint64_t h, uint64_t v)
+{
+    h = (h ^ v) * 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 31);
+}
+
+/* Notes an operation's arguments inside a step (the position-dependent
+ * ones left out); 1 when the step is replayed, so the operation is done. */
+static int step_note(cuda_state *s, const uint64_t *args, size_t n)
+{
+    if (s->step == STEP_NONE) return 0;
+    for (size_t i = 0; i < n; i++) s->step_hash = mix(s->step_hash, args[i]);
+    return s->step == STEP_REPLAY;
+}
+
+#define P64(p) ((uint64_t)(uintptr_t)(p))
+#define STEP_NOTE(s, ...) \
+    step_note((s), (const uint64_t[]){ __VA_ARGS__ }, sizeof((const uint64_t[]){ __VA_ARGS__ }) / sizeof(uint64_t))
+
+static uint64_t fbits(double f)
+{
+    uint64_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* the device's copy of the step's position for a launch that is captured */
+static const int32_t *step_dpos(const cuda_state *s) { return s->step == STEP_CAPTURE ? s->dparams : NULL; }
+
+static moe_status step_begin(moe_backend *b, const void *key, int T, int pos)
+{
+    cuda_state *s = STATE(b);
+    if (s->step == STEP_CAPTURE) {
+        s->chain.n = 0;
+        cudaGraph_t g = capture_end(s);   /* a step left unfinished: dropped */
+        if (g) cudaGraphDestroy(g);
+    }
+    s->step = STEP_NONE;
+    s->step_error = MOE_OK;
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK || !s->graphs || T != 1) return st;
+    s->step_key = key;
+    s->step_hash = 0x6a09e667f3bcc908ull;
+    s->params[0] = pos, s->params[1] = 0;
+    if (s->exec && s->exec_key == key) {
+        s->n_replay++;
+        s->step = STEP_REPLAY;
+        return MOE_OK;
+    }
+    graph_drop(s, "another key");
+    CU_TRY(cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal), "a step's capture");
+    s->step = STEP_CAPTURE;
+    return MOE_OK;
+}
+
+static moe_status step_end(moe_backend *b)
+{
+    cuda_state *s = STATE(b);
+    if (s->step_error != MOE_OK) {
+        moe_status st = s->step_error;
+        s->step_error = MOE_OK;
+        return st;
+    }
+    if (s->step == STEP_NONE) return chain_flush(s);
+    if (s->step == STEP_REPLAY) {
+        s->step = STEP_NONE;
+        if (s->step_hash != s->exec_hash) {
+            graph_drop(s, "hash");
+            return moe_error_set(MOE_ERR_DEVICE, "cuda backend: a step's operations differ from those captured for "
+                                 "its sequence");
+        }
+        return graph_launch(s, s->exec);
+    }
+    moe_status st = chain_flush(s);
+    cudaGraph_t g = capture_end(s);
+    if (st != MOE_OK) {
+        if (g) cudaGraphDestroy(g);
+        return st;
+    }
+    if (!g) return moe_error_set(MOE_ERR_DEVICE, "cuda backend: a step's capture failed");
+    cudaError_t e = cudaGraphInstantiate(&s->exec, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        s->exec = NULL;
+        return cuda_error(e, "cudaGraphInstantiate", "a step");
+    }
+    s->exec_key = s->step_key;
+    s->exec_hash = s->step_hash;
+    s->n_capture++;
+    return graph_launch(s, s->exec);
+}
+
 /* ---- memory ---- */
+
+/* Grows a device buffer to at least `bytes` (contents not kept). */
+static moe_status device_grow(cuda_state *s, void **p, size_t *cap, size_t bytes, const char *what)
+{
+    if (bytes <= *cap && *p) return MOE_OK;
+    moe_status st = step_interrupt(s);
+    if (st != MOE_OK) return st;
+    graph_drop(s, what);   /* it may use the old buffer */
+    CU_TRY(cudaFree(*p), what);   /* waits for work that may still use it */
+    *p = NULL;
+    *cap = 0;
+    st = device_alloc(p, bytes, what);
+    if (st == MOE_OK) *cap = bytes;
+    return st;
+}
 
 static void *cuda_alloc(moe_backend *b, size_t bytes, const char *what)
 {
-    (void)b;
     void *p;
+    if (step_interrupt(STATE(b)) != MOE_OK) return NULL;
     return device_alloc(&p, bytes, what) == MOE_OK ? p : NULL;
 }
 
 static void cuda_free(moe_backend *b, void *p)
 {
-    (void)b;
-    if (p) cudaFree(p);   /* nothing to report to: a failed free leaks at worst */
+    if (!p) return;
+    step_interrupt(STATE(b));   /* reported at step_end */
+    graph_drop(STATE(b), "free");
+    cudaFree(p);   /* nothing to report to: a failed free leaks at worst */
 }
 
 static moe_status cuda_upload(moe_backend *b, void *dst, const void *host_src, size_t bytes)
 {
+    cuda_state *s = STATE(b);
+    moe_status st = step_interrupt(s);
+    if (st != MOE_OK) return st;
     /* from pageable memory the call returns once the source is staged, so
      * the caller may free it at once */
-    if (bytes) CU_TRY(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, STATE(b)->stream), "upload");
+    if (bytes) CU_TRY(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s->stream), "upload");
     return MOE_OK;
 }
 
 static moe_status cuda_download(moe_backend *b, void *host_dst, const void *src, size_t bytes)
 {
     cuda_state *s = STATE(b);
+    moe_status st = step_interrupt(s);
+    if (st != MOE_OK) return st;
     if (bytes) CU_TRY(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s->stream), "download");
     CU_TRY(cudaStreamSynchronize(s->stream), "download: the work queued before it");
     return check_fault(s);
@@ -207,6 +429,7 @@ static moe_status weights_put(cuda_state *s, moe_cuda_weights *w, int e, int row
 {
     moe_panel_format f;
     moe_status st = moe_expert_format_check(src, w->K, what, &f);
+    if (st == MOE_OK) st = step_interrupt(s);
     if (st != MOE_OK) return st;
     int quant = w->fmt == MOE_CUDA_W_Q4 || w->fmt == MOE_CUDA_W_Q8;
     int same = quant ? src->bits == (w->fmt == MOE_CUDA_W_Q4 ? 4 : 8) && (int)src->dtype == w->sdtype &&
@@ -231,8 +454,9 @@ static moe_status weights_put(cuda_state *s, moe_cuda_weights *w, int e, int row
 
 static void linear_free(moe_backend *b, moe_bk_linear *l)
 {
-    (void)b;
     if (!l) return;
+    step_interrupt(STATE(b));
+    graph_drop(STATE(b), "weights freed");
     weights_free(&LIN(l)->w);
     moe_free(LIN(l)->loaded);
     moe_free(l);
@@ -289,9 +513,10 @@ static moe_status linear_ready(cuda_linear *l)
 
 static void experts_free(moe_backend *b, moe_bk_experts *bx)
 {
-    (void)b;
     cuda_experts *x = EXP(bx);
     if (!x) return;
+    step_interrupt(STATE(b));
+    graph_drop(STATE(b), "weights freed");
     weights_free(&x->gate), weights_free(&x->up), weights_free(&x->down);
     moe_free(x->loaded);
     moe_free(x);
@@ -343,8 +568,8 @@ static moe_status experts_load(moe_backend *b, moe_bk_experts *bx, int e, const 
 /* fused and unfused read the same bytes: switching is a flag */
 static moe_status experts_set_fused(moe_backend *b, moe_bk_experts *x, int fused)
 {
-    (void)b;
     if (!x) return moe_error_set(MOE_ERR_INVALID_ARG, "expert layer: layer is NULL");
+    if (EXP(x)->fused != (fused != 0)) graph_drop(STATE(b), "fusion");   /* other kernels */
     EXP(x)->fused = fused != 0;
     return MOE_OK;
 }
@@ -361,6 +586,10 @@ static size_t experts_bytes(const moe_bk_experts *bx)
 
 /* ---- operations ---- */
 
+/* Each operation notes its arguments inside a step (STEP_NOTE: done when
+ * the step is replayed) after its checks; small element-wise steps join
+ * the chain, every other operation runs the chain first. */
+
 static moe_status op_embed(moe_backend *b, const moe_bk_linear *table, const int32_t *tokens, int T, float *x)
 {
     cuda_state *s = STATE(b);
@@ -372,7 +601,16 @@ static moe_status op_embed(moe_backend *b, const moe_bk_linear *table, const int
             return moe_error_set(MOE_ERR_RANGE, "embedding: token id %d (at %d) is outside 0..%d", (int)tokens[t], t,
                                  l->w.rows - 1);
     if (T <= 0) return MOE_OK;
-    if ((st = device_grow((void **)&s->tokens, &s->tokens_cap, sizeof(int32_t) * (size_t)T, "token ids")) != MOE_OK)
+    if (s->step != STEP_NONE) {
+        /* a step's one token: its id is written with the position */
+        s->params[1] = tokens[0];
+        if (STEP_NOTE(s, 1, P64(l), (uint64_t)T, P64(x))) return MOE_OK;
+        if ((st = chain_flush(s)) != MOE_OK) return st;
+        CU_TRY(moe_cuda_embed(&l->w, s->dparams + 1, T, x, s->stream), l->name);
+        return MOE_OK;
+    }
+    if ((st = chain_flush(s)) != MOE_OK) return st;
+    if ((st = device_grow(s, (void **)&s->tokens, &s->tokens_cap, sizeof(int32_t) * (size_t)T, "token ids")) != MOE_OK)
         return st;
     CU_TRY(cudaMemcpyAsync(s->tokens, tokens, sizeof(int32_t) * (size_t)T, cudaMemcpyHostToDevice, s->stream),
            "token ids");
@@ -382,32 +620,68 @@ static moe_status op_embed(moe_backend *b, const moe_bk_linear *table, const int
 
 static moe_status op_rmsnorm(moe_backend *b, int rows, int n, const float *x, const float *w, float eps, float *y)
 {
-    CU_TRY(moe_cuda_rmsnorm(rows, n, x, w, eps, y, STATE(b)->stream), "rmsnorm");
+    cuda_state *s = STATE(b);
+    if (STEP_NOTE(s, 2, (uint64_t)rows, (uint64_t)n, P64(x), P64(w), fbits(eps), P64(y))) return MOE_OK;
+    if (rows <= 0) return MOE_OK;
+    if ((size_t)rows * n <= CHAIN_ELEMS && rows <= 64)
+        return chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_RMSNORM, .rows = rows, .n = n, .f = eps,
+                                                 .in = x, .in2 = w, .out = y });
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
+    CU_TRY(moe_cuda_rmsnorm(rows, n, x, w, eps, y, s->stream), "rmsnorm");
     return MOE_OK;
 }
 
 static moe_status op_linear(moe_backend *b, moe_bk_linear *bl, const float *x, int T, float *y)
 {
+    cuda_state *s = STATE(b);
     cuda_linear *l = LIN(bl);
     if (!l || !x || !y) return moe_error_set(MOE_ERR_INVALID_ARG, "linear forward: projection, x and y must not be NULL");
     if (x == y) return moe_error_set(MOE_ERR_INVALID_ARG, "%s: y must not alias x", l->name);
     moe_status st = linear_ready(l);
     if (st != MOE_OK) return st;
-    CU_TRY(moe_cuda_linear(&l->w, x, T, y, STATE(b)->stream), l->name);
+    if (STEP_NOTE(s, 3, P64(l), P64(x), (uint64_t)T, P64(y))) return MOE_OK;
+    if ((st = chain_flush(s)) != MOE_OK) return st;
+    CU_TRY(moe_cuda_linear(&l->w, x, T, y, s->stream), l->name);
     return MOE_OK;
 }
 
 static moe_status op_split_cols(moe_backend *b, const float *src, int T, int n, const int *widths, float *const *dst)
 {
+    cuda_state *s = STATE(b);
     if (n < 1 || n > MOE_CUDA_SPLIT_MAX)
         return moe_error_set(MOE_ERR_INVALID_ARG, "split columns: %d parts (1..%d)", n, MOE_CUDA_SPLIT_MAX);
-    CU_TRY(moe_cuda_split_cols(src, T, n, widths, dst, STATE(b)->stream), "split columns");
+    uint64_t h = mix(mix(P64(src), (uint64_t)T), (uint64_t)n);
+    for (int i = 0; i < n; i++) h = mix(mix(h, (uint64_t)widths[i]), P64(dst[i]));
+    if (STEP_NOTE(s, 4, h)) return MOE_OK;
+    size_t row = 0;
+    for (int i = 0; i < n; i++) row += (size_t)widths[i];
+    if (T == 1 && row <= CHAIN_ELEMS) {
+        /* one row: each part is a run of it */
+        const float *at = src;
+        for (int i = 0; i < n; at += widths[i], i++) {
+            moe_status st = chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_COPY, .n = widths[i], .in = at,
+                                                              .out = dst[i] });
+            if (st != MOE_OK) return st;
+        }
+        return MOE_OK;
+    }
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
+    CU_TRY(moe_cuda_split_cols(src, T, n, widths, dst, s->stream), "split columns");
     return MOE_OK;
 }
 
 static moe_status op_clip(moe_backend *b, size_t n, float *x, float limit)
 {
-    CU_TRY(moe_cuda_clip(n, x, limit, STATE(b)->stream), "clip");
+    cuda_state *s = STATE(b);
+    if (STEP_NOTE(s, 5, (uint64_t)n, P64(x), fbits(limit))) return MOE_OK;
+    if (n <= CHAIN_ELEMS)
+        return n ? chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_CLIP, .n = (int)n, .f = limit, .out = x })
+                 : MOE_OK;
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
+    CU_TRY(moe_cuda_clip(n, x, limit, s->stream), "clip");
     return MOE_OK;
 }
 
@@ -425,7 +699,7 @@ static moe_status op_rope_angles(moe_backend *b, int T, int hd, double theta, in
             float exponent = (float)(2 * i) / (float)hd;
             host[i] = 1.0f / powf((float)theta, exponent);
         }
-        moe_status st = device_grow((void **)&s->inv_freq, &s->inv_cap, sizeof(float) * (size_t)half,
+        moe_status st = device_grow(s, (void **)&s->inv_freq, &s->inv_cap, sizeof(float) * (size_t)half,
                                     "rotation frequencies");
         if (st == MOE_OK) st = cuda_upload(b, s->inv_freq, host, sizeof(float) * (size_t)half);
         moe_free(host);
@@ -435,14 +709,32 @@ static moe_status op_rope_angles(moe_backend *b, int T, int hd, double theta, in
         }
         s->inv_half = half;
         s->inv_theta = theta;
+        graph_drop(s, "frequencies");   /* other frequencies */
     }
-    CU_TRY(moe_cuda_rope_angles(T, half, s->inv_freq, pos, cos_out, sin_out, s->stream), "rope angles");
+    if (STEP_NOTE(s, 6, (uint64_t)T, (uint64_t)hd, fbits(theta), P64(cos_out), P64(sin_out))) return MOE_OK;
+    if (T <= 0) return MOE_OK;
+    if ((size_t)T * half <= CHAIN_ELEMS)
+        return chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_ANGLES, .rows = T, .n = half, .pos0 = pos,
+                                                 .dev_pos = s->step == STEP_CAPTURE, .in = s->inv_freq,
+                                                 .out = cos_out, .out2 = sin_out });
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
+    CU_TRY(moe_cuda_rope_angles(T, half, s->inv_freq, pos, step_dpos(s), cos_out, sin_out, s->stream), "rope angles");
     return MOE_OK;
 }
 
 static moe_status op_rope(moe_backend *b, int T, int heads, int hd, float *x, const float *cos_t, const float *sin_t)
 {
-    CU_TRY(moe_cuda_rope(T, heads, hd, x, cos_t, sin_t, STATE(b)->stream), "rope");
+    cuda_state *s = STATE(b);
+    if (STEP_NOTE(s, 7, (uint64_t)T, (uint64_t)heads, (uint64_t)hd, P64(x), P64(cos_t), P64(sin_t))) return MOE_OK;
+    size_t n = (size_t)T * heads * (hd / 2);
+    if (!n) return MOE_OK;
+    if (n <= CHAIN_ELEMS)
+        return chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_ROPE, .rows = T, .n = heads, .hd = hd,
+                                                 .in = cos_t, .in2 = sin_t, .out = x });
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
+    CU_TRY(moe_cuda_rope(T, heads, hd, x, cos_t, sin_t, s->stream), "rope");
     return MOE_OK;
 }
 
@@ -450,13 +742,20 @@ static moe_status op_kv_store(moe_backend *b, moe_dtype kv_dtype, const float *s
 {
     (void)hd; /* the float caches' rows have no groups (no Q8 here: backend.h's kv_q8) */
     cuda_state *s = STATE(b);
-    if (kv_dtype == MOE_DTYPE_F32) {
-        if (n) CU_TRY(cudaMemcpyAsync(dst, src, sizeof(float) * n, cudaMemcpyDeviceToDevice, s->stream), "kv store");
-        return MOE_OK;
-    }
-    if (kv_dtype != MOE_DTYPE_F16)
+    if (kv_dtype != MOE_DTYPE_F32 && kv_dtype != MOE_DTYPE_F16)
         return moe_error_set(MOE_ERR_DTYPE, "kv store: cache dtype %s is not F32 or F16", moe_dtype_name(kv_dtype));
-    CU_TRY(moe_cuda_store_f16(src, dst, n, s->stream), "kv store");
+    int f16 = kv_dtype == MOE_DTYPE_F16, pos = s->params[0];
+    /* inside a step the destination moves a row a position: noted at row 0 */
+    const char *row0 = (const char *)dst - (s->step != STEP_NONE ? (size_t)pos * n * (f16 ? 2 : 4) : 0);
+    if (STEP_NOTE(s, 8, (uint64_t)kv_dtype, P64(src), P64(row0), (uint64_t)n)) return MOE_OK;
+    if (!n) return MOE_OK;
+    int dev = s->step == STEP_CAPTURE;
+    if (n <= CHAIN_ELEMS)
+        return chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_STORE, .n = (int)n, .pos0 = pos, .f16 = f16,
+                                                 .dev_pos = dev, .in = src, .dst = dst });
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
+    CU_TRY(moe_cuda_store(src, dst, n, f16, step_dpos(s), pos, s->stream), "kv store");
     return MOE_OK;
 }
 
@@ -469,21 +768,34 @@ static moe_status op_attention(moe_backend *b, int T, int pos, int heads, int kv
     if (hd < 1 || hd > 1024 || kv_heads < 1 || heads % kv_heads)
         return moe_error_set(MOE_ERR_SHAPE, "attention: %d heads over %d kv heads of dim %d", heads, kv_heads, hd);
     cuda_state *s = STATE(b);
+    if (STEP_NOTE(s, 9, (uint64_t)T, (uint64_t)heads, (uint64_t)kv_heads, (uint64_t)hd, fbits(scale), P64(q),
+                  (uint64_t)kv_dtype, P64(k), P64(v), (uint64_t)kv_stride, P64(out)))
+        return MOE_OK;
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
     int f16 = kv_dtype == MOE_DTYPE_F16;
-    size_t need = moe_cuda_attention_workspace(T, pos, heads, kv_heads, hd, f16, k, v, kv_stride);
-    if (need) {
-        moe_status st = device_grow(&s->attn_work, &s->attn_work_bytes, need, "attention workspace");
-        if (st != MOE_OK) return st;
-    }
+    /* a captured step's split does not depend on the position */
+    size_t need = moe_cuda_attention_workspace(T, pos, s->step == STEP_CAPTURE, heads, kv_heads, hd, f16, k, v,
+                                               kv_stride);
+    if (need && (st = device_grow(s, &s->attn_work, &s->attn_work_bytes, need, "attention workspace")) != MOE_OK)
+        return st;
     void *work = need ? s->attn_work : NULL;
-    CU_TRY(moe_cuda_attention(T, pos, heads, kv_heads, hd, scale, q, f16, k, v, kv_stride, out, work, s->stream),
+    CU_TRY(moe_cuda_attention(T, pos, step_dpos(s), heads, kv_heads, hd, scale, q, f16, k, v, kv_stride, out, work,
+                              s->stream),
            "attention");
     return MOE_OK;
 }
 
 static moe_status op_add(moe_backend *b, size_t n, float *x, const float *y)
 {
-    CU_TRY(moe_cuda_add(n, x, y, STATE(b)->stream), "add");
+    cuda_state *s = STATE(b);
+    if (STEP_NOTE(s, 10, (uint64_t)n, P64(x), P64(y))) return MOE_OK;
+    if (n <= CHAIN_ELEMS)
+        return n ? chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_ADD, .n = (int)n, .in = y, .out = x })
+                 : MOE_OK;
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
+    CU_TRY(moe_cuda_add(n, x, y, s->stream), "add");
     return MOE_OK;
 }
 
@@ -496,6 +808,10 @@ static moe_status op_router_topk(moe_backend *b, const float *logits, int T, int
     if (k > MOE_CUDA_MAX_TOP_K)
         return moe_error_set(MOE_ERR_UNSUPPORTED, "router: top_k %d is more than the CUDA backend's %d", k,
                              MOE_CUDA_MAX_TOP_K);
+    if (STEP_NOTE(s, 11, P64(logits), (uint64_t)T, (uint64_t)E, (uint64_t)k, (uint64_t)norm, P64(idx), P64(w)))
+        return MOE_OK;
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
     CU_TRY(moe_cuda_router_topk(logits, T, E, k, norm, idx, w, s->fault, s->stream), "router");
     return MOE_OK;
 }
@@ -514,21 +830,31 @@ static moe_status op_experts(moe_backend *b, moe_bk_experts *bx, const float *in
         while (x->loaded[e]) e++;
         return moe_error_set(MOE_ERR_INVALID_ARG, "expert layer: expert %d was never loaded", e);
     }
+    if (STEP_NOTE(s, 12, P64(x), P64(in), (uint64_t)T, P64(idx), P64(w), (uint64_t)k, P64(out), (uint64_t)x->fused))
+        return MOE_OK;
     if (T == 0) return MOE_OK;
+    moe_status st = chain_flush(s);
+    if (st != MOE_OK) return st;
     int E = x->cfg.num_experts, D = x->cfg.dim, I = x->cfg.hidden;
     size_t need = moe_cuda_experts_workspace(T, k, E, D, I, x->fused);
-    moe_status st = device_grow(&s->work, &s->work_bytes, need, "expert layer workspace");
-    if (st != MOE_OK) return st;
+    if ((st = device_grow(s, &s->work, &s->work_bytes, need, "expert layer workspace")) != MOE_OK) return st;
+    /* a few tokens' pairs are summed in the chain, with what follows */
+    int defer = (size_t)T * D <= CHAIN_ELEMS;
     moe_cuda_experts_args a = {
         .gate = x->gate, .up = x->up, .down = x->down, .E = E, .D = D, .I = I, .fused = x->fused,
         .x = in, .T = T, .k = k, .idx = idx, .w = w, .out = out, .work = s->work, .fault = s->fault,
+        .defer_combine = defer,
     };
     CU_TRY(moe_cuda_experts(&a, s->stream), x->fused ? "expert layer, fused" : "expert layer, unfused");
-    return MOE_OK;
+    if (!defer) return MOE_OK;
+    return chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_COMBINE, .rows = T, .n = D, .hd = k,
+                                             .in = moe_cuda_experts_pairs(&a), .out = out });
 }
 
 static moe_status cuda_sync(moe_backend *b)
 {
+    moe_status st = step_interrupt(STATE(b));
+    if (st != MOE_OK) return st;
     CU_TRY(cudaStreamSynchronize(STATE(b)->stream), "sync: the work queued before it");
     return MOE_OK;
 }
@@ -538,7 +864,13 @@ static void cuda_destroy(moe_backend *b)
     if (!b) return;
     cuda_state *s = STATE(b);
     if (s) {
-        if (s->stream) cudaStreamSynchronize(s->stream);
+        if (s->stream) step_interrupt(s), cudaStreamSynchronize(s->stream);
+        graph_drop(s, "destroy");
+        if (getenv("MOE_CUDA_DEBUG"))
+            fprintf(stderr, "cuda backend: %ld steps captured, %ld replayed, %ld interrupted, %ld graphs dropped "
+                    "(last: %s)\n", s->n_capture, s->n_replay, s->n_interrupt, s->n_drop,
+                    s->last_drop ? s->last_drop : "none");
+        cudaFree(s->dparams);
         cudaFree(s->fault), cudaFree(s->work), cudaFree(s->attn_work), cudaFree(s->tokens), cudaFree(s->inv_freq);
         if (s->stream) cudaStreamDestroy(s->stream);
         free(s);
@@ -596,6 +928,12 @@ moe_backend *moe_backend_cuda_create(void)
     else if ((st = device_alloc((void **)&s->fault, 4 * sizeof(int), "fault record")) == MOE_OK &&
              (e = cudaMemsetAsync(s->fault, 0, 4 * sizeof(int), s->stream)) != cudaSuccess)
         st = cuda_error(e, "cudaMemsetAsync", "fault record");
+    else if (st == MOE_OK &&
+             (st = device_alloc((void **)&s->dparams, sizeof s->params, "step record")) == MOE_OK &&
+             (e = cudaMemsetAsync(s->dparams, 0, sizeof s->params, s->stream)) != cudaSuccess)
+        st = cuda_error(e, "cudaMemsetAsync", "step record");
+    const char *graphs = getenv("MOE_CUDA_GRAPHS");
+    s->graphs = !(graphs && strcmp(graphs, "0") == 0);
     if (st != MOE_OK) {
         cuda_destroy(b);
         return NULL;
@@ -611,7 +949,7 @@ moe_backend *moe_backend_cuda_create(void)
         .embed = op_embed, .rmsnorm = op_rmsnorm, .linear = op_linear, .split_cols = op_split_cols,
         .clip = op_clip, .rope_angles = op_rope_angles, .rope = op_rope, .kv_store = op_kv_store,
         .attention = op_attention, .add = op_add, .router_topk = op_router_topk, .experts = op_experts,
-        .sync = cuda_sync, .destroy = cuda_destroy,
+        .step_begin = step_begin, .step_end = step_end, .sync = cuda_sync, .destroy = cuda_destroy,
     };
     return b;
 }

@@ -178,6 +178,7 @@ moe_backend *moe_backend_profile_wrap(moe_backend *inner)
     s->inner = inner;
     *b = *inner;   /* name, host_memory and the untimed queries as they are */
     b->impl = s;
+    b->step_begin = NULL, b->step_end = NULL;   /* each operation runs (and is timed) as it comes */
     b->alloc = p_alloc, b->free = p_free, b->upload = p_upload, b->download = p_download;
     b->linear_create = p_linear_create, b->linear_load_rows = p_linear_load_rows, b->linear_free = p_linear_free;
     b->experts_create = p_experts_create, b->experts_load = p_experts_load;

@@ -98,6 +98,9 @@ moe_status model_forward(moe_model *m, const model_batch *b)
     int qdim = H * hd, kvdim = KV * hd;
     float eps = (float)p->rms_norm_eps;
 
+    // one sequence's step may be recorded and replayed by the backend (backend.h)
+    int stepped = b->count == 1 && B->step_begin;
+    if (stepped) TRY(B->step_begin(B, b->items[0].ctx, T, b->items[0].ctx->pos));
     // token embedding
     TRY(B->embed(B, m->embed, w->tokens, T, w->x));
     // rotation angles of each row's position in its sequence
@@ -161,6 +164,7 @@ moe_status model_forward(moe_model *m, const model_batch *b)
         TRY(B->add(B, (size_t)T * D, w->x, w->xb2));
     }
 
+    if (stepped) TRY(B->step_end(B));
     // final rmsnorm and the classifier
     TRY(classify(m, b, eps));
     for (int s = 0; s < b->count; s++) b->items[s].ctx->pos += b->items[s].n;

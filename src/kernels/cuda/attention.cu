@@ -13,6 +13,15 @@
  * combines; otherwise each block writes its rows' outputs itself (prefill,
  * where a tile of 8 queries reads each key and value once for all 8).
  *
+ * A prompt's queries (MMA_MIN_QUERIES or more, head_dim 64 or 128) take
+ * the tensor cores instead, flash-attention style: a block of 4 warps holds
+ * 64 queries of one head, each warp 16 of them as mma.sync fragments in
+ * half precision; 64 keys at a time are staged in shared memory as halves
+ * (keys row by row, values transposed), S = Q·Kᵀ and O += P·V are m16n8k16
+ * products with float32 sums, and the softmax stays online in registers,
+ * P going from S's accumulators to the next product's operand without a
+ * trip through memory.
+ *
  * The fallback (any other shape): one block of 4 warps per (query, head); each
  * warp walks every 4th key, its lanes splitting the head's dimensions
  * (lane + 32·i) for the q·k sum and for its share of the output, with the
@@ -39,9 +48,10 @@ __device__ inline float kv_at(const void *p, size_t i)
 /* NV = ⌈hd/32⌉ values of the head per lane */
 template <int NV, bool HALF>
 __global__ void __launch_bounds__(32 * WARPS)
-attention_kernel(int T, int pos, int heads, int group, int hd, float scale, const float *q, const void *k,
-                 const void *v, size_t kv_stride, float *out)
+attention_kernel(int T, int pos, const int32_t *dpos, int heads, int group, int hd, float scale, const float *q,
+                 const void *k, const void *v, size_t kv_stride, float *out)
 {
+    if (dpos) pos = *dpos;
     __shared__ float part_m[WARPS], part_l[WARPS];
     extern __shared__ float part_acc[];   /* [WARPS][hd] */
     int t = blockIdx.x / heads, h = blockIdx.x % heads, kvh = h / group;
@@ -103,6 +113,7 @@ attention_kernel(int T, int pos, int heads, int group, int hd, float scale, cons
  * NV chunks of 4 elements per lane (head_dim ≤ 128·NV). */
 struct tile_args {
     int T, pos, heads, group, hd, gc, qt, nsplit, seg;
+    const int32_t *dpos;   /* not NULL: pos = *dpos, and seg follows from it (segment_for) */
     float scale;
     const float *q;
     const void *k, *v;
@@ -125,6 +136,22 @@ __device__ inline void load4(const void *p, size_t i, float *f)
     }
 }
 
+enum {
+    TILE_ROWS = 8,         /* rows a block holds (NV = 1); 4 when NV = 2 */
+    TARGET_BLOCKS = 264,   /* two blocks per SM of an H100 */
+    MIN_SEGMENT = 64,      /* keys below which a further split does not pay */
+    MAX_SPLIT = 64,
+};
+
+/* the keys of a segment when `keys` are split at most `most` ways: every
+ * segment but the last full, none empty (a fixed split of `most` blocks
+ * leaves the blocks past the keys with nothing to do) */
+__host__ __device__ inline int segment_for(int keys, int most)
+{
+    int seg = (keys + most - 1) / most;
+    return seg > MIN_SEGMENT ? seg : MIN_SEGMENT;
+}
+
 /* grid (T-tiles · kv_heads · group/gc, nsplit); R = gc·qt rows ≤ RMAX */
 template <int NV, int RMAX, bool HALF>
 __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
@@ -140,7 +167,8 @@ __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
     int h0 = kvh * a.group + hc * a.gc;
     int rows = a.gc * a.qt;
     int t_last = min(t0 + a.qt, a.T) - 1;
-    int s0 = blockIdx.y * a.seg, s1 = min(s0 + a.seg, a.pos + t_last + 1);
+    int pos = a.dpos ? *a.dpos : a.pos, seg = a.dpos ? segment_for(pos + a.T, a.nsplit) : a.seg;
+    int s0 = blockIdx.y * seg, s1 = min(s0 + seg, pos + t_last + 1);
 
     float qv[RMAX][NV][4], acc[RMAX][NV][4], m[RMAX], l[RMAX];
     int last[RMAX];   /* the row's last key; -1: no such row */
@@ -148,7 +176,7 @@ __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
     for (int r = 0; r < RMAX; r++) {
         int t = t0 + r / a.gc, h = h0 + r % a.gc;
         bool live = r < rows && t < a.T;
-        last[r] = live ? a.pos + t : -1;
+        last[r] = live ? pos + t : -1;
         m[r] = -INFINITY, l[r] = 0.0f;
 #pragma unroll
         for (int i = 0; i < NV; i++) {
@@ -260,20 +288,160 @@ __global__ void attention_combine_kernel(int n, int nsplit, int hd, const float 
     }
 }
 
-enum {
-    TILE_ROWS = 8,         /* rows a block holds (NV = 1); 4 when NV = 2 */
-    TARGET_BLOCKS = 264,   /* two blocks per SM of an H100 */
-    MIN_SEGMENT = 64,      /* keys below which a further split does not pay */
-    MAX_SPLIT = 64,
-};
+/* ---- a prompt's queries on the tensor cores ---- */
+
+enum { MMA_MIN_QUERIES = 64, MMA_Q = 64, MMA_KEYS = 64, MMA_PAD = 8 };
+
+__device__ inline uint32_t pack_half2(float lo, float hi)
+{
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+__device__ inline void mma_f16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* grid (⌈T/64⌉, heads), 4 warps; lane (g = lane/4, t4 = lane%4) holds rows
+ * g and g + 8 of its warp's 16 queries */
+template <int HD, bool HALF>
+__global__ void __launch_bounds__(128)
+attention_mma_kernel(int T, int pos, int heads, int group, float scale, const float *q, const void *k, const void *v,
+                     size_t kv_stride, float *out)
+{
+    __shared__ __align__(16) __half Ks[MMA_KEYS][HD + MMA_PAD];
+    __shared__ __align__(16) __half Vt[HD][MMA_KEYS + MMA_PAD];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    int h = blockIdx.y, kvh = h / group, t0 = blockIdx.x * MMA_Q;
+    int r0 = t0 + warp * 16 + g, r1 = r0 + 8;   /* this lane's two queries */
+
+    uint32_t qf[HD / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < HD / 16; kc++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int t = (i & 1) ? r1 : r0, d = kc * 16 + 2 * t4 + ((i & 2) ? 8 : 0);
+            const float *src = q + ((size_t)t * heads + h) * HD + d;
+            qf[kc][i] = t < T ? pack_half2(src[0], src[1]) : 0u;
+        }
+    float o[HD / 8][4] = {}, m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    int keys = pos + min(t0 + MMA_Q, T);   /* the last query's keys, and so the block's */
+    for (int kb = 0; kb < keys; kb += MMA_KEYS) {
+        /* stage 64 keys and values as halves (zeros past the last key) */
+        for (int c = threadIdx.x; c < MMA_KEYS * HD / 4; c += 128) {
+            int j = c / (HD / 4), d = (c % (HD / 4)) * 4;
+            float kv[2][4] = {};
+            if (kb + j < keys) {
+                size_t at = (size_t)(kb + j) * kv_stride + (size_t)kvh * HD + d;
+                if (HALF) {
+                    uint2 uk = *(const uint2 *)((const __half *)k + at), uv = *(const uint2 *)((const __half *)v + at);
+                    *(uint2 *)&Ks[j][d] = uk;
+                    const __half *hv = (const __half *)&uv;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) Vt[d + i][j] = hv[i];
+                    continue;
+                }
+                float4 a = *(const float4 *)((const float *)k + at), b = *(const float4 *)((const float *)v + at);
+                kv[0][0] = a.x, kv[0][1] = a.y, kv[0][2] = a.z, kv[0][3] = a.w;
+                kv[1][0] = b.x, kv[1][1] = b.y, kv[1][2] = b.z, kv[1][3] = b.w;
+            }
+            *(uint2 *)&Ks[j][d] = make_uint2(pack_half2(kv[0][0], kv[0][1]), pack_half2(kv[0][2], kv[0][3]));
+#pragma unroll
+            for (int i = 0; i < 4; i++) Vt[d + i][j] = __float2half_rn(kv[1][i]);
+        }
+        __syncthreads();
+        /* S = Q·Kᵀ for this warp's 16 queries × 64 keys */
+        float sc[MMA_KEYS / 8][4] = {};
+#pragma unroll
+        for (int kc = 0; kc < HD / 16; kc++)
+#pragma unroll
+            for (int ni = 0; ni < MMA_KEYS / 8; ni++) {
+                const __half *kr = &Ks[ni * 8 + g][kc * 16 + 2 * t4];
+                mma_f16(sc[ni], qf[kc], *(const uint32_t *)kr, *(const uint32_t *)(kr + 8));
+            }
+        /* masked, scaled, and the rows' new maxima */
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int ni = 0; ni < MMA_KEYS / 8; ni++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                int key = kb + ni * 8 + 2 * t4 + (c & 1), last = pos + (c < 2 ? r0 : r1);
+                float x = key <= last ? sc[ni][c] * scale : -INFINITY;
+                sc[ni][c] = x;
+                if (c < 2) mx0 = fmaxf(mx0, x);
+                else mx1 = fmaxf(mx1, x);
+            }
+#pragma unroll
+        for (int o2 = 1; o2 < 4; o2 <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o2));
+        }
+        float c0 = mx0 == -INFINITY ? 1.0f : expf(m0 - mx0), c1 = mx1 == -INFINITY ? 1.0f : expf(m1 - mx1);
+        m0 = mx0, m1 = mx1;
+        l0 *= c0, l1 *= c1;
+#pragma unroll
+        for (int nj = 0; nj < HD / 8; nj++) o[nj][0] *= c0, o[nj][1] *= c0, o[nj][2] *= c1, o[nj][3] *= c1;
+        /* P = e^(S − m) as the next product's operand; O += P·V */
+        uint32_t pf[MMA_KEYS / 16][4];
+#pragma unroll
+        for (int ni = 0; ni < MMA_KEYS / 8; ni++) {
+            float p[4];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                float mm = c < 2 ? m0 : m1;
+                p[c] = sc[ni][c] == -INFINITY ? 0.0f : expf(sc[ni][c] - mm);
+            }
+            l0 += p[0] + p[1], l1 += p[2] + p[3];
+            pf[ni / 2][(ni & 1) * 2] = pack_half2(p[0], p[1]);
+            pf[ni / 2][(ni & 1) * 2 + 1] = pack_half2(p[2], p[3]);
+        }
+#pragma unroll
+        for (int kc = 0; kc < MMA_KEYS / 16; kc++)
+#pragma unroll
+            for (int nj = 0; nj < HD / 8; nj++) {
+                const __half *vr = &Vt[nj * 8 + g][kc * 16 + 2 * t4];
+                mma_f16(o[nj], pf[kc], *(const uint32_t *)vr, *(const uint32_t *)(vr + 8));
+            }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int o2 = 1; o2 < 4; o2 <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, o2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, o2);
+    }
+#pragma unroll
+    for (int nj = 0; nj < HD / 8; nj++) {
+        int d = nj * 8 + 2 * t4;
+        if (r0 < T) *(float2 *)(out + ((size_t)r0 * heads + h) * HD + d) = make_float2(o[nj][0] / l0, o[nj][1] / l0);
+        if (r1 < T) *(float2 *)(out + ((size_t)r1 * heads + h) * HD + d) = make_float2(o[nj][2] / l1, o[nj][3] / l1);
+    }
+}
+
+template <int HD>
+cudaError_t launch_mma(int T, int pos, int heads, int kv_heads, float scale, const float *q, int kv_f16, const void *k,
+                       const void *v, size_t kv_stride, float *out, cudaStream_t stream)
+{
+    dim3 grid((unsigned)((T + MMA_Q - 1) / MMA_Q), (unsigned)heads);
+    if (kv_f16)
+        attention_mma_kernel<HD, true><<<grid, 128, 0, stream>>>(T, pos, heads, heads / kv_heads, scale, q, k, v,
+                                                                 kv_stride, out);
+    else
+        attention_mma_kernel<HD, false><<<grid, 128, 0, stream>>>(T, pos, heads, heads / kv_heads, scale, q, k, v,
+                                                                  kv_stride, out);
+    return cudaGetLastError();
+}
 
 struct plan {
     int ok, nv, gc, qt, tiles, nsplit, seg;
 };
 
 /* How the tiled path lays out a call (ok = 0: the fallback takes it). */
-plan make_plan(int T, int pos, int heads, int kv_heads, int hd, int kv_f16, const void *k, const void *v,
-               size_t kv_stride)
+plan make_plan(int T, int pos, int fixed_split, int heads, int kv_heads, int hd, int kv_f16, const void *k,
+               const void *v, size_t kv_stride)
 {
     plan p = {};
     size_t align = kv_f16 ? 8 : 16;
@@ -286,13 +454,13 @@ plan make_plan(int T, int pos, int heads, int kv_heads, int hd, int kv_f16, cons
     p.qt = rmax / p.gc;
     if (p.qt > T) p.qt = T;
     p.tiles = (T + p.qt - 1) / p.qt * kv_heads * (group / p.gc);
-    int keys = pos + T;
-    int want = (TARGET_BLOCKS + p.tiles - 1) / p.tiles, most = (keys + MIN_SEGMENT - 1) / MIN_SEGMENT;
-    p.nsplit = want < most ? want : most;
-    if (p.nsplit > MAX_SPLIT) p.nsplit = MAX_SPLIT;
-    if (p.nsplit < 1) p.nsplit = 1;
-    p.seg = (keys + p.nsplit - 1) / p.nsplit;
-    p.nsplit = (keys + p.seg - 1) / p.seg;   /* no empty last segment */
+    int keys = pos + T, most = (TARGET_BLOCKS + p.tiles - 1) / p.tiles;
+    if (most > MAX_SPLIT) most = MAX_SPLIT;
+    if (most < 1) most = 1;
+    p.seg = segment_for(keys, most);
+    /* a fixed split launches `most` blocks whatever the keys (a position
+     * read on the device); otherwise only those with keys */
+    p.nsplit = fixed_split ? most : (keys + p.seg - 1) / p.seg;
     return p;
 }
 
@@ -306,42 +474,49 @@ cudaError_t launch_tile(const plan &p, const tile_args &a, cudaStream_t stream)
 }
 
 template <int NV>
-cudaError_t launch(int T, int pos, int heads, int kv_heads, int hd, float scale, const float *q, int kv_f16,
+cudaError_t launch(int T, int pos, const int32_t *dpos, int heads, int kv_heads, int hd, float scale, const float *q, int kv_f16,
                    const void *k, const void *v, size_t kv_stride, float *out, cudaStream_t stream)
 {
     size_t smem = sizeof(float) * WARPS * (size_t)hd;
     unsigned blocks = (unsigned)((size_t)T * heads);
     if (kv_f16)
-        attention_kernel<NV, true><<<blocks, 32 * WARPS, smem, stream>>>(T, pos, heads, heads / kv_heads, hd, scale, q,
-                                                                          k, v, kv_stride, out);
+        attention_kernel<NV, true><<<blocks, 32 * WARPS, smem, stream>>>(T, pos, dpos, heads, heads / kv_heads, hd,
+                                                                          scale, q, k, v, kv_stride, out);
     else
-        attention_kernel<NV, false><<<blocks, 32 * WARPS, smem, stream>>>(T, pos, heads, heads / kv_heads, hd, scale,
-                                                                           q, k, v, kv_stride, out);
+        attention_kernel<NV, false><<<blocks, 32 * WARPS, smem, stream>>>(T, pos, dpos, heads, heads / kv_heads, hd,
+                                                                           scale, q, k, v, kv_stride, out);
     return cudaGetLastError();
 }
 
 }  // namespace
 
-extern "C" size_t moe_cuda_attention_workspace(int T, int pos, int heads, int kv_heads, int hd, int kv_f16,
-                                               const void *k, const void *v, size_t kv_stride)
+extern "C" size_t moe_cuda_attention_workspace(int T, int pos, int fixed_split, int heads, int kv_heads, int hd,
+                                               int kv_f16, const void *k, const void *v, size_t kv_stride)
 {
     if (T <= 0 || hd < 1 || kv_heads < 1 || heads % kv_heads) return 0;
-    plan p = make_plan(T, pos, heads, kv_heads, hd, kv_f16, k, v, kv_stride);
+    if (!fixed_split && T >= MMA_MIN_QUERIES && (hd == 64 || hd == 128)) return 0;   /* the tensor cores need none */
+    plan p = make_plan(T, pos, fixed_split, heads, kv_heads, hd, kv_f16, k, v, kv_stride);
     if (!p.ok || p.nsplit == 1) return 0;
     return sizeof(float) * (size_t)p.nsplit * T * heads * ((size_t)hd + 2);
 }
 
-extern "C" cudaError_t moe_cuda_attention(int T, int pos, int heads, int kv_heads, int hd, float scale, const float *q,
-                                          int kv_f16, const void *k, const void *v, size_t kv_stride, float *out,
-                                          void *work, cudaStream_t stream)
+extern "C" cudaError_t moe_cuda_attention(int T, int pos, const int32_t *dpos, int heads, int kv_heads, int hd,
+                                          float scale, const float *q, int kv_f16, const void *k, const void *v,
+                                          size_t kv_stride, float *out, void *work, cudaStream_t stream)
 {
     if (T <= 0) return cudaSuccess;
     if (hd < 1 || hd > 1024 || kv_heads < 1 || heads % kv_heads) return cudaErrorInvalidValue;
-    plan p = make_plan(T, pos, heads, kv_heads, hd, kv_f16, k, v, kv_stride);
+    size_t align = kv_f16 ? 8 : 16;
+    if (!dpos && T >= MMA_MIN_QUERIES && (hd == 64 || hd == 128) && kv_stride % 4 == 0 && (uintptr_t)k % align == 0 &&
+        (uintptr_t)v % align == 0) {
+        if (hd == 64) return launch_mma<64>(T, pos, heads, kv_heads, scale, q, kv_f16, k, v, kv_stride, out, stream);
+        return launch_mma<128>(T, pos, heads, kv_heads, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    }
+    plan p = make_plan(T, pos, dpos != NULL, heads, kv_heads, hd, kv_f16, k, v, kv_stride);
     if (p.ok && (p.nsplit == 1 || work)) {
         size_t n = (size_t)T * heads;
-        tile_args a = {T, pos, heads, heads / kv_heads, hd, p.gc, p.qt, p.nsplit, p.seg, scale, q, k, v, kv_stride,
-                       out, (float *)work, work ? (float *)work + (size_t)p.nsplit * n * hd : NULL};
+        tile_args a = {T, pos, heads, heads / kv_heads, hd, p.gc, p.qt, p.nsplit, p.seg, dpos, scale, q, k, v,
+                       kv_stride, out, (float *)work, work ? (float *)work + (size_t)p.nsplit * n * hd : NULL};
         cudaError_t e;
         if (p.nv == 1)
             e = kv_f16 ? launch_tile<1, TILE_ROWS, true>(p, a, stream) : launch_tile<1, TILE_ROWS, false>(p, a, stream);
@@ -353,10 +528,10 @@ extern "C" cudaError_t moe_cuda_attention(int T, int pos, int heads, int kv_head
                                                                                    out);
         return cudaGetLastError();
     }
-    if (hd <= 32) return launch<1>(T, pos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    if (hd <= 64) return launch<2>(T, pos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    if (hd <= 128) return launch<4>(T, pos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    if (hd <= 256) return launch<8>(T, pos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    if (hd <= 512) return launch<16>(T, pos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    return launch<32>(T, pos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    if (hd <= 32) return launch<1>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    if (hd <= 64) return launch<2>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    if (hd <= 128) return launch<4>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    if (hd <= 256) return launch<8>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    if (hd <= 512) return launch<16>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    return launch<32>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
 }

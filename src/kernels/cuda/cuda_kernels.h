@@ -71,30 +71,74 @@ cudaError_t moe_cuda_clip(size_t n, float *x, float limit, cudaStream_t stream);
 /* x += y */
 cudaError_t moe_cuda_add(size_t n, float *x, const float *y, cudaStream_t stream);
 
-/* cos, sin [T, half] of positions pos..pos+T-1: angle = (float)p · inv_freq[i]
- * in float32 (inv_freq [half] computed on the host as the CPU does), its
- * cosine and sine in double rounded to float. */
-cudaError_t moe_cuda_rope_angles(int T, int half, const float *inv_freq, int pos, float *cos_out, float *sin_out,
-                                 cudaStream_t stream);
+/* cos, sin [T, half] of positions pos..pos+T-1 (pos = *dpos when dpos is
+ * not NULL: a captured step's position, read on the device): angle =
+ * (float)p · inv_freq[i] in float32 (inv_freq [half] computed on the host as
+ * the CPU does), its cosine and sine in double rounded to float. */
+cudaError_t moe_cuda_rope_angles(int T, int half, const float *inv_freq, int pos, const int32_t *dpos, float *cos_out,
+                                 float *sin_out, cudaStream_t stream);
 
 /* Rotate-half RoPE on every head of x [T, heads, hd] in place. */
 cudaError_t moe_cuda_rope(int T, int heads, int hd, float *x, const float *cos_t, const float *sin_t,
                           cudaStream_t stream);
 
-/* n floats into a cache of IEEE halves (round to nearest even). */
-cudaError_t moe_cuda_store_f16(const float *src, void *dst, size_t n, cudaStream_t stream);
+/* n floats into a cache of floats (f16 = 0) or IEEE halves (1, round to
+ * nearest even) at dst, moved n elements further for each position that
+ * *dpos is past pos0 when dpos is not NULL (one token's row of a captured
+ * step, whose position is read on the device). */
+cudaError_t moe_cuda_store(const float *src, void *dst, size_t n, int f16, const int32_t *dpos, int pos0,
+                           cudaStream_t stream);
+
+/* out [T, D]: out[t] = Σ_j y[t·k + j] (y [T·k, D]), j in order. */
+cudaError_t moe_cuda_combine(int T, int k, int D, const float *y, float *out, cudaStream_t stream);
+
+/* A chain: a short list of the small steps above run in order by one block
+ * (one launch for what would be a launch each), with the same bits as their
+ * own kernels. Fields by kind (unnamed ones unused):
+ *   RMSNORM  rows × n: out = in2 ⊙ in / rms(in), f = eps (out may be in)
+ *   ADD      n: out += in            CLIP  n: out clamped to ±f
+ *   COPY     n: out = in
+ *   ANGLES   rows = T, n = half: out, out2 = cos, sin of positions pos0..
+ *            (from *dpos when dev_pos), in = inverse frequencies
+ *   ROPE     rows = T, n = heads, hd: out rotated by in, in2 (cos, sin)
+ *   STORE    n: in into dst (f16: halves), moved as moe_cuda_store moves
+ *            it when dev_pos
+ *   COMBINE  rows = T, n = D, hd = k: out[t] = Σ_j in[t·k + j]
+ * Every step's threads finish before the next step starts. */
+enum {
+    MOE_CUDA_OP_RMSNORM = 1, MOE_CUDA_OP_ADD, MOE_CUDA_OP_CLIP, MOE_CUDA_OP_COPY, MOE_CUDA_OP_ANGLES,
+    MOE_CUDA_OP_ROPE, MOE_CUDA_OP_STORE, MOE_CUDA_OP_COMBINE,
+};
+enum { MOE_CUDA_CHAIN_MAX = 16 };
+typedef struct {
+    int kind, rows, n, hd, pos0, f16, dev_pos;
+    float f;
+    const float *in, *in2;
+    float *out, *out2;
+    void *dst;
+} moe_cuda_step_op;
+typedef struct {
+    int n;
+    const int32_t *dpos;     /* the step's position on the device (dev_pos steps), or NULL */
+    moe_cuda_step_op op[MOE_CUDA_CHAIN_MAX];
+} moe_cuda_chain;
+cudaError_t moe_cuda_chain_run(const moe_cuda_chain *c, cudaStream_t stream);
 
 /* Causal grouped-query attention (kernels/attention.h's contract): T
  * queries at pos.. over cache rows 0..pos+T-1 of float32 (kv_f16 = 0) or
- * half (1) elements; head_dim ≤ 1024. `work` holds
- * moe_cuda_attention_workspace(...) bytes for the same arguments (the
- * partial results of a cache split across blocks; 0 bytes: NULL will do;
- * NULL where more was asked for: the unsplit, slower kernel runs). */
-size_t moe_cuda_attention_workspace(int T, int pos, int heads, int kv_heads, int hd, int kv_f16, const void *k,
-                                    const void *v, size_t kv_stride);
-cudaError_t moe_cuda_attention(int T, int pos, int heads, int kv_heads, int hd, float scale, const float *q,
-                               int kv_f16, const void *k, const void *v, size_t kv_stride, float *out, void *work,
-                               cudaStream_t stream);
+ * half (1) elements; head_dim ≤ 1024. With dpos (not NULL) the position is
+ * read on the device, *dpos, and the launch's shape does not depend on it
+ * (a captured step: the cache's split across blocks is fixed, its segments'
+ * length computed on the device; the same segments, so the same bits, as a
+ * call with pos = *dpos). `work` holds moe_cuda_attention_workspace(...)
+ * bytes for the same arguments (the partial results of a cache split
+ * across blocks; 0 bytes: NULL will do; NULL where more was asked for: the
+ * unsplit, slower kernel runs). */
+size_t moe_cuda_attention_workspace(int T, int pos, int fixed_split, int heads, int kv_heads, int hd, int kv_f16,
+                                    const void *k, const void *v, size_t kv_stride);
+cudaError_t moe_cuda_attention(int T, int pos, const int32_t *dpos, int heads, int kv_heads, int hd, float scale,
+                               const float *q, int kv_f16, const void *k, const void *v, size_t kv_stride, float *out,
+                               void *work, cudaStream_t stream);
 
 enum { MOE_CUDA_MAX_TOP_K = 64 };
 /* logits [T, E] → idx, w [T, k]: softmax, the k largest (ties: the lower
@@ -118,10 +162,13 @@ typedef struct {
     float *out;
     void *work;
     int *fault;
+    int defer_combine;   /* leave out[t] = Σ_j y[t·k + j] to the caller: y at moe_cuda_experts_pairs */
 } moe_cuda_experts_args;
 
 size_t moe_cuda_experts_workspace(int T, int k, int E, int D, int I, int fused);
 cudaError_t moe_cuda_experts(const moe_cuda_experts_args *a, cudaStream_t stream);
+/* where the weighted pairs' rows y [T·k, D] lie in the workspace */
+const float *moe_cuda_experts_pairs(const moe_cuda_experts_args *a);
 
 #ifdef __cplusplus
 }

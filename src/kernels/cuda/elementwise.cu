@@ -1,8 +1,14 @@
 /* kernels/cuda/elementwise.cu — the per-token steps of the forward around
  * the matrix work: RMSNorm, RoPE and its angles, clipping, residual adds,
- * splitting a stacked projection's output, and the KV cache's half store.
+ * splitting a stacked projection's output, and the KV cache's store.
  * Each rounds as its CPU counterpart in kernels/norm_rope.c does (products
- * and sums one at a time, never fused), so most give the CPU's bits. */
+ * and sums one at a time, never fused), so most give the CPU's bits.
+ *
+ * Each step is a device function over (thread, thread count) that both its
+ * own kernel and the chain kernel call: a chain runs a short list of small
+ * steps one after another in one block of 256 threads (a barrier between
+ * them), so that a one-token step's dozen tiny launches become a few, with
+ * the same bits either way. */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -14,16 +20,17 @@ namespace {
 
 unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
 
-enum { NORM_THREADS = 256 };
+enum { NORM_THREADS = 256, CHAIN_THREADS = 256 };
 
-/* one block a row: the mean square in double (as the CPU sums it), then
- * y = w · (x · inv) */
-__global__ void __launch_bounds__(NORM_THREADS) rmsnorm_rows(int n, const float *x, const float *w, float eps, float *y)
+/* ---- the steps, as device functions over threads i0, i0 + stride, … ---- */
+
+/* One row by one block of NORM_THREADS: the mean square in double (as the
+ * CPU sums it), then y = w · (x · inv). Ends with a barrier, so the next
+ * row or step may reuse the scratch and read y. */
+__device__ void rmsnorm_row(int n, const float *xr, const float *w, float eps, float *yr)
 {
     __shared__ double part[NORM_THREADS / 32];
     __shared__ float inv_s;
-    const float *xr = x + (size_t)blockIdx.x * n;
-    float *yr = y + (size_t)blockIdx.x * n;
     double ss = 0.0;
     for (int i = threadIdx.x; i < n; i += NORM_THREADS) ss += (double)xr[i] * xr[i];
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -37,6 +44,55 @@ __global__ void __launch_bounds__(NORM_THREADS) rmsnorm_rows(int n, const float 
     __syncthreads();
     float inv = inv_s;
     for (int i = threadIdx.x; i < n; i += NORM_THREADS) yr[i] = __fmul_rn(w[i], __fmul_rn(xr[i], inv));
+    __syncthreads();
+}
+
+__device__ inline void clip_at(size_t i, float *x, float limit)
+{
+    float v = x[i];
+    x[i] = v > limit ? limit : v < -limit ? -limit : v;
+}
+
+__device__ inline void angles_at(int i, int half, const float *inv_freq, int pos, float *c, float *s)
+{
+    float angle = __fmul_rn((float)(pos + i / half), inv_freq[i % half]);
+    c[i] = (float)cos((double)angle);
+    s[i] = (float)sin((double)angle);
+}
+
+__device__ inline void rope_at(size_t i, int heads, int hd, float *x, const float *cos_t, const float *sin_t)
+{
+    int half = hd / 2;
+    int j = (int)(i % half);
+    size_t row = i / half, t = row / heads;
+    float *h = x + row * hd;
+    float c = cos_t[t * half + j], s = sin_t[t * half + j], a = h[j], b = h[j + half];
+    h[j] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    h[j + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+
+/* the destination of a store whose position may be read on the device:
+ * dst moves n elements for each position past pos0 */
+__device__ inline size_t store_shift(const int32_t *dpos, int pos0, size_t n)
+{
+    return dpos ? (size_t)((long long)(*dpos - pos0) * (long long)n) : 0;
+}
+
+/* out[t] = Σ_j y[t·k + j], j in order */
+__device__ inline void combine_at(size_t i, int k, int D, const float *y, float *out)
+{
+    size_t t = i / D, d = i % D;
+    const float *src = y + t * k * D + d;
+    float s = src[0];
+    for (int j = 1; j < k; j++) s = __fadd_rn(s, src[(size_t)j * D]);
+    out[i] = s;
+}
+
+/* ---- their own kernels ---- */
+
+__global__ void __launch_bounds__(NORM_THREADS) rmsnorm_rows(int n, const float *x, const float *w, float eps, float *y)
+{
+    rmsnorm_row(n, x + (size_t)blockIdx.x * n, w, eps, y + (size_t)blockIdx.x * n);
 }
 
 struct split_parts {
@@ -59,19 +115,15 @@ __global__ void split_cols_kernel(const float *src, size_t total, split_parts s)
 __global__ void clip_kernel(size_t n, float *x, float limit)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) {
-        float v = x[i];
-        x[i] = v > limit ? limit : v < -limit ? -limit : v;
-    }
+    if (i < n) clip_at(i, x, limit);
 }
 
 /* Grid-stride over groups of 4 (16-byte loads where both are aligned), then
  * the tail one by one. */
 unsigned vec_blocks(size_t n) { size_t b = blocks_for(n / 4 + 1, 256); return (unsigned)(b < 4096 ? b : 4096); }
 
-__global__ void add_kernel(size_t n, float *x, const float *y)
+__device__ void add_range(size_t n, float *x, const float *y, size_t i0, size_t stride)
 {
-    size_t stride = (size_t)gridDim.x * blockDim.x, i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t nv = ((uintptr_t)x | (uintptr_t)y) % 16 ? 0 : n / 4;
     for (size_t i = i0; i < nv; i += stride) {
         float4 a = ((float4 *)x)[i], b = ((const float4 *)y)[i];
@@ -81,41 +133,95 @@ __global__ void add_kernel(size_t n, float *x, const float *y)
     for (size_t i = 4 * nv + i0; i < n; i += stride) x[i] = __fadd_rn(x[i], y[i]);
 }
 
-__global__ void rope_angles_kernel(int T, int half, const float *inv_freq, int pos, float *c, float *s)
+__global__ void add_kernel(size_t n, float *x, const float *y)
+{
+    add_range(n, x, y, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x);
+}
+
+__global__ void rope_angles_kernel(int T, int half, const float *inv_freq, int pos, const int32_t *dpos, float *c,
+                                   float *s)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= T * half) return;
-    float angle = __fmul_rn((float)(pos + i / half), inv_freq[i % half]);
-    c[i] = (float)cos((double)angle);
-    s[i] = (float)sin((double)angle);
+    if (i < T * half) angles_at(i, half, inv_freq, dpos ? *dpos : pos, c, s);
 }
 
 __global__ void rope_kernel(int T, int heads, int hd, float *x, const float *cos_t, const float *sin_t)
 {
-    int half = hd / 2;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)T * heads * half) return;
-    int j = (int)(i % half);
-    size_t row = i / half, t = row / heads;
-    float *h = x + row * hd;
-    float c = cos_t[t * half + j], s = sin_t[t * half + j], a = h[j], b = h[j + half];
-    h[j] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-    h[j + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+    if (i < (size_t)T * heads * (hd / 2)) rope_at(i, heads, hd, x, cos_t, sin_t);
 }
 
-__global__ void store_f16_kernel(const float *src, __half *dst, size_t n)
+__device__ void store_range(const float *src, void *dst, size_t n, int f16, size_t i0, size_t stride)
 {
-    size_t stride = (size_t)gridDim.x * blockDim.x, i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t nv = (uintptr_t)src % 16 || (uintptr_t)dst % 8 ? 0 : n / 4;
+    if (!f16) {
+        for (size_t i = i0; i < n; i += stride) ((float *)dst)[i] = src[i];
+        return;
+    }
+    __half *d = (__half *)dst;
+    size_t nv = (uintptr_t)src % 16 || (uintptr_t)d % 8 ? 0 : n / 4;
     for (size_t i = i0; i < nv; i += stride) {
         float4 a = ((const float4 *)src)[i];
         __half2 lo = __halves2half2(__float2half_rn(a.x), __float2half_rn(a.y));
         __half2 hi = __halves2half2(__float2half_rn(a.z), __float2half_rn(a.w));
         uint2 u;
         u.x = *(unsigned *)&lo, u.y = *(unsigned *)&hi;
-        ((uint2 *)dst)[i] = u;
+        ((uint2 *)d)[i] = u;
     }
-    for (size_t i = 4 * nv + i0; i < n; i += stride) dst[i] = __float2half_rn(src[i]);
+    for (size_t i = 4 * nv + i0; i < n; i += stride) d[i] = __float2half_rn(src[i]);
+}
+
+__global__ void store_kernel(const float *src, void *dst, size_t n, int f16, const int32_t *dpos, int pos0)
+{
+    dst = (char *)dst + store_shift(dpos, pos0, n) * (f16 ? 2 : 4);
+    store_range(src, dst, n, f16, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x);
+}
+
+__global__ void combine_kernel(int T, int k, int D, const float *y, float *out)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (size_t)T * D) combine_at(i, k, D, y, out);
+}
+
+/* ---- the chain: the steps of a list, in order, by one block ---- */
+
+__global__ void __launch_bounds__(CHAIN_THREADS) chain_kernel(moe_cuda_chain c)
+{
+    size_t i0 = threadIdx.x, stride = CHAIN_THREADS;
+    for (int o = 0; o < c.n; o++) {
+        const moe_cuda_step_op &op = c.op[o];
+        switch (op.kind) {
+        case MOE_CUDA_OP_RMSNORM:
+            for (int r = 0; r < op.rows; r++)
+                rmsnorm_row(op.n, op.in + (size_t)r * op.n, op.in2, op.f, op.out + (size_t)r * op.n);
+            break;
+        case MOE_CUDA_OP_ADD: add_range((size_t)op.n, op.out, op.in, i0, stride); break;
+        case MOE_CUDA_OP_CLIP:
+            for (size_t i = i0; i < (size_t)op.n; i += stride) clip_at(i, op.out, op.f);
+            break;
+        case MOE_CUDA_OP_COPY:
+            for (size_t i = i0; i < (size_t)op.n; i += stride) op.out[i] = op.in[i];
+            break;
+        case MOE_CUDA_OP_ANGLES: {
+            int pos = c.dpos && op.dev_pos ? *c.dpos : op.pos0;
+            for (size_t i = i0; i < (size_t)op.rows * op.n; i += stride)
+                angles_at((int)i, op.n, op.in, pos, op.out, op.out2);
+            break;
+        }
+        case MOE_CUDA_OP_ROPE:
+            for (size_t i = i0; i < (size_t)op.rows * op.n * (op.hd / 2); i += stride)
+                rope_at(i, op.n, op.hd, op.out, op.in, op.in2);
+            break;
+        case MOE_CUDA_OP_STORE: {
+            size_t shift = store_shift(op.dev_pos ? c.dpos : nullptr, op.pos0, (size_t)op.n);
+            store_range(op.in, (char *)op.dst + shift * (op.f16 ? 2 : 4), (size_t)op.n, op.f16, i0, stride);
+            break;
+        }
+        case MOE_CUDA_OP_COMBINE:
+            for (size_t i = i0; i < (size_t)op.rows * op.n; i += stride) combine_at(i, op.hd, op.n, op.in, op.out);
+            break;
+        }
+        __syncthreads();
+    }
 }
 
 }  // namespace
@@ -161,11 +267,11 @@ cudaError_t moe_cuda_add(size_t n, float *x, const float *y, cudaStream_t stream
     return cudaGetLastError();
 }
 
-cudaError_t moe_cuda_rope_angles(int T, int half, const float *inv_freq, int pos, float *cos_out, float *sin_out,
-                                 cudaStream_t stream)
+cudaError_t moe_cuda_rope_angles(int T, int half, const float *inv_freq, int pos, const int32_t *dpos, float *cos_out,
+                                 float *sin_out, cudaStream_t stream)
 {
     if (T <= 0 || half <= 0) return cudaSuccess;
-    rope_angles_kernel<<<blocks_for((size_t)T * half, 256), 256, 0, stream>>>(T, half, inv_freq, pos, cos_out,
+    rope_angles_kernel<<<blocks_for((size_t)T * half, 256), 256, 0, stream>>>(T, half, inv_freq, pos, dpos, cos_out,
                                                                               sin_out);
     return cudaGetLastError();
 }
@@ -179,10 +285,25 @@ cudaError_t moe_cuda_rope(int T, int heads, int hd, float *x, const float *cos_t
     return cudaGetLastError();
 }
 
-cudaError_t moe_cuda_store_f16(const float *src, void *dst, size_t n, cudaStream_t stream)
+cudaError_t moe_cuda_store(const float *src, void *dst, size_t n, int f16, const int32_t *dpos, int pos0,
+                           cudaStream_t stream)
 {
     if (!n) return cudaSuccess;
-    store_f16_kernel<<<vec_blocks(n), 256, 0, stream>>>(src, (__half *)dst, n);
+    store_kernel<<<vec_blocks(n), 256, 0, stream>>>(src, dst, n, f16, dpos, pos0);
+    return cudaGetLastError();
+}
+
+cudaError_t moe_cuda_combine(int T, int k, int D, const float *y, float *out, cudaStream_t stream)
+{
+    if (T <= 0) return cudaSuccess;
+    combine_kernel<<<blocks_for((size_t)T * D, 256), 256, 0, stream>>>(T, k, D, y, out);
+    return cudaGetLastError();
+}
+
+cudaError_t moe_cuda_chain_run(const moe_cuda_chain *c, cudaStream_t stream)
+{
+    if (c->n <= 0) return cudaSuccess;
+    chain_kernel<<<1, CHAIN_THREADS, 0, stream>>>(*c);
     return cudaGetLastError();
 }
 

@@ -4,9 +4,15 @@
  * Two shapes of work:
  *  - a few activation rows (decode): a warp per output row streams the row
  *    once and takes up to 8 activation rows along (warp_dots);
- *  - many rows (prefill): a tiled GEMM, 64 rows × 64 outputs a block, 32
- *    columns a step through shared memory, each thread 4 × 4 outputs; the
- *    weight tile is dequantized as it is staged.
+ *  - many rows: a tiled GEMM, 64 rows × 64 outputs a block, 32 columns a
+ *    step through shared memory, each thread 4 × 4 outputs in float32; the
+ *    weight tile is dequantized as it is staged;
+ *  - a prompt's rows (MMA_MIN_TOKENS or more): the same tiling on the
+ *    tensor cores, 64 rows × 128 outputs a block: activations rounded to
+ *    bfloat16 and the weight tile dequantized and rounded to bfloat16 as
+ *    they are staged in shared memory (never a dequantized copy in device
+ *    memory), mma.sync m16n8k16 with float32 sums; the next tile's loads are
+ *    in flight while the tensor cores take the current one.
  * The expert layer groups token–expert pairs by expert on the device
  * (count, scan, scatter: no host round trip), then runs the tiled GEMM over
  * each expert's block of pairs: gate and up (fused: both tiles staged
@@ -22,6 +28,12 @@ namespace {
 
 enum { GEMV_ROWS = 8, GEMV_THREADS = 32 * GEMV_ROWS, GEMV_MAX_TOKENS = 8 };
 enum { BM = 64, BN = 64, BK = 32, TILE_THREADS = 256 };
+/* the tensor-core tile: BM rows × mma_bn outputs (128; 64 of each matrix
+ * fused, so that its sums fit two blocks an SM), BK columns a step, 8 warps
+ * of 32 rows × mma_bn/4 outputs (tiles of m16n8); rows of shared memory
+ * padded by 8 halves, so a warp's fragment loads fall in 32 different banks */
+enum { MMA_PAD = 8, MMA_MIN_TOKENS = 64 };
+__host__ __device__ constexpr int mma_bn(bool fused) { return fused ? 64 : 128; }
 /* pairs up to which the expert layer runs a warp per (pair, output row)
  * instead of grouping: each pair's expert is read once either way */
 enum { EXPERT_GEMV_MAX_PAIRS = 16 };
@@ -69,6 +81,46 @@ struct tile_rows {
     const float *c_scale;  /* each C row times c_scale[C row] (NULL: 1) */
 };
 
+/* Which rows block bx takes (false: none, a grouped tile past the last). */
+__device__ inline bool block_rows(const tile_rows &R, int *e, int *m_lo, int *m_hi)
+{
+    int b = blockIdx.x;
+    *e = 0;
+    if (R.offsets) {
+        if (b >= R.tile_prefix[R.E]) return false;
+        int lo = 0, hi = R.E;
+        while (hi - lo > 1) {
+            int mid = (lo + hi) / 2;
+            if (R.tile_prefix[mid] <= b) lo = mid;
+            else hi = mid;
+        }
+        *e = lo;
+        *m_lo = R.offsets[lo] + (b - R.tile_prefix[lo]) * BM;
+        *m_hi = min(*m_lo + BM, R.offsets[lo + 1]);
+    } else {
+        *m_lo = b * BM;
+        *m_hi = min(*m_lo + BM, R.M);
+    }
+    return true;
+}
+
+/* The block's rows, where they come from and go, and their scales, into
+ * shared memory (then a barrier); false when the block has none. */
+__device__ inline bool stage_rows(const tile_rows &R, int *a_row, int *c_row, float *c_sc, int *e)
+{
+    int m_lo, m_hi, tid = threadIdx.x;
+    if (!block_rows(R, e, &m_lo, &m_hi)) return false;
+    if (tid < BM) {
+        int m = m_lo + tid, ok = m < m_hi;
+        int cr = ok ? (R.c_map ? R.c_map[m] : m) : -1;
+        a_row[tid] = ok ? (R.a_map ? R.a_map[m] / R.a_div : m) : -1;
+        c_row[tid] = cr;
+        c_sc[tid] = ok && R.c_scale ? R.c_scale[cr] : 1.0f;
+    }
+    __syncthreads();
+    return true;
+}
+
 template <int F, bool FUSED>
 __global__ void __launch_bounds__(TILE_THREADS)
 tile_gemm(moe_cuda_weights W0, moe_cuda_weights W1, tile_rows R, const float *A, int lda, int a_vec, float *C,
@@ -78,31 +130,8 @@ tile_gemm(moe_cuda_weights W0, moe_cuda_weights W1, tile_rows R, const float *A,
     __shared__ __align__(16) float Bs[FUSED ? 2 : 1][BK][BN + 4];
     __shared__ int a_row[BM], c_row[BM];
     __shared__ float c_sc[BM];
-    int tid = threadIdx.x, e = 0, m_lo, m_hi;
-    if (R.offsets) {
-        int b = blockIdx.x;
-        if (b >= R.tile_prefix[R.E]) return;
-        int lo = 0, hi = R.E;    /* the last expert whose tiles start at or before b */
-        while (hi - lo > 1) {
-            int mid = (lo + hi) / 2;
-            if (R.tile_prefix[mid] <= b) lo = mid;
-            else hi = mid;
-        }
-        e = lo;
-        m_lo = R.offsets[e] + (b - R.tile_prefix[e]) * BM;
-        m_hi = min(m_lo + BM, R.offsets[e + 1]);
-    } else {
-        m_lo = blockIdx.x * BM;
-        m_hi = min(m_lo + BM, R.M);
-    }
-    if (tid < BM) {
-        int m = m_lo + tid, ok = m < m_hi;
-        int cr = ok ? (R.c_map ? R.c_map[m] : m) : -1;
-        a_row[tid] = ok ? (R.a_map ? R.a_map[m] / R.a_div : m) : -1;
-        c_row[tid] = cr;
-        c_sc[tid] = ok && R.c_scale ? R.c_scale[cr] : 1.0f;
-    }
-    __syncthreads();
+    int tid = threadIdx.x, e;
+    if (!stage_rows(R, a_row, c_row, c_sc, &e)) return;
 
     wrows m0 = wrows_of(W0, e), m1 = wrows_of(FUSED ? W1 : W0, e);
     int K = W0.K, n0 = blockIdx.y * BN;
@@ -178,6 +207,288 @@ cudaError_t launch_tile_gemm(const moe_cuda_weights *W0, const moe_cuda_weights 
     return cudaGetLastError();
 }
 
+/* ---- many rows on the tensor cores ---- */
+
+__device__ inline uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+__device__ inline uint4 pack8_bf16(const float v[8])
+{
+    return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+}
+
+/* d += a · b: one m16n8k16 product, bfloat16 inputs, float32 sums */
+__device__ inline void mma_bf16(float d[4], const uint32_t a[4], const uint32_t b[2])
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* ---- the tensor cores' staging: raw bytes, STAGES steps ahead ----
+ * cp.async copies each step's activation rows (float32), weight bytes (codes
+ * or values) and, for codes, the scale and bias of each row's group into a
+ * ring of shared-memory stages; the step being multiplied is converted from
+ * its stage to the bfloat16 tiles, so global latency hides behind the
+ * stages in flight, not behind one step's products. */
+
+enum { STAGES = 4 };
+
+__device__ inline void cp_async16(void *smem, const void *gmem, bool valid)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(gmem), "r"(valid ? 16 : 0));
+}
+
+__device__ inline void cp_async4(void *smem, const void *gmem, bool valid)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(a), "l"(gmem), "r"(valid ? 4 : 0));
+}
+
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/* bytes of one weight value (codes: a fraction) */
+template <int F>
+struct wbits {
+    static constexpr int bits = F == MOE_CUDA_W_Q4 ? 4 : F == MOE_CUDA_W_Q8 ? 8 : F == MOE_CUDA_W_F32 ? 32 : 16;
+    static constexpr int row = BK * bits / 8;   /* a row's bytes in a step */
+    static constexpr bool quant = F == MOE_CUDA_W_Q4 || F == MOE_CUDA_W_Q8;
+};
+
+/* one stage: activations [BM][BK] floats, weights [NB][bn][row] bytes, and
+ * for codes the 4-byte words holding each row's scale and bias [NB][bn] */
+template <int F, bool FUSED>
+struct stage_layout {
+    static constexpr int NB = FUSED ? 2 : 1, BNT = mma_bn(FUSED);
+    static constexpr int a = 0, w = BM * BK * 4, s = w + NB * BNT * wbits<F>::row, b = s + NB * BNT * 4;
+    static constexpr int bytes = (b + NB * BNT * 4 + 15) / 16 * 16;
+    /* then the bfloat16 tiles */
+    static constexpr int tiles = (BM + NB * BNT) * (BK + MMA_PAD) * 2;
+    static constexpr int smem = STAGES * bytes + tiles;
+};
+
+/* eight values of a staged weight row, dequantized as fetch8 does */
+template <int F>
+__device__ inline void stage_values(const unsigned char *w, int lk, unsigned sword, unsigned bword, int sshift,
+                                    int sdtype, float v[8])
+{
+    if (wbits<F>::quant) {
+        auto dec = [&](unsigned word) {
+            if (sdtype == MOE_DTYPE_F32) return __uint_as_float(word);
+            unsigned short h = (unsigned short)(word >> sshift);
+            return sdtype == MOE_DTYPE_F16 ? f16_bits_to_f32(h) : bf16_bits_to_f32(h);
+        };
+        float scale = dec(sword), bias = dec(bword);
+        if (F == MOE_CUDA_W_Q4) {
+            uint32_t word = *(const uint32_t *)(w + lk / 2);
+#pragma unroll
+            for (int i = 0; i < 8; i++) v[i] = __fadd_rn(__fmul_rn(scale, (float)((word >> (4 * i)) & 15u)), bias);
+        } else {
+            uint2 words = *(const uint2 *)(w + lk);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                v[i] = __fadd_rn(__fmul_rn(scale, (float)((words.x >> (8 * i)) & 255u)), bias);
+                v[4 + i] = __fadd_rn(__fmul_rn(scale, (float)((words.y >> (8 * i)) & 255u)), bias);
+            }
+        }
+    } else if (F == MOE_CUDA_W_F32) {
+        float4 a = *(const float4 *)(w + lk * 4), b = *(const float4 *)(w + lk * 4 + 16);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+        uint4 u = *(const uint4 *)(w + lk * 2);
+        unsigned words[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            unsigned short lo = (unsigned short)(words[i] & 0xffffu), hi = (unsigned short)(words[i] >> 16);
+            v[2 * i] = F == MOE_CUDA_W_F16 ? f16_bits_to_f32(lo) : bf16_bits_to_f32(lo);
+            v[2 * i + 1] = F == MOE_CUDA_W_F16 ? f16_bits_to_f32(hi) : bf16_bits_to_f32(hi);
+        }
+    }
+}
+
+/* C rows (mapped, scaled) = A rows (mapped) · Wᵀ on the tensor cores;
+ * FUSED: silu(A·W0ᵀ) ⊙ (A·W1ᵀ). Shapes mma_fits() accepts (K a multiple
+ * of BK, 16-byte rows). The conversion: thread tid takes activation row
+ * tid/4 and weight rows tid/4 (and tid/4 + 64), 8 columns at (tid%4)·8. */
+template <int F, bool FUSED>
+__global__ void __launch_bounds__(TILE_THREADS)
+mma_gemm(moe_cuda_weights W0, moe_cuda_weights W1, tile_rows R, const float *A, int lda, float *C, int ldc, int N)
+{
+    using L = stage_layout<F, FUSED>;
+    constexpr int NB = L::NB, BNT = L::BNT, HR = BNT / 64, NI = BNT / 32, WROW = wbits<F>::row;
+    extern __shared__ __align__(16) unsigned char smem[];
+    typedef __nv_bfloat16 tile_row[BK + MMA_PAD];
+    tile_row *As = (tile_row *)(smem + STAGES * L::bytes), *Bs = As + BM;   /* Bs[w·BNT + n] */
+    __shared__ int a_row[BM], c_row[BM];
+    __shared__ float c_sc[BM];
+    int tid = threadIdx.x, e;
+    if (!stage_rows(R, a_row, c_row, c_sc, &e)) return;
+
+    wrows m0 = wrows_of(W0, e), m1 = wrows_of(FUSED ? W1 : W0, e);
+    int K = W0.K, n0 = blockIdx.y * BNT, nk = K / BK;
+    int groups = wbits<F>::quant ? K / W0.group : 1, es = W0.sdtype == MOE_DTYPE_F32 ? 4 : 2;
+
+    /* the copies of step ks into stage st */
+    auto issue = [&](int st, int ks) {
+        unsigned char *base = smem + st * L::bytes;
+        int k0 = ks * BK;
+        for (int c = tid; c < BM * BK / 4; c += TILE_THREADS) {
+            int row = c / (BK / 4), col = (c % (BK / 4)) * 4, ar = a_row[row];
+            cp_async16(base + L::a + (row * BK + col) * 4, ar >= 0 ? A + (size_t)ar * lda + k0 + col : A, ar >= 0);
+        }
+        for (int c = tid; c < NB * BNT * WROW / 16; c += TILE_THREADS) {
+            int w = c / (BNT * WROW / 16), rem = c % (BNT * WROW / 16), row = rem / (WROW / 16), part = rem % (WROW / 16);
+            int r = n0 + row;
+            const unsigned char *src = (w ? m1.w : m0.w) + (size_t)(r < N ? r : 0) * m0.w_row +
+                                       (size_t)k0 * wbits<F>::bits / 8;
+            cp_async16(base + L::w + (w * BNT + row) * WROW + part * 16, src + part * 16, r < N);
+        }
+        if (wbits<F>::quant)
+            for (int c = tid; c < NB * BNT * 2; c += TILE_THREADS) {
+                int which = c / (NB * BNT), rem = c % (NB * BNT), w = rem / BNT, row = rem % BNT, r = n0 + row;
+                size_t at = ((size_t)(r < N ? r : 0) * groups + k0 / W0.group) * es;
+                const unsigned char *src = (which ? (w ? m1.b : m0.b) : (w ? m1.s : m0.s)) + (at & ~(size_t)3);
+                cp_async4(base + (which ? L::b : L::s) + (w * BNT + row) * 4, src, r < N);
+            }
+    };
+
+    int li = tid >> 2, lk = (tid & 3) * 8;
+    int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    int wm = (warp >> 2) * 32, wn = (warp & 3) * (BNT / 4);
+    float acc[NB][2][NI][4] = {};
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++) {
+        if (st < nk) issue(st, st);
+        cp_async_commit();
+    }
+    for (int ks = 0; ks < nk; ks++) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        /* this step's stage into the bfloat16 tiles */
+        const unsigned char *base = smem + (ks % STAGES) * L::bytes;
+        {
+            float v[8];
+            const float *ar = (const float *)(base + L::a) + li * BK + lk;
+            float4 x0 = *(const float4 *)ar, x1 = *(const float4 *)(ar + 4);
+            v[0] = x0.x, v[1] = x0.y, v[2] = x0.z, v[3] = x0.w, v[4] = x1.x, v[5] = x1.y, v[6] = x1.z, v[7] = x1.w;
+            *(uint4 *)&As[li][lk] = pack8_bf16(v);
+#pragma unroll
+            for (int w = 0; w < NB; w++)
+#pragma unroll
+                for (int h = 0; h < HR; h++) {
+                    int row = li + 64 * h, r = n0 + row;
+                    /* a 2-byte scale is the high half of its word at offsets 2 mod 4 */
+                    int shift = wbits<F>::quant && ((((size_t)r * groups + ks * BK / W0.group) * es) & 2) ? 16 : 0;
+                    stage_values<F>(base + L::w + (w * BNT + row) * WROW, lk,
+                                    wbits<F>::quant ? *(const unsigned *)(base + L::s + (w * BNT + row) * 4) : 0u,
+                                    wbits<F>::quant ? *(const unsigned *)(base + L::b + (w * BNT + row) * 4) : 0u,
+                                    shift, W0.sdtype, v);
+                    *(uint4 *)&Bs[w * BNT + row][lk] = pack8_bf16(v);
+                }
+        }
+        if (ks + STAGES - 1 < nk) issue((ks + STAGES - 1) % STAGES, ks + STAGES - 1);
+        cp_async_commit();
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16) {
+            uint32_t a[2][4], b[NB][NI][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++) {
+                int r = wm + mi * 16 + g;
+                a[mi][0] = *(const uint32_t *)&As[r][kk + 2 * t4];
+                a[mi][1] = *(const uint32_t *)&As[r + 8][kk + 2 * t4];
+                a[mi][2] = *(const uint32_t *)&As[r][kk + 2 * t4 + 8];
+                a[mi][3] = *(const uint32_t *)&As[r + 8][kk + 2 * t4 + 8];
+            }
+#pragma unroll
+            for (int w = 0; w < NB; w++)
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++) {
+                    int n = w * BNT + wn + ni * 8 + g;
+                    b[w][ni][0] = *(const uint32_t *)&Bs[n][kk + 2 * t4];
+                    b[w][ni][1] = *(const uint32_t *)&Bs[n][kk + 2 * t4 + 8];
+                }
+#pragma unroll
+            for (int w = 0; w < NB; w++)
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int ni = 0; ni < NI; ni++) mma_bf16(acc[w][mi][ni], a[mi], b[w][ni]);
+        }
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+            int row = wm + mi * 16 + g + 8 * hr, cr = c_row[row];
+            if (cr < 0) continue;
+            float sc = c_sc[row];
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    int n = n0 + wn + ni * 8 + 2 * t4 + c;
+                    if (n >= N) continue;
+                    float val = acc[0][mi][ni][2 * hr + c];
+                    if (FUSED) val = swiglu(val, acc[NB - 1][mi][ni][2 * hr + c]);
+                    if (R.c_scale) val = __fmul_rn(val, sc);
+                    C[(size_t)cr * ldc + n] = val;
+                }
+        }
+}
+
+/* whether the tensor-core kernel takes these shapes: whole steps of K,
+ * 16-byte rows of activations and weights */
+bool mma_fits(const moe_cuda_weights *W, const float *A, int lda)
+{
+    return W->K % BK == 0 && lda % 4 == 0 && (uintptr_t)A % 16 == 0 && W->w_row % 16 == 0 &&
+           (uintptr_t)W->w % 16 == 0 && (W->fmt == MOE_CUDA_W_Q4 || W->fmt == MOE_CUDA_W_Q8 ? W->group % BK == 0 : 1);
+}
+
+template <int F, bool FUSED>
+cudaError_t launch_mma_f(const moe_cuda_weights *W0, const moe_cuda_weights *W1, const tile_rows &R, unsigned tiles,
+                         const float *A, int lda, float *C, int ldc, cudaStream_t stream)
+{
+    constexpr int smem = stage_layout<F, FUSED>::smem;
+    static bool raised = false;   /* the dynamic shared-memory limit, raised once */
+    if (!raised) {
+        cudaError_t e = cudaFuncSetAttribute(mma_gemm<F, FUSED>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (e != cudaSuccess) return e;
+        raised = true;
+    }
+    dim3 grid(tiles, blocks_for((size_t)W0->rows, mma_bn(FUSED)));
+    mma_gemm<F, FUSED><<<grid, TILE_THREADS, smem, stream>>>(*W0, W1 ? *W1 : *W0, R, A, lda, C, ldc, W0->rows);
+    return cudaGetLastError();
+}
+
+template <bool FUSED>
+cudaError_t launch_mma_gemm(const moe_cuda_weights *W0, const moe_cuda_weights *W1, const tile_rows &R,
+                            unsigned tiles, const float *A, int lda, float *C, int ldc, cudaStream_t stream)
+{
+    if (!tiles) return cudaSuccess;
+    MOE_CUDA_FORMAT_SWITCH(W0->fmt, F, return launch_mma_f<F, FUSED>(W0, W1, R, tiles, A, lda, C, ldc, stream))
+    return cudaSuccess;
+}
+
+/* the tiled GEMM of many rows: on the tensor cores from MMA_MIN_TOKENS tokens */
+template <bool FUSED>
+cudaError_t launch_gemm(bool mma, const moe_cuda_weights *W0, const moe_cuda_weights *W1, const tile_rows &R,
+                        unsigned tiles, const float *A, int lda, float *C, int ldc, cudaStream_t stream)
+{
+    return mma && mma_fits(W0, A, lda) && (!W1 || mma_fits(W1, A, lda))
+               ? launch_mma_gemm<FUSED>(W0, W1, R, tiles, A, lda, C, ldc, stream)
+               : launch_tile_gemm<FUSED>(W0, W1, R, tiles, A, lda, C, ldc, stream);
+}
+
 /* ---- the expert layer ---- */
 
 __device__ inline void record_fault(int *fault, int code, int a, int b, int c)
@@ -232,18 +543,6 @@ __global__ void swiglu_rows(size_t n, float *g, const float *u)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) g[i] = swiglu(g[i], u[i]);
-}
-
-/* out[t] = Σ_j y[t·k + j], j in order */
-__global__ void combine_pairs(int T, int k, int D, const float *y, float *out)
-{
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)T * D) return;
-    size_t t = i / D, d = i % D;
-    const float *src = y + t * k * D + d;
-    float s = src[0];
-    for (int j = 1; j < k; j++) s = __fadd_rn(s, src[(size_t)j * D]);
-    out[i] = s;
 }
 
 /* grouping pairs by expert: counts, then offsets and tile starts, then slots */
@@ -340,7 +639,8 @@ cudaError_t moe_cuda_linear(const moe_cuda_weights *W, const float *x, int T, fl
     }
     tile_rows R = {};
     R.M = T;
-    return launch_tile_gemm<false>(W, nullptr, R, blocks_for((size_t)T, BM), x, W->K, y, W->rows, stream);
+    return launch_gemm<false>(T >= MMA_MIN_TOKENS, W, nullptr, R, blocks_for((size_t)T, BM), x, W->K, y, W->rows,
+                              stream);
 }
 
 size_t moe_cuda_experts_workspace(int T, int k, int E, int D, int I, int fused)
@@ -385,10 +685,11 @@ cudaError_t moe_cuda_experts(const moe_cuda_experts_args *a, cudaStream_t stream
         tile_rows gu = {};
         gu.offsets = w.offsets, gu.tile_prefix = w.tile_prefix, gu.E = E;
         gu.a_map = w.sorted, gu.a_div = k;     /* x row: the pair's token */
-        if (a->fused) err = launch_tile_gemm<true>(&a->gate, &a->up, gu, tiles, a->x, D, w.h, I, stream);
+        bool mma = T >= MMA_MIN_TOKENS;
+        if (a->fused) err = launch_gemm<true>(mma, &a->gate, &a->up, gu, tiles, a->x, D, w.h, I, stream);
         else {
-            err = launch_tile_gemm<false>(&a->gate, nullptr, gu, tiles, a->x, D, w.h, I, stream);
-            if (err == cudaSuccess) err = launch_tile_gemm<false>(&a->up, nullptr, gu, tiles, a->x, D, w.u, I, stream);
+            err = launch_gemm<false>(mma, &a->gate, nullptr, gu, tiles, a->x, D, w.h, I, stream);
+            if (err == cudaSuccess) err = launch_gemm<false>(mma, &a->up, nullptr, gu, tiles, a->x, D, w.u, I, stream);
             if (err == cudaSuccess) {
                 swiglu_rows<<<blocks_for((size_t)P * I, 256), 256, 0, stream>>>((size_t)P * I, w.h, w.u);
                 err = cudaGetLastError();
@@ -398,11 +699,16 @@ cudaError_t moe_cuda_experts(const moe_cuda_experts_args *a, cudaStream_t stream
         tile_rows dn = {};
         dn.offsets = w.offsets, dn.tile_prefix = w.tile_prefix, dn.E = E;
         dn.c_map = w.sorted, dn.c_scale = a->w; /* out row: the pair, times its weight */
-        if ((err = launch_tile_gemm<false>(&a->down, nullptr, dn, tiles, w.h, I, w.y, D, stream)) != cudaSuccess)
+        if ((err = launch_gemm<false>(mma, &a->down, nullptr, dn, tiles, w.h, I, w.y, D, stream)) != cudaSuccess)
             return err;
     }
-    combine_pairs<<<blocks_for((size_t)T * D, 256), 256, 0, stream>>>(T, k, D, w.y, a->out);
-    return cudaGetLastError();
+    if (a->defer_combine) return cudaSuccess;
+    return moe_cuda_combine(T, k, D, w.y, a->out, stream);
+}
+
+const float *moe_cuda_experts_pairs(const moe_cuda_experts_args *a)
+{
+    return carve(a->work, a->T, a->k, a->E, a->D, a->I, a->fused).y;
 }
 
 }  // extern "C"
