@@ -231,39 +231,32 @@ static inline __attribute__((always_inline)) __m512 load_ps(const float *p, __mm
     return mk == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mk, p);
 }
 
-/* o[0..D) += Σ_r p[r]·(kv head column col of row rows[r]) for nr (a
- * constant) rows, key after key for each element, 32 elements at a time
- * (a Q8 group: its scale times p once). */
-static inline __attribute__((always_inline)) void values32(moe_dtype kv, int D, int nr, const float *p,
+/* o[d..d+32) += Σ_r p[r]·(the Q8 group at element d of the kv head block
+ * col bytes into row rows[r]) for nr (a constant) rows, key after key for
+ * each element: the group's scale times p once. */
+static inline __attribute__((always_inline)) void values32(int D, int nr, const float *p,
                                                            const void *const *rows, size_t col, int d, __mmask16 m0,
                                                            __mmask16 m1, float *o)
 {
-    {
-        __m512 a0 = load_ps(o + d, m0), a1 = load_ps(o + d + 16, m1);
+    __m512 a0 = load_ps(o + d, m0), a1 = load_ps(o + d + 16, m1);
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++) {
-            if (kv == MOE_DTYPE_Q8) {
-                const unsigned char *h = (const unsigned char *)rows[r] + col;
-                __m512 pv = _mm512_mul_ps(_mm512_set1_ps(p[r]), q8_scale(h + D + 2 * (d / MOE_KV_Q8_GROUP)));
-                a0 = _mm512_fmadd_ps(pv, q8_codes(h + d, m0), a0);
-                a1 = _mm512_fmadd_ps(pv, q8_codes(h + d + 16, m1), a1);
-            } else {
-                __m512 pv = _mm512_set1_ps(p[r]);
-                a0 = _mm512_fmadd_ps(pv, kv_load16(kv, rows[r], col, d, D, m0), a0);
-                a1 = _mm512_fmadd_ps(pv, kv_load16(kv, rows[r], col, d + 16, D, m1), a1);
-            }
-        }
-        if (m0 == 0xFFFF && m1 == 0xFFFF) _mm512_storeu_ps(o + d, a0), _mm512_storeu_ps(o + d + 16, a1);
-        else _mm512_mask_storeu_ps(o + d, m0, a0), _mm512_mask_storeu_ps(o + d + 16, m1, a1);
+    for (int r = 0; r < nr; r++) {
+        const unsigned char *h = (const unsigned char *)rows[r] + col;
+        __m512 pv = _mm512_mul_ps(_mm512_set1_ps(p[r]), q8_scale(h + D + 2 * (d / MOE_KV_Q8_GROUP)));
+        a0 = _mm512_fmadd_ps(pv, q8_codes(h + d, m0), a0);
+        a1 = _mm512_fmadd_ps(pv, q8_codes(h + d + 16, m1), a1);
     }
+    if (m0 == 0xFFFF && m1 == 0xFFFF) _mm512_storeu_ps(o + d, a0), _mm512_storeu_ps(o + d + 16, a1);
+    else _mm512_mask_storeu_ps(o + d, m0, a0), _mm512_mask_storeu_ps(o + d + 16, m1, a1);
 }
 
-static inline __attribute__((always_inline)) void values_rows(moe_dtype kv, int D, int nr, const float *p,
+/* o[0..D) += the same over the whole head, group after group. */
+static inline __attribute__((always_inline)) void values_rows(int D, int nr, const float *p,
                                                               const void *const *rows, size_t col, float *o)
 {
     int d = 0;
-    for (; d + 32 <= D; d += 32) values32(kv, D, nr, p, rows, col, d, 0xFFFF, 0xFFFF, o);
-    if (d < D) values32(kv, D, nr, p, rows, col, d, tail_mask(D - d), tail_mask(D - d - 16), o);
+    for (; d + 32 <= D; d += 32) values32(D, nr, p, rows, col, d, 0xFFFF, 0xFFFF, o);
+    if (d < D) values32(D, nr, p, rows, col, d, tail_mask(D - d), tail_mask(D - d - 16), o);
 }
 
 /* acc[i] += scale·(q_i · codes) over the Q8 group at element d of query
@@ -324,8 +317,11 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
      * rows ahead (several rows' streams at once outrun the prefetchers) */
     for (int j = 0; j < nmax; j++) {
         const void *kj = kv_at(kv, k, (size_t)j * stride);
-        prefetch_span((const char *)kv_at(kv, v, (size_t)j * stride), span0, span1);
-        if (j + KEYS_AHEAD < nmax) prefetch_span((const char *)kv_at(kv, k, (size_t)(j + KEYS_AHEAD) * stride), span0, span1);
+        if (kv == MOE_DTYPE_Q8) {
+            prefetch_span((const char *)kv_at(kv, v, (size_t)j * stride), span0, span1);
+            if (j + KEYS_AHEAD < nmax)
+                prefetch_span((const char *)kv_at(kv, k, (size_t)(j + KEYS_AHEAD) * stride), span0, span1);
+        }
         __m512 acc[L];
 #pragma GCC unroll 16
         for (int i = 0; i < L; i++) acc[i] = _mm512_setzero_ps();
@@ -357,8 +353,30 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
         }
     }
 
-    /* values, 4 cache rows at a time (each query's o read and written once
-     * for the 4, from L1); a key of weight 0 (masked) is skipped */
+    /* values: float caches a cache row at a time, in order (each query's o
+     * stays in L1; read row by row the cache streams from memory best: four
+     * rows at a time were slower at 8192 keys) */
+    if (kv != MOE_DTYPE_Q8) {
+        for (int j = 0; j < nmax; j++) {
+            const void *vj = kv_at(kv, v, (size_t)j * stride);
+            const float *pj = s + j * L;
+            for (int i = 0; i < nq; i++) {
+                if (pj[i] == 0.0f) continue; /* masked, or too small to count */
+                __m512 p = _mm512_set1_ps(pj[i]);
+                float *oi = o + (size_t)i * D;
+                for (int d = 0; d < D; d += 16) {
+                    __mmask16 mk = tail_mask(D - d);
+                    _mm512_mask_storeu_ps(oi + d, mk,
+                                          _mm512_fmadd_ps(p, kv_load16(kv, vj, col[i], d, D, mk),
+                                                          _mm512_maskz_loadu_ps(mk, oi + d)));
+                }
+            }
+        }
+        return;
+    }
+    /* Q8 (its rows fetched during the scores above): 4 rows at a time, each
+     * query's o read and written once for the 4, a group's scale times the
+     * weight once; a key of weight 0 (masked) is skipped */
     for (int j0 = 0; j0 < nmax; j0 += 4) {
         int nr = nmax - j0 < 4 ? nmax - j0 : 4;
         const void *vr[4];
@@ -368,10 +386,10 @@ static inline __attribute__((always_inline)) void attn_rows(moe_dtype kv, int D,
             int live = 0;
             for (int r = 0; r < nr; r++) p[r] = s[(j0 + r) * L + i], live += p[r] != 0.0f;
             float *oi = o + (size_t)i * D;
-            if (live == 4) values_rows(kv, D, 4, p, vr, col[i], oi);
+            if (live == 4) values_rows(D, 4, p, vr, col[i], oi);
             else if (live)
                 for (int r = 0; r < nr; r++)
-                    if (p[r] != 0.0f) values_rows(kv, D, 1, p + r, vr + r, col[i], oi);
+                    if (p[r] != 0.0f) values_rows(D, 1, p + r, vr + r, col[i], oi);
         }
     }
 }
