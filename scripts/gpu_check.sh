@@ -19,8 +19,9 @@
 #      cache, as llama.cpp keeps its own);
 #   7. with --peer DIR: llama.cpp's llama-bench on the same card, DIR
 #      holding llamacpp_cuda.sh and what it needs (it builds llama.cpp in
-#      the background while the tests run, and times pp2048 and tg128, and
-#      with --long tg128 after 50000 tokens).
+#      the background, at the lowest priority, while moe is checked and
+#      timed, then times pp2048 and tg128, and with --long tg128 after 50000
+#      tokens).
 #
 #   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--peer DIR]
 set -uo pipefail
@@ -67,7 +68,7 @@ export MOE_SOURCE_DIR=$root   # the fixtures, wherever the binaries were built
 # the peer's build and model, in the background while the tests run (a
 # one-token run of llama-bench to finish it)
 if [ -n "$peer" ]; then
-    (timeout 420 bash "$peer/llamacpp_cuda.sh" run -p 1 -n 0 -r 1 >"$out/peer_build.log" 2>&1) &
+    (timeout 420 nice -n 19 bash "$peer/llamacpp_cuda.sh" run -p 1 -n 0 -r 1 >"$out/peer_build.log" 2>&1) &
     peer_pid=$!
 fi
 
@@ -80,6 +81,9 @@ case $rc in
 *)
     note "test_cuda_backend: FAILED (exit $rc)"
     grep -E '^ERROR|\[  (FAILED|ERROR) |Failure|error' "$out/test_cuda_backend.log" | head -20 | tee -a "$summary"
+    # the same tests off the tensor cores: whether the float32 paths pass
+    MOE_CUDA_TENSOR_CORES=0 timeout 180 "$bin/test_cuda_backend" >"$out/test_cuda_backend_f32.log" 2>&1
+    note "test_cuda_backend with MOE_CUDA_TENSOR_CORES=0: exit $?"
     # out-of-bounds accesses and failed launches, named by kernel and line
     if command -v compute-sanitizer >/dev/null; then
         timeout 90 compute-sanitizer --tool memcheck --print-limit 10 "$bin/test_cuda_backend" >"$out/memcheck.log" 2>&1
@@ -98,7 +102,6 @@ for dev in cuda cpu; do
 done
 
 # 5. the end-to-end benchmark on the GPU
-[ -n "$peer" ] && { wait "$peer_pid"; note "peer build: $(tail -1 "$out/peer_build.log")"; }
 MOE_CUDA_DEBUG=1 timeout 240 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 --fuse-gate-up both \
     --repeat 2 >"$out/bench.txt" 2>&1
 rc=$?
@@ -119,6 +122,8 @@ fi
 
 # 7. the peer on the same card
 if [ -n "$peer" ]; then
+    wait "$peer_pid"
+    note "peer build: $(tail -1 "$out/peer_build.log")"
     timeout 180 bash "$peer/llamacpp_cuda.sh" run -p 2048 -n 128 -r 3 >"$out/peer.txt" 2>&1
     grep -E '^\|' "$out/peer.txt" | tee -a "$summary"
     if [ -n "$long" ]; then

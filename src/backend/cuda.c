@@ -25,7 +25,9 @@
  * token id, and while a captured step is replayed the operations only note
  * their arguments, which must hash as the captured ones did. Freeing device
  * memory, loading weights or switching the gate-up fusion drops the graph.
- * MOE_CUDA_GRAPHS=0 in the environment turns graphs off. Faults
+ * MOE_CUDA_GRAPHS=0 in the environment turns graphs off, and
+ * MOE_CUDA_TENSOR_CORES=0 keeps prompts off the tensor cores (float32
+ * throughout, as for a few tokens). Faults
  * a kernel finds in its data (a non-finite router logit, an expert index
  * outside the layer) are kept in a small device record, read back at each
  * download and reported as the error they are. Every CUDA call and launch

@@ -494,7 +494,8 @@ extern "C" size_t moe_cuda_attention_workspace(int T, int pos, int fixed_split, 
                                                int kv_f16, const void *k, const void *v, size_t kv_stride)
 {
     if (T <= 0 || hd < 1 || kv_heads < 1 || heads % kv_heads) return 0;
-    if (!fixed_split && T >= MMA_MIN_QUERIES && (hd == 64 || hd == 128)) return 0;   /* the tensor cores need none */
+    if (!fixed_split && T >= MMA_MIN_QUERIES && (hd == 64 || hd == 128) && moe_cuda_tensor_cores())
+        return 0;   /* the tensor cores need none */
     plan p = make_plan(T, pos, fixed_split, heads, kv_heads, hd, kv_f16, k, v, kv_stride);
     if (!p.ok || p.nsplit == 1) return 0;
     return sizeof(float) * (size_t)p.nsplit * T * heads * ((size_t)hd + 2);
@@ -508,7 +509,7 @@ extern "C" cudaError_t moe_cuda_attention(int T, int pos, const int32_t *dpos, i
     if (hd < 1 || hd > 1024 || kv_heads < 1 || heads % kv_heads) return cudaErrorInvalidValue;
     size_t align = kv_f16 ? 8 : 16;
     if (!dpos && T >= MMA_MIN_QUERIES && (hd == 64 || hd == 128) && kv_stride % 4 == 0 && (uintptr_t)k % align == 0 &&
-        (uintptr_t)v % align == 0) {
+        (uintptr_t)v % align == 0 && moe_cuda_tensor_cores()) {
         if (hd == 64) return launch_mma<64>(T, pos, heads, kv_heads, scale, q, kv_f16, k, v, kv_stride, out, stream);
         return launch_mma<128>(T, pos, heads, kv_heads, scale, q, kv_f16, k, v, kv_stride, out, stream);
     }

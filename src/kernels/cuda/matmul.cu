@@ -21,6 +21,8 @@
  * to each pair's row; a last pass adds a token's k rows in order j = 0..k-1,
  * so the result does not depend on how pairs were scheduled. */
 #include <cuda_runtime.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cuda/weights.cuh"
 
@@ -617,6 +619,16 @@ experts_work carve(void *base, int T, int k, int E, int D, int I, int fused)
 
 extern "C" {
 
+int moe_cuda_tensor_cores(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("MOE_CUDA_TENSOR_CORES");
+        on = !(e && strcmp(e, "0") == 0);
+    }
+    return on;
+}
+
 cudaError_t moe_cuda_embed(const moe_cuda_weights *table, const int32_t *tokens, int T, float *x, cudaStream_t stream)
 {
     if (T <= 0) return cudaSuccess;
@@ -639,8 +651,8 @@ cudaError_t moe_cuda_linear(const moe_cuda_weights *W, const float *x, int T, fl
     }
     tile_rows R = {};
     R.M = T;
-    return launch_gemm<false>(T >= MMA_MIN_TOKENS, W, nullptr, R, blocks_for((size_t)T, BM), x, W->K, y, W->rows,
-                              stream);
+    return launch_gemm<false>(T >= MMA_MIN_TOKENS && moe_cuda_tensor_cores(), W, nullptr, R, blocks_for((size_t)T, BM),
+                              x, W->K, y, W->rows, stream);
 }
 
 size_t moe_cuda_experts_workspace(int T, int k, int E, int D, int I, int fused)
@@ -685,7 +697,7 @@ cudaError_t moe_cuda_experts(const moe_cuda_experts_args *a, cudaStream_t stream
         tile_rows gu = {};
         gu.offsets = w.offsets, gu.tile_prefix = w.tile_prefix, gu.E = E;
         gu.a_map = w.sorted, gu.a_div = k;     /* x row: the pair's token */
-        bool mma = T >= MMA_MIN_TOKENS;
+        bool mma = T >= MMA_MIN_TOKENS && moe_cuda_tensor_cores();
         if (a->fused) err = launch_gemm<true>(mma, &a->gate, &a->up, gu, tiles, a->x, D, w.h, I, stream);
         else {
             err = launch_gemm<false>(mma, &a->gate, nullptr, gu, tiles, a->x, D, w.h, I, stream);
