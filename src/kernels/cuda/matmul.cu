@@ -623,8 +623,10 @@ int moe_cuda_tensor_cores(void)
 {
     static int on = -1;
     if (on < 0) {
+        /* opt-in until the tensor-core kernels have passed the GPU tests
+         * in their present form (they compile; an earlier form passed) */
         const char *e = getenv("MOE_CUDA_TENSOR_CORES");
-        on = !(e && strcmp(e, "0") == 0);
+        on = e && strcmp(e, "1") == 0;
     }
     return on;
 }
