@@ -225,3 +225,34 @@ void moe_parallel_barrier(void)
     }
     word_wait_change(&pool.barrier_phase, phase);
 }
+
+/* Items of share r from its front (the owner) or its back (another thread). */
+static int work_take(moe_work *w, int r, int nt, int n, int chunk, int from_back, int *lo, int *hi)
+{
+    int a, b;
+    moe_parallel_split(n, r, nt, &a, &b);
+    unsigned long long cur = atomic_load_explicit(&w->taken[r], memory_order_relaxed);
+    for (;;) {
+        int front = (int)(cur & 0xffffffffu), back = (int)(cur >> 32), left = b - a - front - back;
+        if (left <= 0) return 0;
+        int c = chunk < left ? chunk : left;
+        unsigned long long next = from_back ? cur + ((unsigned long long)c << 32) : cur + (unsigned long long)c;
+        if (atomic_compare_exchange_weak_explicit(&w->taken[r], &cur, next, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *lo = from_back ? b - back - c : a + front;
+            *hi = *lo + c;
+            return 1;
+        }
+    }
+}
+
+int moe_work_next(moe_work *w, int t, int nt, int n, int own, int steal, int *lo, int *hi)
+{
+    if (nt > MOE_WORK_MAX_THREADS) nt = MOE_WORK_MAX_THREADS;   /* the pool's own limit */
+    if (own < 1) own = 1;
+    if (steal < 1) steal = 1;
+    if (work_take(w, t, nt, n, own, 0, lo, hi)) return 1;
+    for (int i = 1; i < nt; i++)
+        if (work_take(w, (t + i) % nt, nt, n, steal, 1, lo, hi)) return 1;
+    return 0;
+}

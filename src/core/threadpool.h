@@ -24,25 +24,23 @@ static inline void moe_parallel_split(int n, int t, int nt, int *lo, int *hi)
     *hi = (int)((long long)n * (t + 1) / nt);
 }
 
-/* Items handed out a chunk at a time from a shared counter, for work whose
- * threads may run at unequal speed: on a busy machine another process may
- * hold one of our cores, and a thread there would finish an even share
- * long after the others. Set next to 0 before the run; each thread then
- * loops on moe_work_take, which gives the next [lo, hi) of n items (at
- * most `chunk`), or returns 0 once none is left. Which thread computes an
- * item never changes its result. */
+/* Even shares that a free thread may take over, for work whose threads may
+ * run at unequal speed: on a busy machine another process may hold one of
+ * our cores, and a thread there would finish an even share long after the
+ * others. Thread t owns the share moe_parallel_split gives it and walks it
+ * from the front, `own` items at a time, so that its memory is read in one
+ * stream as with plain shares; once its share is done it takes `steal`
+ * items at a time from the back of the others' shares. Zero it before the
+ * run (= {0}); loop on moe_work_next until it returns 0. Which thread
+ * computes an item never changes its result. */
+enum { MOE_WORK_MAX_THREADS = 256 };
 typedef struct {
-    atomic_int next;
+    /* share t: items taken from its front (low 32 bits) and back (high) */
+    _Atomic unsigned long long taken[MOE_WORK_MAX_THREADS];
 } moe_work;
 
-static inline int moe_work_take(moe_work *w, int n, int chunk, int *lo, int *hi)
-{
-    int at = atomic_fetch_add_explicit(&w->next, chunk, memory_order_relaxed);
-    if (at >= n) return 0;
-    *lo = at;
-    *hi = at + chunk < n ? at + chunk : n;
-    return 1;
-}
+/* Thread t of nt: its next items [lo, hi) of n; 0 when none is left. */
+int moe_work_next(moe_work *w, int t, int nt, int n, int own, int steal, int *lo, int *hi);
 
 /* A barrier across the threads of the current moe_parallel_run. */
 void moe_parallel_barrier(void);

@@ -23,9 +23,9 @@
 
 enum {
     MAX_THREADS = 256,
-    /* output panels a thread takes at a time: at 4 bits and K 2048, 72 KB
-     * of weights, a few µs of streaming for one counter update */
-    PANEL_CHUNK = 4
+    /* output panels a thread takes at a time from its own share, and from
+     * another's once its own is done (at 4 bits and K 2048, 18 KB a panel) */
+    OWN_PANELS = 8, STEAL_PANELS = 2
 };
 /* Weights up to this size run on the calling thread alone (moe_linear_forward). */
 static const size_t ALONE_BYTES = (size_t)512 << 10;
@@ -411,7 +411,7 @@ static void linear_thread(void *arg, int t, int nt)
         run_gemm(c, &c->l->ws->scratch[t], 2 * p0, min_int(2 * p1, c->l->panels));
         return;
     }
-    while (moe_work_take(c->panels, c->l->panels, PANEL_CHUNK, &p0, &p1)) {
+    while (moe_work_next(c->panels, t, nt, c->l->panels, OWN_PANELS, STEAL_PANELS, &p0, &p1)) {
         if (c->path == PATH_I8) run_i8(c, p0, p1);
         else run_gemv(c, p0, p1);
     }

@@ -27,12 +27,16 @@ typedef struct {
      * their even shares (each thread packs a group's tokens once) */
     int dynamic;
     moe_work hidden_items;      /* (group, HIDDEN_CHUNK hidden panels) */
-    moe_work dim_items;         /* DIM_CHUNK model-dimension panels */
+    moe_work dim_items;         /* model-dimension panels */
 } forward_ctx;
 
-/* Panels a thread takes at a time on the dynamic path: about 150 KB of
- * 4-bit weights at D 2048 and I 1024 either way. */
-enum { HIDDEN_CHUNK = 4, DIM_CHUNK = 2 };
+/* On the dynamic path gate-up's items are (group, HIDDEN_CHUNK hidden
+ * panels), about 150 KB of 4-bit gate and up weights at D 2048; a thread
+ * walks its own share of them in order (an expert's panels are contiguous)
+ * and takes one at a time from the others'. Down takes DIM_OWN model
+ * panels at a time from its own share, every group's rows of them in turn
+ * (each expert's 300 KB read as one stream), and DIM_STEAL from others'. */
+enum { HIDDEN_CHUNK = 4, DIM_OWN = 16, DIM_STEAL = 2 };
 
 /* The matrix-vector inputs of up to MOE_GEMV_MAX_M vectors: floats, group
  * sums, and int8 activations with their scales when those are in use. */
@@ -470,7 +474,7 @@ static void forward_thread(void *arg, int t, int nt)
     gate_up_job job = { .c = c };
     if (c->dynamic) {
         int per = (l->panels_hidden + HIDDEN_CHUNK - 1) / HIDDEN_CHUNK, item, end;
-        while (moe_work_take(&c->hidden_items, c->groups * per, 1, &item, &end)) {
+        while (moe_work_next(&c->hidden_items, t, nt, c->groups * per, 1, 1, &item, &end)) {
             int gi = item / per;
             job.e = l->ws->group_expert[gi];
             job.pairs = l->ws->order + l->ws->group_start[gi];
@@ -519,7 +523,8 @@ static void forward_thread(void *arg, int t, int nt)
     /* down projection, weighted and summed into y, this thread's model rows */
     int q0, q1;
     if (c->dynamic) {
-        while (moe_work_take(&c->dim_items, l->panels_dim, DIM_CHUNK, &q0, &q1)) down_rows(c, sc, q0, q1);
+        while (moe_work_next(&c->dim_items, t, nt, l->panels_dim, DIM_OWN, DIM_STEAL, &q0, &q1))
+            down_rows(c, sc, q0, q1);
         return;
     }
     moe_parallel_split(l->panels_dim, t, nt, &q0, &q1);
