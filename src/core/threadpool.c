@@ -3,11 +3,14 @@
  * Workers are created on first use and kept. Every wait — a worker for the
  * next run, the caller for the team to finish, a thread at a barrier — spins
  * for a short while (SPIN_NS: a decode step's regions follow each other
- * within microseconds, far sooner than a futex wake-up), then sleeps on the
- * word it waits for. Sleeping matters on a busy machine: when another
- * process holds one of our cores, a thread that yields in a loop keeps
- * taking turns from the straggler it waits for, and a step took ~100× its
- * time; a sleeping one gives the core away until it is woken.
+ * within microseconds, far sooner than a futex wake-up), then yields for a
+ * few milliseconds (YIELD_NS: about a scheduler time slice, the time a
+ * thread of ours waits when another process holds its core), then sleeps on
+ * the word it waits for. Sleeping matters on a busy machine: threads that
+ * only spin or yield kept taking turns from the stragglers they waited for,
+ * and a step took up to ~100× its time; with a process spinning on one of
+ * two cores, yielding before sleeping kept decode at 0.50 of its quiet
+ * speed where sleeping at once gave 0.37 (bench/RESULTS.md).
  *
  * The default team is one thread per physical core the process may run on
  * (hyperthreads share a core's load and multiply units, which every kernel
@@ -32,7 +35,8 @@
 #include "core/error.h"
 
 enum { MAX_THREADS = 256 };
-static const long SPIN_NS = 50 * 1000;   /* spin this long before sleeping */
+static const long SPIN_NS = 50 * 1000;           /* spin this long, */
+static const long YIELD_NS = 5L * 1000 * 1000;   /* then yield this long, then sleep */
 
 /* A word threads wait on, and how many sleep on it. */
 typedef struct {
@@ -89,6 +93,14 @@ static void word_wait_change(wait_word *w, unsigned seen)
         if (spins % 64) continue;     /* the clock costs more than a pause */
         if (!deadline) deadline = now_ns() + SPIN_NS;
         else if (now_ns() >= deadline) break;
+    }
+    /* then yield for a while: where another thread of ours waits to run on
+     * this core it gets it, and where none does we stay on this core rather
+     * than sleep and be woken wherever the scheduler likes (often the
+     * busy core of the thread that wakes us) */
+    for (long until = now_ns() + YIELD_NS; now_ns() < until;) {
+        sched_yield();
+        if (atomic_load_explicit(&w->value, memory_order_acquire) != seen) return;
     }
     atomic_fetch_add(&w->sleepers, 1);
     while (atomic_load_explicit(&w->value, memory_order_acquire) == seen) word_sleep(w, seen);
