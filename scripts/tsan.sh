@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the threaded tests with ThreadSanitizer into build-tsan (or $1) and
 # runs them at 4 threads, whatever the machine has, so that the thread
-# pool's workers, barriers and hand-offs always run concurrently: the
-# kernels' tests (each kernel set's threaded drivers), attention, the model
+# pool's workers, barriers and hand-offs always run concurrently: the pool
+# itself, the kernels' tests (each kernel set's threaded drivers), attention, the model
 # forward through the layers (test_model_errors, test_batch), chat sessions,
 # the server's engine thread, and the moe command end to end (generate,
 # chat, serve). The expert layer's own long tests (test_switchglu,
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-tsan}
-tests=(test_kernels test_kernels_i8 test_attention test_batch test_model_errors test_chat test_server_engine)
+tests=(test_threadpool test_kernels test_kernels_i8 test_attention test_batch test_model_errors test_chat test_server_engine)
 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_TSAN=ON >/dev/null
 cmake --build "$dir" --target moe "${tests[@]}"
 pattern="^($(IFS='|'; echo "${tests[*]}")|cli_generate_greedy_reference|cli_generate_prompt_json|cli_chat_kv_cache|serve_end_to_end)\$"
