@@ -450,6 +450,28 @@ static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int 
     for (int g = 0; g < K / G; g++) dr[g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
 }
 
+/* Group gi's expert and pairs into job (its panels are the caller's). */
+static void group_job(const forward_ctx *c, int gi, gate_up_job *job)
+{
+    const moe_switchglu *l = c->l;
+    job->e = l->ws->group_expert[gi];
+    job->pairs = l->ws->order + l->ws->group_start[gi];
+    job->m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
+}
+
+/* Unfused: h = SwiGLU(g, u) over hidden panels [p0, p1) of n pairs' rows,
+ * pairs[i] (or pair i where pairs is NULL). */
+static void swiglu_rows(const forward_ctx *c, const int32_t *pairs, int n, int p0, int p1)
+{
+    const moe_switchglu *l = c->l;
+    int I = l->hidden;
+    for (int i = 0; i < n; i++)
+        for (int p = p0; p < p1; p++) {
+            size_t off = (size_t)(pairs ? pairs[i] : i) * I + (size_t)p * MOE_PANEL;
+            c->kern->swiglu(panel_rows(I, p), l->ws->g + off, l->ws->u + off, l->ws->h + off);
+        }
+}
+
 static void down_rows(const forward_ctx *c, thread_scratch *sc, int q0, int q1);
 
 static void forward_thread(void *arg, int t, int nt)
@@ -475,39 +497,24 @@ static void forward_thread(void *arg, int t, int nt)
     if (c->dynamic) {
         int per = (l->panels_hidden + HIDDEN_CHUNK - 1) / HIDDEN_CHUNK, item, end;
         while (moe_work_next(&c->hidden_items, t, nt, c->groups * per, 1, 1, &item, &end)) {
-            int gi = item / per;
-            job.e = l->ws->group_expert[gi];
-            job.pairs = l->ws->order + l->ws->group_start[gi];
-            job.m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
+            group_job(c, item / per, &job);
             job.p0 = item % per * HIDDEN_CHUNK;
             job.p1 = min_int(job.p0 + HIDDEN_CHUNK, l->panels_hidden);
             gate_up_chunked(&job, sc, 0);
-            if (!l->fused)
-                for (int i = 0; i < job.m; i++)
-                    for (int p = job.p0; p < job.p1; p++) {
-                        size_t off = (size_t)job.pairs[i] * I + (size_t)p * MOE_PANEL;
-                        c->kern->swiglu(panel_rows(I, p), l->ws->g + off, l->ws->u + off, l->ws->h + off);
-                    }
+            if (!l->fused) swiglu_rows(c, job.pairs, job.m, job.p0, job.p1);
         }
-        job.p0 = job.p1 = 0;   /* SwiGLU done above */
-    } else
+    } else {
         moe_parallel_split(l->panels_hidden, t, nt, &job.p0, &job.p1);
-    for (int gi = 0; gi < c->groups && !c->dynamic; gi++) {
-        job.e = l->ws->group_expert[gi];
-        job.pairs = l->ws->order + l->ws->group_start[gi];
-        job.m = l->ws->group_start[gi + 1] - l->ws->group_start[gi];
-        if (group_uses_gemm(c, 0, job.m)) gate_up_gemm(&job, sc);
-        else if (group_uses_gemm_i8(c, 0, job.m)) {
-            pack_group_i8(c, sc, 0, job.pairs, job.m);
-            gate_up_chunked(&job, sc, 1);
-        } else gate_up_chunked(&job, sc, 0);
+        for (int gi = 0; gi < c->groups; gi++) {
+            group_job(c, gi, &job);
+            if (group_uses_gemm(c, 0, job.m)) gate_up_gemm(&job, sc);
+            else if (group_uses_gemm_i8(c, 0, job.m)) {
+                pack_group_i8(c, sc, 0, job.pairs, job.m);
+                gate_up_chunked(&job, sc, 1);
+            } else gate_up_chunked(&job, sc, 0);
+        }
+        if (!l->fused) swiglu_rows(c, NULL, pairs_total, job.p0, job.p1);
     }
-    if (!l->fused)
-        for (int pair = 0; pair < pairs_total; pair++)
-            for (int p = job.p0; p < job.p1; p++) {
-                size_t off = (size_t)pair * I + (size_t)p * MOE_PANEL;
-                c->kern->swiglu(panel_rows(I, p), l->ws->g + off, l->ws->u + off, l->ws->h + off);
-            }
     moe_parallel_barrier();
 
     if (c->need_hsum) {
