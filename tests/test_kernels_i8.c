@@ -14,6 +14,7 @@
  *                  portable reference functions) the two digits of int8x2
  *                  activations in one call, digits and residuals both at
  *                  the extremes: Σ q·(254·xq + xr) reaches 255·32639 a term;
+ *                  a table's pack_act_i8x2 gives moe_pack_act_i8x2's bytes;
  * for Q4 and Q8, scales F32/F16/BF16, groups 32/64/128, 1..3 groups, full
  * and partial panels (nr 16 and 11), and nothing written past nr or m.
  * Panels are laid out here from a code matrix as kernels.h describes. */
@@ -317,6 +318,19 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
                     if (a[((size_t)(k / 8) * m + i) * 8 + moe_act_i8x2_pos(fmt, k % 8)] != MOE_I8_RESIDUAL_STEPS * xq[i][j] + xr[i][j])
                         test_mismatch("moe_pack_act_i8x2 %s m %d: token %d input %d misplaced", desc, m, i, k);
                 }
+            if (kt && kt->pack_act_i8x2) {
+                /* the table's packing: the same bytes, in buffers of exactly
+                 * the tile's size (reads or writes past them fail under ASan) */
+                int16_t *a2 = xmalloc(sizeof(int16_t) * (size_t)K * m);
+                float *d2 = xmalloc(sizeof(float) * groups * m), *s2 = xmalloc(sizeof(float) * groups * m);
+                kt->pack_act_i8x2(fmt, K, gs, m, (const int8_t *const *)xq, (const int8_t *const *)xr,
+                                  (const float *const *)dx, (const float *const *)xsum, a2, d2, s2);
+                n_checked++;
+                if (memcmp(a, a2, sizeof(int16_t) * (size_t)K * m) || memcmp(d, d2, sizeof(float) * groups * m) ||
+                    memcmp(s, s2, sizeof(float) * groups * m))
+                    test_mismatch("pack_act_i8x2 [%s] %s m %d: not moe_pack_act_i8x2's bytes", isa, desc, m);
+                free(a2), free(d2), free(s2);
+            }
             for (int i = 0; i < MT; i++)
                 for (int r = 0; r < OUT_LEN; r++) buf[i][r] = CANARY;
             gm(&pc.f, &pc.p, m, a, d, s, out);
@@ -386,6 +400,7 @@ static void avx2_has_int8(void **state)
     assert_non_null(k->quantize_act_i8);
     assert_non_null(k->panel_gemv_i8x2);
     assert_non_null(k->panel_gemm_i8x2);
+    assert_non_null(k->pack_act_i8x2);
     assert_true(k->mr_i8 > MOE_GEMV_MAX_M && k->mr_i8 <= MOE_TILE_MAX_M);
     const moe_cpu_kernels *v = moe_kernels_by_name("avxvnni");
     print_message("AVX-VNNI kernels: %s\n", v ? "this CPU has them (tested above)" : "not on this CPU (compiled only)");

@@ -163,6 +163,9 @@ typedef struct moe_cpu_kernels {
      * NULL where the portable functions serve. */
     void (*quantize_act_i8)(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx, float *xsum,
                             int8_t *xr);
+    /* moe_pack_act_i8x2, the same bytes; NULL where the portable one serves. */
+    void (*pack_act_i8x2)(moe_wformat f, int K, int group, int m, const int8_t *const *xq, const int8_t *const *xr,
+                          const float *const *dx, const float *const *xsum, int16_t *a, float *d, float *s);
 } moe_cpu_kernels;
 
 /* The table in use (best supported, or as chosen by moe_cpu_select_isa). */

@@ -264,8 +264,9 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
                     q[i] = l->ws->xq + row * K, r[i] = q[i] + K;
                     d[i] = l->ws->xd + row * ng, s[i] = l->ws->xsum + row * ng;
                 }
-                moe_pack_act_i8x2(l->w.fmt.fmt, K, G, m, q, r, d, s, (int16_t *)l->ws->aq + t0 * K,
-                                  l->ws->ad + t0 * ng, l->ws->as + t0 * ng);
+                (c->k->pack_act_i8x2 ? c->k->pack_act_i8x2 : moe_pack_act_i8x2)(
+                    l->w.fmt.fmt, K, G, m, q, r, d, s, (int16_t *)l->ws->aq + t0 * K, l->ws->ad + t0 * ng,
+                    l->ws->as + t0 * ng);
             }
             return;
         }

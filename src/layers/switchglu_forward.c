@@ -175,8 +175,9 @@ static void pack_group_i8(const forward_ctx *c, thread_scratch *sc, int down, co
             const int8_t *r[MOE_TILE_MAX_M];
             for (int i = 0; i < mm; i++)
                 r[i] = (down ? l->ws->hqr : l->ws->xqr) + (size_t)(down ? pairs[t0 + i] : pairs[t0 + i] / c->top_k) * K;
-            moe_pack_act_i8x2(f, K, K / G, mm, q, r, d, s, (int16_t *)sc->aq + (size_t)t0 * K, sc->ad + (size_t)t0 * G,
-                              sc->as + (size_t)t0 * G);
+            (c->kern->pack_act_i8x2 ? c->kern->pack_act_i8x2 : moe_pack_act_i8x2)(
+                f, K, K / G, mm, q, r, d, s, (int16_t *)sc->aq + (size_t)t0 * K, sc->ad + (size_t)t0 * G,
+                sc->as + (size_t)t0 * G);
             continue;
         }
         moe_pack_act_i8(K, K / G, mm, q, d, s, sc->aq + (size_t)t0 * K, sc->ad + (size_t)t0 * G,

@@ -23,7 +23,7 @@ void moe_avx2_swiglu(int n, const float *g, const float *u, float *h);
 
 /* int8 activations (panel_i8.c, quant_i8.c): vpmaddubsw/vpmaddwd on plain
  * AVX2. Tokens one panel_gemm_i8 or panel_gemm_i8x2 call takes. */
-enum { MOE_AVX2_MR_I8 = 8 };
+enum { MOE_AVX2_MR_I8 = 16 };
 void moe_avx2_panel_gemv_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                             const float *const *dx, const float *const *xsum, float *const *out);
 void moe_avx2_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
@@ -35,5 +35,7 @@ void moe_avx2_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int
                               const float *d, const float *s, float *const *out);
 void moe_avx2_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx,
                               float *xsum, int8_t *xr);
+void moe_avx2_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t *const *xq, const int8_t *const *xr,
+                            const float *const *dx, const float *const *xsum, int16_t *a, float *d, float *s);
 
 #endif

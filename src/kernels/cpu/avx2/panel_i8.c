@@ -29,6 +29,7 @@
 #include "kernels/cpu/avx2/avx2_util.h"
 
 #define I8_MR MOE_AVX2_MR_I8
+#define I8_MR_REG 8
 #define I8_NAME(x) moe_avx2_##x
 
 /* 8-bit codes: the low nibbles of word c in u[2c], the high ones in u[2c+1]. */

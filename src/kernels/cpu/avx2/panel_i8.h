@@ -26,8 +26,11 @@
  *     the two-digit kernels below (v: code pairs, b: activation pairs);
  * each dot returning acc + Σ code·activation over the step in every row's
  * lane, exactly (for any int8 activations); I8_MR, the most tokens a tile
- * call takes; and I8_NAME(x), the set's name for x: I8_NAME(panel_gemv_i8)
- * and I8_NAME(panel_gemm_i8) are the table's entries defined here.
+ * call takes (the table's mr_i8, up to MOE_TILE_MAX_M); I8_MR_REG (≤ 12),
+ * the tokens whose single-digit sums stay in registers, a tile of more
+ * taken in parts of that many; and I8_NAME(x), the set's name for x:
+ * I8_NAME(panel_gemv_i8) and I8_NAME(panel_gemm_i8) are the table's entries
+ * defined here.
  *
  * Per group and half, each token's integer sum is exact; then
  * res += (scale·dx)·float(sum) and res += bias·xsum, as two FMAs: the
@@ -60,31 +63,33 @@ static inline __attribute__((always_inline)) void i8_prep_q4(const __m256i w[4],
 
 /* Token i's activation byte for input k (in moe_quantize_act_i8's order):
  * from its own row (matrix-vector: xq[i] + k), or from the tile packed by
- * moe_pack_act_i8 (32-byte chunk k/32 of token i at ((k/32)·m + i)·32).
- * A step's bytes never cross a chunk (steps start at multiples of 16). */
+ * moe_pack_act_i8 (32-byte chunk k/32 of token i at ((k/32)·stride + i)·32,
+ * stride the tile's token count). A step's bytes never cross a chunk (steps
+ * start at multiples of 16). */
 static inline __attribute__((always_inline)) const int8_t *i8_token_at(int tile, const int8_t *const *xq,
-                                                                      const int8_t *q, int m, int i, int k)
+                                                                      const int8_t *q, int stride, int i, int k)
 {
-    return tile ? q + (((size_t)(k >> 5) * m + i) << 5) + (k & 31) : xq[i] + k;
+    return tile ? q + (((size_t)(k >> 5) * stride + i) << 5) + (k & 31) : xq[i] + k;
 }
 
-/* out[i][0..16) for i < m, all compile-time constants but the data. */
-static inline __attribute__((always_inline)) void i8_panel(int bits, moe_dtype st, int tile, const int m,
+/* out[i][0..16) for i < m, all compile-time constants but the data; a
+ * tile's tokens i of stride (q, d and s at the first of them). */
+static inline __attribute__((always_inline)) void i8_panel(int bits, moe_dtype st, int tile, const int m, int stride,
                                                            const moe_panel_format *f, const moe_panel *p,
                                                            const int8_t *const *xq, const float *const *dx,
                                                            const float *const *xsum, const int8_t *q,
                                                            const float *d, const float *s, float *const *out)
 {
     int gs = f->group_size, groups = f->K / gs, words = gs * bits / 32, step_k = 4 * 32 / bits;
-    __m256 res[I8_MR][2];
+    __m256 res[I8_MR_REG][2];
 #pragma GCC unroll 16
-    for (int i = 0; i < I8_MR; i++) res[i][0] = res[i][1] = _mm256_setzero_ps();
+    for (int i = 0; i < I8_MR_REG; i++) res[i][0] = res[i][1] = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
         const int32_t *codes = moe_panel_group(p, p->w, g);
         for (int h = 0; h < 2; h++) {
-            __m256i acc[I8_MR];
+            __m256i acc[I8_MR_REG];
 #pragma GCC unroll 16
-            for (int i = 0; i < I8_MR; i++) acc[i] = _mm256_setzero_si256();
+            for (int i = 0; i < I8_MR_REG; i++) acc[i] = _mm256_setzero_si256();
             for (int c = 0, k = g * gs; c < words; c += 4, k += step_k) {
                 __m256i w[4], u[8];
                 for (int j = 0; j < 4; j++)
@@ -92,18 +97,18 @@ static inline __attribute__((always_inline)) void i8_panel(int bits, moe_dtype s
                 if (bits == 4) i8_prep_q4(w, u);
                 else i8_prep_q8(w, u);
 #pragma GCC unroll 16
-                for (int i = 0; i < I8_MR; i++)
+                for (int i = 0; i < I8_MR_REG; i++)
                     if (i < m) {
-                        const int8_t *x = i8_token_at(tile, xq, q, m, i, k);
+                        const int8_t *x = i8_token_at(tile, xq, q, stride, i, k);
                         acc[i] = bits == 4 ? i8_dot_q4(acc[i], u, x) : i8_dot_q8(acc[i], u, x);
                     }
             }
             __m256 sc = avx2_load_dtype(st, moe_panel_group(p, p->scales, g), (size_t)8 * h);
             __m256 b = avx2_load_dtype(st, moe_panel_group(p, p->biases, g), (size_t)8 * h);
 #pragma GCC unroll 16
-            for (int i = 0; i < I8_MR; i++)
+            for (int i = 0; i < I8_MR_REG; i++)
                 if (i < m) {
-                    float di = tile ? d[(size_t)g * m + i] : dx[i][g], si = tile ? s[(size_t)g * m + i] : xsum[i][g];
+                    float di = tile ? d[(size_t)g * stride + i] : dx[i][g], si = tile ? s[(size_t)g * stride + i] : xsum[i][g];
                     __m256 sd = _mm256_mul_ps(sc, _mm256_set1_ps(di));
                     res[i][h] = _mm256_fmadd_ps(sd, _mm256_cvtepi32_ps(acc[i]), res[i][h]);
                     res[i][h] = _mm256_fmadd_ps(b, _mm256_set1_ps(si), res[i][h]);
@@ -111,7 +116,7 @@ static inline __attribute__((always_inline)) void i8_panel(int bits, moe_dtype s
         }
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < I8_MR; i++)
+    for (int i = 0; i < I8_MR_REG; i++)
         if (i < m) {
             _mm256_storeu_ps(out[i], res[i][0]);
             _mm256_storeu_ps(out[i] + 8, res[i][1]);
@@ -129,19 +134,24 @@ static inline __attribute__((always_inline)) void i8_panel(int bits, moe_dtype s
         I8_CASE(7, call) I8_CASE(8, call) I8_CASE(9, call) I8_CASE(10, call) I8_CASE(11, call)             \
         I8_CASE(12, call) default: break;                                                                   \
     }
-_Static_assert(MOE_GEMV_MAX_M == 4 && I8_MR >= 4 && I8_MR <= 12, "I8_WITH_M4/M12 list the token counts");
+_Static_assert(MOE_GEMV_MAX_M == 4 && I8_MR_REG >= 4 && I8_MR_REG <= 12, "I8_WITH_M4/M12 list the token counts");
+_Static_assert(I8_MR >= I8_MR_REG && (int)I8_MR <= (int)MOE_TILE_MAX_M, "a tile is taken in parts of I8_MR_REG tokens");
 
 #define I8_DEFINE(bits, st, sfx)                                                                                 \
     static void I8_NAME(gemv_##sfx)(const moe_panel_format *f, const moe_panel *p, int m,                        \
                                     const int8_t *const *xq, const float *const *dx, const float *const *xsum,    \
                                     float *const *out)                                                           \
     {                                                                                                            \
-        I8_WITH_M4(i8_panel(bits, st, 0, m, f, p, xq, dx, xsum, NULL, NULL, NULL, out))                           \
+        I8_WITH_M4(i8_panel(bits, st, 0, m, 0, f, p, xq, dx, xsum, NULL, NULL, NULL, out))                        \
     }                                                                                                            \
-    static void I8_NAME(gemm_##sfx)(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,       \
+    static void I8_NAME(gemm_##sfx)(const moe_panel_format *f, const moe_panel *p, int mt, const int8_t *q,      \
                                     const float *d, const float *s, float *const *out)                           \
     {                                                                                                            \
-        if (m <= I8_MR) I8_WITH_M12(i8_panel(bits, st, 1, m, f, p, NULL, NULL, NULL, q, d, s, out))              \
+        for (int i0 = 0; i0 < mt && mt <= I8_MR; i0 += I8_MR_REG) {                                              \
+            int m = mt - i0 < I8_MR_REG ? mt - i0 : I8_MR_REG;                                                   \
+            I8_WITH_M12(i8_panel(bits, st, 1, m, mt, f, p, NULL, NULL, NULL, q + 32 * i0, d + i0, s + i0,        \
+                                 out + i0))                                                                      \
+        }                                                                                                        \
     }
 I8_DEFINE(4, MOE_DTYPE_F32, q4_f32)
 I8_DEFINE(4, MOE_DTYPE_F16, q4_f16)
@@ -257,9 +267,9 @@ static inline __attribute__((always_inline)) void i8x2_token(__m256i *a0, __m256
     *a1 = i8x2_half(*a1, u + 4, b);
 }
 
-/* out[i][0..16) for i < m ≤ I8_MR; bits, st and tile are constants, and m
- * too for rows. The tile (a) is read as packed; rows (xq, xr) are joined a
- * group at a time.
+/* out[i][0..16) for i < m (≤ I8_MR for a tile, ≤ MOE_GEMV_MAX_M rows);
+ * bits, st and tile are constants, and m too for rows. The tile (a) is read
+ * as packed; rows (xq, xr) are joined a group at a time.
  * The token loop is not unrolled: the 8 code vectors stay in registers
  * while each token's two accumulators go through L1, which costs less than
  * the spills of 2·m accumulators kept "in registers". */
@@ -273,16 +283,26 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
     int gs = f->group_size, groups = f->K / gs;
     __m256i acc[I8_MR][2];
     __m256 res[I8_MR][2];
-    float dr[I8_MR];
-    int16_t wide[I8_MR * I8X2_MAX_GROUP] __attribute__((aligned(32)));
+    float dr[(I8_MR + 7) & ~7] __attribute__((aligned(32)));
+    int16_t wide[MOE_GEMV_MAX_M * I8X2_MAX_GROUP] __attribute__((aligned(32)));
     for (int i = 0; i < m; i++) res[i][0] = res[i][1] = _mm256_setzero_ps();
     for (int g = 0; g < groups; g++) {
         const int32_t *codes = moe_panel_group(p, p->w, g);
+        if (tile) {
+            /* the tile's scales over 254, eight tokens a division (the
+             * quotients a scalar division gives, lane by lane) */
+            const __m256 steps = _mm256_set1_ps((float)MOE_I8_RESIDUAL_STEPS);
+            for (int i = 0; i < m; i += 8) {
+                __m256i in = avx2_lanes(m - i);
+                _mm256_store_ps(dr + i, _mm256_div_ps(_mm256_maskload_ps(d + (size_t)g * m + i, in), steps));
+            }
+        }
         for (int i = 0; i < m; i++) {
-            dr[i] = (tile ? d[(size_t)g * m + i] : dx[i][g]) / (float)MOE_I8_RESIDUAL_STEPS;
             acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-            if (!tile)
+            if (!tile) {
+                dr[i] = dx[i][g] / (float)MOE_I8_RESIDUAL_STEPS;
                 for (int k = 0; k < gs; k += 16) i8x2_widen(bits, xq[i] + g * gs + k, xr[i] + g * gs + k, wide + i * gs + k);
+            }
         }
         for (int k = 0; k < gs; k += 8) {
             __m256i u[8];

@@ -15,6 +15,7 @@
 #include "kernels/cpu/avxvnni/avxvnni.h"
 
 #define I8_MR MOE_AVXVNNI_MR_I8
+#define I8_MR_REG 8
 #define I8_NAME(x) moe_avxvnni_##x
 
 /* 8-bit codes as they are: u[c] = word c (u[4..8) unused). */
@@ -73,4 +74,5 @@ const moe_cpu_kernels moe_kernels_avxvnni = {
     .panel_gemv_i8x2 = moe_avxvnni_panel_gemv_i8x2,
     .panel_gemm_i8x2 = moe_avxvnni_panel_gemm_i8x2,
     .quantize_act_i8 = moe_avx2_quantize_act_i8,
+    .pack_act_i8x2 = moe_avx2_pack_act_i8x2,
 };
