@@ -17,6 +17,10 @@
  *    the tensor cores) within 4e-3; the router's choices equal;
  *  - fused and unfused gate-up give the same bits (bound: 0), and int8
  *    activation modes, a CPU matter, change nothing on the GPU;
+ *  - the public expert layer made for the GPU (moe_switchglu_config.device)
+ *    within the same tolerances of its CPU twin, fused and unfused the same
+ *    bits, moe_switchglu_time giving its forward's output; the GPU's
+ *    bandwidth probe a plausible number;
  *  - faults found on the device (a non-finite router logit, an expert index
  *    outside the layer) come back as errors naming them;
  *  - whole models: every fixture of tests/fixtures/olmoe and families
@@ -534,6 +538,27 @@ typedef struct {
     int E, D, I;
 } experts_case;
 
+/* gate, up and down of a case's format and shape */
+static void experts_make(const experts_case *xc, uint64_t *rng, test_proj *g, test_proj *u, test_proj *d)
+{
+    test_proj_make(g, rng, xc->E, xc->I, xc->D, xc->f.bits, xc->f.dtype, xc->f.group);
+    test_proj_make(u, rng, xc->E, xc->I, xc->D, xc->f.bits, xc->f.dtype, xc->f.group);
+    test_proj_make(d, rng, xc->E, xc->D, xc->I, xc->f.bits, xc->f.dtype, xc->f.group);
+}
+
+/* An expert layer's output for T tokens within float32 rounding of the
+ * float64 reference, or the tensor cores' bfloat16 bound, and of the CPU. */
+static void expect_experts_close(const char *what, int T, size_t n, const float *got, const double *ref,
+                                 const double *bound, const float *want)
+{
+    for (size_t i = 0; i < n; i++) {
+        double tol = (T >= MMA_MIN_TOKENS ? BF16_EXPERTS_TOL : 2e-5) * bound[i] + 1e-7;
+        if (!(fabs(got[i] - ref[i]) <= tol && fabs(got[i] - want[i]) <= 2 * tol))
+            fail_msg("%s: y[%zu] = %.8g, float64 %.8g, CPU %.8g (tol %.2g)", what, i, (double)got[i], ref[i],
+                     (double)want[i], tol);
+    }
+}
+
 static void experts_match(void **state)
 {
     (void)state;
@@ -553,9 +578,7 @@ static void experts_match(void **state)
         char what[128], fmt[64];
         format_name(&xc->f, fmt, sizeof fmt);
         test_proj g, u, d;
-        test_proj_make(&g, &rng, E, I, D, xc->f.bits, xc->f.dtype, xc->f.group);
-        test_proj_make(&u, &rng, E, I, D, xc->f.bits, xc->f.dtype, xc->f.group);
-        test_proj_make(&d, &rng, E, D, I, xc->f.bits, xc->f.dtype, xc->f.group);
+        experts_make(xc, &rng, &g, &u, &d);
         moe_switchglu_config cfg = moe_switchglu_default_config(E, D, I);
         moe_bk_experts *xg, *xcpu;
         OK(gpu->experts_create(gpu, &cfg, &g.w, &u.w, &d.w, &xg));
@@ -620,12 +643,7 @@ static void experts_match(void **state)
                 assert_false(gpu->experts_fused(xg));
                 OK(gpu->experts(gpu, xg, dx, T, di, dw, k, dy));
                 to_host(unfused, dy, sizeof(float) * nx);
-                for (size_t i = 0; i < nx; i++) {
-                    double tol = (T >= MMA_MIN_TOKENS ? BF16_EXPERTS_TOL : 2e-5) * bound[i] + 1e-7;
-                    if (!(fabs(fused[i] - ref[i]) <= tol && fabs(fused[i] - want[i]) <= 2 * tol))
-                        fail_msg("%s: y[%zu] = %.8g, float64 %.8g, CPU %.8g (tol %.2g)", what, i, (double)fused[i],
-                                 ref[i], (double)want[i], tol);
-                }
+                expect_experts_close(what, T, nx, fused, ref, bound, want);
                 snprintf(what + strlen(what), sizeof what - strlen(what), ": fused vs unfused");
                 expect_bitwise(what, unfused, fused, nx);
                 /* an index outside the layer: an error at the next download */
@@ -642,6 +660,114 @@ static void experts_match(void **state)
         gpu->experts_free(gpu, xg), cpu->experts_free(cpu, xcpu);
         test_proj_free(&g), test_proj_free(&u), test_proj_free(&d);
     }
+}
+
+/* ---- the public expert layer on the GPU (moe/switchglu.h, device cuda) ---- */
+
+/* k distinct experts a token for T tokens, scores in [0.05, 1) */
+static void route(uint64_t *rng, int T, int k, int E, int32_t *idx, float *w)
+{
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++) {
+            int e, again;
+            do {
+                e = (int)(test_rand_u64(rng) % (uint64_t)E);
+                again = 0;
+                for (int i = 0; i < j; i++) again |= idx[t * k + i] == e;
+            } while (again);
+            idx[t * k + j] = e;
+            w[t * k + j] = (float)test_rand_uniform(rng, 0.05, 1);
+        }
+}
+
+/* The layer a program makes with config.device = MOE_DEVICE_CUDA against
+ * the same layer on the CPU: the expert layer's tolerances (a float64
+ * reference and the CPU), fused and unfused the same bits, the timing call
+ * giving the forward's output, host-side checks and the device's faults as
+ * errors; then the GPU bandwidth probe. */
+static void public_layer_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 93;
+    static const experts_case CASES[] = {
+        { { 0, MOE_DTYPE_F32, 0 }, 5, 37, 45 },    { { 0, MOE_DTYPE_BF16, 0 }, 6, 64, 40 },
+        { { 4, MOE_DTYPE_BF16, 64 }, 8, 128, 64 }, { { 8, MOE_DTYPE_BF16, 64 }, 7, 128, 192 },
+    };
+    static const int TOKENS[] = { 1, 5, 70 };
+    enum { ROUTINGS = 3 };
+    for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
+        const experts_case *xc = &CASES[c];
+        int E = xc->E, D = xc->D, I = xc->I;
+        char what[160], fmt[64];
+        format_name(&xc->f, fmt, sizeof fmt);
+        test_proj g, u, d;
+        experts_make(xc, &rng, &g, &u, &d);
+        moe_switchglu_config cfg = moe_switchglu_default_config(E, D, I);
+        moe_switchglu *lc, *lg;
+        OK(moe_switchglu_create_stacked(&cfg, &g.w, &u.w, &d.w, &lc));
+        cfg.device = MOE_DEVICE_CUDA;
+        OK(moe_switchglu_create_stacked(&cfg, &g.w, &u.w, &d.w, &lg));
+        assert_int_equal(moe_switchglu_device(lg), MOE_DEVICE_CUDA);
+        assert_int_equal(moe_switchglu_device(lc), MOE_DEVICE_CPU);
+        assert_int_equal(moe_switchglu_weight_bytes(lg), moe_switchglu_weight_bytes(lc));
+        assert_true(moe_switchglu_fused(lg));
+        for (size_t ti = 0; ti < sizeof TOKENS / sizeof TOKENS[0]; ti++)
+            for (int k = 1; k <= 3 && k <= E; k++) {
+                int T = TOKENS[ti];
+                size_t nx = (size_t)T * D, nk = (size_t)T * k;
+                snprintf(what, sizeof what, "public layer %s E %d D %d I %d, %d tokens top-%d", fmt, E, D, I, T, k);
+                float *x = rand_floats(&rng, nx, -2, 2), *w = malloc(sizeof(float) * nk * ROUTINGS);
+                int32_t *idx = malloc(sizeof(int32_t) * nk * ROUTINGS);
+                route(&rng, T * ROUTINGS, k, E, idx, w);
+                double *ref = malloc(sizeof(double) * nx), *bound = malloc(sizeof(double) * nx);
+                test_switchglu_reference(&g, &u, &d, x, T, idx, w, k, ref, bound);
+                float *want = malloc(sizeof(float) * nx), *fused = malloc(sizeof(float) * nx);
+                float *unfused = malloc(sizeof(float) * nx), *timed = malloc(sizeof(float) * nx);
+                OK(moe_switchglu_forward(lc, x, T, idx, w, k, want));
+                OK(moe_switchglu_set_fused(lg, 1));
+                OK(moe_switchglu_forward(lg, x, T, idx, w, k, fused));
+                expect_experts_close(what, T, nx, fused, ref, bound, want);
+                OK(moe_switchglu_set_fused(lg, 0));
+                assert_false(moe_switchglu_fused(lg));
+                OK(moe_switchglu_forward(lg, x, T, idx, w, k, unfused));
+                snprintf(what + strlen(what), sizeof what - strlen(what), ": unfused vs fused");
+                expect_bitwise(what, unfused, fused, nx);
+                /* the timing call, unfused: 4 calls over 3 routings end on routing 0 */
+                double s = 0;
+                OK(moe_switchglu_time(lg, x, T, idx, w, k, ROUTINGS, 4, timed, &s));
+                assert_true(s > 0);
+                snprintf(what + strlen(what), sizeof what - strlen(what), ", timed");
+                expect_bitwise(what, timed, unfused, nx);
+                OK(moe_switchglu_set_fused(lg, 1));
+                /* an index outside the layer: refused on the host, as on the CPU */
+                idx[nk - 1] = E;
+                assert_int_equal(moe_switchglu_forward(lg, x, T, idx, w, k, fused), MOE_ERR_RANGE);
+                assert_non_null(strstr(moe_last_error(), "is outside 0.."));
+                assert_int_equal(moe_switchglu_time(lg, x, T, idx, w, k, ROUTINGS, 2, fused, &s), MOE_ERR_RANGE);
+                free(x), free(w), free(idx), free(ref), free(bound), free(want), free(fused), free(unfused);
+                free(timed);
+            }
+        /* layers on the GPU keep their own workspaces; one on each device cannot share */
+        assert_int_equal(moe_switchglu_share_workspace(lg, lc), MOE_ERR_INVALID_ARG);
+        assert_non_null(strstr(moe_last_error(), "a layer on the CPU and one on a GPU"));
+        moe_switchglu *lg2;
+        OK(moe_switchglu_create(&cfg, &g.w, &u.w, &d.w, &lg2));
+        OK(moe_switchglu_share_workspace(lg2, lg));
+        /* a layer with experts missing refuses to run */
+        float x1[128] = { 0 }, y1[128], w1 = 1;
+        int32_t i1 = 0;
+        assert_int_equal(moe_switchglu_forward(lg2, x1, 1, &i1, &w1, 1, y1), MOE_ERR_INVALID_ARG);
+        assert_non_null(strstr(moe_last_error(), "expert 0 was never loaded"));
+        moe_switchglu_free(lg2);
+        moe_switchglu_free(lg), moe_switchglu_free(lc);
+        test_proj_free(&g), test_proj_free(&u), test_proj_free(&d);
+    }
+    /* the floor's bandwidth: a real GPU streams hundreds of GB/s at least */
+    double gbps = 0;
+    OK(moe_device_bandwidth(MOE_DEVICE_CUDA, (size_t)256 << 20, 3, &gbps));
+    print_message("  GPU bandwidth probe (256 MiB): %.0f GB/s\n", gbps);
+    assert_true(gbps > 100 && gbps < 100000);
 }
 
 /* ---- whole models on the reference fixtures ---- */
@@ -760,7 +886,8 @@ int main(void)
         cmocka_unit_test(rmsnorm_matches),   cmocka_unit_test(linear_matches),  cmocka_unit_test(linear_errors),
         cmocka_unit_test(embed_matches),     cmocka_unit_test(split_clip_add_match), cmocka_unit_test(rope_matches),
         cmocka_unit_test(kv_store_matches),  cmocka_unit_test(attention_matches), cmocka_unit_test(router_matches),
-        cmocka_unit_test(experts_match),     cmocka_unit_test(model_fixtures),  cmocka_unit_test(device_choice),
+        cmocka_unit_test(experts_match),     cmocka_unit_test(public_layer_matches),
+        cmocka_unit_test(model_fixtures),    cmocka_unit_test(device_choice),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
     /* 77: ctest's skip (SKIP_RETURN_CODE) when nothing could run */

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "moe/device.h"   /* moe_device: where a model's weights live and its forward runs */
 #include "moe/status.h"
 #include "moe/switchglu.h"
 
@@ -28,17 +29,6 @@ extern "C" {
 
 typedef struct moe_model moe_model;
 typedef struct moe_context moe_context;
-
-/* Where a model's weights live and its forward runs. */
-typedef enum {
-    MOE_DEVICE_AUTO = -1,   /* CUDA when the build has it and a GPU is present, else the CPU */
-    MOE_DEVICE_CPU = 0,
-    MOE_DEVICE_CUDA = 1,    /* the first GPU (compute capability 9.0 or newer) */
-} moe_device;
-
-/* MOE_OK when a model can be placed on device d; else an error saying why
- * not (a build without CUDA, no GPU, a GPU too old). */
-moe_status moe_device_available(moe_device d);
 
 /* Called while loading: `done` of `total` steps (layers) finished. */
 typedef void (*moe_progress_fn)(void *user, int done, int total, const char *what);

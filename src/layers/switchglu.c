@@ -16,11 +16,17 @@
  * Fused: gate panel p and up panel p sit side by side; one pass computes both
  * and writes only silu(g)·u. Unfused: gate pass, up pass, SwiGLU pass. Both
  * run the same kernels on the same panels in the same order, so their results
- * are bitwise equal. */
+ * are bitwise equal.
+ *
+ * A layer whose config names a GPU keeps here only its shape, formats and
+ * which experts are loaded, for the checks both devices share; its weights
+ * and its calls are the device layer's (backend/device_layer.h). */
 #include "moe/switchglu.h"
 
 #include <string.h>
+#include <time.h>
 
+#include "backend/device_layer.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/threadpool.h"
@@ -43,7 +49,7 @@ static void layout_slots(int hidden, int panels, int fused, size_t *gate_slot, s
 
 moe_switchglu_config moe_switchglu_default_config(int num_experts, int dim, int hidden)
 {
-    moe_switchglu_config c = { num_experts, dim, hidden, 1, 0, 0 };
+    moe_switchglu_config c = { num_experts, dim, hidden, 1, 0, 0, MOE_DEVICE_CPU };
     return c;
 }
 
@@ -55,6 +61,12 @@ static moe_status same_format(const moe_expert_weights *a, const moe_expert_weig
                              moe_dtype_name(b->dtype), a->bits, b->bits, a->group_size, b->group_size);
     return MOE_OK;
 }
+
+/* The layer on the GPU (with MOE_DEVICE_AUTO: where there is one, else on
+ * the CPU). Formats already checked: gf and df are gate/up's and down's. */
+static moe_status create_on_device(const moe_switchglu_config *cfg, const moe_expert_weights *gate_fmt,
+                                   const moe_expert_weights *up_fmt, const moe_expert_weights *down_fmt,
+                                   const moe_panel_format *gf, const moe_panel_format *df, moe_switchglu **out);
 
 moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_expert_weights *gate_fmt,
                                 const moe_expert_weights *up_fmt, const moe_expert_weights *down_fmt,
@@ -71,6 +83,9 @@ moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_exper
                              cfg->int8_activations);
     if (cfg->sort_threshold < 0)
         return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu: sort threshold %d is negative", cfg->sort_threshold);
+    if (cfg->device != MOE_DEVICE_AUTO && cfg->device != MOE_DEVICE_CPU && cfg->device != MOE_DEVICE_CUDA)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu: device %d is not a moe_device (cpu %d, cuda %d, auto %d)",
+                             cfg->device, MOE_DEVICE_CPU, MOE_DEVICE_CUDA, MOE_DEVICE_AUTO);
     moe_panel_format gf, uf, df;
     moe_status st;
     if ((st = moe_expert_format_check(gate_fmt, cfg->dim, "gate", &gf)) != MOE_OK ||
@@ -78,6 +93,7 @@ moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_exper
         (st = moe_expert_format_check(down_fmt, cfg->hidden, "down", &df)) != MOE_OK ||
         (st = same_format(gate_fmt, up_fmt)) != MOE_OK)
         return st;
+    if (cfg->device != MOE_DEVICE_CPU) return create_on_device(cfg, gate_fmt, up_fmt, down_fmt, &gf, &df, out);
 
     moe_switchglu *l = moe_calloc(sizeof *l, "switchglu layer");
     if (!l) return MOE_ERR_NOMEM;
@@ -101,6 +117,38 @@ moe_status moe_switchglu_create(const moe_switchglu_config *cfg, const moe_exper
         return st != MOE_OK ? st : MOE_ERR_NOMEM;
     }
     layout_slots(l->hidden, l->panels_hidden, l->fused, l->gate_slot, l->up_slot);
+    *out = l;
+    return MOE_OK;
+}
+
+static moe_status create_on_device(const moe_switchglu_config *cfg, const moe_expert_weights *gate_fmt,
+                                   const moe_expert_weights *up_fmt, const moe_expert_weights *down_fmt,
+                                   const moe_panel_format *gf, const moe_panel_format *df, moe_switchglu **out)
+{
+    moe_device_layer *d;
+    moe_status st = moe_device_layer_create(cfg, gate_fmt, up_fmt, down_fmt, &d);
+    if (st == MOE_ERR_UNSUPPORTED && cfg->device == MOE_DEVICE_AUTO) {   /* no GPU: the CPU's */
+        moe_switchglu_config on_cpu = *cfg;
+        on_cpu.device = MOE_DEVICE_CPU;
+        return moe_switchglu_create(&on_cpu, gate_fmt, up_fmt, down_fmt, out);
+    }
+    if (st != MOE_OK) return st;
+    moe_switchglu *l = moe_calloc(sizeof *l, "switchglu layer");
+    if (l) l->loaded = moe_calloc((size_t)cfg->num_experts, "expert flags");
+    if (!l || !l->loaded) {
+        moe_free(l);
+        moe_device_layer_free(d);
+        return MOE_ERR_NOMEM;
+    }
+    l->experts = cfg->num_experts;
+    l->dim = cfg->dim;
+    l->hidden = cfg->hidden;
+    l->fused = cfg->fuse_gate_up != 0;
+    l->int8_activations = cfg->int8_activations;
+    l->gate_up.fmt = *gf;   /* formats only: load_expert's checks */
+    l->down.fmt = *df;
+    l->device = MOE_DEVICE_CUDA;
+    l->dev = d;
     *out = l;
     return MOE_OK;
 }
@@ -129,6 +177,11 @@ moe_status moe_switchglu_load_expert(moe_switchglu *l, int e, const moe_expert_w
         (st = check_weights(up, &l->gate_up, "up", e)) != MOE_OK ||
         (st = check_weights(down, &l->down, "down", e)) != MOE_OK)
         return st;
+    if (l->dev) {
+        if ((st = moe_device_layer_load(l->dev, e, gate, up, down)) != MOE_OK) return st;
+        l->loaded[e] = 1;
+        return MOE_OK;
+    }
     for (int p = 0; p < l->panels_hidden; p++) {
         size_t r0 = (size_t)p * MOE_PANEL;
         int nr = panel_rows(l->hidden, p);
@@ -189,6 +242,11 @@ moe_status moe_switchglu_set_fused(moe_switchglu *l, int fuse)
     if (!l) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu set_fused: layer is NULL");
     fuse = fuse != 0;
     if (fuse == l->fused) return MOE_OK;
+    if (l->dev) {
+        moe_status st = moe_device_layer_set_fused(l->dev, fuse);
+        if (st == MOE_OK) l->fused = fuse;
+        return st;
+    }
     int n = 2 * l->panels_hidden;
     size_t *old_slot = moe_alloc(sizeof(size_t) * 2 * (size_t)n, "panel slots");
     int *rows = moe_alloc(sizeof(int) * (size_t)n, "panel rows");
@@ -221,6 +279,7 @@ int moe_switchglu_fused(const moe_switchglu *l) { return l ? l->fused : 0; }
 
 size_t moe_switchglu_weight_bytes(const moe_switchglu *l)
 {
+    if (l && l->dev) return moe_device_layer_bytes(l->dev);
     return l ? moe_expert_store_bytes(&l->gate_up) + moe_expert_store_bytes(&l->down) : 0;
 }
 
@@ -243,7 +302,10 @@ static void workspace_release(switchglu_workspace *w)
 moe_status moe_switchglu_share_workspace(moe_switchglu *l, moe_switchglu *with)
 {
     if (!l || !with) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu share workspace: layer is NULL");
-    if (l->ws == with->ws) return MOE_OK;
+    if ((l->dev != NULL) != (with->dev != NULL))
+        return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu share workspace: a layer on the CPU and one on a GPU "
+                             "cannot share a workspace");
+    if (l->dev || l->ws == with->ws) return MOE_OK;   /* GPU layers keep their own */
     workspace_release(l->ws);
     l->ws = with->ws;
     l->ws->refs++;
@@ -259,5 +321,52 @@ void moe_switchglu_free(moe_switchglu *l)
     moe_free(l->up_slot);
     moe_free(l->loaded);
     workspace_release(l->ws);
+    moe_device_layer_free(l->dev);
     moe_free(l);
+}
+
+moe_device moe_switchglu_device(const moe_switchglu *l) { return l ? (moe_device)l->device : MOE_DEVICE_CPU; }
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* On a GPU the calls are queued back to back and waited for once: a wait
+ * after each would add its latency to every call, which a model's forward,
+ * queueing layer after layer, does not pay. */
+moe_status moe_switchglu_time(moe_switchglu *l, const float *x, int tokens, const int32_t *idx, const float *scores,
+                              int top_k, int routings, int iters, float *y, double *seconds)
+{
+    if (!seconds) return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu time: seconds is NULL");
+    *seconds = 0;
+    if (routings < 1 || iters < 1)
+        return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu time: %d routings and %d calls (both must be at least 1)",
+                             routings, iters);
+    moe_status st = moe_switchglu_check_call(l, x, tokens, idx, scores, top_k, y);
+    size_t pairs = st == MOE_OK ? (size_t)tokens * top_k : 0;
+    for (int q = 1; q < routings && st == MOE_OK; q++)
+        st = moe_switchglu_check_call(l, x, tokens, idx + q * pairs, scores + q * pairs, top_k, y);
+    if (st != MOE_OK) return st;
+    if (l->dev) {
+        if ((st = moe_device_layer_stage(l->dev, x, tokens, idx, scores, top_k, routings)) != MOE_OK ||
+            (st = moe_device_layer_sync(l->dev)) != MOE_OK)
+            return st;
+        double t0 = now_s();
+        for (int i = 0; i < iters && st == MOE_OK; i++) st = moe_device_layer_run(l->dev, i % routings);
+        if (st == MOE_OK) st = moe_device_layer_sync(l->dev);
+        double t = now_s() - t0;
+        if (st == MOE_OK) st = moe_device_layer_fetch(l->dev, y);
+        if (st == MOE_OK) *seconds = t / iters;
+        return st;
+    }
+    double t0 = now_s();
+    for (int i = 0; i < iters && st == MOE_OK; i++) {
+        size_t at = (size_t)(i % routings) * pairs;
+        st = moe_switchglu_forward(l, x, tokens, idx + at, scores + at, top_k, y);
+    }
+    if (st == MOE_OK) *seconds = (now_s() - t0) / iters;
+    return st;
 }

@@ -3,6 +3,7 @@
  * See switchglu.c for the plan. */
 #include <string.h>
 
+#include "backend/device_layer.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/threadpool.h"
@@ -688,8 +689,8 @@ static moe_status prepare_groups(moe_switchglu *l, int pairs)
     return MOE_OK;
 }
 
-moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, const int32_t *idx,
-                                 const float *scores, int top_k, float *y)
+moe_status moe_switchglu_check_call(const moe_switchglu *l, const float *x, int tokens, const int32_t *idx,
+                                    const float *scores, int top_k, const float *y)
 {
     if (!l || !x || !idx || !scores || !y)
         return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu forward: layer, x, indices, scores and y must not be NULL");
@@ -705,11 +706,20 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
         if (!l->loaded[idx[p]])
             return moe_error_set(MOE_ERR_INVALID_ARG, "switchglu forward: expert %d was never loaded", idx[p]);
     }
+    return MOE_OK;
+}
+
+moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, const int32_t *idx,
+                                 const float *scores, int top_k, float *y)
+{
+    moe_status st = moe_switchglu_check_call(l, x, tokens, idx, scores, top_k, y);
+    if (st != MOE_OK) return st;
+    if (l->dev) return moe_device_layer_forward(l->dev, x, tokens, idx, scores, top_k, y);
     if (tokens == 0) return MOE_OK;
+    int pairs = tokens * top_k;
 
     forward_ctx c = { .l = l, .kern = moe_kernels(), .x = x, .y = y, .scores = scores,
                       .tokens = tokens, .top_k = top_k };
-    moe_status st;
     if ((st = prepare_groups(l, pairs)) != MOE_OK) return st;
     c.groups = make_groups(l, idx, pairs);
     int i8 = l->int8_activations && c.kern->panel_gemv_i8;

@@ -53,7 +53,17 @@ struct moe_switchglu {
     size_t *gate_slot, *up_slot;     /* where hidden panel p of each starts */
     unsigned char *loaded;           /* per expert */
     switchglu_workspace *ws;         /* possibly shared with other layers */
+    /* On a GPU (device MOE_DEVICE_CUDA) the weights and workspace are the
+     * device layer's (backend/device_layer.h): the stores above hold only
+     * their formats, for the checks the two devices share. */
+    int device;
+    struct moe_device_layer *dev;
 };
+
+/* The checks of a forward call (switchglu_forward.c), shared by
+ * moe_switchglu_time: MOE_OK or the error naming the argument at fault. */
+moe_status moe_switchglu_check_call(const moe_switchglu *l, const float *x, int tokens, const int32_t *idx,
+                                    const float *scores, int top_k, const float *y);
 
 /* Rows in panel p of a projection with `rows` outputs. */
 static inline int panel_rows(int rows, int p)
