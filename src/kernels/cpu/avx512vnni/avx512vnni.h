@@ -14,6 +14,14 @@ enum { MOE_AVX512VNNI_MR_I8 = 12 };
 void moe_avx512vnni_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
                                   const float *d, const float *s, float *const *out);
 
+/* int8x2 activations, the digits joined (gemm_i8x2.c): a tile of up to
+ * MOE_AVX512VNNI_MR_I8 tokens, or up to MOE_GEMV_MAX_M rows. */
+void moe_avx512vnni_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
+                                    const float *d, const float *s, float *const *out);
+void moe_avx512vnni_panel_gemv_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
+                                    const int8_t *const *xr, const float *const *dx, const float *const *xsum,
+                                    float *const *out);
+
 void moe_avx512vnni_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx,
                                     float *xsum, int8_t *xr);
 

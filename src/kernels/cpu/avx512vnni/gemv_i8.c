@@ -8,6 +8,7 @@
  * each group's sum is scaled once by scale·dx, and bias·Σx is added. */
 #include <immintrin.h>
 
+#include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx512/avx512.h"
 #include "kernels/cpu/avx512/avx512_util.h"
 #include "kernels/cpu/avx512vnni/avx512vnni.h"
@@ -111,5 +112,8 @@ const moe_cpu_kernels moe_kernels_avx512vnni = {
     .panel_gemv_i8 = panel_gemv_i8,
     .panel_gemm_i8 = moe_avx512vnni_panel_gemm_i8,
     .mr_i8 = MOE_AVX512VNNI_MR_I8,
+    .panel_gemv_i8x2 = moe_avx512vnni_panel_gemv_i8x2,
+    .panel_gemm_i8x2 = moe_avx512vnni_panel_gemm_i8x2,
     .quantize_act_i8 = moe_avx512vnni_quantize_act_i8,
+    .pack_act_i8x2 = moe_avx2_pack_act_i8x2,
 };
