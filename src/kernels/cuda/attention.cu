@@ -138,7 +138,9 @@ __device__ inline void load4(const void *p, size_t i, float *f)
 
 enum {
     TILE_ROWS = 8,         /* rows a block holds (NV = 1); 4 when NV = 2 */
-    TARGET_BLOCKS = 264,   /* two blocks per SM of an H100 */
+    TARGET_BLOCKS = 1056,  /* eight blocks per SM of an H100: a decode step's
+                            * cache is read at the rate of the loads in flight */
+    KEYS_IN_FLIGHT = 4,    /* keys a warp loads before it uses the first */
     MIN_SEGMENT = 64,      /* keys below which a further split does not pay */
     MAX_SPLIT = 64,
 };
@@ -188,37 +190,49 @@ __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
             }
         }
     }
-    for (int j = s0 + warp; j < s1; j += WARPS) {
-        size_t row = (size_t)j * a.kv_stride + (size_t)kvh * a.hd;
-        float kc[NV][4], vc[NV][4];
+    /* KEYS_IN_FLIGHT keys a warp a step: their rows are loaded before the
+     * first is used (a long cache is read at the rate of the bytes in
+     * flight), then taken in order, as one key a step would take them */
+    for (int j0 = s0 + warp; j0 < s1; j0 += WARPS * KEYS_IN_FLIGHT) {
+        float kc[KEYS_IN_FLIGHT][NV][4], vc[KEYS_IN_FLIGHT][NV][4];
 #pragma unroll
-        for (int i = 0; i < NV; i++) {
-            int d = 4 * lane + 128 * i;
-            if (d < a.hd) {
-                load4<HALF>(a.k, row + d, kc[i]);
-                load4<HALF>(a.v, row + d, vc[i]);
-            } else {
+        for (int u = 0; u < KEYS_IN_FLIGHT; u++) {
+            int j = j0 + u * WARPS;
+            size_t row = (size_t)j * a.kv_stride + (size_t)kvh * a.hd;
 #pragma unroll
-                for (int c = 0; c < 4; c++) kc[i][c] = vc[i][c] = 0.0f;
+            for (int i = 0; i < NV; i++) {
+                int d = 4 * lane + 128 * i;
+                if (j < s1 && d < a.hd) {
+                    load4<HALF>(a.k, row + d, kc[u][i]);
+                    load4<HALF>(a.v, row + d, vc[u][i]);
+                } else {
+#pragma unroll
+                    for (int c = 0; c < 4; c++) kc[u][i][c] = vc[u][i][c] = 0.0f;
+                }
             }
         }
 #pragma unroll
-        for (int r = 0; r < RMAX; r++) {
-            if (j > last[r]) continue;   /* masked (or no row): the same for the whole warp */
-            float s = 0.0f;
+        for (int u = 0; u < KEYS_IN_FLIGHT; u++) {
+            int j = j0 + u * WARPS;
+            if (j >= s1) break;
 #pragma unroll
-            for (int i = 0; i < NV; i++)
+            for (int r = 0; r < RMAX; r++) {
+                if (j > last[r]) continue;   /* masked (or no row): the same for the whole warp */
+                float s = 0.0f;
 #pragma unroll
-                for (int c = 0; c < 4; c++) s = __fmaf_rn(qv[r][i][c], kc[i][c], s);
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            s *= a.scale;
-            float m_new = fmaxf(m[r], s), corr = expf(m[r] - m_new), p = expf(s - m_new);
-            l[r] = l[r] * corr + p;
+                for (int i = 0; i < NV; i++)
 #pragma unroll
-            for (int i = 0; i < NV; i++)
+                    for (int c = 0; c < 4; c++) s = __fmaf_rn(qv[r][i][c], kc[u][i][c], s);
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                s *= a.scale;
+                float m_new = fmaxf(m[r], s), corr = expf(m[r] - m_new), p = expf(s - m_new);
+                l[r] = l[r] * corr + p;
 #pragma unroll
-                for (int c = 0; c < 4; c++) acc[r][i][c] = acc[r][i][c] * corr + p * vc[i][c];
-            m[r] = m_new;
+                for (int i = 0; i < NV; i++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++) acc[r][i][c] = acc[r][i][c] * corr + p * vc[u][i][c];
+                m[r] = m_new;
+            }
         }
     }
     /* merge the warps' partial rows */
@@ -519,7 +533,9 @@ extern "C" cudaError_t moe_cuda_attention(int T, int pos, const int32_t *dpos, i
         tile_args a = {T, pos, heads, heads / kv_heads, hd, p.gc, p.qt, p.nsplit, p.seg, dpos, scale, q, k, v,
                        kv_stride, out, (float *)work, work ? (float *)work + (size_t)p.nsplit * n * hd : NULL};
         cudaError_t e;
-        if (p.nv == 1)
+        if (p.nv == 1 && p.gc * p.qt == 1)   /* one row a block (decode without GQA): registers for one */
+            e = kv_f16 ? launch_tile<1, 1, true>(p, a, stream) : launch_tile<1, 1, false>(p, a, stream);
+        else if (p.nv == 1)
             e = kv_f16 ? launch_tile<1, TILE_ROWS, true>(p, a, stream) : launch_tile<1, TILE_ROWS, false>(p, a, stream);
         else
             e = kv_f16 ? launch_tile<2, TILE_ROWS / 2, true>(p, a, stream)

@@ -3,7 +3,8 @@
  *
  * Two shapes of work:
  *  - a few activation rows (decode): a warp per output row streams the row
- *    once and takes up to 8 activation rows along (warp_dots);
+ *    once, quantized rows 16 bytes a lane with a stretch of loads in flight,
+ *    and takes up to 8 activation rows along (warp_dots);
  *  - many rows: a tiled GEMM, 64 rows × 64 outputs a block, 32 columns a
  *    step through shared memory, each thread 4 × 4 outputs in float32; the
  *    weight tile is dequantized as it is staged;
@@ -49,11 +50,12 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_linear(moe_cuda_weights W, 
 {
     int r = blockIdx.x * GEMV_ROWS + (threadIdx.x >> 5);
     if (r >= W.rows) return;
-    wrows m = wrows_of(W, 0);
-    float acc[M];
-    warp_dots<F, M>(m, r, x, (size_t)W.K, T, acc);
+    const wrows m[1] = { wrows_of(W, 0) };
+    const int rr[1] = { r };
+    float acc[1][M];
+    warp_dots<F, M, 1>(m, rr, x, (size_t)W.K, T, acc);
     if ((threadIdx.x & 31) == 0)
-        for (int t = 0; t < T && t < M; t++) y[(size_t)t * W.rows + r] = acc[t];
+        for (int t = 0; t < T && t < M; t++) y[(size_t)t * W.rows + r] = acc[0][t];
 }
 
 template <int F>
@@ -518,13 +520,15 @@ gemv_gate_up(moe_cuda_weights G, moe_cuda_weights U, const float *x, int D, cons
     int e = pair_expert(idx, p, k, E, fault);
     if (e < 0 || r >= G.rows) return;
     const float *xr = x + (size_t)(p / k) * D;
-    float g[1], v[1];
-    warp_dots<F, 1>(wrows_of(G, e), r, xr, (size_t)D, 1, g);
-    warp_dots<F, 1>(wrows_of(U, e), r, xr, (size_t)D, 1, v);
+    /* gate's and up's rows side by side: both streams in flight at once */
+    const wrows m[2] = { wrows_of(G, e), wrows_of(U, e) };
+    const int rr[2] = { r, r };
+    float acc[2][1];
+    warp_dots<F, 1, 2>(m, rr, xr, (size_t)D, 1, acc);
     if ((threadIdx.x & 31) == 0) {
         size_t at = (size_t)p * G.rows + r;
-        if (FUSED) h[at] = swiglu(g[0], v[0]);
-        else h[at] = g[0], u[at] = v[0];
+        if (FUSED) h[at] = swiglu(acc[0][0], acc[1][0]);
+        else h[at] = acc[0][0], u[at] = acc[1][0];
     }
 }
 
@@ -536,9 +540,11 @@ gemv_down(moe_cuda_weights W, const float *h, int I, const int32_t *idx, const f
     int p = blockIdx.y, r = blockIdx.x * GEMV_ROWS + (threadIdx.x >> 5);
     int e = pair_expert(idx, p, k, E, fault);
     if (e < 0 || r >= W.rows) return;
-    float acc[1];
-    warp_dots<F, 1>(wrows_of(W, e), r, h + (size_t)p * I, (size_t)I, 1, acc);
-    if ((threadIdx.x & 31) == 0) y[(size_t)p * W.rows + r] = __fmul_rn(acc[0], w[p]);
+    const wrows m[1] = { wrows_of(W, e) };
+    const int rr[1] = { r };
+    float acc[1][1];
+    warp_dots<F, 1, 1>(m, rr, h + (size_t)p * I, (size_t)I, 1, acc);
+    if ((threadIdx.x & 31) == 0) y[(size_t)p * W.rows + r] = __fmul_rn(acc[0][0], w[p]);
 }
 
 __global__ void swiglu_rows(size_t n, float *g, const float *u)

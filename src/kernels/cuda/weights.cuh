@@ -1,7 +1,7 @@
 /* kernels/cuda/weights.cuh — reading weights in the checkpoint's format on
  * the device: eight consecutive values of a row at a time, dequantized on
- * the way (never a dequantized copy in memory), and a warp's dot product of
- * a row with float32 activations. Shared by the projection, embedding and
+ * the way (never a dequantized copy in memory), and a warp's dot products
+ * of rows with float32 activations. Shared by the projection, embedding and
  * expert kernels. */
 #ifndef MOE_KERNELS_CUDA_WEIGHTS_CUH
 #define MOE_KERNELS_CUDA_WEIGHTS_CUH
@@ -128,7 +128,7 @@ __device__ inline float warp_sum(float v)
  * lane gets the results). The same order wherever it is called, so the
  * fused and unfused passes give the same bits. */
 template <int F, int M>
-__device__ inline void warp_dots(const wrows &m, int r, const float *x, size_t ldx, int tokens, float acc[M])
+__device__ inline void warp_dots8(const wrows &m, int r, const float *x, size_t ldx, int tokens, float acc[M])
 {
     int lane = threadIdx.x & 31;
 #pragma unroll
@@ -145,8 +145,105 @@ __device__ inline void warp_dots(const wrows &m, int r, const float *x, size_t l
             for (int i = 0; i < 8; i++) acc[t] = __fmaf_rn(wv[i], xv[i], acc[t]);
         }
     }
+}
+
+/* ---- quantized rows, 16 bytes a lane at a time ----
+ * Decode reads each weight once, so its speed is how many bytes are in
+ * flight: a lane loads 16 bytes of codes a step (32 values of 4 bits or 16
+ * of 8) and a warp loads all the steps of 2048 values before it uses any.
+ * A lane's values lie in one group (groups are 32, 64 or 128 values,
+ * aligned), so a step needs one scale and one bias:
+ * Σ (s·q + b)·x = s·Σ q·x + b·Σ x. Activation rows must be 16-byte aligned
+ * (as load_x8 assumes), which rows of K % 32 == 0 floats from the
+ * backend's allocations are. */
+template <int F>
+struct qwide {
+    static constexpr int vals = F == MOE_CUDA_W_Q4 ? 32 : 16;  /* values in 16 bytes */
+    static constexpr int span = 32 * vals;                      /* a warp's step */
+    static constexpr int steps = 2048 / span;                   /* steps in flight */
+};
+
+/* code v (0 ≤ v < vals) of a lane's 16 bytes */
+template <int F>
+__device__ inline float q_code(const unsigned (&w)[4], int v)
+{
+    if (F == MOE_CUDA_W_Q4) return (float)((w[v / 8] >> (4 * (v % 8))) & 15u);
+    return (float)((w[v / 4] >> (8 * (v % 4))) & 255u);
+}
+
+/* The dot products of R rows (matrix m[i], row r[i]) with M activation rows
+ * x + t·ldx, by one warp, every lane getting the results; all R rows'
+ * loads of a stretch of 2048 values are issued before any is used. Float
+ * rows take warp_dots8 row by row. */
+template <int F, int M, int R>
+__device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const float *x, size_t ldx, int tokens,
+                                 float (&acc)[R][M])
+{
+    if (F != MOE_CUDA_W_Q4 && F != MOE_CUDA_W_Q8) {
 #pragma unroll
-    for (int t = 0; t < M; t++) acc[t] = warp_sum(acc[t]);
+        for (int i = 0; i < R; i++) warp_dots8<F, M>(m[i], r[i], x, ldx, tokens, acc[i]);
+    } else {
+        using Q = qwide<F>;
+        int lane = threadIdx.x & 31, K = m[0].K;
+#pragma unroll
+        for (int i = 0; i < R; i++)
+#pragma unroll
+            for (int t = 0; t < M; t++) acc[i][t] = 0.0f;
+        for (int base = 0; base < K; base += Q::span * Q::steps) {
+            uint4 u[R][Q::steps];
+            float sc[R][Q::steps], bi[R][Q::steps];
+#pragma unroll
+            for (int s = 0; s < Q::steps; s++) {
+                int k = base + s * Q::span + lane * Q::vals;
+#pragma unroll
+                for (int i = 0; i < R; i++) {
+                    u[i][s] = make_uint4(0, 0, 0, 0), sc[i][s] = bi[i][s] = 0.0f;
+                    if (k >= K) continue;
+                    const unsigned char *row = m[i].w + (size_t)r[i] * m[i].w_row;
+                    u[i][s] = __ldcs((const uint4 *)(row + (size_t)k * (F == MOE_CUDA_W_Q4 ? 4 : 8) / 8));
+                    size_t g = (size_t)r[i] * (size_t)(K / m[i].group) + (size_t)(k / m[i].group);
+                    sc[i][s] = scale_at(m[i].s, m[i].sdtype, g);
+                    bi[i][s] = scale_at(m[i].b, m[i].sdtype, g);
+                }
+            }
+#pragma unroll
+            for (int s = 0; s < Q::steps; s++) {
+                int k = base + s * Q::span + lane * Q::vals;
+#pragma unroll
+                for (int t = 0; t < M; t++) {
+                    if (k >= K || t >= tokens) continue;
+                    const float *xt = x + (size_t)t * ldx + k;
+                    float sx[2] = { 0.0f, 0.0f }, sq[R][2];
+#pragma unroll
+                    for (int i = 0; i < R; i++) sq[i][0] = sq[i][1] = 0.0f;
+#pragma unroll
+                    for (int v = 0; v < Q::vals; v += 4) {
+                        float4 x4 = *(const float4 *)(xt + v);
+                        float xv[4] = { x4.x, x4.y, x4.z, x4.w };
+#pragma unroll
+                        for (int j = 0; j < 4; j++) {
+                            sx[j & 1] = __fadd_rn(sx[j & 1], xv[j]);
+#pragma unroll
+                            for (int i = 0; i < R; i++) {
+                                unsigned w[4] = { u[i][s].x, u[i][s].y, u[i][s].z, u[i][s].w };
+                                sq[i][j & 1] = __fmaf_rn(q_code<F>(w, v + j), xv[j], sq[i][j & 1]);
+                            }
+                        }
+                    }
+                    float xs = __fadd_rn(sx[0], sx[1]);
+#pragma unroll
+                    for (int i = 0; i < R; i++) {
+                        float qs = __fadd_rn(sq[i][0], sq[i][1]);
+                        acc[i][t] = __fmaf_rn(bi[i][s], xs, __fmaf_rn(sc[i][s], qs, acc[i][t]));
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int t = 0; t < M; t++) acc[i][t] = warp_sum(acc[i][t]);
 }
 
 /* silu(g)·u, rounded step by step (the same bits in every kernel). */
