@@ -15,26 +15,32 @@
 #      replayed steps (MOE_CUDA_DEBUG=1); once more with CUDA graphs off
 #      (MOE_CUDA_GRAPHS=0); then a run under --profile, whose time by kind
 #      of operation waits for each operation (its own figures are slower);
+#      then the same bench with MOE_CUDA_TENSOR_CORES=1, and
+#      moe bench-layer --device cuda --quick both ways;
 #   6. with --long: a 50000-token prompt and 256 generated tokens (f16 KV
 #      cache, as llama.cpp keeps its own);
-#   7. with --peer DIR: llama.cpp's llama-bench on the same card, DIR
+#   7. with --kernels: each kernel's time in a few plain decode steps,
+#      from Nsight Compute (ncu), as kernels.csv (a line a launch) and the
+#      sum by kernel in the summary;
+#   8. with --peer DIR: llama.cpp's llama-bench on the same card, DIR
 #      holding llamacpp_cuda.sh and what it needs (it builds llama.cpp in
 #      the background, at the lowest priority, while moe is checked and
 #      timed, then times pp2048 and tg128, and with --long tg128 after 50000
 #      tokens).
 #
-#   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--peer DIR]
+#   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--kernels] [--peer DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export PATH="$PATH:/usr/local/cuda/bin"
 out=${OUT:-gpu-results}
 mkdir -p "$out"
-prebuilt="" long="" peer=""
+prebuilt="" long="" kernels="" peer=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --prebuilt) prebuilt=$(cd "$2" && pwd); shift 2 ;;
     --long) long=1; shift ;;
+    --kernels) kernels=1; shift ;;
     --peer) peer=$(cd "$2" && pwd); shift 2 ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -114,6 +120,17 @@ note "graphs off: $(grep -E '^fused' "$out/bench_nographs.txt")"
 timeout 120 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 --profile >"$out/bench_profile.txt" 2>&1
 grep -E '^profile|^ ' "$out/bench_profile.txt" | tee -a "$summary"
 
+# the prompt on the tensor cores, and the expert layer alone, fused
+# against unfused on the same bytes (both ways of taking a prompt)
+MOE_CUDA_TENSOR_CORES=1 timeout 120 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 \
+    --fuse-gate-up both --repeat 2 >"$out/bench_tc.txt" 2>&1
+grep -E '^(fused|unfused)' "$out/bench_tc.txt" | sed 's/^/tensor cores: /' | tee -a "$summary"
+for tc in 0 1; do
+    MOE_CUDA_TENSOR_CORES=$tc timeout 150 "$bin/moe" bench-layer --device cuda --quick >"$out/bench_layer_tc$tc.txt" 2>&1
+    note "bench-layer --device cuda --quick, MOE_CUDA_TENSOR_CORES=$tc (exit $?):"
+    grep -vE '^\s*$' "$out/bench_layer_tc$tc.txt" | tail -12 | tee -a "$summary"
+done
+
 # 6. a long context
 if [ -n "$long" ]; then
     timeout 300 "$bin/moe" bench --device cuda --prompt-tokens 50000 --gen-tokens 256 --kv-cache f16 \
@@ -121,7 +138,33 @@ if [ -n "$long" ]; then
     note "long (50000 + 256): $(grep -E '^fused' "$out/bench_long.txt")"
 fi
 
-# 7. the peer on the same card
+# 7. the kernels of a decode step, timed one by one (graphs off, so each
+# launch is its own; a 16-token prompt, then 3 tokens: the last 2
+# forwards' launches are kept)
+if [ -n "$kernels" ] && command -v ncu >/dev/null; then
+    MOE_CUDA_GRAPHS=0 timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+        "$bin/moe" bench --device cuda --prompt-tokens 16 --gen-tokens 3 >"$out/kernels.csv" 2>"$out/kernels.log"
+    python3 - "$out/kernels.csv" <<'PY' | tee -a "$summary"
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head, rows = rows[0], rows[1:]
+iid, name, val = head.index("ID"), head.index("Kernel Name"), head.index("Metric Value")
+# each forward begins with the embedding lookup: keep the last two forwards
+starts = sorted({int(r[iid]) for r in rows if r[name].startswith("embed_rows")})
+keep = {int(r[iid]) for r in rows if len(starts) >= 2 and int(r[iid]) >= starts[-2]}
+t = collections.defaultdict(float); n = collections.Counter()
+for r in rows:
+    if int(r[iid]) in keep:
+        k = r[name].split("(")[0].split("<")[0]
+        t[k] += float(r[val].replace(",", "")) / 2; n[k] += 1
+total = sum(t.values())
+print(f"kernels of a decode step (ncu, ns, {len(keep)//2} launches a step): {total/1000:.1f} us of kernel time")
+for k, v in sorted(t.items(), key=lambda kv: -kv[1]):
+    print(f"  {k:<28} {n[k]//2:4d} launches {v/1000:8.1f} us {100*v/total:5.1f}%")
+PY
+fi
+
+# 8. the peer on the same card
 if [ -n "$peer" ]; then
     wait "$peer_pid"
     note "peer build: $(tail -1 "$out/peer_build.log")"

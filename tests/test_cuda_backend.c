@@ -784,6 +784,7 @@ static void model_fixtures(void **state)
         moe_model_options o = moe_model_default_options();
         o.device = MOE_DEVICE_CUDA;
         o.activations = MOE_ACT_FLOAT;   /* the CPU's exact path, for its tolerances */
+        o.kv_dtype = MOE_DTYPE_F32;
         moe_model *m = test_fixture_model(fx->name, &o);
         moe_model_info info = moe_model_get_info(m);
         assert_string_equal(info.device, "cuda");

@@ -70,7 +70,11 @@ moe_act_mode model_choose_activations(const moe_model *m, int quantized)
 moe_dtype model_choose_kv_dtype(const moe_model *m)
 {
     if (m->opt.kv_dtype >= 0) return (moe_dtype)m->opt.kv_dtype;
-    return m->bits && m->act != MOE_ACT_FLOAT ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
+    /* a quantized model's approximate paths keep halves: the CPU's int8
+     * activations, and a GPU, where a long context's decode is the cache's
+     * bytes; float activations on the CPU keep the exact float32 cache */
+    int approximate = m->act != MOE_ACT_FLOAT || !m->be->host_memory;
+    return m->bits && approximate ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
 }
 
 /* Options a caller can get wrong: an error naming the field. */
