@@ -128,6 +128,7 @@ static int parse_one(const char *cmd, cli_opts *o, const char *name, const char 
     else if (!strcmp(name, "synthetic-layers") || !strcmp(name, "layers")) ok = parse_int(v, 1, 1024, &o->synthetic_layers);
     else if (!strcmp(name, "arch")) ok = moe_model_synthetic_name(v) && (o->arch = v);
     else if (!strcmp(name, "repeat")) ok = parse_int(v, 1, 1000, &o->repeat);
+    else if (!strcmp(name, "streams")) ok = parse_int(v, 1, 256, &o->streams);
     if (!ok) {
         fprintf(stderr, "moe %s: bad value '%s' for '%s'\n(see moe %s --help)\n", cmd, v, flag, cmd);
         return 2;

@@ -41,6 +41,7 @@ typedef struct {
     int no_think;               /* --no-think */
     int max_context;            /* --max-context N (0: not given) */
     int profile;                /* --profile */
+    int streams;                /* --streams N (bench: 0, one sequence) */
 } cli_opts;
 
 /* Defaults, then argv[1..] parsed; `allowed` lists the long options this

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bench_probe.h"
+#include "bench_streams.h"
 #include "cli_common.h"
 #include "commands.h"
 #include "core/memory.h"
@@ -39,6 +40,9 @@ void bench_usage(FILE *f)
                "  --seed S                 seed of the prompt and the synthetic weights (default 0)\n"
                "  --profile                after the runs, one more that times each kind of operation:\n"
                "                           ms a prefill and ms a decode token, and each one's share\n"
+               "  --streams N              N sequences decoding together (one batched forward a step, as\n"
+               "                           moe serve runs them) against one alone: aggregate decode tok/s\n"
+               "                           and the ratio; each stream its own seeded prompt of P tokens\n"
                "  --json                   one JSON object\n");
     cli_usage_runtime(f);
 }
@@ -202,12 +206,12 @@ int bench_main(int argc, char **argv)
     cli_opts o;
     int rc = cli_parse(CMD, argc, argv,
                        "model arch layers synthetic-bits synthetic-layers prompt-tokens gen-tokens prefill-step fuse-gate-up "
-                       "repeat seed json device threads isa activations kv-cache profile", &o);
+                       "repeat seed json device threads isa activations kv-cache profile streams", &o);
     if (rc) return rc;
     if ((rc = cli_setup_runtime(CMD, &o))) return rc;
     if (o.repeat * (o.fuse_gate_up == 2 ? 2 : 1) > MAX_RUNS)
         return fprintf(stderr, "moe bench: at most %d runs\n", MAX_RUNS), 2;
-    int context = o.prompt_tokens + o.gen_tokens;
+    int context = (o.prompt_tokens + o.gen_tokens) * (o.streams ? o.streams : 1);   /* every stream's cache */
     if (cli_check_memory(CMD, &o, &context)) return 1;
     cli_progress_init(&o);
     double t0 = bench_now_s();
@@ -218,6 +222,17 @@ int bench_main(int argc, char **argv)
     char synthetic[64];
     snprintf(synthetic, sizeof synthetic, "synthetic %s", moe_model_synthetic_name(o.arch));
     cli_note_context(&o, &info, o.prompt_tokens + o.gen_tokens);
+    if (o.streams) {
+        if (!o.json)
+            printf("model %s: %d layers, %d experts top-%d, on %s, %d threads, %s kernels, %s activations, %s KV "
+                   "cache; %d streams, prompts of %d tokens, %d generated each\n",
+                   o.model ? o.model : synthetic, info.num_layers, info.num_experts, info.top_k, info.device,
+                   moe_num_threads(), moe_cpu_isa(), cli_act_name(info.activations), cli_kv_name(info.kv_dtype),
+                   o.streams, o.prompt_tokens, o.gen_tokens);
+        rc = bench_streams(&o, m);
+        moe_model_free(m);
+        return rc;
+    }
 
     /* a seeded random prompt */
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)o.prompt_tokens);
