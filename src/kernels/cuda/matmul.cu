@@ -359,7 +359,10 @@ mma_gemm(moe_cuda_weights W0, moe_cuda_weights W1, tile_rows R, const float *A, 
             for (int c = tid; c < NB * BNT * 2; c += TILE_THREADS) {
                 int which = c / (NB * BNT), rem = c % (NB * BNT), w = rem / BNT, row = rem % BNT, r = n0 + row;
                 size_t at = ((size_t)(r < N ? r : 0) * groups + k0 / W0.group) * es;
-                const unsigned char *src = (which ? (w ? m1.b : m0.b) : (w ? m1.s : m0.s)) + (at & ~(size_t)3);
+                /* the aligned word holding the scale (an expert's scales
+                 * may start 2 bytes into a word) */
+                const unsigned char *p = (which ? (w ? m1.b : m0.b) : (w ? m1.s : m0.s)) + at;
+                const unsigned char *src = (const unsigned char *)((uintptr_t)p & ~(uintptr_t)3);
                 cp_async4(base + (which ? L::b : L::s) + (w * BNT + row) * 4, src, r < N);
             }
     };
@@ -389,8 +392,11 @@ mma_gemm(moe_cuda_weights W0, moe_cuda_weights W1, tile_rows R, const float *A, 
 #pragma unroll
                 for (int h = 0; h < HR; h++) {
                     int row = li + 64 * h, r = n0 + row;
-                    /* a 2-byte scale is the high half of its word at offsets 2 mod 4 */
-                    int shift = wbits<F>::quant && ((((size_t)r * groups + ks * BK / W0.group) * es) & 2) ? 16 : 0;
+                    /* a 2-byte scale is the high half of its word at addresses 2 mod 4
+                     * (biases and up's scales lie as gate's scales do: same
+                     * shapes, allocations aligned alike) */
+                    size_t at = ((size_t)(r < N ? r : 0) * groups + ks * BK / (wbits<F>::quant ? W0.group : 1)) * es;
+                    int shift = wbits<F>::quant && ((uintptr_t)(m0.s + at) & 2) ? 16 : 0;
                     stage_values<F>(base + L::w + (w * BNT + row) * WROW, lk,
                                     wbits<F>::quant ? *(const unsigned *)(base + L::s + (w * BNT + row) * 4) : 0u,
                                     wbits<F>::quant ? *(const unsigned *)(base + L::b + (w * BNT + row) * 4) : 0u,
