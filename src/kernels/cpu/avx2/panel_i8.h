@@ -297,12 +297,10 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
                 _mm256_store_ps(dr + i, _mm256_div_ps(_mm256_maskload_ps(d + (size_t)g * m + i, in), steps));
             }
         }
-        for (int i = 0; i < m; i++) {
+        for (int i = 0; !tile && i < m; i++) {
             acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-            if (!tile) {
-                dr[i] = dx[i][g] / (float)MOE_I8_RESIDUAL_STEPS;
-                for (int k = 0; k < gs; k += 16) i8x2_widen(bits, xq[i] + g * gs + k, xr[i] + g * gs + k, wide + i * gs + k);
-            }
+            dr[i] = dx[i][g] / (float)MOE_I8_RESIDUAL_STEPS;
+            for (int k = 0; k < gs; k += 16) i8x2_widen(bits, xq[i] + g * gs + k, xr[i] + g * gs + k, wide + i * gs + k);
         }
         for (int k = 0; k < gs; k += 8) {
             __m256i u[8];
@@ -310,8 +308,18 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
             /* the tokens' runs of these 8 inputs: tile runs m·8 apart, rows gs */
             if (tile) {
                 const int16_t *run = a + (size_t)((g * gs + k) / 8) * m * 8;
+                if (k == 0) {
+                    /* a group's first step writes its sums: no zeroing, no add */
 #pragma GCC unroll 1
-                for (int i = 0; i < m; i++, run += 8) i8x2_token(&acc[i][0], &acc[i][1], u, run);
+                    for (int i = 0; i < m; i++, run += 8) {
+                        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+                        i8x2_token(&a0, &a1, u, run);
+                        acc[i][0] = a0, acc[i][1] = a1;
+                    }
+                } else {
+#pragma GCC unroll 1
+                    for (int i = 0; i < m; i++, run += 8) i8x2_token(&acc[i][0], &acc[i][1], u, run);
+                }
             } else {
                 /* a few rows (m a constant): their accumulators stay in registers */
 #pragma GCC unroll 4
