@@ -18,7 +18,8 @@
 #      then the same bench with MOE_CUDA_TENSOR_CORES=1, and
 #      moe bench-layer --device cuda --quick both ways;
 #   6. with --long: a 50000-token prompt and 256 generated tokens (f16 KV
-#      cache, as llama.cpp keeps its own);
+#      cache, as llama.cpp keeps its own), then the same with the 8-bit
+#      cache (--kv-cache q8: 53% of f16's bytes for decode to read);
 #   7. with --kernels: each kernel's time in a few plain decode steps,
 #      from Nsight Compute (ncu), as kernels.csv (a line a launch) and the
 #      sum by kernel in the summary;
@@ -136,6 +137,9 @@ if [ -n "$long" ]; then
     timeout 300 "$bin/moe" bench --device cuda --prompt-tokens 50000 --gen-tokens 256 --kv-cache f16 \
         >"$out/bench_long.txt" 2>&1
     note "long (50000 + 256): $(grep -E '^fused' "$out/bench_long.txt")"
+    timeout 300 "$bin/moe" bench --device cuda --prompt-tokens 50000 --gen-tokens 256 --kv-cache q8 \
+        >"$out/bench_long_q8.txt" 2>&1
+    note "long (50000 + 256), q8 cache: $(grep -E '^fused' "$out/bench_long_q8.txt")"
 fi
 
 # 7. the kernels of a decode step, timed one by one (graphs off, so each

@@ -6,7 +6,8 @@
  * skipped), never passed. With one:
  *  - each operation of backend.h on random inputs at odd sizes against the
  *    CPU backend: the element-wise steps (embedding rows, split, clip, add,
- *    RoPE, the KV cache's f16 store) bit for bit; RMSNorm and the RoPE
+ *    RoPE, the KV cache's f16 and 8-bit stores, in a captured step too)
+ *    bit for bit; RMSNorm and the RoPE
  *    angles within an ulp or two; projections and the expert layer within
  *    float32 rounding of a float64 reference (2e-5 of the sum of |terms|)
  *    and of the CPU, or from 64 tokens (the tensor cores' bfloat16 inputs)
@@ -14,7 +15,9 @@
  *    within 1e-5 (decode with the cache split across blocks, prefill tiles
  *    of queries, GQA groups, long caches, and the fallback kernel's
  *    shapes), or from 64 queries of head_dim 64 or 128 (half precision on
- *    the tensor cores) within 4e-3; the router's choices equal;
+ *    the tensor cores) within 4e-3, over float32, half and 8-bit caches
+ *    (against the CPU's attention over the same 8-bit bytes); the router's
+ *    choices equal;
  *  - fused and unfused gate-up give the same bits (bound: 0), and int8
  *    activation modes, a CPU matter, change nothing on the GPU;
  *  - the public expert layer made for the GPU (moe_switchglu_config.device)
@@ -28,7 +31,7 @@
  *    accumulation), greedy continuations equal, chunked prefill (chunks of
  *    1, 4, 7) within 2e-5 of the single pass, one-token steps replayed as
  *    CUDA graphs the same bits as launched one by one, unfused the same
- *    bits. */
+ *    bits; with an 8-bit cache, the CPU's Q8 rules (model_fixtures_q8). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -437,6 +440,98 @@ static void kv_store_matches(void **state)
     free(x), free(want), free(got), free(wantf), free(gotf);
 }
 
+/* The first byte where an 8-bit cache's heads (blocks of hd) differ from the
+ * CPU's, named by head and code or scale; the test fails there. */
+static void expect_q8_bytes(const char *what, const unsigned char *got, const unsigned char *want, size_t heads, int hd)
+{
+    size_t head = moe_kv_row_bytes(MOE_DTYPE_Q8, 1, hd);
+    for (size_t i = 0; i < heads * head; i++)
+        if (got[i] != want[i]) {
+            size_t h = i / head, at = i % head;
+            if (at < (size_t)hd)
+                fail_msg("%s: head %zu, code %zu is %d, CPU %d", what, h, at, (signed char)got[i], (signed char)want[i]);
+            fail_msg("%s: head %zu, scale %zu, byte %zu is %02x, CPU %02x", what, h, (at - hd) / 2, (at - hd) % 2,
+                     got[i], want[i]);
+        }
+}
+
+/* The 8-bit cache's store (kernels/kv_q8.h) gives the CPU's bytes: head
+ * dims 64, 100 (a part group at the end) and 128; a few heads (the chain)
+ * and many (the store's own kernel); a group all zero, one with a NaN, one
+ * of values so small that max/127 underflows, one of huge values; at an
+ * odd address; and inside a captured step (float caches too), whose row
+ * moves with the position read on the device. */
+static void kv_store_q8_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 62;
+    static const int HDS[] = { 64, 100, 128 }, HEADS[] = { 3, 200 };
+    for (size_t hi = 0; hi < 3; hi++)
+        for (size_t ni = 0; ni < 2; ni++) {
+            int hd = HDS[hi], heads = HEADS[ni], G = (hd + 31) / 32;
+            size_t n = (size_t)heads * hd, bytes = moe_kv_row_bytes(MOE_DTYPE_Q8, heads, hd);
+            float *x = rand_floats(&rng, n, -3, 3);
+            for (int d = 32; d < 64; d++) x[d] = 0.0f;                             /* head 0, group 1 */
+            for (int d = 32 * (G - 1); d < hd; d++) x[hd + d] = 0.0f;             /* head 1, its last group */
+            x[hd + 5] = NAN;                                                       /* head 1, group 0 */
+            for (int d = 0; d < 32; d++) x[2 * (size_t)hd + d] *= 1e-44f;          /* head 2: underflow */
+            for (int d = 32; d < 64; d++) x[2 * (size_t)hd + d] *= 1e30f;          /* and huge */
+            unsigned char *want = malloc(bytes), *got = malloc(bytes);
+            OK(cpu->kv_store(cpu, MOE_DTYPE_Q8, x, want, n, hd));
+            float *dx = dev_from(x, sizeof(float) * n);
+            unsigned char *dc = dev_alloc(bytes + 1);
+            char what[96];
+            snprintf(what, sizeof what, "q8 store, %d heads of %d", heads, hd);
+            OK(gpu->kv_store(gpu, MOE_DTYPE_Q8, dx, dc, n, hd));
+            to_host(got, dc, bytes);
+            expect_q8_bytes(what, got, want, (size_t)heads, hd);
+            snprintf(what + strlen(what), sizeof what - strlen(what), " at +1");
+            OK(gpu->kv_store(gpu, MOE_DTYPE_Q8, dx, dc + 1, n, hd));
+            to_host(got, dc + 1, bytes);
+            expect_q8_bytes(what, got, want, (size_t)heads, hd);
+            gpu->free(gpu, dx), gpu->free(gpu, dc);
+            free(x), free(want), free(got);
+        }
+    /* a partial head is refused (its groups would not restart there) */
+    float *dx = dev_poisoned(200);
+    void *dc = dev_alloc(256);
+    assert_int_equal(gpu->kv_store(gpu, MOE_DTYPE_Q8, dx, dc, 100, 64), MOE_ERR_SHAPE);
+    gpu->free(gpu, dx), gpu->free(gpu, dc);
+
+    /* one token a step (backend.h: step_begin): captured at position 0,
+     * replayed at 1 and 2, where the store's row is found on the device;
+     * 4 heads (the chain) and 160 (past it: the store's kernel) */
+    static const moe_dtype KT[] = { MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_Q8 };
+    static const int STEP_HEADS[] = { 4, 160 };
+    enum { STEPS = 3 };
+    static const char key = 0;
+    for (size_t ki = 0; ki < 3; ki++)
+        for (size_t ni = 0; ni < 2; ni++) {
+            moe_dtype kt = KT[ki];
+            int hd = 128, heads = STEP_HEADS[ni];
+            size_t n = (size_t)heads * hd, row = moe_kv_row_bytes(kt, heads, hd);
+            float *xs = rand_floats(&rng, STEPS * n, -2, 2);
+            unsigned char *want = calloc(STEPS, row), *got = malloc(STEPS * row);
+            float *dxs = dev_alloc(sizeof(float) * n);
+            unsigned char *dcs = dev_alloc(STEPS * row);
+            for (int pos = 0; pos < STEPS; pos++) {
+                OK(cpu->kv_store(cpu, kt, xs + pos * n, want + pos * row, n, hd));
+                OK(gpu->upload(gpu, dxs, xs + pos * n, sizeof(float) * n));
+                OK(gpu->step_begin(gpu, &key, 1, pos));
+                OK(gpu->kv_store(gpu, kt, dxs, dcs + pos * row, n, hd));
+                OK(gpu->step_end(gpu));
+            }
+            to_host(got, dcs, STEPS * row);
+            for (size_t i = 0; i < STEPS * row; i++)
+                if (got[i] != want[i])
+                    fail_msg("%s store in a captured step, %d heads: position %zu, byte %zu is %02x, CPU %02x",
+                             moe_dtype_name(kt), heads, i / row, i % row, got[i], want[i]);
+            gpu->free(gpu, dxs), gpu->free(gpu, dcs);
+            free(xs), free(want), free(got);
+        }
+}
+
 /* ---- attention ---- */
 
 static void attention_matches(void **state)
@@ -444,7 +539,8 @@ static void attention_matches(void **state)
     (void)state;
     NEED_GPU();
     uint64_t rng = 71;
-    float worst = 0.0f, worst_mma = 0.0f;
+    float worst = 0.0f, worst_mma = 0.0f, worst_q8 = 0.0f, worst_q8_mma = 0.0f;
+    static const moe_dtype KT[] = { MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_Q8 };
     static const struct { int T, pos, heads, kv_heads, hd, extra; } CASES[] = {
         { 1, 0, 4, 2, 16, 0 }, { 1, 37, 6, 3, 24, 0 }, { 5, 0, 4, 1, 64, 0 }, { 7, 11, 8, 2, 128, 8 },
         { 33, 40, 2, 2, 96, 0 }, { 3, 300, 4, 4, 256, 0 }, { 1, 2100, 16, 16, 128, 0 },
@@ -460,16 +556,25 @@ static void attention_matches(void **state)
         { 4, 50, 4, 2, 30, 0 }, { 1, 600, 4, 4, 64, 1 }, { 2, 90, 2, 1, 512, 0 },
     };
     for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++)
-        for (int half = 0; half < 2; half++) {
+        for (int f = 0; f < 3; f++) {
             int T = CASES[c].T, pos = CASES[c].pos, H = CASES[c].heads, KV = CASES[c].kv_heads, hd = CASES[c].hd;
-            size_t stride = (size_t)KV * hd + CASES[c].extra, rows = (size_t)pos + T;
-            moe_dtype kt = half ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
-            size_t es = moe_dtype_size(kt), nq = (size_t)T * H * hd;
+            moe_dtype kt = KT[f];
+            int q8 = kt == MOE_DTYPE_Q8;
+            /* elements from row to row (Q8: bytes, `extra` of padding) */
+            size_t stride = moe_kv_row_bytes(kt, KV, hd) / moe_dtype_size(kt) + CASES[c].extra, rows = (size_t)pos + T;
+            size_t es = moe_dtype_size(kt), nq = (size_t)T * H * hd, nf = q8 ? rows * KV * hd : rows * stride;
             float *q = rand_floats(&rng, nq, -1, 1);
-            float *kf = rand_floats(&rng, rows * stride, -1, 1), *vf = rand_floats(&rng, rows * stride, -1, 1);
-            void *k = malloc(es * rows * stride), *v = malloc(es * rows * stride);
-            OK(cpu->kv_store(cpu, kt, kf, k, rows * stride, hd));
-            OK(cpu->kv_store(cpu, kt, vf, v, rows * stride, hd));
+            float *kf = rand_floats(&rng, nf, -1, 1), *vf = rand_floats(&rng, nf, -1, 1);
+            void *k = calloc(rows * stride, es), *v = calloc(rows * stride, es);
+            if (q8)   /* a row's heads at a time: the padding between rows stays 0 */
+                for (size_t j = 0; j < rows; j++) {
+                    OK(cpu->kv_store(cpu, kt, kf + j * KV * hd, (char *)k + j * stride, (size_t)KV * hd, hd));
+                    OK(cpu->kv_store(cpu, kt, vf + j * KV * hd, (char *)v + j * stride, (size_t)KV * hd, hd));
+                }
+            else {
+                OK(cpu->kv_store(cpu, kt, kf, k, rows * stride, hd));
+                OK(cpu->kv_store(cpu, kt, vf, v, rows * stride, hd));
+            }
             float *want = malloc(sizeof(float) * nq), *got = malloc(sizeof(float) * nq);
             float scale = 1.0f / sqrtf((float)hd);
             OK(cpu->attention(cpu, T, pos, H, KV, hd, scale, q, kt, k, v, stride, want));
@@ -477,19 +582,23 @@ static void attention_matches(void **state)
             void *dk = dev_from(k, es * rows * stride), *dv = dev_from(v, es * rows * stride);
             OK(gpu->attention(gpu, T, pos, H, KV, hd, scale, dq, kt, dk, dv, stride, dout));
             to_host(got, dout, sizeof(float) * nq);
-            int mma = T >= MMA_MIN_TOKENS && (hd == 64 || hd == 128) && stride % 4 == 0;
-            float tol = mma ? F16_ATTENTION_TOL : 1e-5f, *w = mma ? &worst_mma : &worst;
+            /* the tensor cores take rows of 4-element (Q8: 2-byte) steps */
+            int mma = T >= MMA_MIN_TOKENS && (hd == 64 || hd == 128) && stride % (q8 ? 2 : 4) == 0;
+            float tol = mma ? F16_ATTENTION_TOL : 1e-5f;
+            float *w = q8 ? (mma ? &worst_q8_mma : &worst_q8) : (mma ? &worst_mma : &worst);
             for (size_t i = 0; i < nq; i++) {
                 if (fabsf(got[i] - want[i]) > *w) *w = fabsf(got[i] - want[i]);
                 if (!(fabsf(got[i] - want[i]) <= tol))
                     fail_msg("attention T %d pos %d heads %d/%d hd %d %s: [%zu] = %.8g, CPU %.8g", T, pos, H, KV, hd,
-                             half ? "f16" : "f32", i, (double)got[i], (double)want[i]);
+                             moe_dtype_name(kt), i, (double)got[i], (double)want[i]);
             }
             gpu->free(gpu, dq), gpu->free(gpu, dout), gpu->free(gpu, dk), gpu->free(gpu, dv);
             free(q), free(kf), free(vf), free(k), free(v), free(want), free(got);
         }
     print_message("  attention: largest error %.2e (limit 1e-05), on the tensor cores %.2e (limit %.0e)\n",
                   (double)worst, (double)worst_mma, (double)F16_ATTENTION_TOL);
+    print_message("  attention over a q8 cache against the CPU's: largest error %.2e, on the tensor cores %.2e\n",
+                  (double)worst_q8, (double)worst_q8_mma);
 }
 
 /* ---- router ---- */
@@ -772,6 +881,17 @@ static void public_layer_matches(void **state)
 
 /* ---- whole models on the reference fixtures ---- */
 
+/* A fixture on the GPU: float activations (the CPU's exact path, for its
+ * tolerances) and a cache of kv_dtype. */
+static moe_model_options gpu_options(moe_dtype kv_dtype)
+{
+    moe_model_options o = moe_model_default_options();
+    o.device = MOE_DEVICE_CUDA;
+    o.activations = MOE_ACT_FLOAT;
+    o.kv_dtype = kv_dtype;
+    return o;
+}
+
 static void model_fixtures(void **state)
 {
     (void)state;
@@ -781,10 +901,7 @@ static void model_fixtures(void **state)
         test_reference r;
         test_reference_load(fx->name, &r);
         char what[160];
-        moe_model_options o = moe_model_default_options();
-        o.device = MOE_DEVICE_CUDA;
-        o.activations = MOE_ACT_FLOAT;   /* the CPU's exact path, for its tolerances */
-        o.kv_dtype = MOE_DTYPE_F32;
+        moe_model_options o = gpu_options(MOE_DTYPE_F32);
         moe_model *m = test_fixture_model(fx->name, &o);
         moe_model_info info = moe_model_get_info(m);
         assert_string_equal(info.device, "cuda");
@@ -830,6 +947,76 @@ static void model_fixtures(void **state)
     }
 }
 
+/* Whole models with an 8-bit cache on the GPU, held to the CPU's Q8 rules
+ * (tests/support/model_fixtures.c, test_kv_q8_model.c): logits against
+ * transformers' (median and largest row), chunked prefill against the
+ * single pass and the GPU against the CPU's own Q8 cache within
+ * TEST_Q8_CHUNKS (float rounding before quantizing moves a code by a step
+ * now and then), greedy equal to an f16 cache's on the GPU up to a near
+ * tie; one-token steps replayed as CUDA graphs (the store's row and
+ * attention's length read on the device) the same bits as plain launches. */
+static void fixture_q8(const test_fixture *fx)
+{
+    test_reference r;
+    test_reference_load(fx->name, &r);
+    char what[160];
+    size_t nl = (size_t)r.n * r.vocab;
+    moe_model_options o = gpu_options(MOE_DTYPE_Q8);
+    moe_model *m = test_fixture_model(fx->name, &o);
+    moe_model_info info = moe_model_get_info(m);
+    assert_string_equal(info.device, "cuda");
+    assert_int_equal(info.kv_dtype, MOE_DTYPE_Q8);
+
+    float *single = test_run_logits(m, &r, r.n);
+    snprintf(what, sizeof what, "%s q8 cache on cuda", fx->name);
+    test_check_q8_logits(what, &r, single);
+    static const int STEPS[] = { 1, 5 };
+    double worst_chunked = 0;
+    float *graphed = NULL;
+    for (size_t i = 0; i < sizeof STEPS / sizeof STEPS[0]; i++) {
+        float *chunked = test_run_logits(m, &r, STEPS[i]);
+        snprintf(what, sizeof what, "%s q8 cache on cuda, chunks of %d", fx->name, STEPS[i]);
+        worst_chunked = fmax(worst_chunked, test_check_logits(what, &r, chunked, single, TEST_Q8_CHUNKS));
+        if (STEPS[i] == 1) graphed = chunked;
+        else free(chunked);
+    }
+    setenv("MOE_CUDA_GRAPHS", "0", 1);
+    moe_model *plain_m = test_fixture_model(fx->name, &o);
+    unsetenv("MOE_CUDA_GRAPHS");
+    float *plain = test_run_logits(plain_m, &r, 1);
+    if (memcmp(graphed, plain, sizeof(float) * nl) != 0)
+        fail_msg("%s: with a q8 cache, replayed steps and plain launches give different logits", fx->name);
+    free(plain), free(graphed);
+    moe_model_free(plain_m);
+
+    o.device = MOE_DEVICE_CPU;
+    moe_model *cpu_m = test_fixture_model(fx->name, &o);
+    float *on_cpu = test_run_logits(cpu_m, &r, r.n);
+    snprintf(what, sizeof what, "%s q8 cache, cuda against cpu", fx->name);
+    double worst_cpu = test_check_logits(what, &r, single, on_cpu, TEST_Q8_CHUNKS);
+    free(on_cpu);
+    moe_model_free(cpu_m);
+
+    o.device = MOE_DEVICE_CUDA;
+    o.kv_dtype = MOE_DTYPE_F16;
+    moe_model *half = test_fixture_model(fx->name, &o);
+    snprintf(what, sizeof what, "%s q8 cache on cuda", fx->name);
+    test_check_greedy_q8(what, m, half, &r);
+    moe_model_free(half);
+    print_message("  %-28s q8: chunked vs single %.2e, cuda vs cpu %.2e (limit %.0e), graphs = plain\n", fx->name,
+                  worst_chunked, worst_cpu, TEST_Q8_CHUNKS);
+    free(single);
+    moe_model_free(m);
+    moe_st_close(r.file);
+}
+
+static void model_fixtures_q8(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    for (size_t f = 0; f < TEST_NUM_FIXTURES; f++) fixture_q8(&TEST_FIXTURES[f]);
+}
+
 /* The default options stay on the CPU; auto and cuda take the GPU. */
 static void device_choice(void **state)
 {
@@ -848,10 +1035,11 @@ static void device_choice(void **state)
         OK(moe_model_load(dir, &o, &m));
         moe_model_info info = moe_model_get_info(m);
         assert_string_equal(info.device, CASES[i].name);
-        /* float activations on the GPU, so the exact KV cache */
+        /* float activations on the GPU; a quantized model's cache in halves
+         * there (a long context's decode is the cache's bytes) */
         if (o.device != MOE_DEVICE_CPU) {
             assert_int_equal(info.activations, MOE_ACT_FLOAT);
-            assert_int_equal(info.kv_dtype, MOE_DTYPE_F32);
+            assert_int_equal(info.kv_dtype, MOE_DTYPE_F16);
         }
         moe_model_free(m);
     }
@@ -886,9 +1074,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rmsnorm_matches),   cmocka_unit_test(linear_matches),  cmocka_unit_test(linear_errors),
         cmocka_unit_test(embed_matches),     cmocka_unit_test(split_clip_add_match), cmocka_unit_test(rope_matches),
-        cmocka_unit_test(kv_store_matches),  cmocka_unit_test(attention_matches), cmocka_unit_test(router_matches),
-        cmocka_unit_test(experts_match),     cmocka_unit_test(public_layer_matches),
-        cmocka_unit_test(model_fixtures),    cmocka_unit_test(device_choice),
+        cmocka_unit_test(kv_store_matches),  cmocka_unit_test(kv_store_q8_matches), cmocka_unit_test(attention_matches),
+        cmocka_unit_test(router_matches),    cmocka_unit_test(experts_match),       cmocka_unit_test(public_layer_matches),
+        cmocka_unit_test(model_fixtures),    cmocka_unit_test(model_fixtures_q8),   cmocka_unit_test(device_choice),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
     /* 77: ctest's skip (SKIP_RETURN_CODE) when nothing could run */

@@ -8,7 +8,10 @@
  * loader hands over; the kernels dequantize as they read, and no
  * dequantized copy exists. Activations are float32 and quantized weights
  * always meet them as floats: the act mode the loader asks for (int8 on
- * CPUs that have int8 dot products) is a CPU matter, ignored here.
+ * CPUs that have int8 dot products) is a CPU matter, ignored here. The KV
+ * cache holds float32, halves or 8-bit head blocks (kernels/kv_q8.h: the
+ * store quantizes with the CPU's bits, attention reads the codes as they
+ * lie).
  *
  * Every operation is queued on one stream and returns at once; download
  * waits for the stream, so a failure inside a kernel surfaces there.
@@ -741,24 +744,36 @@ static moe_status op_rope(moe_backend *b, int T, int heads, int hd, float *x, co
     return MOE_OK;
 }
 
+/* The kernels' name for a cache dtype (-1: none of theirs). */
+static int kv_format(moe_dtype kv_dtype)
+{
+    return kv_dtype == MOE_DTYPE_F32 ? MOE_CUDA_KV_F32 : kv_dtype == MOE_DTYPE_F16 ? MOE_CUDA_KV_F16
+         : kv_dtype == MOE_DTYPE_Q8  ? MOE_CUDA_KV_Q8  : -1;
+}
+
 static moe_status op_kv_store(moe_backend *b, moe_dtype kv_dtype, const float *src, void *dst, size_t n, int hd)
 {
-    (void)hd; /* the float caches' rows have no groups (no Q8 here: backend.h's kv_q8) */
     cuda_state *s = STATE(b);
-    if (kv_dtype != MOE_DTYPE_F32 && kv_dtype != MOE_DTYPE_F16)
-        return moe_error_set(MOE_ERR_DTYPE, "kv store: cache dtype %s is not F32 or F16", moe_dtype_name(kv_dtype));
-    int f16 = kv_dtype == MOE_DTYPE_F16, pos = s->params[0];
+    int kv = kv_format(kv_dtype), pos = s->params[0];
+    if (kv < 0)
+        return moe_error_set(MOE_ERR_DTYPE, "kv store: cache dtype %s is not F32, F16 or Q8", moe_dtype_name(kv_dtype));
+    /* Q8's groups restart at each head: whole heads only */
+    if (kv == MOE_CUDA_KV_Q8 && (hd < 1 || n % (size_t)hd))
+        return moe_error_set(MOE_ERR_SHAPE, "kv store: %zu values are not whole heads of dim %d", n, hd);
+    /* the bytes of the n values stored: a row when they are one position's */
+    size_t bytes = kv == MOE_CUDA_KV_Q8 ? n / (size_t)hd * moe_kv_row_bytes(MOE_DTYPE_Q8, 1, hd)
+                                        : n * moe_dtype_size(kv_dtype);
     /* inside a step the destination moves a row a position: noted at row 0 */
-    const char *row0 = (const char *)dst - (s->step != STEP_NONE ? (size_t)pos * n * (f16 ? 2 : 4) : 0);
-    if (STEP_NOTE(s, 8, (uint64_t)kv_dtype, P64(src), P64(row0), (uint64_t)n)) return MOE_OK;
+    const char *row0 = (const char *)dst - (s->step != STEP_NONE ? (size_t)pos * bytes : 0);
+    if (STEP_NOTE(s, 8, (uint64_t)kv_dtype, P64(src), P64(row0), (uint64_t)n, (uint64_t)hd)) return MOE_OK;
     if (!n) return MOE_OK;
     int dev = s->step == STEP_CAPTURE;
     if (n <= CHAIN_ELEMS)
-        return chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_STORE, .n = (int)n, .pos0 = pos, .f16 = f16,
-                                                 .dev_pos = dev, .in = src, .dst = dst });
+        return chain_push(s, (moe_cuda_step_op){ .kind = MOE_CUDA_OP_STORE, .n = (int)n, .hd = hd, .pos0 = pos,
+                                                 .kv = kv, .dev_pos = dev, .in = src, .dst = dst });
     moe_status st = chain_flush(s);
     if (st != MOE_OK) return st;
-    CU_TRY(moe_cuda_store(src, dst, n, f16, step_dpos(s), pos, s->stream), "kv store");
+    CU_TRY(moe_cuda_store(src, dst, n, kv, hd, step_dpos(s), pos, s->stream), "kv store");
     return MOE_OK;
 }
 
@@ -766,8 +781,9 @@ static moe_status op_attention(moe_backend *b, int T, int pos, int heads, int kv
                                const float *q, moe_dtype kv_dtype, const void *k, const void *v, size_t kv_stride,
                                float *out)
 {
-    if (kv_dtype != MOE_DTYPE_F32 && kv_dtype != MOE_DTYPE_F16)
-        return moe_error_set(MOE_ERR_DTYPE, "attention: cache dtype %s is not F32 or F16", moe_dtype_name(kv_dtype));
+    int kv = kv_format(kv_dtype);
+    if (kv < 0)
+        return moe_error_set(MOE_ERR_DTYPE, "attention: cache dtype %s is not F32, F16 or Q8", moe_dtype_name(kv_dtype));
     if (hd < 1 || hd > 1024 || kv_heads < 1 || heads % kv_heads)
         return moe_error_set(MOE_ERR_SHAPE, "attention: %d heads over %d kv heads of dim %d", heads, kv_heads, hd);
     cuda_state *s = STATE(b);
@@ -776,14 +792,13 @@ static moe_status op_attention(moe_backend *b, int T, int pos, int heads, int kv
         return MOE_OK;
     moe_status st = chain_flush(s);
     if (st != MOE_OK) return st;
-    int f16 = kv_dtype == MOE_DTYPE_F16;
     /* a captured step's split does not depend on the position */
-    size_t need = moe_cuda_attention_workspace(T, pos, s->step == STEP_CAPTURE, heads, kv_heads, hd, f16, k, v,
+    size_t need = moe_cuda_attention_workspace(T, pos, s->step == STEP_CAPTURE, heads, kv_heads, hd, kv, k, v,
                                                kv_stride);
     if (need && (st = device_grow(s, &s->attn_work, &s->attn_work_bytes, need, "attention workspace")) != MOE_OK)
         return st;
     void *work = need ? s->attn_work : NULL;
-    CU_TRY(moe_cuda_attention(T, pos, step_dpos(s), heads, kv_heads, hd, scale, q, f16, k, v, kv_stride, out, work,
+    CU_TRY(moe_cuda_attention(T, pos, step_dpos(s), heads, kv_heads, hd, scale, q, kv, k, v, kv_stride, out, work,
                               s->stream),
            "attention");
     return MOE_OK;
@@ -942,7 +957,7 @@ moe_backend *moe_backend_cuda_create(void)
         return NULL;
     }
     *b = (moe_backend){
-        .name = "cuda", .host_memory = 0, .impl = s,
+        .name = "cuda", .host_memory = 0, .kv_q8 = 1, .impl = s,
         .alloc = cuda_alloc, .free = cuda_free, .upload = cuda_upload, .download = cuda_download,
         .linear_create = linear_create, .linear_load_rows = linear_load_rows,
         .linear_bytes = linear_bytes, .linear_name = linear_name, .linear_free = linear_free,

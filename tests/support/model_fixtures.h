@@ -50,4 +50,18 @@ double test_check_logits(const char *what, const test_reference *r, const float 
 /* The greedy continuation equals the reference's (prefill in chunks of 8). */
 void test_check_greedy(const char *what, moe_model *m, const test_reference *r);
 
+/* An 8-bit KV cache's rules (bounds explained in model_fixtures.c): logits
+ * within TEST_Q8_TYPICAL of the reference at the median row (error
+ * relative to the row's largest |logit|) and TEST_Q8_MOST at every row;
+ * a chunked prefill within TEST_Q8_CHUNKS of the single pass. */
+extern const double TEST_Q8_TYPICAL, TEST_Q8_MOST, TEST_Q8_TIE, TEST_Q8_CHUNKS;
+void test_check_q8_logits(const char *what, const test_reference *r, const float *got);
+
+/* Greedy continuations of the prompt with a Q8 cache (q8) and an f16 one
+ * (half), one token a step, equal up to a step where the f16 logits' two
+ * best are within TEST_Q8_TIE of each other (a near tie either cache may
+ * break either way; these tiny random models have some), after which the
+ * continuations may part. */
+void test_check_greedy_q8(const char *what, moe_model *q8, moe_model *half, const test_reference *r);
+
 #endif

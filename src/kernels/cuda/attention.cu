@@ -1,13 +1,15 @@
 /* kernels/cuda/attention.cu — causal grouped-query attention over the KV
- * cache (float32 or half elements), kernels/attention.h's contract.
+ * cache (float32, half, or 8-bit head blocks: kernels/kv_q8.h),
+ * kernels/attention.h's contract.
  *
- * The main path (head_dim a multiple of 4 up to 256, rows 16- or 8-byte
- * aligned) is flash-decoding: a block takes a tile of rows — up to 8
- * (query, head) pairs: several queries and the query heads sharing one kv
- * head — and a segment of the keys; each of its 4 warps walks every 4th key
- * of the segment, loading the key and value rows once (a lane holds 4
- * consecutive elements: float4, or 4 halves) for every row of the tile, with
- * the softmax online per row. When the (token, kv head) tiles alone are too
+ * The main path (head_dim a multiple of 4 up to 256, rows 16-, 8- or
+ * (8-bit) 2-byte aligned) is flash-decoding: a block takes a tile of rows
+ * — up to 8 (query, head) pairs: several queries and the query heads
+ * sharing one kv head — and a segment of the keys; each of its 4 warps
+ * walks every 4th key of the segment, loading the key and value rows once
+ * (a lane holds 4 consecutive elements: float4, 4 halves, or 4 codes of
+ * one group with their scale) for every row of the tile, with the softmax
+ * online per row. When the (token, kv head) tiles alone are too
  * few to fill the GPU (decode), the keys are split into segments whose
  * partial results (maximum, sum, unnormalised output) a second kernel
  * combines; otherwise each block writes its rows' outputs itself (prefill,
@@ -17,8 +19,9 @@
  * the tensor cores instead, flash-attention style: a block of 4 warps holds
  * 64 queries of one head, each warp 16 of them as mma.sync fragments in
  * half precision; 64 keys at a time are staged in shared memory as halves
- * (keys row by row, values transposed), S = Q·Kᵀ and O += P·V are m16n8k16
- * products with float32 sums, and the softmax stays online in registers,
+ * (keys row by row, values transposed; 8-bit codes dequantized to float32
+ * on the way, then rounded to halves as float32 elements are), S = Q·Kᵀ
+ * and O += P·V are m16n8k16 products with float32 sums, and the softmax stays online in registers,
  * P going from S's accumulators to the next product's operand without a
  * trip through memory.
  *
@@ -27,10 +30,21 @@
  * (lane + 32·i) for the q·k sum and for its share of the output, with the
  * softmax kept online (running maximum and sum), then the four warps'
  * partial results are merged. Scores, softmax and sums are float32 whatever
- * the cache holds. */
+ * the cache holds.
+ *
+ * An 8-bit cache is read as it lies, codes and scales, each element
+ * dequantized in registers as it is loaded (code · scale, exact in
+ * float32: 8 by 8 significant bits), so every path computes what it
+ * computes on a float32 cache of the dequantized values — the CPU's rule —
+ * from 1.0625 bytes an element. Its rows count bytes (kv_stride) and a kv
+ * head's block is hd + 2·⌈hd/32⌉ bytes, so a lane's 4 codes are 4-byte
+ * aligned only where blocks and rows are (head_dim 64, 128: yes); where
+ * they are 2-byte aligned the tiles take them as two halves of a word
+ * (KV_Q8_U16), and the fallback reads bytes, any alignment. */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -38,15 +52,36 @@ namespace {
 
 enum { WARPS = 4 };
 
-template <bool HALF>
-__device__ inline float kv_at(const void *p, size_t i)
+/* The cache's formats as the kernels take them: cuda_kernels.h's three,
+ * and Q8 whose lanes' 4 codes are only 2-byte aligned. */
+enum { KV_F32 = MOE_CUDA_KV_F32, KV_F16 = MOE_CUDA_KV_F16, KV_Q8 = MOE_CUDA_KV_Q8, KV_Q8_U16 };
+
+__host__ __device__ inline bool is_q8(int kv) { return kv == KV_Q8 || kv == KV_Q8_U16; }
+
+/* bytes of one kv head's block in an 8-bit cache (moe_kv_q8_head_bytes) */
+__host__ __device__ inline size_t q8_head_bytes(int hd) { return (size_t)hd + 2 * (size_t)((hd + 31) / 32); }
+
+/* where kv head kvh of row j begins: elements, or bytes for Q8 */
+template <int KV>
+__device__ inline size_t head_at(size_t j, size_t kv_stride, int kvh, int hd)
 {
-    if (HALF) return __half2float(((const __half *)p)[i]);
-    return ((const float *)p)[i];
+    return j * kv_stride + (size_t)kvh * (is_q8(KV) ? q8_head_bytes(hd) : (size_t)hd);
+}
+
+__device__ inline float bf16_value(unsigned bits) { return __uint_as_float(bits << 16); }
+
+/* element d of the head at p + at (any alignment for Q8: bytes) */
+template <int KV>
+__device__ inline float kv_at(const void *p, size_t at, int d, int hd)
+{
+    if (KV == KV_F16) return __half2float(((const __half *)p)[at + d]);
+    if (KV == KV_F32) return ((const float *)p)[at + d];
+    const unsigned char *h = (const unsigned char *)p + at, *sc = h + hd + 2 * (d >> 5);
+    return __int2float_rn((signed char)h[d]) * bf16_value(sc[0] | (unsigned)sc[1] << 8);
 }
 
 /* NV = ⌈hd/32⌉ values of the head per lane */
-template <int NV, bool HALF>
+template <int NV, int KV>
 __global__ void __launch_bounds__(32 * WARPS)
 attention_kernel(int T, int pos, const int32_t *dpos, int heads, int group, int hd, float scale, const float *q,
                  const void *k, const void *v, size_t kv_stride, float *out)
@@ -67,12 +102,12 @@ attention_kernel(int T, int pos, const int32_t *dpos, int heads, int group, int 
     float m = -INFINITY, l = 0.0f;
     int keys = pos + t + 1;
     for (int j = warp; j < keys; j += WARPS) {
-        size_t row = (size_t)j * kv_stride + (size_t)kvh * hd;
+        size_t row = head_at<KV>((size_t)j, kv_stride, kvh, hd);
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < NV; i++) {
             int d = lane + 32 * i;
-            if (d < hd) s = __fmaf_rn(qv[i], kv_at<HALF>(k, row + d), s);
+            if (d < hd) s = __fmaf_rn(qv[i], kv_at<KV>(k, row, d, hd), s);
         }
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
         s *= scale;
@@ -81,7 +116,7 @@ attention_kernel(int T, int pos, const int32_t *dpos, int heads, int group, int 
 #pragma unroll
         for (int i = 0; i < NV; i++) {
             int d = lane + 32 * i;
-            if (d < hd) acc[i] = acc[i] * corr + p * kv_at<HALF>(v, row + d);
+            if (d < hd) acc[i] = acc[i] * corr + p * kv_at<KV>(v, row, d, hd);
         }
         m = m_new;
     }
@@ -123,18 +158,66 @@ struct tile_args {
     float *ml;     /* nsplit > 1: [nsplit][T·heads][2] maximum, sum */
 };
 
-template <bool HALF>
-__device__ inline void load4(const void *p, size_t i, float *f)
+/* A lane's 4 Q8 elements d..d+3 (d a multiple of 4: one group, one
+ * scale) as loaded — a word of codes (or two halves of one: U16) and the
+ * scale's bits — and widened to floats only where they are used, so that
+ * no arithmetic waits on a load before the next key's loads are out. */
+template <bool U16>
+struct q8_lane {
+    unsigned w, s;
+    __device__ void load(const void *p, size_t at, int d, int hd)
+    {
+        const unsigned char *h = (const unsigned char *)p + at;
+        if (U16) w = *(const unsigned short *)(h + d) | (unsigned)*(const unsigned short *)(h + d + 2) << 16;
+        else w = *(const unsigned *)(h + d);
+        s = *(const unsigned short *)(h + hd + 2 * (d >> 5));
+    }
+    __device__ void zero() { w = s = 0; }
+    __device__ void widen(float *f) const
+    {
+        float scale = bf16_value(s);
+#pragma unroll
+        for (int c = 0; c < 4; c++) f[c] = __int2float_rn((signed char)(w >> 8 * c)) * scale;
+    }
+};
+
+/* elements d..d+3 of the head at p + at, as floats */
+template <int KV>
+__device__ inline void load4(const void *p, size_t at, int d, int hd, float *f)
 {
-    if (HALF) {
-        uint2 u = *(const uint2 *)((const __half *)p + i);
+    if (KV == KV_F16) {
+        uint2 u = *(const uint2 *)((const __half *)p + at + d);
         float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
         f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y;
-    } else {
-        float4 u = *(const float4 *)((const float *)p + i);
+    } else if (KV == KV_F32) {
+        float4 u = *(const float4 *)((const float *)p + at + d);
         f[0] = u.x, f[1] = u.y, f[2] = u.z, f[3] = u.w;
+    } else {
+        q8_lane<KV == KV_Q8_U16> l;
+        l.load(p, at, d, hd);
+        l.widen(f);
     }
 }
+
+/* A lane's 4 elements in flight: floats (float32, half: converted as
+ * loaded), or Q8's codes and scale bits. */
+template <int KV>
+struct lane4 {
+    float f[4];
+    __device__ void load(const void *p, size_t at, int d, int hd) { load4<KV>(p, at, d, hd, f); }
+    __device__ void zero()
+    {
+#pragma unroll
+        for (int c = 0; c < 4; c++) f[c] = 0.0f;
+    }
+    __device__ void widen(float *o) const
+    {
+#pragma unroll
+        for (int c = 0; c < 4; c++) o[c] = f[c];
+    }
+};
+template <> struct lane4<KV_Q8> : q8_lane<false> {};
+template <> struct lane4<KV_Q8_U16> : q8_lane<true> {};
 
 enum {
     TILE_ROWS = 8,         /* rows a block holds (NV = 1); 4 when NV = 2 */
@@ -155,7 +238,7 @@ __host__ __device__ inline int segment_for(int keys, int most)
 }
 
 /* grid (T-tiles · kv_heads · group/gc, nsplit); R = gc·qt rows ≤ RMAX */
-template <int NV, int RMAX, bool HALF>
+template <int NV, int RMAX, int KV>
 __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
 {
     extern __shared__ float smem[];   /* acc [WARPS][RMAX][hd], then m, l [WARPS][RMAX] */
@@ -194,20 +277,19 @@ __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
      * first is used (a long cache is read at the rate of the bytes in
      * flight), then taken in order, as one key a step would take them */
     for (int j0 = s0 + warp; j0 < s1; j0 += WARPS * KEYS_IN_FLIGHT) {
-        float kc[KEYS_IN_FLIGHT][NV][4], vc[KEYS_IN_FLIGHT][NV][4];
+        lane4<KV> kl[KEYS_IN_FLIGHT][NV], vl[KEYS_IN_FLIGHT][NV];
 #pragma unroll
         for (int u = 0; u < KEYS_IN_FLIGHT; u++) {
             int j = j0 + u * WARPS;
-            size_t row = (size_t)j * a.kv_stride + (size_t)kvh * a.hd;
+            size_t row = head_at<KV>((size_t)j, a.kv_stride, kvh, a.hd);
 #pragma unroll
             for (int i = 0; i < NV; i++) {
                 int d = 4 * lane + 128 * i;
                 if (j < s1 && d < a.hd) {
-                    load4<HALF>(a.k, row + d, kc[u][i]);
-                    load4<HALF>(a.v, row + d, vc[u][i]);
+                    kl[u][i].load(a.k, row, d, a.hd);
+                    vl[u][i].load(a.v, row, d, a.hd);
                 } else {
-#pragma unroll
-                    for (int c = 0; c < 4; c++) kc[u][i][c] = vc[u][i][c] = 0.0f;
+                    kl[u][i].zero(), vl[u][i].zero();
                 }
             }
         }
@@ -215,6 +297,9 @@ __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
         for (int u = 0; u < KEYS_IN_FLIGHT; u++) {
             int j = j0 + u * WARPS;
             if (j >= s1) break;
+            float kc[NV][4], vc[NV][4];
+#pragma unroll
+            for (int i = 0; i < NV; i++) kl[u][i].widen(kc[i]), vl[u][i].widen(vc[i]);
 #pragma unroll
             for (int r = 0; r < RMAX; r++) {
                 if (j > last[r]) continue;   /* masked (or no row): the same for the whole warp */
@@ -222,7 +307,7 @@ __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
 #pragma unroll
                 for (int i = 0; i < NV; i++)
 #pragma unroll
-                    for (int c = 0; c < 4; c++) s = __fmaf_rn(qv[r][i][c], kc[u][i][c], s);
+                    for (int c = 0; c < 4; c++) s = __fmaf_rn(qv[r][i][c], kc[i][c], s);
                 for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
                 s *= a.scale;
                 float m_new = fmaxf(m[r], s), corr = expf(m[r] - m_new), p = expf(s - m_new);
@@ -230,7 +315,7 @@ __global__ void __launch_bounds__(32 * WARPS) attention_tile_kernel(tile_args a)
 #pragma unroll
                 for (int i = 0; i < NV; i++)
 #pragma unroll
-                    for (int c = 0; c < 4; c++) acc[r][i][c] = acc[r][i][c] * corr + p * vc[u][i][c];
+                    for (int c = 0; c < 4; c++) acc[r][i][c] = acc[r][i][c] * corr + p * vc[i][c];
                 m[r] = m_new;
             }
         }
@@ -322,7 +407,7 @@ __device__ inline void mma_f16(float d[4], const uint32_t a[4], uint32_t b0, uin
 
 /* grid (⌈T/64⌉, heads), 4 warps; lane (g = lane/4, t4 = lane%4) holds rows
  * g and g + 8 of its warp's 16 queries */
-template <int HD, bool HALF>
+template <int HD, int KV>
 __global__ void __launch_bounds__(128)
 attention_mma_kernel(int T, int pos, int heads, int group, float scale, const float *q, const void *k, const void *v,
                      size_t kv_stride, float *out)
@@ -350,18 +435,18 @@ attention_mma_kernel(int T, int pos, int heads, int group, float scale, const fl
             int j = c / (HD / 4), d = (c % (HD / 4)) * 4;
             float kv[2][4] = {};
             if (kb + j < keys) {
-                size_t at = (size_t)(kb + j) * kv_stride + (size_t)kvh * HD + d;
-                if (HALF) {
-                    uint2 uk = *(const uint2 *)((const __half *)k + at), uv = *(const uint2 *)((const __half *)v + at);
+                size_t at = head_at<KV>((size_t)(kb + j), kv_stride, kvh, HD);
+                if (KV == KV_F16) {
+                    uint2 uk = *(const uint2 *)((const __half *)k + at + d);
+                    uint2 uv = *(const uint2 *)((const __half *)v + at + d);
                     *(uint2 *)&Ks[j][d] = uk;
                     const __half *hv = (const __half *)&uv;
 #pragma unroll
                     for (int i = 0; i < 4; i++) Vt[d + i][j] = hv[i];
                     continue;
                 }
-                float4 a = *(const float4 *)((const float *)k + at), b = *(const float4 *)((const float *)v + at);
-                kv[0][0] = a.x, kv[0][1] = a.y, kv[0][2] = a.z, kv[0][3] = a.w;
-                kv[1][0] = b.x, kv[1][1] = b.y, kv[1][2] = b.z, kv[1][3] = b.w;
+                load4<KV>(k, at, d, HD, kv[0]);
+                load4<KV>(v, at, d, HD, kv[1]);
             }
             *(uint2 *)&Ks[j][d] = make_uint2(pack_half2(kv[0][0], kv[0][1]), pack_half2(kv[0][2], kv[0][3]));
 #pragma unroll
@@ -435,18 +520,55 @@ attention_mma_kernel(int T, int pos, int heads, int group, float scale, const fl
     }
 }
 
+/* Calls f with the format kv as a constant (std::integral_constant), so a
+ * launcher names each kernel's instance once. */
+template <typename F>
+cudaError_t with_format(int kv, F f)
+{
+    switch (kv) {
+    case KV_F32: return f(std::integral_constant<int, KV_F32>());
+    case KV_F16: return f(std::integral_constant<int, KV_F16>());
+    case KV_Q8: return f(std::integral_constant<int, KV_Q8>());
+    case KV_Q8_U16: return f(std::integral_constant<int, KV_Q8_U16>());
+    }
+    return cudaErrorInvalidValue;
+}
+
+/* Whether the tiles' and the tensor cores' loads suit a cache of format kv
+ * at k, v with rows kv_stride apart: float4 or 4 halves at 16- or 8-byte
+ * boundaries, or (Q8, kv_stride in bytes) codes and scales at 2-byte ones. */
+bool vector_aligned(int kv, const void *k, const void *v, size_t kv_stride)
+{
+    size_t align = kv == KV_F32 ? 16 : kv == KV_F16 ? 8 : 2;
+    return kv_stride % (is_q8(kv) ? 2 : 4) == 0 && (uintptr_t)k % align == 0 && (uintptr_t)v % align == 0;
+}
+
+/* The format the vector loads take: Q8's codes a word a lane where every
+ * head block and row lies on a 4-byte boundary (hd a multiple of 4), else
+ * two halves of one. */
+int vector_format(int kv, int hd, const void *k, const void *v, size_t kv_stride)
+{
+    if (kv != KV_Q8) return kv;
+    return ((uintptr_t)k | (uintptr_t)v | kv_stride | q8_head_bytes(hd)) % 4 == 0 ? KV_Q8 : KV_Q8_U16;
+}
+
+/* whether a call takes the tensor cores */
+bool takes_mma(int T, int fixed_split, int hd, int kv, const void *k, const void *v, size_t kv_stride)
+{
+    return !fixed_split && T >= MMA_MIN_QUERIES && (hd == 64 || hd == 128) && vector_aligned(kv, k, v, kv_stride) &&
+           moe_cuda_tensor_cores();
+}
+
 template <int HD>
-cudaError_t launch_mma(int T, int pos, int heads, int kv_heads, float scale, const float *q, int kv_f16, const void *k,
+cudaError_t launch_mma(int T, int pos, int heads, int kv_heads, float scale, const float *q, int kv, const void *k,
                        const void *v, size_t kv_stride, float *out, cudaStream_t stream)
 {
     dim3 grid((unsigned)((T + MMA_Q - 1) / MMA_Q), (unsigned)heads);
-    if (kv_f16)
-        attention_mma_kernel<HD, true><<<grid, 128, 0, stream>>>(T, pos, heads, heads / kv_heads, scale, q, k, v,
-                                                                 kv_stride, out);
-    else
-        attention_mma_kernel<HD, false><<<grid, 128, 0, stream>>>(T, pos, heads, heads / kv_heads, scale, q, k, v,
-                                                                  kv_stride, out);
-    return cudaGetLastError();
+    return with_format(vector_format(kv, HD, k, v, kv_stride), [&](auto f) {
+        attention_mma_kernel<HD, decltype(f)::value><<<grid, 128, 0, stream>>>(T, pos, heads, heads / kv_heads, scale,
+                                                                               q, k, v, kv_stride, out);
+        return cudaGetLastError();
+    });
 }
 
 struct plan {
@@ -454,12 +576,11 @@ struct plan {
 };
 
 /* How the tiled path lays out a call (ok = 0: the fallback takes it). */
-plan make_plan(int T, int pos, int fixed_split, int heads, int kv_heads, int hd, int kv_f16, const void *k,
-               const void *v, size_t kv_stride)
+plan make_plan(int T, int pos, int fixed_split, int heads, int kv_heads, int hd, int kv, const void *k, const void *v,
+               size_t kv_stride)
 {
     plan p = {};
-    size_t align = kv_f16 ? 8 : 16;
-    if (hd % 4 || hd > 256 || kv_stride % 4 || (uintptr_t)k % align || (uintptr_t)v % align) return p;
+    if (hd % 4 || hd > 256 || !vector_aligned(kv, k, v, kv_stride)) return p;
     p.ok = 1;
     p.nv = hd <= 128 ? 1 : 2;
     int rmax = p.nv == 1 ? TILE_ROWS : TILE_ROWS / 2, group = heads / kv_heads;
@@ -478,77 +599,76 @@ plan make_plan(int T, int pos, int fixed_split, int heads, int kv_heads, int hd,
     return p;
 }
 
-template <int NV, int RMAX, bool HALF>
-cudaError_t launch_tile(const plan &p, const tile_args &a, cudaStream_t stream)
+template <int NV, int RMAX>
+cudaError_t launch_tile(const plan &p, const tile_args &a, int kv, cudaStream_t stream)
 {
     size_t smem = sizeof(float) * WARPS * RMAX * ((size_t)a.hd + 2);
     dim3 grid((unsigned)p.tiles, (unsigned)p.nsplit);
-    attention_tile_kernel<NV, RMAX, HALF><<<grid, 32 * WARPS, smem, stream>>>(a);
-    return cudaGetLastError();
+    return with_format(vector_format(kv, a.hd, a.k, a.v, a.kv_stride), [&](auto f) {
+        attention_tile_kernel<NV, RMAX, decltype(f)::value><<<grid, 32 * WARPS, smem, stream>>>(a);
+        return cudaGetLastError();
+    });
 }
 
+/* the fallback: Q8 read a byte at a time, so any alignment */
 template <int NV>
-cudaError_t launch(int T, int pos, const int32_t *dpos, int heads, int kv_heads, int hd, float scale, const float *q, int kv_f16,
-                   const void *k, const void *v, size_t kv_stride, float *out, cudaStream_t stream)
+cudaError_t launch(int T, int pos, const int32_t *dpos, int heads, int kv_heads, int hd, float scale, const float *q,
+                   int kv, const void *k, const void *v, size_t kv_stride, float *out, cudaStream_t stream)
 {
     size_t smem = sizeof(float) * WARPS * (size_t)hd;
     unsigned blocks = (unsigned)((size_t)T * heads);
-    if (kv_f16)
-        attention_kernel<NV, true><<<blocks, 32 * WARPS, smem, stream>>>(T, pos, dpos, heads, heads / kv_heads, hd,
-                                                                          scale, q, k, v, kv_stride, out);
-    else
-        attention_kernel<NV, false><<<blocks, 32 * WARPS, smem, stream>>>(T, pos, dpos, heads, heads / kv_heads, hd,
-                                                                           scale, q, k, v, kv_stride, out);
-    return cudaGetLastError();
+    return with_format(kv, [&](auto f) {
+        constexpr int KV = decltype(f)::value == KV_Q8_U16 ? KV_Q8 : decltype(f)::value;
+        attention_kernel<NV, KV><<<blocks, 32 * WARPS, smem, stream>>>(T, pos, dpos, heads, heads / kv_heads, hd,
+                                                                        scale, q, k, v, kv_stride, out);
+        return cudaGetLastError();
+    });
 }
 
 }  // namespace
 
 extern "C" size_t moe_cuda_attention_workspace(int T, int pos, int fixed_split, int heads, int kv_heads, int hd,
-                                               int kv_f16, const void *k, const void *v, size_t kv_stride)
+                                               int kv, const void *k, const void *v, size_t kv_stride)
 {
     if (T <= 0 || hd < 1 || kv_heads < 1 || heads % kv_heads) return 0;
-    if (!fixed_split && T >= MMA_MIN_QUERIES && (hd == 64 || hd == 128) && moe_cuda_tensor_cores())
-        return 0;   /* the tensor cores need none */
-    plan p = make_plan(T, pos, fixed_split, heads, kv_heads, hd, kv_f16, k, v, kv_stride);
+    if (takes_mma(T, fixed_split, hd, kv, k, v, kv_stride)) return 0;   /* the tensor cores need none */
+    plan p = make_plan(T, pos, fixed_split, heads, kv_heads, hd, kv, k, v, kv_stride);
     if (!p.ok || p.nsplit == 1) return 0;
     return sizeof(float) * (size_t)p.nsplit * T * heads * ((size_t)hd + 2);
 }
 
 extern "C" cudaError_t moe_cuda_attention(int T, int pos, const int32_t *dpos, int heads, int kv_heads, int hd,
-                                          float scale, const float *q, int kv_f16, const void *k, const void *v,
+                                          float scale, const float *q, int kv, const void *k, const void *v,
                                           size_t kv_stride, float *out, void *work, cudaStream_t stream)
 {
     if (T <= 0) return cudaSuccess;
     if (hd < 1 || hd > 1024 || kv_heads < 1 || heads % kv_heads) return cudaErrorInvalidValue;
-    size_t align = kv_f16 ? 8 : 16;
-    if (!dpos && T >= MMA_MIN_QUERIES && (hd == 64 || hd == 128) && kv_stride % 4 == 0 && (uintptr_t)k % align == 0 &&
-        (uintptr_t)v % align == 0 && moe_cuda_tensor_cores()) {
-        if (hd == 64) return launch_mma<64>(T, pos, heads, kv_heads, scale, q, kv_f16, k, v, kv_stride, out, stream);
-        return launch_mma<128>(T, pos, heads, kv_heads, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    if (kv != KV_F32 && kv != KV_F16 && kv != KV_Q8) return cudaErrorInvalidValue;
+    if (takes_mma(T, dpos != NULL, hd, kv, k, v, kv_stride)) {
+        if (hd == 64) return launch_mma<64>(T, pos, heads, kv_heads, scale, q, kv, k, v, kv_stride, out, stream);
+        return launch_mma<128>(T, pos, heads, kv_heads, scale, q, kv, k, v, kv_stride, out, stream);
     }
-    plan p = make_plan(T, pos, dpos != NULL, heads, kv_heads, hd, kv_f16, k, v, kv_stride);
+    plan p = make_plan(T, pos, dpos != NULL, heads, kv_heads, hd, kv, k, v, kv_stride);
     if (p.ok && (p.nsplit == 1 || work)) {
         size_t n = (size_t)T * heads;
         tile_args a = {T, pos, heads, heads / kv_heads, hd, p.gc, p.qt, p.nsplit, p.seg, dpos, scale, q, k, v,
                        kv_stride, out, (float *)work, work ? (float *)work + (size_t)p.nsplit * n * hd : NULL};
         cudaError_t e;
         if (p.nv == 1 && p.gc * p.qt == 1)   /* one row a block (decode without GQA): registers for one */
-            e = kv_f16 ? launch_tile<1, 1, true>(p, a, stream) : launch_tile<1, 1, false>(p, a, stream);
+            e = launch_tile<1, 1>(p, a, kv, stream);
         else if (p.nv == 1)
-            e = kv_f16 ? launch_tile<1, TILE_ROWS, true>(p, a, stream) : launch_tile<1, TILE_ROWS, false>(p, a, stream);
+            e = launch_tile<1, TILE_ROWS>(p, a, kv, stream);
         else
-            e = kv_f16 ? launch_tile<2, TILE_ROWS / 2, true>(p, a, stream)
-                       : launch_tile<2, TILE_ROWS / 2, false>(p, a, stream);
+            e = launch_tile<2, TILE_ROWS / 2>(p, a, kv, stream);
         if (e != cudaSuccess || p.nsplit == 1) return e;
         attention_combine_kernel<<<(unsigned)n, hd < 128 ? hd : 128, 0, stream>>>((int)n, p.nsplit, hd, a.part, a.ml,
                                                                                    out);
         return cudaGetLastError();
     }
-    if (hd <= 32) return launch<1>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    if (hd <= 64) return launch<2>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    if (hd <= 128) return launch<4>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    if (hd <= 256) return launch<8>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    if (hd <= 512) return launch<16>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
-    return launch<32>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv_f16, k, v, kv_stride, out, stream);
+    if (hd <= 32) return launch<1>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv, k, v, kv_stride, out, stream);
+    if (hd <= 64) return launch<2>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv, k, v, kv_stride, out, stream);
+    if (hd <= 128) return launch<4>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv, k, v, kv_stride, out, stream);
+    if (hd <= 256) return launch<8>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv, k, v, kv_stride, out, stream);
+    if (hd <= 512) return launch<16>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv, k, v, kv_stride, out, stream);
+    return launch<32>(T, pos, dpos, heads, kv_heads, hd, scale, q, kv, k, v, kv_stride, out, stream);
 }

@@ -88,11 +88,17 @@ cudaError_t moe_cuda_rope_angles(int T, int half, const float *inv_freq, int pos
 cudaError_t moe_cuda_rope(int T, int heads, int hd, float *x, const float *cos_t, const float *sin_t,
                           cudaStream_t stream);
 
-/* n floats into a cache of floats (f16 = 0) or IEEE halves (1, round to
- * nearest even) at dst, moved n elements further for each position that
- * *dpos is past pos0 when dpos is not NULL (one token's row of a captured
- * step, whose position is read on the device). */
-cudaError_t moe_cuda_store(const float *src, void *dst, size_t n, int f16, const int32_t *dpos, int pos0,
+/* The KV cache's formats: float32, IEEE half, or 8-bit head blocks
+ * (kernels/kv_q8.h: a head's hd codes, then its ⌈hd/32⌉ bf16 scales). */
+enum { MOE_CUDA_KV_F32 = 0, MOE_CUDA_KV_F16 = 1, MOE_CUDA_KV_Q8 = 2 };
+
+/* n floats into a cache of format kv at dst: floats, halves (round to
+ * nearest even), or n / hd head blocks quantized with the bits of
+ * moe_kv_q8_store_ref (n a multiple of hd; hd matters to Q8 only); moved a
+ * row further — the bytes n floats take in that format — for each
+ * position that *dpos is past pos0 when dpos is not NULL (one token's row
+ * of a captured step, whose position is read on the device). */
+cudaError_t moe_cuda_store(const float *src, void *dst, size_t n, int kv, int hd, const int32_t *dpos, int pos0,
                            cudaStream_t stream);
 
 /* out [T, D]: out[t] = Σ_j y[t·k + j] (y [T·k, D]), j in order. */
@@ -107,8 +113,8 @@ cudaError_t moe_cuda_combine(int T, int k, int D, const float *y, float *out, cu
  *   ANGLES   rows = T, n = half: out, out2 = cos, sin of positions pos0..
  *            (from *dpos when dev_pos), in = inverse frequencies
  *   ROPE     rows = T, n = heads, hd: out rotated by in, in2 (cos, sin)
- *   STORE    n: in into dst (f16: halves), moved as moe_cuda_store moves
- *            it when dev_pos
+ *   STORE    n: in into dst in format kv (Q8: heads of hd), moved as
+ *            moe_cuda_store moves it when dev_pos
  *   COMBINE  rows = T, n = D, hd = k: out[t] = Σ_j in[t·k + j]
  * Every step's threads finish before the next step starts. */
 enum {
@@ -117,7 +123,7 @@ enum {
 };
 enum { MOE_CUDA_CHAIN_MAX = 16 };
 typedef struct {
-    int kind, rows, n, hd, pos0, f16, dev_pos;
+    int kind, rows, n, hd, pos0, kv, dev_pos;
     float f;
     const float *in, *in2;
     float *out, *out2;
@@ -131,8 +137,9 @@ typedef struct {
 cudaError_t moe_cuda_chain_run(const moe_cuda_chain *c, cudaStream_t stream);
 
 /* Causal grouped-query attention (kernels/attention.h's contract): T
- * queries at pos.. over cache rows 0..pos+T-1 of float32 (kv_f16 = 0) or
- * half (1) elements; head_dim ≤ 1024. With dpos (not NULL) the position is
+ * queries at pos.. over cache rows 0..pos+T-1 of format kv (MOE_CUDA_KV_*;
+ * kv_stride in elements, or bytes for Q8, whose codes are read as they
+ * lie, no widened copy); head_dim ≤ 1024. With dpos (not NULL) the position is
  * read on the device, *dpos, and the launch's shape does not depend on it
  * (a captured step: the cache's split across blocks is fixed, its segments'
  * length computed on the device; the same segments, so the same bits, as a
@@ -140,10 +147,10 @@ cudaError_t moe_cuda_chain_run(const moe_cuda_chain *c, cudaStream_t stream);
  * bytes for the same arguments (the partial results of a cache split
  * across blocks; 0 bytes: NULL will do; NULL where more was asked for: the
  * unsplit, slower kernel runs). */
-size_t moe_cuda_attention_workspace(int T, int pos, int fixed_split, int heads, int kv_heads, int hd, int kv_f16,
+size_t moe_cuda_attention_workspace(int T, int pos, int fixed_split, int heads, int kv_heads, int hd, int kv,
                                     const void *k, const void *v, size_t kv_stride);
 cudaError_t moe_cuda_attention(int T, int pos, const int32_t *dpos, int heads, int kv_heads, int hd, float scale,
-                               const float *q, int kv_f16, const void *k, const void *v, size_t kv_stride, float *out,
+                               const float *q, int kv, const void *k, const void *v, size_t kv_stride, float *out,
                                void *work, cudaStream_t stream);
 
 enum { MOE_CUDA_MAX_TOP_K = 64 };

@@ -1,6 +1,7 @@
 /* kernels/cuda/elementwise.cu — the per-token steps of the forward around
  * the matrix work: RMSNorm, RoPE and its angles, clipping, residual adds,
- * splitting a stacked projection's output, and the KV cache's store.
+ * splitting a stacked projection's output, and the KV cache's store (float32,
+ * half, or the 8-bit head blocks of kernels/kv_q8.h with the CPU's bits).
  * Each rounds as its CPU counterpart in kernels/norm_rope.c does (products
  * and sums one at a time, never fused), so most give the CPU's bits.
  *
@@ -71,11 +72,18 @@ __device__ inline void rope_at(size_t i, int heads, int hd, float *x, const floa
     h[j + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
 }
 
-/* the destination of a store whose position may be read on the device:
- * dst moves n elements for each position past pos0 */
-__device__ inline size_t store_shift(const int32_t *dpos, int pos0, size_t n)
+/* the bytes n floats take in a cache of format kv (Q8: n / hd head blocks) */
+__host__ __device__ inline size_t kv_bytes(int kv, size_t n, int hd)
 {
-    return dpos ? (size_t)((long long)(*dpos - pos0) * (long long)n) : 0;
+    if (kv == MOE_CUDA_KV_Q8) return n / (size_t)hd * ((size_t)hd + 2 * (size_t)((hd + 31) / 32));
+    return n * (kv == MOE_CUDA_KV_F16 ? 2 : 4);
+}
+
+/* the destination of a store whose position may be read on the device:
+ * dst moves a row (`row` bytes) for each position past pos0 */
+__device__ inline size_t store_shift(const int32_t *dpos, int pos0, size_t row)
+{
+    return dpos ? (size_t)((long long)(*dpos - pos0) * (long long)row) : 0;
 }
 
 /* out[t] = Σ_j y[t·k + j], j in order */
@@ -170,10 +178,56 @@ __device__ void store_range(const float *src, void *dst, size_t n, int f16, size
     for (size_t i = 4 * nv + i0; i < n; i += stride) d[i] = __float2half_rn(src[i]);
 }
 
-__global__ void store_kernel(const float *src, void *dst, size_t n, int f16, const int32_t *dpos, int pos0)
+/* A Q8 scale's bits for a group whose largest |x| is amax (moe_kv_q8_scale_bits):
+ * amax / 127 rounded up to bf16, the smallest positive bf16 where that
+ * underflows to 0. */
+__device__ inline unsigned q8_scale_bits(float amax)
 {
-    dst = (char *)dst + store_shift(dpos, pos0, n) * (f16 ? 2 : 4);
-    store_range(src, dst, n, f16, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x);
+    unsigned u = __float_as_uint(__fdiv_rn(amax, 127.0f));
+    if (u & 0xffffu) u += 0x10000u;
+    if (!(u >> 16) && amax > 0.0f) u = 0x10000u;
+    return u >> 16;
+}
+
+/* The 8-bit cache (kernels/kv_q8.h): `groups` groups of 32 along head_dim
+ * (head i / G, group i % G, G = ⌈hd/32⌉), a warp a group and a lane an
+ * element, warps w0, w0 + wstride, …. moe_kv_q8_store_ref's steps: the
+ * largest |x| of the group (a NaN counts for nothing, as fmaxf drops it on
+ * the CPU; max is exact in any order), its scale, each code x / scale
+ * rounded to nearest even within ±127 (a NaN: −127, as fmaxf gives), the
+ * scale's bits after the head's codes, low byte first. */
+__device__ void store_q8_groups(const float *src, unsigned char *dst, size_t groups, int hd, size_t w0,
+                                size_t wstride)
+{
+    int lane = threadIdx.x & 31, G = (hd + 31) / 32;
+    size_t head = (size_t)hd + 2 * (size_t)G;
+    for (size_t i = w0; i < groups; i += wstride) {   /* the same i for the whole warp */
+        size_t h = i / G;
+        int g = (int)(i % G), d = 32 * g + lane;
+        float x = d < hd ? src[h * hd + d] : 0.0f;
+        float a = fmaxf(0.0f, fabsf(x));
+        for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+        unsigned bits = q8_scale_bits(a);
+        float s = __uint_as_float(bits << 16), div = s > 0.0f ? s : 1.0f;
+        unsigned char *hb = dst + h * head;
+        if (d < hd) hb[d] = (unsigned char)(signed char)__float2int_rn(fminf(fmaxf(__fdiv_rn(x, div), -127.0f), 127.0f));
+        if (lane == 0) hb[hd + 2 * g] = (unsigned char)bits, hb[hd + 2 * g + 1] = (unsigned char)(bits >> 8);
+    }
+}
+
+/* a store of any format by threads i0, i0 + stride, … (Q8: whole warps) */
+__device__ void store_any(const float *src, void *dst, size_t n, int kv, int hd, size_t i0, size_t stride)
+{
+    if (kv == MOE_CUDA_KV_Q8)
+        store_q8_groups(src, (unsigned char *)dst, n / (size_t)hd * (size_t)((hd + 31) / 32), hd, i0 / 32, stride / 32);
+    else
+        store_range(src, dst, n, kv == MOE_CUDA_KV_F16, i0, stride);
+}
+
+__global__ void store_kernel(const float *src, void *dst, size_t n, int kv, int hd, const int32_t *dpos, int pos0)
+{
+    dst = (char *)dst + store_shift(dpos, pos0, kv_bytes(kv, n, hd));
+    store_any(src, dst, n, kv, hd, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x);
 }
 
 __global__ void combine_kernel(int T, int k, int D, const float *y, float *out)
@@ -212,8 +266,8 @@ __global__ void __launch_bounds__(CHAIN_THREADS) chain_kernel(moe_cuda_chain c)
                 rope_at(i, op.n, op.hd, op.out, op.in, op.in2);
             break;
         case MOE_CUDA_OP_STORE: {
-            size_t shift = store_shift(op.dev_pos ? c.dpos : nullptr, op.pos0, (size_t)op.n);
-            store_range(op.in, (char *)op.dst + shift * (op.f16 ? 2 : 4), (size_t)op.n, op.f16, i0, stride);
+            size_t shift = store_shift(op.dev_pos ? c.dpos : nullptr, op.pos0, kv_bytes(op.kv, (size_t)op.n, op.hd));
+            store_any(op.in, (char *)op.dst + shift, (size_t)op.n, op.kv, op.hd, i0, stride);
             break;
         }
         case MOE_CUDA_OP_COMBINE:
@@ -285,11 +339,18 @@ cudaError_t moe_cuda_rope(int T, int heads, int hd, float *x, const float *cos_t
     return cudaGetLastError();
 }
 
-cudaError_t moe_cuda_store(const float *src, void *dst, size_t n, int f16, const int32_t *dpos, int pos0,
+cudaError_t moe_cuda_store(const float *src, void *dst, size_t n, int kv, int hd, const int32_t *dpos, int pos0,
                            cudaStream_t stream)
 {
     if (!n) return cudaSuccess;
-    store_kernel<<<vec_blocks(n), 256, 0, stream>>>(src, dst, n, f16, dpos, pos0);
+    if (kv < MOE_CUDA_KV_F32 || kv > MOE_CUDA_KV_Q8 || (kv == MOE_CUDA_KV_Q8 && (hd < 1 || n % (size_t)hd)))
+        return cudaErrorInvalidValue;
+    unsigned blocks = vec_blocks(n);
+    if (kv == MOE_CUDA_KV_Q8) {   /* a warp a group */
+        size_t b = blocks_for(n / (size_t)hd * (size_t)((hd + 31) / 32) * 32, 256);
+        blocks = (unsigned)(b < 4096 ? b : 4096);
+    }
+    store_kernel<<<blocks, 256, 0, stream>>>(src, dst, n, kv, hd, dpos, pos0);
     return cudaGetLastError();
 }
 
