@@ -147,15 +147,16 @@ static void cache_type_by_device(void **state)
     (void)state;
     moe_model_memory cpu, cuda, asked;
     /* quantized weights: int8 activations and an f16 cache on a CPU that has
-     * int8 dot products; float activations and an f32 cache on a GPU */
+     * int8 dot products; float activations and an f16 cache on a GPU */
     estimate("olmoe/base-q4", MOE_DEVICE_CPU, -1, &cpu);
     estimate("olmoe/base-q4", MOE_DEVICE_CUDA, -1, &cuda);
     assert_int_equal(cpu.kv_dtype, moe_kernels()->panel_gemv_i8 ? MOE_DTYPE_F16 : MOE_DTYPE_F32);
-    assert_int_equal(cuda.kv_dtype, MOE_DTYPE_F32);
-    assert_int_equal(cuda.kv_cache, cpu.kv_cache * (cpu.kv_dtype == MOE_DTYPE_F16 ? 2 : 1));
+    assert_int_equal(cuda.kv_dtype, MOE_DTYPE_F16);
+    assert_int_equal(cpu.kv_cache, cuda.kv_cache * (cpu.kv_dtype == MOE_DTYPE_F16 ? 1 : 2));
     /* the option wins on either */
-    estimate("olmoe/base-q4", MOE_DEVICE_CUDA, MOE_DTYPE_F16, &asked);
-    assert_int_equal(asked.kv_dtype, MOE_DTYPE_F16);
+    estimate("olmoe/base-q4", MOE_DEVICE_CUDA, MOE_DTYPE_F32, &asked);
+    assert_int_equal(asked.kv_dtype, MOE_DTYPE_F32);
+    assert_int_equal(asked.kv_cache, 2 * cuda.kv_cache);
 }
 
 int main(void)

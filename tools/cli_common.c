@@ -367,10 +367,10 @@ void cli_usage_runtime(FILE *f)
                "                           (int8 plus a residual digit: near-float accuracy); auto (default):\n"
                "                           int8x2 where the CPU has int8 dot products, else float\n"
                "  --kv-cache auto|f32|f16|q8\n"
-               "                           the KV cache's element type (auto: f16 with int8 activations,\n"
-               "                           f32 on the exact paths); q8: 8-bit codes in groups of 32 with a\n"
-               "                           scale each, 53%% of f16's bytes (faster decode at long context,\n"
-               "                           ~0.4%% error an element; CPU only)\n");
+               "                           the KV cache's element type (auto: f16 for quantized weights\n"
+               "                           with int8 activations or on a GPU, f32 on the exact paths); q8:\n"
+               "                           8-bit codes in groups of 32 with a scale each, 53%% of f16's\n"
+               "                           bytes (faster decode at long context, ~0.4%% error an element)\n");
 }
 
 /* ---- results ---- */

@@ -115,7 +115,9 @@ static moe_dtype kv_dtype_for(const moe_model_config *c, const moe_model_options
     if (act < 0)
         act = c->quant_bits && device == MOE_DEVICE_CPU && moe_kernels()->panel_gemv_i8 ? MOE_ACT_INT8X2
                                                                                          : MOE_ACT_FLOAT;
-    return c->quant_bits && act != MOE_ACT_FLOAT ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
+    /* as model_choose_kv_dtype: halves on a quantized model's approximate
+     * paths (int8 activations, or a GPU) */
+    return c->quant_bits && (act != MOE_ACT_FLOAT || device == MOE_DEVICE_CUDA) ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
 }
 
 /* The memory of `device` free for the model: the GPU's free memory (0,
