@@ -134,9 +134,11 @@ static inline __attribute__((always_inline)) void x2_rows(int bits, moe_dtype st
     for (int i = 0; i < m; i++) res[i] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
         const int32_t *codes = moe_panel_group(p, p->w, g);
-        __m512i aq[MOE_GEMV_MAX_M], ar[MOE_GEMV_MAX_M], acc[MR];
+        /* two chains a digit (a token's next word need not wait for the
+         * last one's sum: one row is otherwise bound by the latency) */
+        __m512i aq[MOE_GEMV_MAX_M][2], ar[MOE_GEMV_MAX_M][2], acc[MR];
         float dg[MOE_GEMV_MAX_M], sg[MOE_GEMV_MAX_M];
-        for (int i = 0; i < m; i++) aq[i] = ar[i] = _mm512_setzero_si512();
+        for (int i = 0; i < m; i++) aq[i][0] = aq[i][1] = ar[i][0] = ar[i][1] = _mm512_setzero_si512();
         for (int c = 0; c < words; c++, codes += nr) {
             __m512i w = _mm512_maskz_loadu_epi32(mk, codes);
             if (bits == 4) {
@@ -145,20 +147,23 @@ static inline __attribute__((always_inline)) void x2_rows(int bits, moe_dtype st
                 __m512i lo = _mm512_and_si512(w, nib), hi = _mm512_and_si512(_mm512_srli_epi32(w, 4), nib);
                 size_t k = (size_t)g * gs + 8 * c;
                 for (int i = 0; i < m; i++) {
-                    aq[i] = dpbusd_bcast(dpbusd_bcast(aq[i], lo, xq[i] + k), hi, xq[i] + k + 4);
-                    ar[i] = dpbusd_bcast(dpbusd_bcast(ar[i], lo, xr[i] + k), hi, xr[i] + k + 4);
+                    aq[i][0] = dpbusd_bcast(aq[i][0], lo, xq[i] + k);
+                    aq[i][1] = dpbusd_bcast(aq[i][1], hi, xq[i] + k + 4);
+                    ar[i][0] = dpbusd_bcast(ar[i][0], lo, xr[i] + k);
+                    ar[i][1] = dpbusd_bcast(ar[i][1], hi, xr[i] + k + 4);
                 }
             } else {
                 size_t k = (size_t)g * gs + 4 * c;
                 for (int i = 0; i < m; i++) {
-                    aq[i] = dpbusd_bcast(aq[i], w, xq[i] + k);
-                    ar[i] = dpbusd_bcast(ar[i], w, xr[i] + k);
+                    aq[i][c & 1] = dpbusd_bcast(aq[i][c & 1], w, xq[i] + k);
+                    ar[i][c & 1] = dpbusd_bcast(ar[i][c & 1], w, xr[i] + k);
                 }
             }
         }
         /* 254·q + r: |q's sum| ≤ 128·255·128 < 2^22, so exact in int32 */
         for (int i = 0; i < m; i++) {
-            acc[i] = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(aq[i], 8), _mm512_slli_epi32(aq[i], 1)), ar[i]);
+            __m512i q = _mm512_add_epi32(aq[i][0], aq[i][1]), r = _mm512_add_epi32(ar[i][0], ar[i][1]);
+            acc[i] = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(q, 8), _mm512_slli_epi32(q, 1)), r);
             dg[i] = dx[i][g], sg[i] = xsum[i][g];
         }
         x2_epilogue(st, p, mk, g, m, dg, sg, acc, res);
