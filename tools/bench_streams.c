@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bench_probe.h"
+#include "bench_profile.h"
 #include "bench_streams.h"
 #include "moe/runtime.h"
 
@@ -102,18 +103,6 @@ static int decode(streams *s, int n, int steps, double *tps)
     return 0;
 }
 
-static void print_profile(moe_model *m, int steps, int n)
-{
-    moe_profile_entry e[32];
-    int k = moe_model_profile(m, e, 32);
-    double total = 0;
-    for (int i = 0; i < k; i++) total += e[i].seconds;
-    printf("profile of a step of %d streams: %.3f ms\n", n, 1e3 * total / steps);
-    for (int i = 0; i < k; i++)
-        printf("  %-22s %9.3f ms %5.1f%%  (%ld calls)\n", e[i].name, 1e3 * e[i].seconds / steps,
-               total > 0 ? 100 * e[i].seconds / total : 0, e[i].calls);
-}
-
 int bench_streams(const cli_opts *o, moe_model *m)
 {
     if (o->gen_tokens < 1) return fprintf(stderr, "moe %s: --streams needs --gen-tokens of at least 1\n", CMD), 2;
@@ -160,7 +149,11 @@ int bench_streams(const cli_opts *o, moe_model *m)
         if (!(rc = prefill(&s, s.n))) {
             double tps;
             moe_model_profile_reset(m);
-            if (!(rc = decode(&s, s.n, o->gen_tokens, &tps))) print_profile(m, o->gen_tokens, s.n);
+            if (!(rc = decode(&s, s.n, o->gen_tokens, &tps))) {
+                char what[64];
+                snprintf(what, sizeof what, "%d streams decoding together", s.n);
+                bench_report_profile(o, m, what, o->gen_tokens, "a step");
+            }
         }
     }
     streams_free(&s);

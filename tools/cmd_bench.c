@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bench_probe.h"
+#include "bench_profile.h"
 #include "bench_streams.h"
 #include "cli_common.h"
 #include "commands.h"
@@ -117,25 +118,6 @@ static void print_setting(const char *label, const moe_gen_metrics *m, double bw
            m->prompt_gen_tps, (double)m->peak_rss_bytes / (1u << 30));
 }
 
-/* The profile since the last reset: each kind's ms per `per` and share,
- * on stdout or as a JSON object. */
-static json_object *report_profile(const cli_opts *o, moe_model *m, const char *what, int per)
-{
-    moe_profile_entry e[32];
-    int n = moe_model_profile(m, e, 32);
-    double total = 0;
-    for (int i = 0; i < n; i++) total += e[i].seconds;
-    json_object *obj = o->json ? json_object_new_object() : NULL;
-    if (!o->json) printf("profile of %s: %.3f ms a token\n", what, 1e3 * total / per);
-    for (int i = 0; i < n; i++) {
-        double ms = 1e3 * e[i].seconds / per, share = total > 0 ? e[i].seconds / total : 0;
-        if (obj) json_object_object_add(obj, e[i].name, json_object_new_double(ms));
-        else printf("  %-22s %9.3f ms %5.1f%%  (%ld calls)\n", e[i].name, ms, 100 * share, e[i].calls);
-    }
-    if (obj) json_object_object_add(obj, "total", json_object_new_double(1e3 * total / per));
-    return obj;
-}
-
 /* One more run with the profile read after the prompt and after decoding:
  * ms a prompt token and ms a decode token by kind of operation. */
 static int profile_run(const cli_opts *o, moe_model *m, moe_context *c, const int32_t *prompt, json_object *out)
@@ -149,7 +131,7 @@ static int profile_run(const cli_opts *o, moe_model *m, moe_context *c, const in
         int n = o->prompt_tokens - i < o->prefill_step ? o->prompt_tokens - i : o->prefill_step;
         if (moe_context_eval(c, prompt + i, n, logits, 0) != MOE_OK) return free(logits), cli_fail(CMD);
     }
-    json_object *pre = report_profile(o, m, "the prompt", o->prompt_tokens);
+    json_object *pre = bench_report_profile(o, m, "the prompt", o->prompt_tokens, "a token");
     moe_model_profile_reset(m);
     int steps = o->gen_tokens > 1 ? o->gen_tokens - 1 : 1;
     for (int g = 0; g < steps; g++) {
@@ -158,7 +140,7 @@ static int profile_run(const cli_opts *o, moe_model *m, moe_context *c, const in
             if (logits[v] > logits[next]) next = v;
         if (moe_context_eval(c, &next, 1, logits, 0) != MOE_OK) return free(logits), cli_fail(CMD);
     }
-    json_object *dec = report_profile(o, m, "decode", steps);
+    json_object *dec = bench_report_profile(o, m, "decode", steps, "a token");
     if (out) {
         json_object_object_add(out, "profile_prefill_ms_per_token", pre);
         json_object_object_add(out, "profile_decode_ms_per_token", dec);
