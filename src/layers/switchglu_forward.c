@@ -280,12 +280,15 @@ static void gate_up_chunked(const gate_up_job *j, const thread_scratch *sc, int 
     int I = l->hidden, step = tiled ? c->kern->mr_i8 : c->chunk;
     if (l->fused) {
         /* gate over a block of pairs, then up over the same block, then
-         * SwiGLU: one panel at a time stays in L1 (both together do not,
-         * at 4 bits and D 2048), and only h is written. A block is a whole
-         * number of calls. */
-        enum { BLOCK_MAX = 3 * MOE_TILE_MAX_M };
-        int block = tiled ? 3 * step : 8 * MOE_GEMV_MAX_M;
-        float gt[BLOCK_MAX][MOE_PANEL], ut[BLOCK_MAX][MOE_PANEL];
+         * SwiGLU, so only h is written. Tiled, the block is the whole group
+         * (results in sc->c, [m][32]): each panel passes over every tile as
+         * unfused's does, so fusing only removes the writes of g and u and
+         * their SwiGLU pass. For the matrix-vector kernel a block is a few
+         * calls, its results on the stack. */
+        enum { GEMV_BLOCK = 8 * MOE_GEMV_MAX_M };
+        float stack[2 * GEMV_BLOCK * MOE_PANEL];
+        int block = tiled ? j->m : GEMV_BLOCK;
+        float *gt = tiled ? sc->c : stack;
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
             for (int b0 = 0; b0 < j->m; b0 += block) {
@@ -293,11 +296,14 @@ static void gate_up_chunked(const gate_up_job *j, const thread_scratch *sc, int 
                 for (int which = 0; which < 2; which++)
                     for (int c0 = b0; c0 < b1; c0 += step) {
                         float *out[MOE_TILE_MAX_M];
-                        for (int i = 0; i < min_int(step, b1 - c0); i++) out[i] = which ? ut[c0 - b0 + i] : gt[c0 - b0 + i];
+                        for (int i = 0; i < min_int(step, b1 - c0); i++)
+                            out[i] = gt + (size_t)(c0 - b0 + i) * MOE_TILE_N + which * MOE_PANEL;
                         gate_up_chunk(c, sc, tiled, which ? &up : &gp, j->pairs, j->m, c0, out);
                     }
-                for (int i = b0; i < b1; i++)
-                    c->kern->swiglu(gp.nr, gt[i - b0], ut[i - b0], l->ws->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
+                for (int i = b0; i < b1; i++) {
+                    const float *r = gt + (size_t)(i - b0) * MOE_TILE_N;
+                    c->kern->swiglu(gp.nr, r, r + MOE_PANEL, l->ws->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
+                }
             }
         }
         return;
@@ -661,7 +667,11 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
         thread_scratch *sc = &l->ws->scratch[t];
         if ((st = MOE_GROW(sc->apack, sc->apack_floats, apack, "packed tokens")) != MOE_OK) return st;
         if ((st = MOE_GROW(sc->b, sc->b_floats, 2 * K * MOE_PANEL, "unpacked panels")) != MOE_OK) return st;
-        if ((st = MOE_GROW(sc->c, sc->c_floats, apack / K * MOE_TILE_N, "tile results")) != MOE_OK) return st;
+        /* tile results: the float GEMM's, or fused int8 tiles' gate and up */
+        size_t cf = apack / K * MOE_TILE_N;
+        if (l->fused && group_uses_gemm_i8(c, 0, largest) && (size_t)largest * MOE_TILE_N > cf)
+            cf = (size_t)largest * MOE_TILE_N;
+        if ((st = MOE_GROW(sc->c, sc->c_floats, cf, "tile results")) != MOE_OK) return st;
         /* joined digits: int16, twice the bytes */
         if ((st = MOE_GROW(sc->aq, sc->aq_bytes, joined_x2(c) ? 2 * aq : aq, "packed int8 tokens")) != MOE_OK ||
             (st = MOE_GROW(sc->ad, sc->ad_floats, ag, "packed activation scales")) != MOE_OK ||
