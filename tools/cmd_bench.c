@@ -133,17 +133,19 @@ static int profile_run(const cli_opts *o, moe_model *m, moe_context *c, const in
     }
     json_object *pre = bench_report_profile(o, m, "the prompt", o->prompt_tokens, "a token");
     moe_model_profile_reset(m);
-    int steps = o->gen_tokens > 1 ? o->gen_tokens - 1 : 1;
+    /* the context holds prompt + gen tokens: the first generated token
+     * comes from the prompt's logits, so gen - 1 decode steps fit */
+    int steps = o->gen_tokens - 1;
     for (int g = 0; g < steps; g++) {
         int32_t next = 0;
         for (int v = 1; v < V; v++)
             if (logits[v] > logits[next]) next = v;
         if (moe_context_eval(c, &next, 1, logits, 0) != MOE_OK) return free(logits), cli_fail(CMD);
     }
-    json_object *dec = bench_report_profile(o, m, "decode", steps, "a token");
+    json_object *dec = steps > 0 ? bench_report_profile(o, m, "decode", steps, "a token") : NULL;
     if (out) {
         json_object_object_add(out, "profile_prefill_ms_per_token", pre);
-        json_object_object_add(out, "profile_decode_ms_per_token", dec);
+        if (dec) json_object_object_add(out, "profile_decode_ms_per_token", dec);
     }
     free(logits);
     return 0;
