@@ -27,22 +27,26 @@
 #      holding llamacpp_cuda.sh and what it needs (it builds llama.cpp in
 #      the background, at the lowest priority, while moe is checked and
 #      timed, then times pp2048 and tg128, and with --long tg128 after 50000
-#      tokens).
+#      tokens);
+#   9. with --transformers: bench/transformers_peer.py on the same card
+#      (bf16, sdpa, grouped_mm experts): prefill 2048 and decode after it,
+#      and with --long prefill 50000 and decode after it.
 #
-#   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--kernels] [--peer DIR]
+#   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--kernels] [--peer DIR] [--transformers]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export PATH="$PATH:/usr/local/cuda/bin"
 out=${OUT:-gpu-results}
 mkdir -p "$out"
-prebuilt="" long="" kernels="" peer=""
+prebuilt="" long="" kernels="" peer="" transformers=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --prebuilt) prebuilt=$(cd "$2" && pwd); shift 2 ;;
     --long) long=1; shift ;;
     --kernels) kernels=1; shift ;;
     --peer) peer=$(cd "$2" && pwd); shift 2 ;;
+    --transformers) transformers=1; shift ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -178,4 +182,12 @@ if [ -n "$peer" ]; then
         timeout 240 bash "$peer/llamacpp_cuda.sh" run -p 0 -n 128 -d 50000 -r 1 >"$out/peer_long.txt" 2>&1
         grep -E '^\|' "$out/peer_long.txt" | tail -1 | tee -a "$summary"
     fi
+fi
+
+# 9. transformers on the same card
+if [ -n "$transformers" ]; then
+    timeout 300 python3 bench/transformers_peer.py --prompts "2048${long:+,50000}" --gen-tokens 128 \
+        --json "$out/transformers.json" >"$out/transformers.txt" 2>&1
+    note "transformers peer (exit $?):"
+    grep -E '^transformers' "$out/transformers.txt" | tee -a "$summary"
 fi
