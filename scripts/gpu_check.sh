@@ -17,8 +17,9 @@
 #      of operation waits for each operation (its own figures are slower);
 #      then the same bench with MOE_CUDA_TENSOR_CORES=1, and
 #      moe bench-layer --device cuda --quick both ways;
-#   6. with --long: a 50000-token prompt and 256 generated tokens (f16 KV
-#      cache, as llama.cpp keeps its own), then the same with the 8-bit
+#   6. with --long: a 50000-token prompt and 5000 generated tokens with
+#      the default options (an f16 KV cache, as llama.cpp keeps its own),
+#      and the GPU memory the run held; then 50000 + 256 with the 8-bit
 #      cache (--kv-cache q8: 53% of f16's bytes for decode to read);
 #   7. with --kernels: each kernel's time in a few plain decode steps,
 #      from Nsight Compute (ncu), as kernels.csv (a line a launch) and the
@@ -118,7 +119,7 @@ MOE_CUDA_DEBUG=1 timeout 240 "$bin/moe" bench --device cuda --prompt-tokens 2048
     --repeat 2 >"$out/bench.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || note "bench: FAILED (exit $rc)"
-grep -E '^(model|fused|unfused|run|cuda backend)' "$out/bench.txt" | tee -a "$summary"
+grep -E '^(model|fused|unfused|run|cuda backend|GPU memory)' "$out/bench.txt" | tee -a "$summary"
 MOE_CUDA_GRAPHS=0 timeout 120 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 \
     >"$out/bench_nographs.txt" 2>&1
 note "graphs off: $(grep -E '^fused' "$out/bench_nographs.txt")"
@@ -138,9 +139,10 @@ done
 
 # 6. a long context
 if [ -n "$long" ]; then
-    timeout 300 "$bin/moe" bench --device cuda --prompt-tokens 50000 --gen-tokens 256 --kv-cache f16 \
+    timeout 300 "$bin/moe" bench --device cuda --prompt-tokens 50000 --gen-tokens 5000 \
         >"$out/bench_long.txt" 2>&1
-    note "long (50000 + 256): $(grep -E '^fused' "$out/bench_long.txt")"
+    note "long (50000 + 5000, default options): $(grep -E '^fused' "$out/bench_long.txt")"
+    grep -E '^GPU memory' "$out/bench_long.txt" | tee -a "$summary"
     timeout 300 "$bin/moe" bench --device cuda --prompt-tokens 50000 --gen-tokens 256 --kv-cache q8 \
         >"$out/bench_long_q8.txt" 2>&1
     note "long (50000 + 256), q8 cache: $(grep -E '^fused' "$out/bench_long_q8.txt")"

@@ -269,6 +269,26 @@ static void bandwidth_errors(void **state)
     }
 }
 
+/* moe_device_memory: the GPU's bytes in use, or a refusal that names why */
+static void memory_reads(void **state)
+{
+    (void)state;
+    size_t used = 1, total = 1;
+    assert_int_equal(moe_device_memory(MOE_DEVICE_CPU, &used, &total), MOE_ERR_UNSUPPORTED);
+    assert_non_null(strstr(moe_last_error(), "only a GPU's is read"));
+    assert_true(used == 0 && total == 0);
+    assert_int_equal(moe_device_memory(MOE_DEVICE_CUDA, NULL, &total), MOE_ERR_INVALID_ARG);
+    assert_int_equal(moe_device_memory(MOE_DEVICE_CUDA, &used, NULL), MOE_ERR_INVALID_ARG);
+    moe_status st = moe_device_memory(MOE_DEVICE_CUDA, &used, &total);
+    if (moe_device_available(MOE_DEVICE_CUDA) == MOE_OK) {
+        assert_int_equal(st, MOE_OK);
+        assert_true(total > 0 && used > 0 && used <= total);
+    } else {
+        assert_int_not_equal(st, MOE_OK);
+        assert_true(used == 0 && total == 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +297,7 @@ int main(void)
         cmocka_unit_test(device_choice),
         cmocka_unit_test(device_layer_staging),
         cmocka_unit_test(bandwidth_errors),
+        cmocka_unit_test(memory_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

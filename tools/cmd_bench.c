@@ -198,6 +198,10 @@ int bench_main(int argc, char **argv)
     int context = (o.prompt_tokens + o.gen_tokens) * (o.streams ? o.streams : 1);   /* every stream's cache */
     if (cli_check_memory(CMD, &o, &context)) return 1;
     cli_progress_init(&o);
+    /* the GPU's memory in use before the model, where there is a GPU: what
+     * the run adds to it is its peak there (its buffers only grow) */
+    size_t gpu_before = 0, gpu_total = 0;
+    int gpu = moe_device_memory(MOE_DEVICE_CUDA, &gpu_before, &gpu_total) == MOE_OK;
     double t0 = bench_now_s();
     moe_model *m = cli_open_model(CMD, &o);
     if (!m) return 1;
@@ -248,6 +252,11 @@ int bench_main(int argc, char **argv)
         int first = o.fuse_gate_up == 2 ? 1 : o.fuse_gate_up;
         moe_gen_metrics on = medians(res, nres, first, &bw_on);
         moe_gen_metrics off = medians(res, nres, 0, &bw_off);
+        /* on a GPU: what the run holds there against what it must hold */
+        size_t gpu_after = 0;
+        gpu = gpu && !strcmp(info.device, "cuda") && moe_device_memory(MOE_DEVICE_CUDA, &gpu_after, &gpu_total) == MOE_OK;
+        double gpu_held = gpu && gpu_after > gpu_before ? (double)(gpu_after - gpu_before) : 0;
+        double kv_cache = kv_row * (o.prompt_tokens + o.gen_tokens);
         if (o.json) {
             json_object *obj = setting_json(&on, bw_on, active, first);
             json_object_object_add(obj, "model", json_object_new_string(o.model ? o.model : synthetic));
@@ -263,6 +272,10 @@ int bench_main(int argc, char **argv)
             json_object_object_add(obj, "weight_bytes", json_object_new_int64((int64_t)info.weight_bytes));
             json_object_object_add(obj, "active_bytes_per_token", json_object_new_int64((int64_t)info.active_bytes_per_token));
             json_object_object_add(obj, "kv_bytes_per_decode_token", json_object_new_int64((int64_t)kv_read));
+            if (gpu) {
+                json_object_object_add(obj, "gpu_bytes_held", json_object_new_int64((int64_t)gpu_held));
+                json_object_object_add(obj, "kv_cache_bytes", json_object_new_int64((int64_t)kv_cache));
+            }
             if (o.fuse_gate_up == 2) json_object_object_add(obj, "unfused", setting_json(&off, bw_off, active, 0));
             if (o.profile) rc = profile_run(&o, m, c, prompt, obj);
             printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
@@ -275,6 +288,12 @@ int bench_main(int argc, char **argv)
                 printf("fused/unfused speed: prefill %.3f, decode %.3f\n", on.prefill_tps / off.prefill_tps,
                        on.decode_tps / off.decode_tps);
             }
+            if (gpu)
+                printf("GPU memory held by the run: %.2f GiB (weights %.2f + KV cache %.2f = %.2f GiB; the rest "
+                       "workspace); %.1f of %.1f GiB in use\n", gpu_held / (1u << 30),
+                       (double)info.weight_bytes / (1u << 30), kv_cache / (1u << 30),
+                       ((double)info.weight_bytes + kv_cache) / (1u << 30), (double)gpu_after / (1u << 30),
+                       (double)gpu_total / (1u << 30));
             if (o.profile) rc = profile_run(&o, m, c, prompt, NULL);
         }
     }

@@ -34,6 +34,13 @@ moe_status moe_device_available(moe_device d);
  * freed inside the call. */
 moe_status moe_device_bandwidth(moe_device d, size_t bytes, int passes, double *gbps);
 
+/* The GPU's memory in use (by every process and context on it: total less
+ * free) and its total, in bytes: read before a model is placed and after
+ * its run, the difference is what the run holds there (the run's own
+ * buffers only grow, so after is also its peak). MOE_DEVICE_CPU is
+ * MOE_ERR_UNSUPPORTED (the host's memory is the process's RSS). */
+moe_status moe_device_memory(moe_device d, size_t *used_bytes, size_t *total_bytes);
+
 #ifdef __cplusplus
 }
 #endif

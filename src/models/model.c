@@ -34,6 +34,19 @@ moe_status moe_device_available(moe_device d)
     return MOE_OK;
 }
 
+moe_status moe_device_memory(moe_device d, size_t *used_bytes, size_t *total_bytes)
+{
+    if (!used_bytes || !total_bytes) return moe_error_set(MOE_ERR_INVALID_ARG, "device memory: a result pointer is NULL");
+    *used_bytes = *total_bytes = 0;
+    if (d != MOE_DEVICE_CUDA)
+        return moe_error_set(MOE_ERR_UNSUPPORTED, "device memory: only a GPU's is read (device cuda); the host's is "
+                             "the process's RSS");
+    size_t free_bytes = 0;
+    moe_status st = moe_cuda_memory_info(&free_bytes, total_bytes);
+    if (st == MOE_OK) *used_bytes = *total_bytes - free_bytes;
+    return st;
+}
+
 static moe_model *model_new(const moe_model_options *opt)
 {
     moe_model *m = moe_calloc(sizeof *m, "model");
