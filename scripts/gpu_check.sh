@@ -28,7 +28,7 @@
 #      holding llamacpp_cuda.sh and what it needs (it builds llama.cpp in
 #      the background, at the lowest priority, while moe is checked and
 #      timed, then times pp2048 and tg128, and with --long tg128 after 50000
-#      tokens);
+#      tokens, with an f16 and a q8_0 cache);
 #   9. with --transformers: bench/transformers_peer.py on the same card
 #      (bf16, sdpa, grouped_mm experts): prefill 2048 and decode after it,
 #      and with --long prefill 50000 and decode after it.
@@ -183,6 +183,9 @@ if [ -n "$peer" ]; then
     if [ -n "$long" ]; then
         timeout 240 bash "$peer/llamacpp_cuda.sh" run -p 0 -n 128 -d 50000 -r 1 >"$out/peer_long.txt" 2>&1
         grep -E '^\|' "$out/peer_long.txt" | tail -1 | tee -a "$summary"
+        timeout 240 bash "$peer/llamacpp_cuda.sh" run -p 0 -n 128 -d 50000 -r 1 -ctk q8_0 -ctv q8_0 \
+            >"$out/peer_long_q8.txt" 2>&1
+        grep -E '^\|' "$out/peer_long_q8.txt" | tail -1 | sed 's/^/q8_0 cache: /' | tee -a "$summary"
     fi
 fi
 
