@@ -12,8 +12,12 @@
  * A multiply-add is one code times one token's activation: int8x2 counts
  * each once though it carries two digits.
  *
+ * With --gemv M, the matrix-vector kernel of the default instead
+ * (panel_gemv_i8x2): the panels times M tokens' own rows, as decode runs
+ * them (M ≤ 4).
+ *
  *   build-dir/bench_panel_gemm [--k 2048] [--group 64] [--bits 4|8]
- *       [--panels 1] [--tiles 1] [--rounds 15] [--isa NAME] */
+ *       [--panels 1] [--tiles 1] [--gemv M] [--rounds 15] [--isa NAME] */
 #define _ISOC11_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
@@ -67,9 +71,51 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The panels (P of them, `block` bytes a group) times m tokens' own rows
+ * with panel_gemv_i8x2, each panel once a pass. */
+static void time_gemv(const moe_cpu_kernels *k, const char *name, const moe_panel_format *f, const unsigned char *pb,
+                      size_t block, int P, int m, int rounds)
+{
+    int K = f->K, G = K / f->group_size, wpg = f->group_size * (f->fmt == MOE_WF_Q4 ? 4 : 8) / 32;
+    int8_t *q = xmalloc((size_t)K * m), *r = xmalloc((size_t)K * m);
+    float *dx = xmalloc(sizeof(float) * (size_t)G * m), *xs = xmalloc(sizeof(float) * (size_t)G * m);
+    float out_b[MOE_GEMV_MAX_M][MOE_PANEL];
+    const int8_t *xq[MOE_GEMV_MAX_M], *xr[MOE_GEMV_MAX_M];
+    const float *dxp[MOE_GEMV_MAX_M], *xsp[MOE_GEMV_MAX_M];
+    float *out[MOE_GEMV_MAX_M];
+    for (size_t i = 0; i < (size_t)K * m; i++) q[i] = (int8_t)next_u64(), r[i] = (int8_t)next_u64();
+    for (size_t i = 0; i < (size_t)G * m; i++) dx[i] = 1e-3f, xs[i] = 0.5f;
+    for (int i = 0; i < m; i++)
+        xq[i] = q + (size_t)i * K, xr[i] = r + (size_t)i * K, dxp[i] = dx + (size_t)i * G, xsp[i] = xs + (size_t)i * G,
+        out[i] = out_b[i];
+    double sec[101];
+    for (int rd = 0; rd < rounds; rd++) {
+        long calls = 0;
+        double t0 = thread_seconds(), t;
+        do {
+            for (int pass = 0; pass < 16 * P; pass++) {
+                const unsigned char *base = pb + (size_t)(pass % P) * G * block;
+                moe_panel pn = { base, base + (size_t)wpg * MOE_PANEL * 4, base + (size_t)wpg * MOE_PANEL * 4 + 2 * MOE_PANEL,
+                                 MOE_PANEL, block };
+                k->panel_gemv_i8x2(f, &pn, m, xq, xr, dxp, xsp, out);
+            }
+            calls += 16L * P;
+            t = thread_seconds() - t0;
+        } while (t < 0.03);
+        sec[rd] = t / (double)calls;
+    }
+    qsort(sec, (size_t)rounds, sizeof *sec, cmp_double);
+    double macs = (double)MOE_PANEL * m * K, bytes = (double)block * G;
+    printf("%-10s Q%d group %d K %d, %d token%s, %d panel%s: panel_gemv_i8x2 best %6.1f median %6.1f G multiply-adds/s "
+           "a core (%.1f GB/s of codes, scales and biases)\n",
+           name, f->fmt == MOE_WF_Q4 ? 4 : 8, f->group_size, K, m, m > 1 ? "s" : "", P, P > 1 ? "s" : "",
+           macs / sec[0] * 1e-9, macs / sec[rounds / 2] * 1e-9, bytes / sec[rounds / 2] * 1e-9);
+    free(q), free(r), free(dx), free(xs);
+}
+
 int main(int argc, char **argv)
 {
-    int K = 2048, gs = 64, bits = 4, P = 1, T = 1, rounds = 15;
+    int K = 2048, gs = 64, bits = 4, P = 1, T = 1, rounds = 15, gemv = 0;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : "";
@@ -78,11 +124,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--bits")) bits = arg_int(v, 4, 8, "--bits"), i++;
         else if (!strcmp(argv[i], "--panels")) P = arg_int(v, 1, 4096, "--panels"), i++;
         else if (!strcmp(argv[i], "--tiles")) T = arg_int(v, 1, 4096, "--tiles"), i++;
+        else if (!strcmp(argv[i], "--gemv")) gemv = arg_int(v, 1, MOE_GEMV_MAX_M, "--gemv"), i++;
         else if (!strcmp(argv[i], "--rounds")) rounds = arg_int(v, 1, 101, "--rounds"), i++;
         else if (!strcmp(argv[i], "--isa")) only = v, i++;
         else {
             fprintf(stderr, "usage: bench_panel_gemm [--k K] [--group G] [--bits 4|8] [--panels P] [--tiles T] "
-                            "[--rounds R] [--isa NAME]\n");
+                            "[--gemv M] [--rounds R] [--isa NAME]\n");
             return 2;
         }
     }
@@ -102,6 +149,15 @@ int main(int argc, char **argv)
     }
     moe_panel_format f = { bits == 4 ? MOE_WF_Q4 : MOE_WF_Q8, MOE_DTYPE_BF16, gs, K };
     const char *sets[] = { "avx512vnni", "avxvnni", "avx2" };
+    if (gemv) {
+        for (size_t si = 0; si < sizeof sets / sizeof *sets; si++) {
+            const moe_cpu_kernels *k = moe_kernels_by_name(sets[si]);
+            if (!k || !k->panel_gemv_i8x2 || (only && strcmp(only, sets[si]))) continue;
+            time_gemv(k, sets[si], &f, pb, block, P, gemv, rounds);
+        }
+        free(pb);
+        return 0;
+    }
     for (size_t si = 0; si < sizeof sets / sizeof *sets; si++) {
         const moe_cpu_kernels *k = moe_kernels_by_name(sets[si]);
         if (!k || !k->panel_gemm_i8 || (only && strcmp(only, sets[si]))) continue;
