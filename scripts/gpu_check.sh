@@ -148,7 +148,31 @@ if [ -n "$long" ]; then
     note "long (50000 + 256), q8 cache: $(grep -E '^fused' "$out/bench_long_q8.txt")"
 fi
 
-# 7. the kernels of a decode step, timed one by one (graphs off, so each
+# 8. the peer on the same card
+if [ -n "$peer" ]; then
+    wait "$peer_pid"
+    note "peer build: $(tail -1 "$out/peer_build.log")"
+    timeout 180 bash "$peer/llamacpp_cuda.sh" run -p 2048 -n 128 -r 3 >"$out/peer.txt" 2>&1
+    grep -E '^\|' "$out/peer.txt" | tee -a "$summary"
+    if [ -n "$long" ]; then
+        timeout 240 bash "$peer/llamacpp_cuda.sh" run -p 0 -n 128 -d 50000 -r 1 >"$out/peer_long.txt" 2>&1
+        grep -E '^\|' "$out/peer_long.txt" | tail -1 | tee -a "$summary"
+        timeout 240 bash "$peer/llamacpp_cuda.sh" run -p 0 -n 128 -d 50000 -r 1 -ctk q8_0 -ctv q8_0 \
+            >"$out/peer_long_q8.txt" 2>&1
+        grep -E '^\|' "$out/peer_long_q8.txt" | tail -1 | sed 's/^/q8_0 cache: /' | tee -a "$summary"
+    fi
+fi
+
+# 9. transformers on the same card
+if [ -n "$transformers" ]; then
+    timeout 300 python3 bench/transformers_peer.py --prompts "2048${long:+,50000}" --gen-tokens 128 \
+        --json "$out/transformers.json" >"$out/transformers.txt" 2>&1
+    note "transformers peer (exit $?):"
+    grep -E '^transformers' "$out/transformers.txt" | tee -a "$summary"
+fi
+
+# 7 (run last: it takes the longest). The kernels of a decode step, timed
+# one by one (graphs off, so each
 # launch is its own; a 16-token prompt, then 3 tokens: the last 2
 # forwards' launches are kept)
 if [ -n "$kernels" ] && command -v ncu >/dev/null; then
@@ -172,27 +196,4 @@ print(f"kernels of a decode step (ncu, ns, {len(keep)//2} launches a step): {tot
 for k, v in sorted(t.items(), key=lambda kv: -kv[1]):
     print(f"  {k:<28} {n[k]//2:4d} launches {v/1000:8.1f} us {100*v/total:5.1f}%")
 PY
-fi
-
-# 8. the peer on the same card
-if [ -n "$peer" ]; then
-    wait "$peer_pid"
-    note "peer build: $(tail -1 "$out/peer_build.log")"
-    timeout 180 bash "$peer/llamacpp_cuda.sh" run -p 2048 -n 128 -r 3 >"$out/peer.txt" 2>&1
-    grep -E '^\|' "$out/peer.txt" | tee -a "$summary"
-    if [ -n "$long" ]; then
-        timeout 240 bash "$peer/llamacpp_cuda.sh" run -p 0 -n 128 -d 50000 -r 1 >"$out/peer_long.txt" 2>&1
-        grep -E '^\|' "$out/peer_long.txt" | tail -1 | tee -a "$summary"
-        timeout 240 bash "$peer/llamacpp_cuda.sh" run -p 0 -n 128 -d 50000 -r 1 -ctk q8_0 -ctv q8_0 \
-            >"$out/peer_long_q8.txt" 2>&1
-        grep -E '^\|' "$out/peer_long_q8.txt" | tail -1 | sed 's/^/q8_0 cache: /' | tee -a "$summary"
-    fi
-fi
-
-# 9. transformers on the same card
-if [ -n "$transformers" ]; then
-    timeout 300 python3 bench/transformers_peer.py --prompts "2048${long:+,50000}" --gen-tokens 128 \
-        --json "$out/transformers.json" >"$out/transformers.txt" 2>&1
-    note "transformers peer (exit $?):"
-    grep -E '^transformers' "$out/transformers.txt" | tee -a "$summary"
 fi
