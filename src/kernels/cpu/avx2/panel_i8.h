@@ -246,7 +246,9 @@ static inline __attribute__((always_inline)) void i8x2_prep(int bits, const int3
         if (bits == 4) {
             const __m256i m4 = _mm256_set1_epi32(0x000F000F);
             __m256i w = _mm256_loadu_si256((const __m256i *)(codes + 8 * h));
-            for (int j = 0; j < 4; j++) u[4 * h + j] = _mm256_and_si256(_mm256_srli_epi32(w, 4 * j), m4);
+            for (int j = 0; j < 3; j++) u[4 * h + j] = _mm256_and_si256(_mm256_srli_epi32(w, 4 * j), m4);
+            /* the top nibble of each int16 needs no mask */
+            u[4 * h + 3] = _mm256_srli_epi16(w, 12);
         } else {
             const __m256i m8 = _mm256_set1_epi32(0x00FF00FF);
             for (int c = 0; c < 2; c++) {
