@@ -172,7 +172,12 @@ static int run_all(const cli_opts *o, moe_model *m, moe_context *c, const int32_
             if (moe_generate(c, prompt, o->prompt_tokens, &req, out, &n_out, &r->mt) != MOE_OK)
                 return free(out), moe_sampler_free(greedy), cli_fail(CMD);
             cli_progress("probing memory bandwidth");
-            r->bw_gbps = bench_probe_bandwidth_gbps(PROBE_BYTES, 5);
+            /* the memory the run read: the GPU's where the model lives there */
+            if (!strcmp(info.device, "cuda")) {
+                if (moe_device_bandwidth(MOE_DEVICE_CUDA, PROBE_BYTES, 5, &r->bw_gbps) != MOE_OK) r->bw_gbps = -1;
+            } else {
+                r->bw_gbps = bench_probe_bandwidth_gbps(PROBE_BYTES, 5);
+            }
             cli_progress_done();
             if (!o->json)
                 printf("run %d  %-7s prefill %8.2f tok/s | TTFT %7.3f s | decode %6.2f tok/s | bandwidth %5.1f GB/s\n",

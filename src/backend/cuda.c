@@ -29,8 +29,7 @@
  * their arguments, which must hash as the captured ones did. Freeing device
  * memory, loading weights or switching the gate-up fusion drops the graph.
  * MOE_CUDA_GRAPHS=0 in the environment turns graphs off, and
- * MOE_CUDA_TENSOR_CORES=1 puts prompts on the tensor cores (off by default
- * until those kernels pass the GPU tests as they stand: float32
+ * MOE_CUDA_TENSOR_CORES=0 keeps prompts off the tensor cores (float32
  * throughout, as for a few tokens). Faults
  * a kernel finds in its data (a non-finite router logit, an expert index
  * outside the layer) are kept in a small device record, read back at each

@@ -42,8 +42,7 @@ moe_status moe_expert_format_check(const moe_expert_weights *w, int K, const cha
     return MOE_OK;
 }
 
-moe_status moe_expert_store_init(moe_expert_store *s, const moe_panel_format *fmt,
-                                 int experts, size_t rows_per_expert, const char *what)
+void moe_expert_store_describe(moe_expert_store *s, const moe_panel_format *fmt, int experts, size_t rows_per_expert)
 {
     memset(s, 0, sizeof *s);
     s->fmt = *fmt;
@@ -57,6 +56,12 @@ moe_status moe_expert_store_init(moe_expert_store *s, const moe_panel_format *fm
         s->w_row_bytes = K * moe_wformat_value_bytes(fmt->fmt);
     }
     s->row_bytes = s->w_row_bytes + 2 * s->s_row_bytes;
+}
+
+moe_status moe_expert_store_init(moe_expert_store *s, const moe_panel_format *fmt,
+                                 int experts, size_t rows_per_expert, const char *what)
+{
+    moe_expert_store_describe(s, fmt, experts, rows_per_expert);
     s->data = moe_alloc((size_t)experts * rows_per_expert * s->row_bytes, what);
     return s->data ? MOE_OK : MOE_ERR_NOMEM;
 }

@@ -30,6 +30,11 @@ typedef struct {
 moe_status moe_expert_format_check(const moe_expert_weights *w, int K, const char *what,
                                    moe_panel_format *fmt);
 
+/* The store's format and row sizes without its memory: what a layer whose
+ * weights live elsewhere (on a GPU) needs to find an expert's rows in a
+ * stacked source. */
+void moe_expert_store_describe(moe_expert_store *s, const moe_panel_format *fmt, int experts, size_t rows_per_expert);
+
 moe_status moe_expert_store_init(moe_expert_store *s, const moe_panel_format *fmt,
                                  int experts, size_t rows_per_expert, const char *what);
 void moe_expert_store_free(moe_expert_store *s);

@@ -145,8 +145,10 @@ static moe_status create_on_device(const moe_switchglu_config *cfg, const moe_ex
     l->hidden = cfg->hidden;
     l->fused = cfg->fuse_gate_up != 0;
     l->int8_activations = cfg->int8_activations;
-    l->gate_up.fmt = *gf;   /* formats only: load_expert's checks */
-    l->down.fmt = *df;
+    /* formats and row sizes only: load_expert's checks and the experts'
+     * rows in a stacked source (create_stacked) */
+    moe_expert_store_describe(&l->gate_up, gf, l->experts, 2 * (size_t)l->hidden);
+    moe_expert_store_describe(&l->down, df, l->experts, (size_t)l->dim);
     l->device = MOE_DEVICE_CUDA;
     l->dev = d;
     *out = l;

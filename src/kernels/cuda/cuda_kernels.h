@@ -23,9 +23,9 @@ extern "C" {
 #endif
 
 /* Whether a prompt's projections, expert layers and attention take the
- * tensor cores (bfloat16/half inputs, float32 sums) from 64 tokens: only
- * with MOE_CUDA_TENSOR_CORES=1 in the environment (read once) for now;
- * otherwise every size runs on the float32 kernels. */
+ * tensor cores (bfloat16/half inputs, float32 sums) from 64 tokens: yes,
+ * unless MOE_CUDA_TENSOR_CORES=0 is in the environment (read once), which
+ * runs every size on the float32 kernels. */
 int moe_cuda_tensor_cores(void);
 
 /* The weight formats (the value dtype, or the code width). */
