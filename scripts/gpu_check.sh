@@ -35,6 +35,12 @@
 #      and with --long prefill 50000 and decode after it.
 #
 #   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--kernels] [--peer DIR] [--transformers]
+#
+# Where only a few files may come back from the GPU machine, write them
+# elsewhere and send a tarball and the summary, with a time limit under the
+# machine's so that the packing still runs:
+#   D=/tmp/gr; OUT=$D timeout 570 bash scripts/gpu_check.sh ... >$D.log 2>&1
+#   tar czf "$OUT/results.tgz" -C $D .; cp $D/summary.txt "$OUT/"
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
