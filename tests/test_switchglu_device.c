@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "backend/device_layer.h"
+#include "layers/expert_store.h"
 #include "moe/device.h"
 #include "moe/switchglu.h"
 #include "support/testutil.h"
@@ -269,6 +270,29 @@ static void bandwidth_errors(void **state)
     }
 }
 
+/* A store described without memory (a layer on a GPU) has the row sizes of
+ * one that holds the weights: create_stacked finds each expert's rows by them. */
+static void store_described_as_allocated(void **state)
+{
+    (void)state;
+    static const moe_panel_format FORMATS[] = {
+        { MOE_WF_F32, MOE_DTYPE_F32, 0, 37 },   { MOE_WF_BF16, MOE_DTYPE_BF16, 0, 45 },
+        { MOE_WF_Q4, MOE_DTYPE_BF16, 32, 96 },  { MOE_WF_Q8, MOE_DTYPE_F16, 64, 192 },
+    };
+    for (size_t i = 0; i < sizeof FORMATS / sizeof FORMATS[0]; i++) {
+        moe_expert_store held, described;
+        assert_int_equal(moe_expert_store_init(&held, &FORMATS[i], 5, 90, "test store"), MOE_OK);
+        moe_expert_store_describe(&described, &FORMATS[i], 5, 90);
+        assert_null(described.data);
+        assert_int_equal(described.rows_per_expert, held.rows_per_expert);
+        assert_int_equal(described.w_row_bytes, held.w_row_bytes);
+        assert_int_equal(described.s_row_bytes, held.s_row_bytes);
+        assert_int_equal(described.row_bytes, held.row_bytes);
+        assert_true(described.w_row_bytes > 0 && (FORMATS[i].group_size == 0) == (described.s_row_bytes == 0));
+        moe_expert_store_free(&held);
+    }
+}
+
 /* moe_device_memory: the GPU's bytes in use, or a refusal that names why */
 static void memory_reads(void **state)
 {
@@ -298,6 +322,7 @@ int main(void)
         cmocka_unit_test(device_layer_staging),
         cmocka_unit_test(bandwidth_errors),
         cmocka_unit_test(memory_reads),
+        cmocka_unit_test(store_described_as_allocated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
