@@ -71,6 +71,87 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Panel p of the P laid out from pb: G groups of `block` bytes, wpg code
+ * words a group, then the group's scales and biases. */
+static moe_panel panel_at(const unsigned char *pb, int p, int G, size_t block, int wpg)
+{
+    const unsigned char *base = pb + (size_t)p * G * block;
+    size_t codes = (size_t)wpg * MOE_PANEL * 4;
+    return (moe_panel){ base, base + codes, base + codes + 2 * MOE_PANEL, MOE_PANEL, block };
+}
+
+/* Seconds a call, best and median of `rounds` rounds of about 30 ms; a
+ * batch runs some calls and returns how many (the clock is read once a
+ * batch: reading it costs about a tenth of a small call). */
+typedef long (*batch_fn)(void *arg);
+static void time_calls(int rounds, batch_fn batch, void *arg, double *best, double *median)
+{
+    double sec[101];
+    for (int r = 0; r < rounds; r++) {
+        long calls = 0;
+        double t0 = thread_seconds(), t;
+        do {
+            calls += batch(arg);
+            t = thread_seconds() - t0;
+        } while (t < 0.03);
+        sec[r] = t / (double)calls;
+    }
+    qsort(sec, (size_t)rounds, sizeof *sec, cmp_double);
+    *best = sec[0], *median = sec[rounds / 2];
+}
+
+/* panel_gemv_i8x2 over every panel 16 times, m tokens' own rows */
+typedef struct {
+    const moe_cpu_kernels *k;
+    const moe_panel_format *f;
+    const unsigned char *pb;
+    size_t block;
+    int P, G, wpg, m;
+    const int8_t *const *xq, *const *xr;
+    const float *const *dx, *const *xs;
+    float *const *out;
+} gemv_batch;
+
+static long run_gemv_batch(void *arg)
+{
+    const gemv_batch *b = arg;
+    for (int pass = 0; pass < 16 * b->P; pass++) {
+        moe_panel pn = panel_at(b->pb, pass % b->P, b->G, b->block, b->wpg);
+        b->k->panel_gemv_i8x2(b->f, &pn, b->m, b->xq, b->xr, b->dx, b->xs, b->out);
+    }
+    return 16L * b->P;
+}
+
+/* every panel over every tile 16 times, one digit or both joined */
+typedef struct {
+    const moe_cpu_kernels *k;
+    const moe_panel_format *f;
+    const unsigned char *pb;
+    size_t block;
+    int P, G, wpg, T, mr, joined;
+    const int16_t *a;
+    const float *d, *s;
+    float *outb;
+} gemm_batch;
+
+static long run_gemm_batch(void *arg)
+{
+    const gemm_batch *b = arg;
+    int K = b->f->K, mr = b->mr;
+    for (int pass = 0; pass < 16 * b->P; pass++) {
+        int p = pass % b->P;
+        moe_panel pn = panel_at(b->pb, p, b->G, b->block, b->wpg);
+        for (int t = 0; t < b->T; t++) {
+            float *out[MOE_TILE_MAX_M];
+            for (int i = 0; i < mr; i++) out[i] = b->outb + (((size_t)t * mr + i) * b->P + p) * MOE_PANEL;
+            size_t ao = (size_t)t * K * mr, go = (size_t)t * b->G * mr;
+            if (b->joined) b->k->panel_gemm_i8x2(b->f, &pn, mr, b->a + ao, b->d + go, b->s + go, out);
+            else b->k->panel_gemm_i8(b->f, &pn, mr, (const int8_t *)b->a + ao, b->d + go, b->s + go, out);
+        }
+    }
+    return 16L * b->P * b->T;
+}
+
 /* The panels (P of them, `block` bytes a group) times m tokens' own rows
  * with panel_gemv_i8x2, each panel once a pass. */
 static void time_gemv(const moe_cpu_kernels *k, const char *name, const moe_panel_format *f, const unsigned char *pb,
@@ -88,28 +169,14 @@ static void time_gemv(const moe_cpu_kernels *k, const char *name, const moe_pane
     for (int i = 0; i < m; i++)
         xq[i] = q + (size_t)i * K, xr[i] = r + (size_t)i * K, dxp[i] = dx + (size_t)i * G, xsp[i] = xs + (size_t)i * G,
         out[i] = out_b[i];
-    double sec[101];
-    for (int rd = 0; rd < rounds; rd++) {
-        long calls = 0;
-        double t0 = thread_seconds(), t;
-        do {
-            for (int pass = 0; pass < 16 * P; pass++) {
-                const unsigned char *base = pb + (size_t)(pass % P) * G * block;
-                moe_panel pn = { base, base + (size_t)wpg * MOE_PANEL * 4, base + (size_t)wpg * MOE_PANEL * 4 + 2 * MOE_PANEL,
-                                 MOE_PANEL, block };
-                k->panel_gemv_i8x2(f, &pn, m, xq, xr, dxp, xsp, out);
-            }
-            calls += 16L * P;
-            t = thread_seconds() - t0;
-        } while (t < 0.03);
-        sec[rd] = t / (double)calls;
-    }
-    qsort(sec, (size_t)rounds, sizeof *sec, cmp_double);
+    gemv_batch gb = { k, f, pb, block, P, G, wpg, m, xq, xr, dxp, xsp, out };
+    double best, median;
+    time_calls(rounds, run_gemv_batch, &gb, &best, &median);
     double macs = (double)MOE_PANEL * m * K, bytes = (double)block * G;
     printf("%-10s Q%d group %d K %d, %d token%s, %d panel%s: panel_gemv_i8x2 best %6.1f median %6.1f G multiply-adds/s "
            "a core (%.1f GB/s of codes, scales and biases)\n",
            name, f->fmt == MOE_WF_Q4 ? 4 : 8, f->group_size, K, m, m > 1 ? "s" : "", P, P > 1 ? "s" : "",
-           macs / sec[0] * 1e-9, macs / sec[rounds / 2] * 1e-9, bytes / sec[rounds / 2] * 1e-9);
+           macs / best * 1e-9, macs / median * 1e-9, bytes / median * 1e-9);
     free(q), free(r), free(dx), free(xs);
 }
 
@@ -171,37 +238,14 @@ int main(int argc, char **argv)
         float *outb = xmalloc(sizeof(float) * MOE_PANEL * (size_t)mr * P * T);
         for (int joined = 0; joined < 2; joined++) {
             if (joined && !k->panel_gemm_i8x2) continue;
-            double sec[101];
-            for (int r = 0; r < rounds; r++) {
-                long calls = 0;
-                double t0 = thread_seconds(), t;
-                do {
-                    /* the clock is read every 16 passes over the panels:
-                     * reading it costs about a tenth of a small call */
-                    for (int pass = 0; pass < 16 * P; pass++) {
-                        int p = pass % P;
-                        const unsigned char *base = pb + (size_t)p * G * block;
-                        moe_panel pn = { base, base + (size_t)wpg * MOE_PANEL * 4,
-                                         base + (size_t)wpg * MOE_PANEL * 4 + 2 * MOE_PANEL, MOE_PANEL, block };
-                        for (int t = 0; t < T; t++) {
-                            float *out[MOE_TILE_MAX_M];
-                            for (int i = 0; i < mr; i++) out[i] = outb + (((size_t)t * mr + i) * P + p) * MOE_PANEL;
-                            size_t ao = (size_t)t * K * mr, go = (size_t)t * G * mr;
-                            if (joined) k->panel_gemm_i8x2(&f, &pn, mr, a + ao, d + go, s + go, out);
-                            else k->panel_gemm_i8(&f, &pn, mr, (const int8_t *)a + ao, d + go, s + go, out);
-                        }
-                    }
-                    calls += 16L * P * T;
-                    t = thread_seconds() - t0;
-                } while (t < 0.03);
-                sec[r] = t / (double)calls;
-            }
-            qsort(sec, (size_t)rounds, sizeof *sec, cmp_double);
+            gemm_batch gb = { k, &f, pb, block, P, G, wpg, T, mr, joined, a, d, s, outb };
+            double best, median;
+            time_calls(rounds, run_gemm_batch, &gb, &best, &median);
             double macs = (double)MOE_PANEL * mr * K;
             printf("%-10s Q%d group %d K %d, %d token%s, %d panel%s x %d tile%s: %-15s best %6.1f median %6.1f G "
                    "multiply-adds/s a core\n",
                    sets[si], bits, gs, K, mr, mr > 1 ? "s" : "", P, P > 1 ? "s" : "", T, T > 1 ? "s" : "",
-                   joined ? "panel_gemm_i8x2" : "panel_gemm_i8", macs / sec[0] * 1e-9, macs / sec[rounds / 2] * 1e-9);
+                   joined ? "panel_gemm_i8x2" : "panel_gemm_i8", macs / best * 1e-9, macs / median * 1e-9);
         }
         free(a), free(d), free(s), free(outb);
     }
