@@ -206,7 +206,8 @@ int bench_main(int argc, char **argv)
     /* the GPU's memory in use before the model, where there is a GPU: what
      * the run adds to it is its peak there (its buffers only grow) */
     size_t gpu_before = 0, gpu_total = 0;
-    int gpu = moe_device_memory(MOE_DEVICE_CUDA, &gpu_before, &gpu_total) == MOE_OK;
+    int gpu = cli_device(o.device) != MOE_DEVICE_CPU &&
+              moe_device_memory(MOE_DEVICE_CUDA, &gpu_before, &gpu_total) == MOE_OK;
     double t0 = bench_now_s();
     moe_model *m = cli_open_model(CMD, &o);
     if (!m) return 1;
