@@ -288,7 +288,7 @@ static void gate_up_chunked(const gate_up_job *j, const thread_scratch *sc, int 
         enum { GEMV_BLOCK = 8 * MOE_GEMV_MAX_M };
         float stack[2 * GEMV_BLOCK * MOE_PANEL];
         int block = tiled ? j->m : GEMV_BLOCK;
-        float *gt = tiled ? sc->c : stack;
+        float *gu = tiled ? sc->c : stack;   /* [block][32]: gate's 16, then up's */
         for (int p = j->p0; p < j->p1; p++) {
             moe_panel gp = hidden_panel(l, j->e, l->gate_slot, p), up = hidden_panel(l, j->e, l->up_slot, p);
             for (int b0 = 0; b0 < j->m; b0 += block) {
@@ -297,11 +297,11 @@ static void gate_up_chunked(const gate_up_job *j, const thread_scratch *sc, int 
                     for (int c0 = b0; c0 < b1; c0 += step) {
                         float *out[MOE_TILE_MAX_M];
                         for (int i = 0; i < min_int(step, b1 - c0); i++)
-                            out[i] = gt + (size_t)(c0 - b0 + i) * MOE_TILE_N + which * MOE_PANEL;
+                            out[i] = gu + (size_t)(c0 - b0 + i) * MOE_TILE_N + which * MOE_PANEL;
                         gate_up_chunk(c, sc, tiled, which ? &up : &gp, j->pairs, j->m, c0, out);
                     }
                 for (int i = b0; i < b1; i++) {
-                    const float *r = gt + (size_t)(i - b0) * MOE_TILE_N;
+                    const float *r = gu + (size_t)(i - b0) * MOE_TILE_N;
                     c->kern->swiglu(gp.nr, r, r + MOE_PANEL, l->ws->h + (size_t)j->pairs[i] * I + (size_t)p * MOE_PANEL);
                 }
             }
