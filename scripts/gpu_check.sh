@@ -18,13 +18,13 @@
 #      then the same bench with MOE_CUDA_TENSOR_CORES=0 (float32 kernels
 #      for prompts too, where the default takes the tensor cores), and
 #      moe bench-layer --device cuda --quick both ways;
-#   6. with --long: a 50000-token prompt and 5000 generated tokens with
+#   6. with --kernels: each kernel's time in a few plain decode steps,
+#      from Nsight Compute (ncu), as kernels.csv (a line a launch) and the
+#      sum by kernel in the summary;
+#   7. with --long: a 50000-token prompt and 5000 generated tokens with
 #      the default options (an f16 KV cache, as llama.cpp keeps its own),
 #      and the GPU memory the run held; then 50000 + 256 with the 8-bit
 #      cache (--kv-cache q8: 53% of f16's bytes for decode to read);
-#   7. with --kernels: each kernel's time in a few plain decode steps,
-#      from Nsight Compute (ncu), as kernels.csv (a line a launch) and the
-#      sum by kernel in the summary;
 #   8. with --peer DIR: llama.cpp's llama-bench on the same card, DIR
 #      holding llamacpp_cuda.sh and what it needs (it builds llama.cpp in
 #      the background, at the lowest priority, while moe is checked and
@@ -32,9 +32,12 @@
 #      tokens, with an f16 and a q8_0 cache);
 #   9. with --transformers: bench/transformers_peer.py on the same card
 #      (bf16, sdpa, grouped_mm experts): prefill 2048 and decode after it,
-#      and with --long prefill 50000 and decode after it.
+#      and with --long prefill 50000 and decode after it;
+#  10. with --baseline DIR: DIR/moe (an earlier build) and this build's moe
+#      alternating on the 2048 + 128 bench, three runs each, so that a
+#      change is measured against what it changed on the same card.
 #
-#   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--kernels] [--peer DIR] [--transformers]
+#   bash scripts/gpu_check.sh [--prebuilt DIR] [--long] [--kernels] [--peer DIR] [--transformers] [--baseline DIR]
 #
 # Where only a few files may come back from the GPU machine, write them
 # elsewhere and send a tarball and the summary, with a time limit under the
@@ -47,7 +50,7 @@ root=$(pwd)
 export PATH="$PATH:/usr/local/cuda/bin"
 out=${OUT:-gpu-results}
 mkdir -p "$out"
-prebuilt="" long="" kernels="" peer="" transformers=""
+prebuilt="" long="" kernels="" peer="" transformers="" baseline=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --prebuilt) prebuilt=$(cd "$2" && pwd); shift 2 ;;
@@ -55,6 +58,7 @@ while [ $# -gt 0 ]; do
     --kernels) kernels=1; shift ;;
     --peer) peer=$(cd "$2" && pwd); shift 2 ;;
     --transformers) transformers=1; shift ;;
+    --baseline) baseline=$(cd "$2" && pwd); shift 2 ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -133,6 +137,19 @@ note "graphs off: $(grep -E '^fused' "$out/bench_nographs.txt")"
 timeout 120 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 --profile >"$out/bench_profile.txt" 2>&1
 grep -E '^profile|^ ' "$out/bench_profile.txt" | tee -a "$summary"
 
+# an earlier build against this one, alternating
+if [ -n "$baseline" ]; then
+    for i in 1 2 3; do
+        for which in baseline this; do
+            b=$bin
+            [ $which = baseline ] && b=$baseline
+            timeout 60 "$b/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 \
+                >"$out/bench_${which}_$i.txt" 2>&1
+            note "$which build, run $i: $(grep -E '^fused' "$out/bench_${which}_$i.txt")"
+        done
+    done
+fi
+
 # the prompt off the tensor cores, and the expert layer alone, fused
 # against unfused on the same bytes (both ways of taking a prompt)
 MOE_CUDA_TENSOR_CORES=0 timeout 120 "$bin/moe" bench --device cuda --prompt-tokens 2048 --gen-tokens 128 \
@@ -144,7 +161,34 @@ for tc in 0 1; do
     grep -vE '^\s*$' "$out/bench_layer_tc$tc.txt" | tail -12 | tee -a "$summary"
 done
 
-# 6. a long context
+# 6. The kernels of a decode step, timed one by one (graphs off, so each
+# launch is its own; a 16-token prompt, then 3 tokens: the last 2
+# forwards' launches are kept); before the long runs and the peers, which
+# a time limit would cut first
+if [ -n "$kernels" ] && command -v ncu >/dev/null; then
+    MOE_CUDA_GRAPHS=0 timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+        "$bin/moe" bench --device cuda --prompt-tokens 16 --gen-tokens 3 >"$out/kernels.csv" 2>"$out/kernels.log"
+    python3 - "$out/kernels.csv" <<'PY' | tee -a "$summary"
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+head, rows = rows[0], rows[1:]
+iid, name, val = head.index("ID"), head.index("Kernel Name"), head.index("Metric Value")
+# each forward begins with the embedding lookup: keep the last two forwards
+starts = sorted({int(r[iid]) for r in rows if r[name].startswith("embed_rows")})
+keep = {int(r[iid]) for r in rows if len(starts) >= 2 and int(r[iid]) >= starts[-2]}
+t = collections.defaultdict(float); n = collections.Counter()
+for r in rows:
+    if int(r[iid]) in keep:
+        k = r[name].split("(")[0].split("<")[0]
+        t[k] += float(r[val].replace(",", "")) / 2; n[k] += 1
+total = sum(t.values())
+print(f"kernels of a decode step (ncu, ns, {len(keep)//2} launches a step): {total/1000:.1f} us of kernel time")
+for k, v in sorted(t.items(), key=lambda kv: -kv[1]):
+    print(f"  {k:<28} {n[k]//2:4d} launches {v/1000:8.1f} us {100*v/total:5.1f}%")
+PY
+fi
+
+# 7. a long context
 if [ -n "$long" ]; then
     timeout 300 "$bin/moe" bench --device cuda --prompt-tokens 50000 --gen-tokens 5000 \
         >"$out/bench_long.txt" 2>&1
@@ -178,29 +222,3 @@ if [ -n "$transformers" ]; then
     grep -E '^transformers' "$out/transformers.txt" | tee -a "$summary"
 fi
 
-# 7 (run last: it takes the longest). The kernels of a decode step, timed
-# one by one (graphs off, so each
-# launch is its own; a 16-token prompt, then 3 tokens: the last 2
-# forwards' launches are kept)
-if [ -n "$kernels" ] && command -v ncu >/dev/null; then
-    MOE_CUDA_GRAPHS=0 timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-        "$bin/moe" bench --device cuda --prompt-tokens 16 --gen-tokens 3 >"$out/kernels.csv" 2>"$out/kernels.log"
-    python3 - "$out/kernels.csv" <<'PY' | tee -a "$summary"
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-head, rows = rows[0], rows[1:]
-iid, name, val = head.index("ID"), head.index("Kernel Name"), head.index("Metric Value")
-# each forward begins with the embedding lookup: keep the last two forwards
-starts = sorted({int(r[iid]) for r in rows if r[name].startswith("embed_rows")})
-keep = {int(r[iid]) for r in rows if len(starts) >= 2 and int(r[iid]) >= starts[-2]}
-t = collections.defaultdict(float); n = collections.Counter()
-for r in rows:
-    if int(r[iid]) in keep:
-        k = r[name].split("(")[0].split("<")[0]
-        t[k] += float(r[val].replace(",", "")) / 2; n[k] += 1
-total = sum(t.values())
-print(f"kernels of a decode step (ncu, ns, {len(keep)//2} launches a step): {total/1000:.1f} us of kernel time")
-for k, v in sorted(t.items(), key=lambda kv: -kv[1]):
-    print(f"  {k:<28} {n[k]//2:4d} launches {v/1000:8.1f} us {100*v/total:5.1f}%")
-PY
-fi

@@ -46,6 +46,7 @@
 #include <math.h>
 #include <type_traits>
 
+#include "kernels/cuda/codes.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace {
@@ -177,7 +178,7 @@ struct q8_lane {
     {
         float scale = bf16_value(s);
 #pragma unroll
-        for (int c = 0; c < 4; c++) f[c] = __int2float_rn((signed char)(w >> 8 * c)) * scale;
+        for (int c = 0; c < 4; c++) f[c] = signed_byte_of(w, c) * scale;
     }
 };
 

@@ -294,13 +294,13 @@ __device__ inline void stage_values(const unsigned char *w, int lk, unsigned swo
         if (F == MOE_CUDA_W_Q4) {
             uint32_t word = *(const uint32_t *)(w + lk / 2);
 #pragma unroll
-            for (int i = 0; i < 8; i++) v[i] = __fadd_rn(__fmul_rn(scale, (float)((word >> (4 * i)) & 15u)), bias);
+            for (int i = 0; i < 8; i++) v[i] = __fadd_rn(__fmul_rn(scale, code_of<4>(word, i)), bias);
         } else {
             uint2 words = *(const uint2 *)(w + lk);
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                v[i] = __fadd_rn(__fmul_rn(scale, (float)((words.x >> (8 * i)) & 255u)), bias);
-                v[4 + i] = __fadd_rn(__fmul_rn(scale, (float)((words.y >> (8 * i)) & 255u)), bias);
+                v[i] = __fadd_rn(__fmul_rn(scale, code_of<8>(words.x, i)), bias);
+                v[4 + i] = __fadd_rn(__fmul_rn(scale, code_of<8>(words.y, i)), bias);
             }
         }
     } else if (F == MOE_CUDA_W_F32) {

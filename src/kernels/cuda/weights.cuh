@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "kernels/cuda/codes.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "moe/dtype.h"
 
@@ -66,13 +67,13 @@ __device__ inline void fetch8(const wrows &m, int r, int k, float out[8])
         if (F == MOE_CUDA_W_Q4) {
             uint32_t word = ((const uint32_t *)row)[k / 8];
 #pragma unroll
-            for (int i = 0; i < 8; i++) out[i] = __fadd_rn(__fmul_rn(scale, (float)((word >> (4 * i)) & 15u)), bias);
+            for (int i = 0; i < 8; i++) out[i] = __fadd_rn(__fmul_rn(scale, code_of<4>(word, i)), bias);
         } else {
             uint2 words = ((const uint2 *)row)[k / 8];
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                out[i] = __fadd_rn(__fmul_rn(scale, (float)((words.x >> (8 * i)) & 255u)), bias);
-                out[4 + i] = __fadd_rn(__fmul_rn(scale, (float)((words.y >> (8 * i)) & 255u)), bias);
+                out[i] = __fadd_rn(__fmul_rn(scale, code_of<8>(words.x, i)), bias);
+                out[4 + i] = __fadd_rn(__fmul_rn(scale, code_of<8>(words.y, i)), bias);
             }
         }
         return;
@@ -167,14 +168,15 @@ struct qwide {
 template <int F>
 __device__ inline float q_code(const unsigned (&w)[4], int v)
 {
-    if (F == MOE_CUDA_W_Q4) return (float)((w[v / 8] >> (4 * (v % 8))) & 15u);
-    return (float)((w[v / 4] >> (8 * (v % 4))) & 255u);
+    constexpr int bits = F == MOE_CUDA_W_Q4 ? 4 : 8;
+    return code_of<bits>(w[v * bits / 32], v % (32 / bits));
 }
 
 /* The dot products of R rows (matrix m[i], row r[i]) with M activation rows
  * x + t·ldx, by one warp, every lane getting the results; all R rows'
- * loads of a stretch of 2048 values are issued before any is used. Float
- * rows take warp_dots8 row by row. */
+ * loads of a stretch of 2048 values are issued before any is used. Each
+ * row's codes are turned to floats 8 at a time, once for all M activation
+ * rows. Float rows take warp_dots8 row by row. */
 template <int F, int M, int R>
 __device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const float *x, size_t ldx, int tokens,
                                  float (&acc)[R][M])
@@ -209,31 +211,46 @@ __device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const f
 #pragma unroll
             for (int s = 0; s < Q::steps; s++) {
                 int k = base + s * Q::span + lane * Q::vals;
+                if (k >= K) continue;
+                /* per activation row: Σx (two sums) and each weight row's
+                 * Σq·x (two sums), value by value in order v = 0, 1, … */
+                float sx[M][2], sq[R][M][2];
 #pragma unroll
                 for (int t = 0; t < M; t++) {
-                    if (k >= K || t >= tokens) continue;
-                    const float *xt = x + (size_t)t * ldx + k;
-                    float sx[2] = { 0.0f, 0.0f }, sq[R][2];
+                    sx[t][0] = sx[t][1] = 0.0f;
 #pragma unroll
-                    for (int i = 0; i < R; i++) sq[i][0] = sq[i][1] = 0.0f;
+                    for (int i = 0; i < R; i++) sq[i][t][0] = sq[i][t][1] = 0.0f;
+                }
 #pragma unroll
-                    for (int v = 0; v < Q::vals; v += 4) {
-                        float4 x4 = *(const float4 *)(xt + v);
+                for (int v = 0; v < Q::vals; v += 4) {
+                    float qv[R][4];
+#pragma unroll
+                    for (int i = 0; i < R; i++) {
+                        unsigned w[4] = { u[i][s].x, u[i][s].y, u[i][s].z, u[i][s].w };
+#pragma unroll
+                        for (int j = 0; j < 4; j++) qv[i][j] = q_code<F>(w, v + j);
+                    }
+#pragma unroll
+                    for (int t = 0; t < M; t++) {
+                        if (t >= tokens) break;
+                        float4 x4 = *(const float4 *)(x + (size_t)t * ldx + k + v);
                         float xv[4] = { x4.x, x4.y, x4.z, x4.w };
 #pragma unroll
                         for (int j = 0; j < 4; j++) {
-                            sx[j & 1] = __fadd_rn(sx[j & 1], xv[j]);
+                            sx[t][j & 1] = __fadd_rn(sx[t][j & 1], xv[j]);
 #pragma unroll
-                            for (int i = 0; i < R; i++) {
-                                unsigned w[4] = { u[i][s].x, u[i][s].y, u[i][s].z, u[i][s].w };
-                                sq[i][j & 1] = __fmaf_rn(q_code<F>(w, v + j), xv[j], sq[i][j & 1]);
-                            }
+                            for (int i = 0; i < R; i++)
+                                sq[i][t][j & 1] = __fmaf_rn(qv[i][j], xv[j], sq[i][t][j & 1]);
                         }
                     }
-                    float xs = __fadd_rn(sx[0], sx[1]);
+                }
+#pragma unroll
+                for (int t = 0; t < M; t++) {
+                    if (t >= tokens) break;
+                    float xs = __fadd_rn(sx[t][0], sx[t][1]);
 #pragma unroll
                     for (int i = 0; i < R; i++) {
-                        float qs = __fadd_rn(sq[i][0], sq[i][1]);
+                        float qs = __fadd_rn(sq[i][t][0], sq[i][t][1]);
                         acc[i][t] = __fmaf_rn(bi[i][s], xs, __fmaf_rn(sc[i][s], qs, acc[i][t]));
                     }
                 }
