@@ -18,9 +18,10 @@
 #      then the same bench with MOE_CUDA_TENSOR_CORES=0 (float32 kernels
 #      for prompts too, where the default takes the tensor cores), and
 #      moe bench-layer --device cuda --quick both ways;
-#   6. with --kernels: each kernel's time in a few plain decode steps,
-#      from Nsight Compute (ncu), as kernels.csv (a line a launch) and the
-#      sum by kernel in the summary;
+#   6. with --kernels: each kernel's time in a few plain decode steps and
+#      in a 2048-token prompt, from Nsight Compute (ncu), as kernels.csv and
+#      kernels_prompt.csv (a line a launch) and the sums by kernel in the
+#      summary;
 #   7. with --long: a 50000-token prompt and 5000 generated tokens with
 #      the default options (an f16 KV cache, as llama.cpp keeps its own),
 #      and the GPU memory the run held; then 50000 + 256 with the 8-bit
@@ -163,29 +164,49 @@ done
 
 # 6. The kernels of a decode step, timed one by one (graphs off, so each
 # launch is its own; a 16-token prompt, then 3 tokens: the last 2
-# forwards' launches are kept); before the long runs and the peers, which
-# a time limit would cut first
+# forwards' launches are kept), and those of a 2048-token prompt's forward;
+# before the long runs and the peers, which a time limit would cut first
 if [ -n "$kernels" ] && command -v ncu >/dev/null; then
-    MOE_CUDA_GRAPHS=0 timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-        "$bin/moe" bench --device cuda --prompt-tokens 16 --gen-tokens 3 >"$out/kernels.csv" 2>"$out/kernels.log"
-    python3 - "$out/kernels.csv" <<'PY' | tee -a "$summary"
+    kernel_sums() {   # CSV, which forwards (decode: the last two; prompt: the first), title
+        python3 - "$@" <<'PY'
 import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+path, which, title = sys.argv[1:4]
+rows = [r for r in csv.reader(open(path)) if len(r) > 10]
+if not rows:
+    sys.exit(f"{title}: no kernels in {path}")
 head, rows = rows[0], rows[1:]
 iid, name, val = head.index("ID"), head.index("Kernel Name"), head.index("Metric Value")
-# each forward begins with the embedding lookup: keep the last two forwards
-starts = sorted({int(r[iid]) for r in rows if r[name].startswith("embed_rows")})
-keep = {int(r[iid]) for r in rows if len(starts) >= 2 and int(r[iid]) >= starts[-2]}
+def base(n):
+    return n.replace("(anonymous namespace)::", "").split("(")[0].split("<")[0]
+# each forward begins with the embedding lookup
+starts = sorted({int(r[iid]) for r in rows if base(r[name]) == "embed_rows"})
+if len(starts) < 2:
+    sys.exit(f"{title}: fewer than two forwards in {path}")
+if which == "decode":
+    keep, forwards = {int(r[iid]) for r in rows if int(r[iid]) >= starts[-2]}, 2
+else:
+    keep, forwards = {int(r[iid]) for r in rows if starts[0] <= int(r[iid]) < starts[1]}, 1
 t = collections.defaultdict(float); n = collections.Counter()
 for r in rows:
     if int(r[iid]) in keep:
-        k = r[name].split("(")[0].split("<")[0]
-        t[k] += float(r[val].replace(",", "")) / 2; n[k] += 1
+        k = base(r[name])
+        t[k] += float(r[val].replace(",", "")) / forwards; n[k] += 1
 total = sum(t.values())
-print(f"kernels of a decode step (ncu, ns, {len(keep)//2} launches a step): {total/1000:.1f} us of kernel time")
+print(f"{title} (ncu, {len(keep)//forwards} launches): {total/1000:.1f} us of kernel time")
 for k, v in sorted(t.items(), key=lambda kv: -kv[1]):
-    print(f"  {k:<28} {n[k]//2:4d} launches {v/1000:8.1f} us {100*v/total:5.1f}%")
+    print(f"  {k:<28} {n[k]//forwards:4d} launches {v/1000:9.1f} us {100*v/total:5.1f}%")
 PY
+    }
+    ncu_run() {   # name, then moe's arguments
+        local f=$1
+        shift
+        MOE_CUDA_GRAPHS=0 timeout 200 ncu --clock-control none --print-kernel-base function \
+            --metrics gpu__time_duration.sum --csv "$bin/moe" "$@" >"$out/$f.csv" 2>"$out/$f.log"
+    }
+    ncu_run kernels bench --device cuda --prompt-tokens 16 --gen-tokens 3
+    kernel_sums "$out/kernels.csv" decode "kernels of a decode step" | tee -a "$summary"
+    ncu_run kernels_prompt bench --device cuda --prompt-tokens 2048 --gen-tokens 1
+    kernel_sums "$out/kernels_prompt.csv" prompt "kernels of a 2048-token prompt" | tee -a "$summary"
 fi
 
 # 7. a long context
