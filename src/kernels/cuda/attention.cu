@@ -18,10 +18,13 @@
  * A prompt's queries (MMA_MIN_QUERIES or more, head_dim 64 or 128) take
  * the tensor cores instead, flash-attention style: a block of 4 warps holds
  * 64 queries of one head, each warp 16 of them as mma.sync fragments in
- * half precision; 64 keys at a time are staged in shared memory as halves
- * (keys row by row, values transposed; 8-bit codes dequantized to float32
- * on the way, then rounded to halves as float32 elements are), S = Q·Kᵀ
- * and O += P·V are m16n8k16 products with float32 sums, and the softmax stays online in registers,
+ * half precision; 64 keys and values at a time are staged in shared memory
+ * as halves, row by row (a half cache copied by cp.async into one of two
+ * stages while the other is used; other caches through registers, 8-bit
+ * codes dequantized to float32 on the way, then rounded to halves as
+ * float32 elements are), S = Q·Kᵀ and O += P·V are m16n8k16 products with
+ * float32 sums (the values' fragments read transposed by ldmatrix), and
+ * the softmax stays online in registers,
  * P going from S's accumulators to the next product's operand without a
  * trip through memory.
  *
@@ -46,6 +49,7 @@
 #include <math.h>
 #include <type_traits>
 
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/codes.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -406,15 +410,43 @@ __device__ inline void mma_f16(float d[4], const uint32_t a[4], uint32_t b0, uin
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* Four 8×8 tiles of halves from shared memory, transposed: lanes 8i..8i+7
+ * give the rows of tile i, and each lane gets, of each tile, the two
+ * elements of column lane/4 in rows 2·(lane%4) and 2·(lane%4) + 1 — an
+ * m16n8k16 B fragment of a row-major k × n tile. */
+__device__ inline void ldmatrix_x4_trans(uint32_t r[4], const void *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+}
+
+/* the shared memory of attention_mma_kernel: a stage is 64 keys' rows and
+ * 64 values' rows of HD halves, padded by MMA_PAD; two stages when the next
+ * keys are copied while the current ones are used (ASYNC) */
+template <int HD, bool ASYNC>
+constexpr int mma_smem_bytes()
+{
+    return (ASYNC ? 2 : 1) * 2 * MMA_KEYS * (HD + MMA_PAD) * (int)sizeof(__half);
+}
+
 /* grid (⌈T/64⌉, heads), 4 warps; lane (g = lane/4, t4 = lane%4) holds rows
- * g and g + 8 of its warp's 16 queries */
-template <int HD, int KV>
+ * g and g + 8 of its warp's 16 queries. ASYNC (a half cache whose rows lie
+ * on 16-byte boundaries): the next 64 keys and values are copied into the
+ * other stage (cp.async) while the current ones are multiplied; otherwise
+ * each stage is loaded through registers, converted to halves. Keys and
+ * values stay row by row as the cache holds them; the values' fragments
+ * for P·V are read transposed (ldmatrix .trans). */
+template <int HD, int KV, bool ASYNC>
 __global__ void __launch_bounds__(128)
 attention_mma_kernel(int T, int pos, int heads, int group, float scale, const float *q, const void *k, const void *v,
                      size_t kv_stride, float *out)
 {
-    __shared__ __align__(16) __half Ks[MMA_KEYS][HD + MMA_PAD];
-    __shared__ __align__(16) __half Vt[HD][MMA_KEYS + MMA_PAD];
+    typedef __half kv_row[HD + MMA_PAD];
+    extern __shared__ __align__(16) unsigned char mma_smem[];
+    kv_row *stages = (kv_row *)mma_smem;   /* stage s: keys [128s, 128s + 64), values the next 64 rows */
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     int h = blockIdx.y, kvh = h / group, t0 = blockIdx.x * MMA_Q;
     int r0 = t0 + warp * 16 + g, r1 = r0 + 8;   /* this lane's two queries */
@@ -430,30 +462,50 @@ attention_mma_kernel(int T, int pos, int heads, int group, float scale, const fl
         }
     float o[HD / 8][4] = {}, m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
     int keys = pos + min(t0 + MMA_Q, T);   /* the last query's keys, and so the block's */
-    for (int kb = 0; kb < keys; kb += MMA_KEYS) {
-        /* stage 64 keys and values as halves (zeros past the last key) */
+    int tiles = (keys + MMA_KEYS - 1) / MMA_KEYS;
+
+    /* the keys and values of tile kb into stage s (zeros past the last key) */
+    auto stage_async = [&](int s, int kb) {
+        kv_row *Ks = stages + 2 * s * MMA_KEYS, *Vs = Ks + MMA_KEYS;
+        for (int c = threadIdx.x; c < MMA_KEYS * HD / 8; c += 128) {
+            int j = c / (HD / 8), d = (c % (HD / 8)) * 8;
+            bool ok = kb + j < keys;
+            size_t at = ok ? head_at<KV>((size_t)(kb + j), kv_stride, kvh, HD) : 0;
+            cp_async16(&Ks[j][d], (const __half *)k + at + d, ok);
+            cp_async16(&Vs[j][d], (const __half *)v + at + d, ok);
+        }
+    };
+    auto stage_loaded = [&](int kb) {
+        kv_row *Ks = stages, *Vs = stages + MMA_KEYS;
         for (int c = threadIdx.x; c < MMA_KEYS * HD / 4; c += 128) {
             int j = c / (HD / 4), d = (c % (HD / 4)) * 4;
             float kv[2][4] = {};
             if (kb + j < keys) {
                 size_t at = head_at<KV>((size_t)(kb + j), kv_stride, kvh, HD);
-                if (KV == KV_F16) {
-                    uint2 uk = *(const uint2 *)((const __half *)k + at + d);
-                    uint2 uv = *(const uint2 *)((const __half *)v + at + d);
-                    *(uint2 *)&Ks[j][d] = uk;
-                    const __half *hv = (const __half *)&uv;
-#pragma unroll
-                    for (int i = 0; i < 4; i++) Vt[d + i][j] = hv[i];
-                    continue;
-                }
                 load4<KV>(k, at, d, HD, kv[0]);
                 load4<KV>(v, at, d, HD, kv[1]);
             }
             *(uint2 *)&Ks[j][d] = make_uint2(pack_half2(kv[0][0], kv[0][1]), pack_half2(kv[0][2], kv[0][3]));
-#pragma unroll
-            for (int i = 0; i < 4; i++) Vt[d + i][j] = __float2half_rn(kv[1][i]);
+            *(uint2 *)&Vs[j][d] = make_uint2(pack_half2(kv[1][0], kv[1][1]), pack_half2(kv[1][2], kv[1][3]));
+        }
+    };
+
+    if (ASYNC) {
+        stage_async(0, 0);
+        cp_async_commit();
+    }
+    for (int i = 0; i < tiles; i++) {
+        int kb = i * MMA_KEYS, s = ASYNC ? i & 1 : 0;
+        if (ASYNC) {
+            /* the other stage was last read before the previous barrier */
+            if (i + 1 < tiles) stage_async(s ^ 1, kb + MMA_KEYS);
+            cp_async_commit();
+            cp_async_wait<1>();   /* this tile's copies, not the next's */
+        } else {
+            stage_loaded(kb);
         }
         __syncthreads();
+        const kv_row *Ks = stages + 2 * s * MMA_KEYS, *Vs = Ks + MMA_KEYS;
         /* S = Q·Kᵀ for this warp's 16 queries × 64 keys */
         float sc[MMA_KEYS / 8][4] = {};
 #pragma unroll
@@ -502,9 +554,13 @@ attention_mma_kernel(int T, int pos, int heads, int group, float scale, const fl
 #pragma unroll
         for (int kc = 0; kc < MMA_KEYS / 16; kc++)
 #pragma unroll
-            for (int nj = 0; nj < HD / 8; nj++) {
-                const __half *vr = &Vt[nj * 8 + g][kc * 16 + 2 * t4];
-                mma_f16(o[nj], pf[kc], *(const uint32_t *)vr, *(const uint32_t *)(vr + 8));
+            for (int nj = 0; nj < HD / 8; nj += 2) {
+                /* tiles: keys kc·16 + 0..7 and + 8..15 of values nj·8 + 0..7,
+                 * then the same keys of the next 8 values */
+                uint32_t b[4];
+                ldmatrix_x4_trans(b, &Vs[kc * 16 + (lane & 15)][(nj + (lane >> 4)) * 8]);
+                mma_f16(o[nj], pf[kc], b[0], b[1]);
+                mma_f16(o[nj + 1], pf[kc], b[2], b[3]);
             }
         __syncthreads();
     }
@@ -560,15 +616,34 @@ bool takes_mma(int T, int fixed_split, int hd, int kv, const void *k, const void
            moe_cuda_tensor_cores();
 }
 
+template <int HD, int KV, bool ASYNC>
+cudaError_t launch_mma_kv(dim3 grid, int T, int pos, int heads, int kv_heads, float scale, const float *q,
+                          const void *k, const void *v, size_t kv_stride, float *out, cudaStream_t stream)
+{
+    constexpr int smem = mma_smem_bytes<HD, ASYNC>();
+    static bool raised = false;   /* the dynamic shared-memory limit, raised once */
+    if (!raised) {
+        cudaError_t e = cudaFuncSetAttribute(attention_mma_kernel<HD, KV, ASYNC>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (e != cudaSuccess) return e;
+        raised = true;
+    }
+    attention_mma_kernel<HD, KV, ASYNC><<<grid, 128, smem, stream>>>(T, pos, heads, heads / kv_heads, scale, q, k, v,
+                                                                     kv_stride, out);
+    return cudaGetLastError();
+}
+
 template <int HD>
 cudaError_t launch_mma(int T, int pos, int heads, int kv_heads, float scale, const float *q, int kv, const void *k,
                        const void *v, size_t kv_stride, float *out, cudaStream_t stream)
 {
     dim3 grid((unsigned)((T + MMA_Q - 1) / MMA_Q), (unsigned)heads);
+    /* a half cache copied 16 bytes at a time: every row at a 16-byte boundary */
+    if (kv == KV_F16 && ((uintptr_t)k | (uintptr_t)v | kv_stride * sizeof(__half)) % 16 == 0)
+        return launch_mma_kv<HD, KV_F16, true>(grid, T, pos, heads, kv_heads, scale, q, k, v, kv_stride, out, stream);
     return with_format(vector_format(kv, HD, k, v, kv_stride), [&](auto f) {
-        attention_mma_kernel<HD, decltype(f)::value><<<grid, 128, 0, stream>>>(T, pos, heads, heads / kv_heads, scale,
-                                                                               q, k, v, kv_stride, out);
-        return cudaGetLastError();
+        return launch_mma_kv<HD, decltype(f)::value, false>(grid, T, pos, heads, kv_heads, scale, q, k, v, kv_stride,
+                                                            out, stream);
     });
 }
 

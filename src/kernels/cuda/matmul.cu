@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/weights.cuh"
 
 namespace {
@@ -241,23 +242,6 @@ __device__ inline void mma_bf16(float d[4], const uint32_t a[4], const uint32_t 
  * stages in flight, not behind one step's products. */
 
 enum { STAGES = 4 };
-
-__device__ inline void cp_async16(void *smem, const void *gmem, bool valid)
-{
-    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(gmem), "r"(valid ? 16 : 0));
-}
-
-__device__ inline void cp_async4(void *smem, const void *gmem, bool valid)
-{
-    unsigned a = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(a), "l"(gmem), "r"(valid ? 4 : 0));
-}
-
-__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N>
-__device__ inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 /* bytes of one weight value (codes: a fraction) */
 template <int F>
