@@ -69,8 +69,11 @@ static void batch_equals_alone(const char *name)
 
     /* prefill: all positions of sequence 1, the last of the others */
     moe_batch_item items[SEQS];
+    int32_t chosen[SEQS];   /* the greedy choice asked beside the logits */
     for (int s = 0; s < SEQS; s++)
-        items[s] = (moe_batch_item){ batched[s], prompt[s], LEN[s], lb + (size_t)s * 16 * V, s == 1 };
+        items[s] = (moe_batch_item){ .ctx = batched[s], .tokens = prompt[s], .n = LEN[s],
+                                     .logits = lb + (size_t)s * 16 * V, .all_positions = s == 1,
+                                     .greedy = &chosen[s] };
     assert_int_equal(moe_context_eval_batch(items, SEQS), MOE_OK);
     int32_t next[SEQS];
     for (int s = 0; s < SEQS; s++) {
@@ -81,6 +84,7 @@ static void batch_equals_alone(const char *name)
         const float *last = la + (s == 1 ? (size_t)(LEN[s] - 1) * V : 0);
         next[s] = argmax(last, V);
         assert_int_equal(argmax(lb + (size_t)s * 16 * V + (last - la), V), next[s]);
+        assert_int_equal(chosen[s], next[s]);
         assert_int_equal(moe_context_position(batched[s]), LEN[s]);
     }
 
@@ -90,7 +94,7 @@ static void batch_equals_alone(const char *name)
         for (int s = 0; s < SEQS; s++)
             if (s != step % SEQS) {
                 who[n] = s;
-                items[n++] = (moe_batch_item){ batched[s], &next[s], 1, lb + (size_t)s * 16 * V, 0 };
+                items[n++] = (moe_batch_item){ .ctx = batched[s], .tokens = &next[s], .n = 1, .logits = lb + (size_t)s * 16 * V };
             }
         assert_int_equal(moe_context_eval_batch(items, n), MOE_OK);
         for (int i = 0; i < n; i++) {
@@ -144,13 +148,13 @@ static void bad_batches(void **state)
     assert_int_equal(moe_context_create(m, 8, 4, &b), MOE_OK);
     assert_int_equal(moe_context_create(other, 8, 4, &c), MOE_OK);
     int32_t ok[2] = { 1, 2 }, bad[2] = { 3, 100000 };
-    moe_batch_item items[2] = { { a, ok, 2, NULL, 0 }, { a, ok, 2, NULL, 0 } };
+    moe_batch_item items[2] = { { .ctx = a, .tokens = ok, .n = 2 }, { .ctx = a, .tokens = ok, .n = 2 } };
     expect_refused(items, 2, MOE_ERR_INVALID_ARG, "sequences 0 and 1 share one context");
-    items[1] = (moe_batch_item){ c, ok, 2, NULL, 0 };
+    items[1] = (moe_batch_item){ .ctx = c, .tokens = ok, .n = 2 };
     expect_refused(items, 2, MOE_ERR_INVALID_ARG, "sequence 1's context belongs to another model");
-    items[1] = (moe_batch_item){ b, bad, 2, NULL, 0 };
+    items[1] = (moe_batch_item){ .ctx = b, .tokens = bad, .n = 2 };
     expect_refused(items, 2, MOE_ERR_RANGE, "token id 100000 (at 1)");
-    items[1] = (moe_batch_item){ b, ok, 0, NULL, 0 };
+    items[1] = (moe_batch_item){ .ctx = b, .tokens = ok, .n = 0 };
     expect_refused(items, 2, MOE_ERR_INVALID_ARG, "token count 0");
     expect_refused(items, 0, MOE_ERR_INVALID_ARG, "at least one is needed");
     assert_int_equal(moe_context_position(a), 0);
@@ -159,12 +163,50 @@ static void bad_batches(void **state)
     int32_t four[4] = { 1, 2, 3, 4 };
     assert_int_equal(moe_context_eval(b, four, 4, NULL, 0), MOE_OK);
     assert_int_equal(moe_context_eval(b, four, 4, NULL, 0), MOE_OK);
-    items[0] = (moe_batch_item){ a, ok, 2, NULL, 0 };
-    items[1] = (moe_batch_item){ b, ok, 1, NULL, 0 };
+    items[0] = (moe_batch_item){ .ctx = a, .tokens = ok, .n = 2 };
+    items[1] = (moe_batch_item){ .ctx = b, .tokens = ok, .n = 1 };
     expect_refused(items, 2, MOE_ERR_RANGE, "do not fit the context of 8 tokens");
     assert_int_equal(moe_context_position(a), 0);
     moe_context_free(a), moe_context_free(b), moe_context_free(c);
     moe_model_free(m), moe_model_free(other);
+}
+
+/* The greedy choice made where the logits are (moe_context_eval_greedy,
+ * and batch items asking for it without logits) is the first of the
+ * largest logits, step after step. */
+static void greedy_without_logits(void **state)
+{
+    (void)state;
+    moe_model *m = open_model("olmoe/base");
+    int V = moe_model_get_info(m).vocab_size;
+    moe_context *ref, *one, *pair[2];
+    assert_int_equal(moe_context_create(m, 32, 8, &ref), MOE_OK);
+    assert_int_equal(moe_context_create(m, 32, 8, &one), MOE_OK);
+    for (int s = 0; s < 2; s++) assert_int_equal(moe_context_create(m, 32, 8, &pair[s]), MOE_OK);
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    assert_non_null(logits);
+    int32_t prompt[5] = { 7, 3, 91, 40, 12 }, want, got_one = -1, got_pair[2] = { -1, -1 };
+    assert_int_equal(moe_context_eval(ref, prompt, 5, logits, 0), MOE_OK);
+    want = argmax(logits, V);
+    assert_int_equal(moe_context_eval_greedy(one, prompt, 5, &got_one), MOE_OK);
+    moe_batch_item items[2];
+    for (int s = 0; s < 2; s++) items[s] = (moe_batch_item){ .ctx = pair[s], .tokens = prompt, .n = 5, .greedy = &got_pair[s] };
+    assert_int_equal(moe_context_eval_batch(items, 2), MOE_OK);
+    for (int step = 0; step < 8; step++) {
+        assert_int_equal(got_one, want);
+        assert_int_equal(got_pair[0], want), assert_int_equal(got_pair[1], want);
+        int32_t next = want;
+        assert_int_equal(moe_context_eval(ref, &next, 1, logits, 0), MOE_OK);
+        want = argmax(logits, V);
+        assert_int_equal(moe_context_eval_greedy(one, &next, 1, &got_one), MOE_OK);
+        for (int s = 0; s < 2; s++) items[s] = (moe_batch_item){ .ctx = pair[s], .tokens = &next, .n = 1, .greedy = &got_pair[s] };
+        assert_int_equal(moe_context_eval_batch(items, 2), MOE_OK);
+    }
+    assert_int_equal(moe_context_eval_greedy(one, prompt, 1, NULL), MOE_ERR_INVALID_ARG);
+    assert_non_null(strstr(moe_last_error(), "must not be NULL"));
+    free(logits);
+    moe_context_free(ref), moe_context_free(one), moe_context_free(pair[0]), moe_context_free(pair[1]);
+    moe_model_free(m);
 }
 
 /* A context cut back to a prefix goes on as if it had only ever held it. */
@@ -202,6 +244,7 @@ int main(void)
         cmocka_unit_test(qwen3_dense_layers),
         cmocka_unit_test(mixtral),
         cmocka_unit_test(bad_batches),
+        cmocka_unit_test(greedy_without_logits),
         cmocka_unit_test(truncate_keeps_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -640,6 +640,48 @@ static void router_matches(void **state)
     assert_int_equal(gpu->router_topk(gpu, NULL, 1, 4, 5, 0, NULL, NULL), MOE_ERR_SHAPE);
 }
 
+/* The greedy choice on the device: the CPU's rule (the first of the
+ * largest, NaN never, 0 when none is above -inf) on rows of odd lengths
+ * with ties, NaN and infinities, the ids brought back alone. */
+static void argmax_matches(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    uint64_t rng = 97;
+    static const int LENS[] = { 1, 7, 33, 1025, 50304 };
+    enum { ROWS = 9 };
+    for (size_t c = 0; c < sizeof LENS / sizeof LENS[0]; c++) {
+        int V = LENS[c];
+        size_t n = (size_t)ROWS * V;
+        float *z = rand_floats(&rng, n, -8, 8);
+        for (size_t i = 0; i < n; i++) z[i] = roundf(z[i]);   /* ties everywhere */
+        float *r;
+        r = z + 1 * (size_t)V, r[V / 2] = NAN, r[V - 1] = 100;                  /* NaN beside the largest */
+        r = z + 2 * (size_t)V, r[V - 1] = INFINITY, r[V / 3] = INFINITY;         /* two +inf: the first */
+        r = z + 3 * (size_t)V;
+        for (int i = 0; i < V; i++) r[i] = -INFINITY;                            /* none above -inf: 0 */
+        r = z + 4 * (size_t)V;
+        for (int i = 0; i < V; i++) r[i] = i % 2 ? NAN : -INFINITY;              /* NaN and -inf only: 0 */
+        r = z + 5 * (size_t)V;
+        for (int i = 0; i < V; i++) r[i] = 3.0f;                                 /* all equal: 0 */
+        r = z + 6 * (size_t)V, r[V - 1] = 50;                                    /* the last */
+        int32_t want[ROWS], got[ROWS];
+        OK(cpu->argmax_rows(cpu, z, ROWS, V, want));
+        float *dz = dev_from(z, sizeof(float) * n);
+        for (int i = 0; i < ROWS; i++) got[i] = -7;
+        OK(gpu->argmax_rows(gpu, dz, ROWS, V, got));
+        for (int i = 0; i < ROWS; i++)
+            if (got[i] != want[i]) fail_msg("argmax V %d row %d: %d, CPU %d", V, i, got[i], want[i]);
+        assert_int_equal(want[3], 0), assert_int_equal(want[4], 0), assert_int_equal(want[5], 0);
+        assert_int_equal(want[6], V - 1);
+        gpu->free(gpu, dz);
+        free(z);
+    }
+    int32_t id;
+    assert_int_equal(gpu->argmax_rows(gpu, NULL, 1, 4, &id), MOE_ERR_INVALID_ARG);
+    assert_int_equal(gpu->argmax_rows(gpu, NULL, 1, 0, &id), MOE_ERR_SHAPE);
+}
+
 /* ---- the expert layer ---- */
 
 typedef struct {
@@ -1075,7 +1117,7 @@ int main(void)
         cmocka_unit_test(rmsnorm_matches),   cmocka_unit_test(linear_matches),  cmocka_unit_test(linear_errors),
         cmocka_unit_test(embed_matches),     cmocka_unit_test(split_clip_add_match), cmocka_unit_test(rope_matches),
         cmocka_unit_test(kv_store_matches),  cmocka_unit_test(kv_store_q8_matches), cmocka_unit_test(attention_matches),
-        cmocka_unit_test(router_matches),    cmocka_unit_test(experts_match),       cmocka_unit_test(public_layer_matches),
+        cmocka_unit_test(router_matches),    cmocka_unit_test(argmax_matches),      cmocka_unit_test(experts_match),       cmocka_unit_test(public_layer_matches),
         cmocka_unit_test(model_fixtures),    cmocka_unit_test(model_fixtures_q8),   cmocka_unit_test(device_choice),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);

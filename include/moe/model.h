@@ -154,6 +154,12 @@ moe_status moe_context_create(moe_model *m, int max_tokens, int max_chunk, moe_c
  * outside the vocabulary and overflowing the cache are errors. */
 moe_status moe_context_eval(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions);
 
+/* Runs n tokens as moe_context_eval does, and sets *id to the greedy choice
+ * at the last position: the first of the largest logits (NaN never chosen;
+ * 0 when none is above -inf), what a sampler at temperature 0 picks. Where
+ * the model runs on a GPU the logits stay there: only the id comes back. */
+moe_status moe_context_eval_greedy(moe_context *c, const int32_t *tokens, int n, int32_t *id);
+
 /* One sequence's part of a batch. */
 typedef struct {
     moe_context *ctx;
@@ -161,6 +167,7 @@ typedef struct {
     int n;                  /* 1 ≤ n ≤ the context's max_chunk */
     float *logits;          /* NULL, [n][vocab] when all_positions, else [vocab] */
     int all_positions;
+    int32_t *greedy;        /* NULL, or the last position's greedy choice (moe_context_eval_greedy) */
 } moe_batch_item;
 
 /* Runs several sequences in one forward pass: every projection and expert

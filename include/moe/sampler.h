@@ -50,6 +50,10 @@ moe_status moe_sampler_create(const moe_sampler_config *cfg, int vocab, moe_samp
  * when s or logits is NULL. */
 int moe_sampler_sample(moe_sampler *s, const float *logits);
 
+/* 1 when s picks the largest logit (temperature 0): its choice is then
+ * moe_context_eval_greedy's, which needs no logits brought back. */
+int moe_sampler_is_greedy(const moe_sampler *s);
+
 void moe_sampler_free(moe_sampler *s);
 
 #ifdef __cplusplus

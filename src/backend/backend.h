@@ -106,6 +106,9 @@ struct moe_backend {
     /* y [T, D] = Σ_j w[t, j] · expert_idx[t, j](x[t]) */
     moe_status (*experts)(moe_backend *b, moe_bk_experts *x, const float *in, int T, const int32_t *idx,
                           const float *w, int k, float *out);
+    /* host_ids[r] = moe_argmax_f32 of row r of rows [n, V] (kernels/argmax.h),
+     * into host memory: a greedy choice that brings back only the ids */
+    moe_status (*argmax_rows)(moe_backend *b, const float *rows, int n, int V, int32_t *host_ids);
 
     /* ---- a step (optional: NULL where every operation simply runs) ----
      * The forward brackets the operations of one sequence's step, from the

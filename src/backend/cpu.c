@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "kernels/argmax.h"
 #include "kernels/attention.h"
 #include "kernels/norm_rope.h"
 #include "layers/linear.h"
@@ -218,6 +219,13 @@ static moe_status cpu_add(moe_backend *b, size_t n, float *x, const float *y)
     return MOE_OK;
 }
 
+static moe_status cpu_argmax_rows(moe_backend *b, const float *rows, int n, int V, int32_t *host_ids)
+{
+    (void)b;
+    for (int r = 0; r < n; r++) host_ids[r] = moe_argmax_f32(rows + (size_t)r * V, V);
+    return MOE_OK;
+}
+
 static moe_status cpu_router_topk(moe_backend *b, const float *logits, int T, int E, int k, int norm, int32_t *idx,
                                   float *w)
 {
@@ -259,6 +267,7 @@ moe_backend *moe_backend_cpu_create(void)
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .linear = cpu_linear, .split_cols = cpu_split_cols,
         .clip = cpu_clip, .rope_angles = cpu_rope_angles, .rope = cpu_rope, .kv_store = cpu_kv_store,
         .attention = cpu_attention, .add = cpu_add, .router_topk = cpu_router_topk, .experts = cpu_experts,
+        .argmax_rows = cpu_argmax_rows,
         .sync = cpu_sync, .destroy = cpu_destroy,
     };
     return b;

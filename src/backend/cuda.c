@@ -61,6 +61,8 @@ typedef struct {
     size_t attn_work_bytes;
     int32_t *tokens;             /* embed's token ids, copied over */
     size_t tokens_cap;
+    int32_t *ids;                /* argmax_rows' choices, before they are brought back */
+    size_t ids_cap;              /* bytes */
     float *inv_freq;             /* RoPE's inverse frequencies for (half, theta) */
     size_t inv_cap;
     int inv_half;
@@ -178,6 +180,9 @@ static moe_status chain_push(cuda_state *s, moe_cuda_step_op op)
     s->chain.op[s->chain.n++] = op;
     return MOE_OK;
 }
+
+/* greedy choices the backend has room for from the start */
+enum { IDS_AT_START = 256 };
 
 /* elements up to which a step waits in the chain (one block runs it) */
 enum { CHAIN_ELEMS = 16384 };
@@ -833,6 +838,19 @@ static moe_status op_router_topk(moe_backend *b, const float *logits, int T, int
     return MOE_OK;
 }
 
+/* the choices made on the device, then only they are brought back */
+static moe_status op_argmax_rows(moe_backend *b, const float *rows, int n, int V, int32_t *host_ids)
+{
+    cuda_state *s = STATE(b);
+    if (n < 0 || V < 1) return moe_error_set(MOE_ERR_SHAPE, "greedy choice: %d rows of %d logits", n, V);
+    if (!rows || !host_ids) return moe_error_set(MOE_ERR_INVALID_ARG, "greedy choice: rows and ids must not be NULL");
+    if (n == 0) return MOE_OK;
+    moe_status st = device_grow(s, (void **)&s->ids, &s->ids_cap, sizeof(int32_t) * (size_t)n, "greedy choices");
+    if (st != MOE_OK) return st;
+    CU_TRY(moe_cuda_argmax_rows(rows, n, V, s->ids, s->stream), "greedy choice");
+    return cuda_download(b, host_ids, s->ids, sizeof(int32_t) * (size_t)n);
+}
+
 static moe_status op_experts(moe_backend *b, moe_bk_experts *bx, const float *in, int T, const int32_t *idx,
                              const float *w, int k, float *out)
 {
@@ -887,7 +905,7 @@ static void cuda_destroy(moe_backend *b)
             fprintf(stderr, "cuda backend: %ld steps captured, %ld replayed, %ld interrupted, %ld graphs dropped "
                     "(last: %s)\n", s->n_capture, s->n_replay, s->n_interrupt, s->n_drop,
                     s->last_drop ? s->last_drop : "none");
-        cudaFree(s->dparams);
+        cudaFree(s->dparams), cudaFree(s->ids);
         cudaFree(s->fault), cudaFree(s->work), cudaFree(s->attn_work), cudaFree(s->tokens), cudaFree(s->inv_freq);
         if (s->stream) cudaStreamDestroy(s->stream);
         free(s);
@@ -949,6 +967,11 @@ moe_backend *moe_backend_cuda_create(void)
              (st = device_alloc((void **)&s->dparams, sizeof s->params, "step record")) == MOE_OK &&
              (e = cudaMemsetAsync(s->dparams, 0, sizeof s->params, s->stream)) != cudaSuccess)
         st = cuda_error(e, "cudaMemsetAsync", "step record");
+    /* room for the greedy choices of a batch's rows, grown past it if need be:
+     * allocated here so that a decode step's graph is not dropped for it */
+    else if (st == MOE_OK && (st = device_alloc((void **)&s->ids, IDS_AT_START * sizeof(int32_t), "greedy choices")) ==
+                                 MOE_OK)
+        s->ids_cap = IDS_AT_START * sizeof(int32_t);
     const char *graphs = getenv("MOE_CUDA_GRAPHS");
     s->graphs = !(graphs && strcmp(graphs, "0") == 0);
     if (st != MOE_OK) {
@@ -966,7 +989,7 @@ moe_backend *moe_backend_cuda_create(void)
         .embed = op_embed, .rmsnorm = op_rmsnorm, .linear = op_linear, .split_cols = op_split_cols,
         .clip = op_clip, .rope_angles = op_rope_angles, .rope = op_rope, .kv_store = op_kv_store,
         .attention = op_attention, .add = op_add, .router_topk = op_router_topk, .experts = op_experts,
-        .step_begin = step_begin, .step_end = step_end, .sync = cuda_sync, .destroy = cuda_destroy,
+        .argmax_rows = op_argmax_rows, .step_begin = step_begin, .step_end = step_end, .sync = cuda_sync, .destroy = cuda_destroy,
     };
     return b;
 }

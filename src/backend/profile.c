@@ -164,6 +164,11 @@ static moe_status p_experts(moe_backend *b, moe_bk_experts *x, const float *xin,
 {
     TIMED(MOE_OP_EXPERTS, in->experts(in, x, xin, T, idx, w, k, out));
 }
+/* the greedy choice after the classifier: counted with it */
+static moe_status p_argmax_rows(moe_backend *b, const float *rows, int n, int V, int32_t *host_ids)
+{
+    TIMED(MOE_OP_LM_HEAD, in->argmax_rows(in, rows, n, V, host_ids));
+}
 
 moe_backend *moe_backend_profile_wrap(moe_backend *inner)
 {
@@ -186,6 +191,7 @@ moe_backend *moe_backend_profile_wrap(moe_backend *inner)
     b->embed = p_embed, b->rmsnorm = p_rmsnorm, b->linear = p_linear, b->split_cols = p_split_cols;
     b->clip = p_clip, b->rope_angles = p_rope_angles, b->rope = p_rope, b->kv_store = p_kv_store;
     b->attention = p_attention, b->add = p_add, b->router_topk = p_router_topk, b->experts = p_experts;
+    b->argmax_rows = p_argmax_rows;
     b->sync = p_sync, b->destroy = p_destroy;
     return b;
 }

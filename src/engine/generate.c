@@ -38,10 +38,17 @@ moe_status moe_generate(moe_context *ctx, const int32_t *prompt, int n_prompt, c
     double t0 = moe_now_s();
     moe_status st = MOE_OK;
 
+    /* a greedy sampler's choice is made where the logits are (on a GPU
+     * only the id comes back); others sample the logits here */
+    int greedy = moe_sampler_is_greedy(req->sampler);
+    int32_t next = 0;
+
     // prefill, a chunk at a time; logits of the last position only
     for (int done = 0; done < n_prompt && st == MOE_OK;) {
         int n = n_prompt - done < req->prefill_step ? n_prompt - done : req->prefill_step;
-        st = moe_context_eval(ctx, prompt + done, n, done + n == n_prompt ? logits : NULL, 0);
+        int last = done + n == n_prompt;
+        st = greedy && last ? moe_context_eval_greedy(ctx, prompt + done, n, &next)
+                            : moe_context_eval(ctx, prompt + done, n, last ? logits : NULL, 0);
         done += n;
         if (st == MOE_OK && req->on_progress)
             req->on_progress(req->user, MOE_PHASE_PREFILL, done, n_prompt, moe_now_s() - t0);
@@ -50,9 +57,11 @@ moe_status moe_generate(moe_context *ctx, const int32_t *prompt, int n_prompt, c
 
     // decode: sample, emit, feed back
     for (int i = 0; i < req->max_new_tokens && st == MOE_OK; i++) {
-        if (i > 0) st = moe_context_eval(ctx, &out_ids[i - 1], 1, logits, 0);
+        if (i > 0)
+            st = greedy ? moe_context_eval_greedy(ctx, &out_ids[i - 1], 1, &next)
+                        : moe_context_eval(ctx, &out_ids[i - 1], 1, logits, 0);
         if (st != MOE_OK) break;
-        int32_t id = moe_sampler_sample(req->sampler, logits);
+        int32_t id = greedy ? next : moe_sampler_sample(req->sampler, logits);
         if (i == 0) mt.ttft_s = moe_now_s() - t0;
         out_ids[(*n_out)++] = id;
         if (req->on_token) req->on_token(req->user, id);

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/memory.h"
+#include "kernels/argmax.h"
 
 struct moe_sampler {
     moe_sampler_config cfg;
@@ -116,19 +117,6 @@ static inline float weight(float z, float zmax, float t)
 {
     if (zmax == INFINITY) return z == INFINITY ? 1.0f : 0.0f;
     return expf((z - zmax) / t);
-}
-
-/* Greedy: the first of the largest logits; 0 when none is above -inf. */
-static int argmax(const float *z, int vocab)
-{
-    int best = 0;
-    float m = -INFINITY;
-    for (int i = 0; i < vocab; i++)
-        if (z[i] > m) {  /* false for NaN, so NaN is never chosen */
-            m = z[i];
-            best = i;
-        }
-    return best;
 }
 
 /* Nucleus over a list sorted best first: how many of the leading weights it
@@ -241,6 +229,8 @@ moe_status moe_sampler_create(const moe_sampler_config *cfg, int vocab, moe_samp
     return MOE_OK;
 }
 
+int moe_sampler_is_greedy(const moe_sampler *s) { return s && s->cfg.temperature == 0.0f; }
+
 int moe_sampler_sample(moe_sampler *s, const float *logits)
 {
     if (!s || !logits) {
@@ -249,7 +239,7 @@ int moe_sampler_sample(moe_sampler *s, const float *logits)
     }
     const moe_sampler_config *c = &s->cfg;
     const float t = c->temperature;
-    if (t == 0.0f) return argmax(logits, s->vocab);
+    if (t == 0.0f) return moe_argmax_f32(logits, s->vocab);
 
     /* One number per call, whatever the logits and filters, so that the
      * stream of draws does not depend on them. */

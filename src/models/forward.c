@@ -60,9 +60,11 @@ static char *value_cache(const moe_context *c, int l, size_t row_bytes)
 }
 
 /* The classifier's rows: each sequence's last position, or all its
- * positions when asked. One sequence writes straight into its caller's
- * buffer where the backend's memory is the host's; otherwise the rows are
- * gathered, classified in one call and handed out. */
+ * positions when asked, and the greedy choice at the last where asked. One
+ * sequence writes its logits straight into its caller's buffer where the
+ * backend's memory is the host's; otherwise the rows are gathered,
+ * classified in one call and handed out — on a GPU the greedy choice is
+ * made there, and only its id comes back. */
 static moe_status classify(moe_model *m, const model_batch *b, float eps)
 {
     moe_backend *B = m->be;
@@ -70,20 +72,21 @@ static moe_status classify(moe_model *m, const model_batch *b, float eps)
     int D = m->cfg.hidden_size, V = m->cfg.vocab_size, R = 0;
     for (int s = 0; s < b->count; s++) {
         const moe_batch_item *it = &b->items[s];
-        if (!it->logits) continue;
-        int first = it->all_positions ? 0 : it->n - 1, rows = it->n - first;
+        int rows = model_item_logit_rows(it), first = it->n - rows;
+        if (!rows) continue;
         TRY(B->rmsnorm(B, rows, D, w->x + (size_t)(b->row0[s] + first) * D, m->final_norm, eps,
                        w->xb + (size_t)R * D));
         R += rows;
     }
     if (R == 0) return MOE_OK;
-    if (b->count == 1 && B->host_memory) return B->linear(B, m->lm_head, w->xb, R, b->items[0].logits);
-    TRY(B->linear(B, m->lm_head, w->xb, R, w->logits));
+    int direct = b->count == 1 && B->host_memory && b->items[0].logits;
+    float *logits = direct ? b->items[0].logits : w->logits;
+    TRY(B->linear(B, m->lm_head, w->xb, R, logits));
     for (int s = 0, r = 0; s < b->count; s++) {
         const moe_batch_item *it = &b->items[s];
-        if (!it->logits) continue;
-        int rows = it->all_positions ? it->n : 1;
-        TRY(B->download(B, it->logits, w->logits + (size_t)r * V, sizeof(float) * (size_t)rows * V));
+        int rows = model_item_logit_rows(it);
+        if (it->greedy) TRY(B->argmax_rows(B, logits + (size_t)(r + rows - 1) * V, 1, V, it->greedy));
+        if (it->logits && !direct) TRY(B->download(B, it->logits, logits + (size_t)r * V, sizeof(float) * (size_t)rows * V));
         r += rows;
     }
     return MOE_OK;

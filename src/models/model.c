@@ -422,12 +422,13 @@ moe_status moe_context_eval_batch(const moe_batch_item *items, int count)
             if (items[r].ctx == items[s].ctx)
                 return moe_error_set(MOE_ERR_INVALID_ARG, "eval batch: sequences %d and %d share one context", r, s);
         total += items[s].n;
-        if (items[s].logits) logit_rows += items[s].all_positions ? items[s].n : 1;
+        logit_rows += model_item_logit_rows(&items[s]);
     }
     if (total > INT32_MAX / 2)
         return moe_error_set(MOE_ERR_RANGE, "eval batch: %ld tokens in one batch is too many", total);
     /* one sequence on host memory writes its logits straight to its caller */
-    moe_status st = workspace_reserve(m, (int)total, count == 1 && m->be->host_memory ? 0 : (int)logit_rows);
+    int direct = count == 1 && m->be->host_memory && items[0].logits;
+    moe_status st = workspace_reserve(m, (int)total, direct ? 0 : (int)logit_rows);
     if (st != MOE_OK) return st;
     int *row0 = moe_alloc(sizeof(int) * (size_t)count, "batch rows");
     if (!row0) return MOE_ERR_NOMEM;
@@ -444,6 +445,13 @@ moe_status moe_context_eval_batch(const moe_batch_item *items, int count)
 moe_status moe_context_eval(moe_context *c, const int32_t *tokens, int n, float *logits, int all_positions)
 {
     moe_batch_item it = { .ctx = c, .tokens = tokens, .n = n, .logits = logits, .all_positions = all_positions };
+    return moe_context_eval_batch(&it, 1);
+}
+
+moe_status moe_context_eval_greedy(moe_context *c, const int32_t *tokens, int n, int32_t *id)
+{
+    if (!id) return moe_error_set(MOE_ERR_INVALID_ARG, "eval greedy: the id's destination must not be NULL");
+    moe_batch_item it = { .ctx = c, .tokens = tokens, .n = n, .greedy = id };
     return moe_context_eval_batch(&it, 1);
 }
 

@@ -87,6 +87,15 @@ typedef struct {
     const int *row0;
 } model_batch;
 
+/* The classifier's rows an item needs: its positions' when it asks for
+ * the logits of all of them, else its last position's when it asks for
+ * logits or the greedy choice, else none. */
+static inline int model_item_logit_rows(const moe_batch_item *it)
+{
+    if (!it->logits && !it->greedy) return 0;
+    return it->logits && it->all_positions ? it->n : 1;
+}
+
 void model_free_weights(moe_model *m);
 
 /* The activation mode for quantized weights: the option's, or moe's

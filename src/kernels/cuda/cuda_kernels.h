@@ -153,6 +153,11 @@ cudaError_t moe_cuda_attention(int T, int pos, const int32_t *dpos, int heads, i
                                const float *q, int kv, const void *k, const void *v, size_t kv_stride, float *out,
                                void *work, cudaStream_t stream);
 
+/* ids[r] = the index of the first of the largest values of row r of rows
+ * [n, V] (NaN never chosen; 0 when none is above -inf): kernels/argmax.h's
+ * rule, one block a row. */
+cudaError_t moe_cuda_argmax_rows(const float *rows, int n, int V, int32_t *ids, cudaStream_t stream);
+
 enum { MOE_CUDA_MAX_TOP_K = 64 };
 /* logits [T, E] → idx, w [T, k]: softmax, the k largest (ties: the lower
  * expert), renormalised when norm. A non-finite logit is a fault. */
