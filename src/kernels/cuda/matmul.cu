@@ -263,11 +263,24 @@ struct stage_layout {
     static constexpr int smem = STAGES * bytes + tiles;
 };
 
-/* eight values of a staged weight row, dequantized as fetch8 does */
+/* The order of eight staged values in a tile row: 4-bit codes are turned
+ * two at a time (codes i and i + 4 of a word, the low and high halves of a
+ * bfloat16 pair), so their rows hold k = 0, 4, 1, 5, 2, 6, 3, 7 of each 8;
+ * the activations are staged in the same order, and the products pair
+ * the same k as in order. Other formats keep the order. */
 template <int F>
-__device__ inline void stage_values(const unsigned char *w, int lk, unsigned sword, unsigned bword, int sshift,
-                                    int sdtype, float v[8])
+__device__ inline uint4 pack8_staged(const float v[8])
 {
+    if (F != MOE_CUDA_W_Q4) return pack8_bf16(v);
+    return make_uint4(pack_bf16(v[0], v[4]), pack_bf16(v[1], v[5]), pack_bf16(v[2], v[6]), pack_bf16(v[3], v[7]));
+}
+
+/* eight values of a staged weight row as bfloat16, in pack8_staged's order */
+template <int F>
+__device__ inline uint4 stage_values(const unsigned char *w, int lk, unsigned sword, unsigned bword, int sshift,
+                                     int sdtype)
+{
+    float v[8];
     if (wbits<F>::quant) {
         auto dec = [&](unsigned word) {
             if (sdtype == MOE_DTYPE_F32) return __uint_as_float(word);
@@ -276,16 +289,28 @@ __device__ inline void stage_values(const unsigned char *w, int lk, unsigned swo
         };
         float scale = dec(sword), bias = dec(bword);
         if (F == MOE_CUDA_W_Q4) {
+            /* two codes a step in bfloat16: under the exponent of 128 the
+             * code's 4 bits make 128 + q exactly, less 128 is q, then one
+             * rounding of q·scale + bias (the float path rounds twice,
+             * to float and then to bfloat16: the same but at rare ties) */
             uint32_t word = *(const uint32_t *)(w + lk / 2);
-#pragma unroll
-            for (int i = 0; i < 8; i++) v[i] = __fadd_rn(__fmul_rn(scale, code_of<4>(word, i)), bias);
-        } else {
-            uint2 words = *(const uint2 *)(w + lk);
+            __nv_bfloat162 s2 = __float2bfloat162_rn(scale), b2 = __float2bfloat162_rn(bias);
+            const __nv_bfloat162 base = __float2bfloat162_rn(128.0f);
+            uint32_t out[4];
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                v[i] = __fadd_rn(__fmul_rn(scale, code_of<8>(words.x, i)), bias);
-                v[4 + i] = __fadd_rn(__fmul_rn(scale, code_of<8>(words.y, i)), bias);
+                uint32_t bits = ((word >> (4 * i)) & 0x000f000fu) | 0x43004300u;
+                __nv_bfloat162 q = __hsub2(*(const __nv_bfloat162 *)&bits, base);
+                __nv_bfloat162 r = __hfma2(q, s2, b2);
+                out[i] = *(const uint32_t *)&r;
             }
+            return make_uint4(out[0], out[1], out[2], out[3]);
+        }
+        uint2 words = *(const uint2 *)(w + lk);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            v[i] = __fadd_rn(__fmul_rn(scale, code_of<8>(words.x, i)), bias);
+            v[4 + i] = __fadd_rn(__fmul_rn(scale, code_of<8>(words.y, i)), bias);
         }
     } else if (F == MOE_CUDA_W_F32) {
         float4 a = *(const float4 *)(w + lk * 4), b = *(const float4 *)(w + lk * 4 + 16);
@@ -300,6 +325,7 @@ __device__ inline void stage_values(const unsigned char *w, int lk, unsigned swo
             v[2 * i + 1] = F == MOE_CUDA_W_F16 ? f16_bits_to_f32(hi) : bf16_bits_to_f32(hi);
         }
     }
+    return pack8_staged<F>(v);
 }
 
 /* C rows (mapped, scaled) = A rows (mapped) · Wᵀ on the tensor cores;
@@ -370,7 +396,7 @@ mma_gemm(moe_cuda_weights W0, moe_cuda_weights W1, tile_rows R, const float *A, 
             const float *ar = (const float *)(base + L::a) + li * BK + lk;
             float4 x0 = *(const float4 *)ar, x1 = *(const float4 *)(ar + 4);
             v[0] = x0.x, v[1] = x0.y, v[2] = x0.z, v[3] = x0.w, v[4] = x1.x, v[5] = x1.y, v[6] = x1.z, v[7] = x1.w;
-            *(uint4 *)&As[li][lk] = pack8_bf16(v);
+            *(uint4 *)&As[li][lk] = pack8_staged<F>(v);
 #pragma unroll
             for (int w = 0; w < NB; w++)
 #pragma unroll
@@ -381,11 +407,11 @@ mma_gemm(moe_cuda_weights W0, moe_cuda_weights W1, tile_rows R, const float *A, 
                      * shapes, allocations aligned alike) */
                     size_t at = ((size_t)(r < N ? r : 0) * groups + ks * BK / (wbits<F>::quant ? W0.group : 1)) * es;
                     int shift = wbits<F>::quant && ((uintptr_t)(m0.s + at) & 2) ? 16 : 0;
-                    stage_values<F>(base + L::w + (w * BNT + row) * WROW, lk,
-                                    wbits<F>::quant ? *(const unsigned *)(base + L::s + (w * BNT + row) * 4) : 0u,
-                                    wbits<F>::quant ? *(const unsigned *)(base + L::b + (w * BNT + row) * 4) : 0u,
-                                    shift, W0.sdtype, v);
-                    *(uint4 *)&Bs[w * BNT + row][lk] = pack8_bf16(v);
+                    *(uint4 *)&Bs[w * BNT + row][lk] = stage_values<F>(
+                        base + L::w + (w * BNT + row) * WROW, lk,
+                        wbits<F>::quant ? *(const unsigned *)(base + L::s + (w * BNT + row) * 4) : 0u,
+                        wbits<F>::quant ? *(const unsigned *)(base + L::b + (w * BNT + row) * 4) : 0u, shift,
+                        W0.sdtype);
                 }
         }
         if (ks + STAGES - 1 < nk) issue((ks + STAGES - 1) % STAGES, ks + STAGES - 1);
