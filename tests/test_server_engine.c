@@ -155,7 +155,10 @@ static void batched_equals_alone(void **state)
 /* A request whose prompt begins with a slot's cache (the last request's
  * prompt and all its tokens but the last, which was never fed) computes
  * only the rest, and answers as it would from nothing; a prompt equal to
- * the cache reuses the kept logits too. */
+ * the cache reuses the kept logits too; a prompt that parts from the cache
+ * keeps their common prefix (the cache cut back to it), and a prompt the
+ * cache holds whole, without the logits after it, feeds its last token
+ * again. */
 static void prompt_cache(void **state)
 {
     (void)state;
@@ -178,17 +181,32 @@ static void prompt_cache(void **state)
     alone(longer, P + GEN - 1, 4, want);
     expect_ids(b, want, 4);
     assert_int_equal(b->ids[0], a->ids[GEN - 1]);   /* the token A stopped at */
-    // the cache now ends 3 tokens into B's answer: a prompt that diverges before that starts afresh
+    // the cache now ends 3 tokens into B's answer: C's prompt parts from it
+    // there or before, and keeps what they share
+    int32_t cache[P + GEN + 2];
+    memcpy(cache, longer, sizeof(int32_t) * (P + GEN - 1));
+    memcpy(cache + P + GEN - 1, b->ids, sizeof(int32_t) * 3);
+    int common = 0;
+    while (common < P + GEN + 2 && cache[common] == longer[common]) common++;
+    assert_true(common >= P + GEN && common < P + GEN + 2);   /* B's first token is longer's too */
     moe_job *c = job(longer, P + GEN + EXTRA, 5);
     submit(e, c);
     wait_for(c, is_done);
-    assert_int_equal(c->n_cached, 0);
+    assert_int_equal(c->n_cached, common);
     alone(longer, P + GEN + EXTRA, 5, want);
     expect_ids(c, want, 5);
+    // a prompt the cache holds whole but for which no logits were kept:
+    // all of it but its last token reused
+    moe_job *d = job(longer, P + 2, 3);
+    submit(e, d);
+    wait_for(d, is_done);
+    assert_int_equal(d->n_cached, P + 1);
+    alone(longer, P + 2, 3, want);
+    expect_ids(d, want, 3);
     moe_server_stats st;
     moe_engine_stats(e, &st);
-    assert_int_equal(st.cached_tokens, P + GEN - 1);
-    moe_job_release(e, a), moe_job_release(e, b), moe_job_release(e, c);
+    assert_int_equal(st.cached_tokens, P + GEN - 1 + common + P + 1);
+    moe_job_release(e, a), moe_job_release(e, b), moe_job_release(e, c), moe_job_release(e, d);
     moe_engine_free(e);
 }
 

@@ -204,15 +204,17 @@ static void free_slot(moe_engine *e, slot *s, const char *reason)
     finish_job(e, j, reason);
 }
 
-/* How many of the prompt's tokens slot s already holds: all of its cache
- * when the cache is a prefix of the prompt (and, for the whole prompt, the
- * logits after it are kept); else none. (Reusing a shorter common prefix
- * would need the cache cut back, which moe_context does not offer.) */
+/* How many of the prompt's tokens slot s can keep: the longest common
+ * prefix of its cache and the prompt (the cache cut back to it, as
+ * llama-server's cache_prompt does), the whole prompt only when the cache
+ * is exactly the prompt and the logits after it are kept: otherwise at
+ * least the prompt's last token is fed again, for its logits. */
 static int reusable(const slot *s, const moe_job *j)
 {
-    if (s->n_cache == 0 || s->n_cache > j->n_prompt) return 0;
-    if (s->n_cache == j->n_prompt && !s->logits_valid) return 0;
-    return memcmp(s->cache, j->prompt, sizeof(int32_t) * (size_t)s->n_cache) ? 0 : s->n_cache;
+    int n = s->n_cache < j->n_prompt ? s->n_cache : j->n_prompt, common = 0;
+    while (common < n && s->cache[common] == j->prompt[common]) common++;
+    if (common == j->n_prompt && !(s->n_cache == j->n_prompt && s->logits_valid)) common--;
+    return common > 0 ? common : 0;
 }
 
 /* The free slot for j: the longest reusable cache, else the least recently
@@ -236,9 +238,13 @@ static int choose_slot(const moe_engine *e, const moe_job *j, int *reuse)
 /* Puts j in slot s (under e->mu). */
 static void start_job(moe_engine *e, slot *s, moe_job *j, int reuse)
 {
-    if (!reuse && s->n_cache) {
-        moe_context_reset(s->ctx);
-        s->n_cache = 0;
+    if (reuse < s->n_cache) {
+        /* the common prefix kept, what follows it forgotten */
+        if (!reuse || moe_context_truncate(s->ctx, reuse) != MOE_OK) {
+            moe_context_reset(s->ctx);
+            reuse = 0;
+        }
+        s->n_cache = reuse;
         s->logits_valid = 0;
     }
     s->job = j;
