@@ -152,34 +152,42 @@ static void batched_equals_alone(void **state)
     moe_engine_free(e);
 }
 
+/* A job of prompt[0..n) for gen tokens, run to its end: it reused
+ * want_cached tokens and answers as it would alone. */
+static moe_job *run_cached(moe_engine *e, const int32_t *prompt, int n, int gen, int want_cached)
+{
+    int32_t want[8];
+    assert_true(gen <= 8);
+    moe_job *j = job(prompt, n, gen);
+    submit(e, j);
+    wait_for(j, is_done);
+    assert_int_equal(j->n_cached, want_cached);
+    alone(prompt, n, gen, want);
+    expect_ids(j, want, gen);
+    return j;
+}
+
 /* A request whose prompt begins with a slot's cache (the last request's
  * prompt and all its tokens but the last, which was never fed) computes
  * only the rest, and answers as it would from nothing; a prompt equal to
  * the cache reuses the kept logits too; a prompt that parts from the cache
  * keeps their common prefix (the cache cut back to it), and a prompt the
- * cache holds whole, without the logits after it, feeds its last token
- * again. */
+ * cache holds whole, with nothing kept of what follows it, feeds its last
+ * token again; a greedy job finds the greedy choice kept, another sampler
+ * needs the logits, which greedy steps do not bring back. */
 static void prompt_cache(void **state)
 {
     (void)state;
     enum { P = 10, GEN = 6, EXTRA = 3 };
-    int32_t first[P], longer[P + GEN + EXTRA], want[8];
+    int32_t first[P], longer[P + GEN + EXTRA];
     prompt_of(first, P, 7);
     moe_engine *e = engine(2, 0, 0);
-    moe_job *a = job(first, P, GEN);
-    submit(e, a);
-    wait_for(a, is_done);
-    assert_int_equal(a->n_cached, 0);
+    moe_job *a = run_cached(e, first, P, GEN, 0);
     memcpy(longer, first, sizeof first);
     memcpy(longer + P, a->ids, sizeof(int32_t) * GEN);
     prompt_of(longer + P + GEN, EXTRA, 3);
     // exactly the cache: P prompt tokens and GEN - 1 generated ones
-    moe_job *b = job(longer, P + GEN - 1, 4);
-    submit(e, b);
-    wait_for(b, is_done);
-    assert_int_equal(b->n_cached, P + GEN - 1);
-    alone(longer, P + GEN - 1, 4, want);
-    expect_ids(b, want, 4);
+    moe_job *b = run_cached(e, longer, P + GEN - 1, 4, P + GEN - 1);
     assert_int_equal(b->ids[0], a->ids[GEN - 1]);   /* the token A stopped at */
     // the cache now ends 3 tokens into B's answer: C's prompt parts from it
     // there or before, and keeps what they share
@@ -189,24 +197,27 @@ static void prompt_cache(void **state)
     int common = 0;
     while (common < P + GEN + 2 && cache[common] == longer[common]) common++;
     assert_true(common >= P + GEN && common < P + GEN + 2);   /* B's first token is longer's too */
-    moe_job *c = job(longer, P + GEN + EXTRA, 5);
-    submit(e, c);
-    wait_for(c, is_done);
-    assert_int_equal(c->n_cached, common);
-    alone(longer, P + GEN + EXTRA, 5, want);
-    expect_ids(c, want, 5);
-    // a prompt the cache holds whole but for which no logits were kept:
-    // all of it but its last token reused
-    moe_job *d = job(longer, P + 2, 3);
-    submit(e, d);
-    wait_for(d, is_done);
-    assert_int_equal(d->n_cached, P + 1);
-    alone(longer, P + 2, 3, want);
-    expect_ids(d, want, 3);
+    moe_job *c = run_cached(e, longer, P + GEN + EXTRA, 5, common);
+    // a prompt the cache holds whole, nothing kept of what follows it: all but its last token reused
+    moe_job *d = run_cached(e, longer, P + 2, 3, P + 1);
+    // D's cache exactly, greedily: the greedy choice kept with it, nothing fed
+    int32_t again[P + 5];
+    memcpy(again, longer, sizeof(int32_t) * (P + 2));
+    memcpy(again + P + 2, d->ids, sizeof(int32_t) * 2);
+    moe_job *g = run_cached(e, again, P + 4, 2, P + 4);
+    assert_int_equal(g->ids[0], d->ids[2]);
+    // G's cache exactly, sampled at a temperature: no logits were kept, so its last token is fed again
+    again[P + 4] = g->ids[0];
+    moe_job *f = job(again, P + 5, 1);
+    f->sampling.temperature = 0.7f;
+    submit(e, f);
+    wait_for(f, is_done);
+    assert_int_equal(f->n_cached, P + 4);
     moe_server_stats st;
     moe_engine_stats(e, &st);
-    assert_int_equal(st.cached_tokens, P + GEN - 1 + common + P + 1);
+    assert_int_equal(st.cached_tokens, P + GEN - 1 + common + P + 1 + 2 * (P + 4));
     moe_job_release(e, a), moe_job_release(e, b), moe_job_release(e, c), moe_job_release(e, d);
+    moe_job_release(e, g), moe_job_release(e, f);
     moe_engine_free(e);
 }
 

@@ -16,6 +16,7 @@ typedef struct {
     int n_cache;
     float *logits;             /* [vocab] after the cache's last token, when logits_valid */
     int logits_valid;
+    int choice_valid;          /* choice is the greedy choice after the cache's last token */
     int state;
     moe_job *job;
     int fed;                   /* prompt tokens of the job in the cache */
@@ -26,7 +27,9 @@ typedef struct {
     size_t gen_len, gen_cap, sent;
     long long last_used;
     double t_admit;
-    int got_logits;            /* this step */
+    int got_logits;            /* this step: logits, or (a greedy sampler) the choice alone */
+    int32_t choice;            /* a greedy choice, made where the logits are */
+    int got_choice;            /* this step */
 } slot;
 
 struct moe_engine {
@@ -207,13 +210,15 @@ static void free_slot(moe_engine *e, slot *s, const char *reason)
 /* How many of the prompt's tokens slot s can keep: the longest common
  * prefix of its cache and the prompt (the cache cut back to it, as
  * llama-server's cache_prompt does), the whole prompt only when the cache
- * is exactly the prompt and the logits after it are kept: otherwise at
- * least the prompt's last token is fed again, for its logits. */
+ * is exactly the prompt and what comes next is known — the logits after
+ * it, or for a greedy job the greedy choice — otherwise at least the
+ * prompt's last token is fed again. */
 static int reusable(const slot *s, const moe_job *j)
 {
     int n = s->n_cache < j->n_prompt ? s->n_cache : j->n_prompt, common = 0;
     while (common < n && s->cache[common] == j->prompt[common]) common++;
-    if (common == j->n_prompt && !(s->n_cache == j->n_prompt && s->logits_valid)) common--;
+    int next_known = s->logits_valid || (s->choice_valid && j->sampling.temperature == 0.0f);
+    if (common == j->n_prompt && !(s->n_cache == j->n_prompt && next_known)) common--;
     return common > 0 ? common : 0;
 }
 
@@ -245,7 +250,7 @@ static void start_job(moe_engine *e, slot *s, moe_job *j, int reuse)
             reuse = 0;
         }
         s->n_cache = reuse;
-        s->logits_valid = 0;
+        s->logits_valid = s->choice_valid = 0;
     }
     s->job = j;
     s->fed = reuse;
@@ -292,7 +297,9 @@ static int is_stop_id(const moe_engine *e, const moe_job *j, int32_t id)
 static void sample(moe_engine *e, slot *s)
 {
     moe_job *j = s->job;
-    int32_t id = moe_sampler_sample(s->sampler, s->logits);
+    /* the choice made this step, or kept with the cache a greedy job reuses whole */
+    int chosen = s->got_choice || (s->state == SLOT_SAMPLE && s->choice_valid && moe_sampler_is_greedy(s->sampler));
+    int32_t id = chosen ? s->choice : moe_sampler_sample(s->sampler, s->logits);
     pthread_mutex_lock(&j->mu);
     j->n_gen++;
     if (j->n_gen == 1) j->t_first = moe_engine_now();
@@ -321,6 +328,17 @@ static void sample(moe_engine *e, slot *s)
     s->state = SLOT_DECODE;
 }
 
+/* What slot s needs after this step's tokens for its next one: a greedy
+ * sampler only the choice (on a GPU the logits then stay there; the cache
+ * keeps the choice for a later greedy request of exactly this prompt, and
+ * one that samples otherwise feeds the last token again), others the
+ * logits. */
+static void wants_next(moe_batch_item *it, slot *s)
+{
+    if (moe_sampler_is_greedy(s->sampler)) it->greedy = &s->choice;
+    else it->logits = s->logits;
+}
+
 static int by_serial(const void *a, const void *b)
 {
     const slot *x = *(slot *const *)a, *y = *(slot *const *)b;
@@ -335,7 +353,7 @@ static void step(moe_engine *e)
     slot *prefill[P];
     for (int i = 0; i < P; i++) {
         slot *s = &e->slots[i];
-        s->got_logits = 0;
+        s->got_logits = s->got_choice = 0;
         if (s->state == SLOT_FREE) continue;
         pthread_mutex_lock(&s->job->mu);
         int stop = s->job->cancelled || s->job->failed;
@@ -348,7 +366,8 @@ static void step(moe_engine *e)
     for (int i = 0; i < P; i++) {
         slot *s = &e->slots[i];
         if (s->state != SLOT_DECODE) continue;
-        e->items[n] = (moe_batch_item){ .ctx = s->ctx, .tokens = &s->next, .n = 1, .logits = s->logits };
+        e->items[n] = (moe_batch_item){ .ctx = s->ctx, .tokens = &s->next, .n = 1 };
+        wants_next(&e->items[n], s);
         e->item_slot[n++] = i;
         tokens++;
     }
@@ -357,8 +376,8 @@ static void step(moe_engine *e)
     for (int k = 0; k < n_prefill && left > 0; k++) {
         slot *s = prefill[k];
         int rest = s->job->n_prompt - s->fed, c = rest < left ? rest : left;
-        e->items[n] = (moe_batch_item){ .ctx = s->ctx, .tokens = s->job->prompt + s->fed, .n = c,
-                                        .logits = c == rest ? s->logits : NULL };
+        e->items[n] = (moe_batch_item){ .ctx = s->ctx, .tokens = s->job->prompt + s->fed, .n = c };
+        if (c == rest) wants_next(&e->items[n], s);
         e->item_slot[n++] = (int)(s - e->slots);
         left -= c;
         tokens += c;
@@ -370,7 +389,7 @@ static void step(moe_engine *e)
             slot *s = &e->slots[e->item_slot[k]];
             moe_context_reset(s->ctx);
             s->n_cache = 0;
-            s->logits_valid = 0;
+            s->logits_valid = s->choice_valid = 0;
             fail_job(s->job, "the forward pass failed: %s", why);
             free_slot(e, s, NULL);
         }
@@ -382,7 +401,9 @@ static void step(moe_engine *e)
         memcpy(s->cache + s->n_cache, it->tokens, sizeof(int32_t) * (size_t)it->n);
         s->n_cache += it->n;
         if (s->state == SLOT_PREFILL) s->fed += it->n;
-        s->logits_valid = s->got_logits = it->logits != NULL;
+        s->logits_valid = it->logits != NULL;
+        s->choice_valid = s->got_choice = it->greedy != NULL;
+        s->got_logits = s->logits_valid || s->got_choice;
     }
     for (int i = 0; i < P; i++) {
         slot *s = &e->slots[i];
