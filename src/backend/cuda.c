@@ -989,7 +989,8 @@ moe_backend *moe_backend_cuda_create(void)
         .embed = op_embed, .rmsnorm = op_rmsnorm, .linear = op_linear, .split_cols = op_split_cols,
         .clip = op_clip, .rope_angles = op_rope_angles, .rope = op_rope, .kv_store = op_kv_store,
         .attention = op_attention, .add = op_add, .router_topk = op_router_topk, .experts = op_experts,
-        .argmax_rows = op_argmax_rows, .step_begin = step_begin, .step_end = step_end, .sync = cuda_sync, .destroy = cuda_destroy,
+        .argmax_rows = op_argmax_rows,
+        .step_begin = step_begin, .step_end = step_end, .sync = cuda_sync, .destroy = cuda_destroy,
     };
     return b;
 }

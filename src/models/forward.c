@@ -86,7 +86,8 @@ static moe_status classify(moe_model *m, const model_batch *b, float eps)
         const moe_batch_item *it = &b->items[s];
         int rows = model_item_logit_rows(it);
         if (it->greedy) TRY(B->argmax_rows(B, logits + (size_t)(r + rows - 1) * V, 1, V, it->greedy));
-        if (it->logits && !direct) TRY(B->download(B, it->logits, logits + (size_t)r * V, sizeof(float) * (size_t)rows * V));
+        if (it->logits && !direct)
+            TRY(B->download(B, it->logits, logits + (size_t)r * V, sizeof(float) * (size_t)rows * V));
         r += rows;
     }
     return MOE_OK;

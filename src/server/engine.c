@@ -29,7 +29,6 @@ typedef struct {
     double t_admit;
     int got_logits;            /* this step: logits, or (a greedy sampler) the choice alone */
     int32_t choice;            /* a greedy choice, made where the logits are */
-    int got_choice;            /* this step */
 } slot;
 
 struct moe_engine {
@@ -297,8 +296,9 @@ static int is_stop_id(const moe_engine *e, const moe_job *j, int32_t id)
 static void sample(moe_engine *e, slot *s)
 {
     moe_job *j = s->job;
-    /* the choice made this step, or kept with the cache a greedy job reuses whole */
-    int chosen = s->got_choice || (s->state == SLOT_SAMPLE && s->choice_valid && moe_sampler_is_greedy(s->sampler));
+    /* a greedy job's choice, made this step or kept with the cache it reuses
+     * whole; otherwise the logits are there */
+    int chosen = s->choice_valid && moe_sampler_is_greedy(s->sampler);
     int32_t id = chosen ? s->choice : moe_sampler_sample(s->sampler, s->logits);
     pthread_mutex_lock(&j->mu);
     j->n_gen++;
@@ -353,7 +353,7 @@ static void step(moe_engine *e)
     slot *prefill[P];
     for (int i = 0; i < P; i++) {
         slot *s = &e->slots[i];
-        s->got_logits = s->got_choice = 0;
+        s->got_logits = 0;
         if (s->state == SLOT_FREE) continue;
         pthread_mutex_lock(&s->job->mu);
         int stop = s->job->cancelled || s->job->failed;
@@ -402,8 +402,8 @@ static void step(moe_engine *e)
         s->n_cache += it->n;
         if (s->state == SLOT_PREFILL) s->fed += it->n;
         s->logits_valid = it->logits != NULL;
-        s->choice_valid = s->got_choice = it->greedy != NULL;
-        s->got_logits = s->logits_valid || s->got_choice;
+        s->choice_valid = it->greedy != NULL;
+        s->got_logits = s->logits_valid || s->choice_valid;
     }
     for (int i = 0; i < P; i++) {
         slot *s = &e->slots[i];
