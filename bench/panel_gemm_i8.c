@@ -12,9 +12,11 @@
  * A multiply-add is one code times one token's activation: int8x2 counts
  * each once though it carries two digits.
  *
- * With --gemv M, the matrix-vector kernel of the default instead
- * (panel_gemv_i8x2): the panels times M tokens' own rows, as decode runs
- * them (M ≤ 4).
+ * With --gemv M, the matrix-vector kernels of the default instead: the
+ * panels times M tokens' own rows, as decode runs them (M ≤ 4), through
+ * panel_gemv_i8x2 (the digits apart) and, where the set has it,
+ * panel_gemv_i8x2_joined (each row's digits joined once, outside the
+ * timing, as the layers do).
  *
  *   build-dir/bench_panel_gemm [--k 2048] [--group 64] [--bits 4|8]
  *       [--panels 1] [--tiles 1] [--gemv M] [--rounds 15] [--isa NAME] */
@@ -108,6 +110,7 @@ typedef struct {
     size_t block;
     int P, G, wpg, m;
     const int8_t *const *xq, *const *xr;
+    const int16_t *const *rows;   /* joined rows: panel_gemv_i8x2_joined */
     const float *const *dx, *const *xs;
     float *const *out;
 } gemv_batch;
@@ -117,7 +120,8 @@ static long run_gemv_batch(void *arg)
     const gemv_batch *b = arg;
     for (int pass = 0; pass < 16 * b->P; pass++) {
         moe_panel pn = panel_at(b->pb, pass % b->P, b->G, b->block, b->wpg);
-        b->k->panel_gemv_i8x2(b->f, &pn, b->m, b->xq, b->xr, b->dx, b->xs, b->out);
+        if (b->rows) b->k->panel_gemv_i8x2_joined(b->f, &pn, b->m, b->rows, b->dx, b->xs, b->out);
+        else b->k->panel_gemv_i8x2(b->f, &pn, b->m, b->xq, b->xr, b->dx, b->xs, b->out);
     }
     return 16L * b->P;
 }
@@ -153,7 +157,8 @@ static long run_gemm_batch(void *arg)
 }
 
 /* The panels (P of them, `block` bytes a group) times m tokens' own rows
- * with panel_gemv_i8x2, each panel once a pass. */
+ * with panel_gemv_i8x2, and panel_gemv_i8x2_joined where the set has it,
+ * each panel once a pass. */
 static void time_gemv(const moe_cpu_kernels *k, const char *name, const moe_panel_format *f, const unsigned char *pb,
                       size_t block, int P, int m, int rounds)
 {
@@ -169,15 +174,24 @@ static void time_gemv(const moe_cpu_kernels *k, const char *name, const moe_pane
     for (int i = 0; i < m; i++)
         xq[i] = q + (size_t)i * K, xr[i] = r + (size_t)i * K, dxp[i] = dx + (size_t)i * G, xsp[i] = xs + (size_t)i * G,
         out[i] = out_b[i];
-    gemv_batch gb = { k, f, pb, block, P, G, wpg, m, xq, xr, dxp, xsp, out };
-    double best, median;
-    time_calls(rounds, run_gemv_batch, &gb, &best, &median);
-    double macs = (double)MOE_PANEL * m * K, bytes = (double)block * G;
-    printf("%-10s Q%d group %d K %d, %d token%s, %d panel%s: panel_gemv_i8x2 best %6.1f median %6.1f G multiply-adds/s "
-           "a core (%.1f GB/s of codes, scales and biases)\n",
-           name, f->fmt == MOE_WF_Q4 ? 4 : 8, f->group_size, K, m, m > 1 ? "s" : "", P, P > 1 ? "s" : "",
-           macs / best * 1e-9, macs / median * 1e-9, bytes / median * 1e-9);
-    free(q), free(r), free(dx), free(xs);
+    int16_t *joined = xmalloc(sizeof(int16_t) * (size_t)K * m);
+    const int16_t *rows[MOE_GEMV_MAX_M];
+    for (int i = 0; i < m; i++) {
+        rows[i] = joined + (size_t)i * K;
+        moe_pack_act_i8x2(f->fmt, K, f->group_size, 1, xq + i, xr + i, NULL, NULL, joined + (size_t)i * K, NULL, NULL);
+    }
+    for (int j = 0; j < (k->panel_gemv_i8x2_joined ? 2 : 1); j++) {
+        gemv_batch gb = { k, f, pb, block, P, G, wpg, m, xq, xr, j ? rows : NULL, dxp, xsp, out };
+        double best, median;
+        time_calls(rounds, run_gemv_batch, &gb, &best, &median);
+        double macs = (double)MOE_PANEL * m * K, bytes = (double)block * G;
+        printf("%-10s Q%d group %d K %d, %d token%s, %d panel%s: %-22s best %6.1f median %6.1f G multiply-adds/s "
+               "a core (%.1f GB/s of codes, scales and biases)\n",
+               name, f->fmt == MOE_WF_Q4 ? 4 : 8, f->group_size, K, m, m > 1 ? "s" : "", P, P > 1 ? "s" : "",
+               j ? "panel_gemv_i8x2_joined" : "panel_gemv_i8x2", macs / best * 1e-9, macs / median * 1e-9,
+               bytes / median * 1e-9);
+    }
+    free(q), free(r), free(dx), free(xs), free(joined);
 }
 
 int main(int argc, char **argv)

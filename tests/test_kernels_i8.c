@@ -15,6 +15,8 @@
  *                  activations in one call, digits and residuals both at
  *                  the extremes: Σ q·(254·xq + xr) reaches 255·32639 a term;
  *                  a table's pack_act_i8x2 gives moe_pack_act_i8x2's bytes;
+ *   panel_gemv_i8x2_joined  (where a table has it, and the reference) on
+ *                  each row joined alone, the bits of panel_gemv_i8x2;
  * for Q4 and Q8, scales F32/F16/BF16, groups 32/64/128, 1..3 groups, full
  * and partial panels (nr 16 and 11), and nothing written past nr or m.
  * Panels are laid out here from a code matrix as kernels.h describes. */
@@ -179,6 +181,8 @@ static void reference_x2(const i8_panel *pc, int r, const int8_t *xq, const int8
 
 typedef void (*gemv_x2_fn)(const moe_panel_format *, const moe_panel *, int, const int8_t *const *,
                            const int8_t *const *, const float *const *, const float *const *, float *const *);
+typedef void (*gemv_x2j_fn)(const moe_panel_format *, const moe_panel *, int, const int16_t *const *,
+                            const float *const *, const float *const *, float *const *);
 typedef void (*gemm_x2_fn)(const moe_panel_format *, const moe_panel *, int, const int16_t *, const float *,
                            const float *, float *const *);
 
@@ -304,6 +308,51 @@ static void one_case(uint64_t *rng, moe_wformat fmt, moe_dtype sd, int gs, int K
         for (int i0 = 0; i0 < MT; i0 += MOE_GEMV_MAX_M)
             gv(&pc.f, &pc.p, MOE_GEMV_MAX_M, (const int8_t *const *)xq + i0, (const int8_t *const *)xr + i0,
                (const float *const *)dx + i0, (const float *const *)xsum + i0, gout + i0);
+        gemv_x2j_fn gj = kt ? kt->panel_gemv_i8x2_joined : moe_portable_panel_gemv_i8x2_joined;
+        if (gj) {
+            /* each row joined alone (no scales packed), in a buffer of
+             * exactly its size; then the joined rows m at a time */
+            int16_t *rows[MT];
+            for (int i = 0; i < MT; i++) {
+                rows[i] = xmalloc(sizeof(int16_t) * (size_t)K);
+                const int8_t *q = xq[i], *r = xr[i];
+                (kt && kt->pack_act_i8x2 ? kt->pack_act_i8x2 : moe_pack_act_i8x2)(fmt, K, gs, 1, &q, &r, NULL, NULL,
+                                                                                  rows[i], NULL, NULL);
+                for (int k = 0; k < K; k++) {
+                    int j = moe_act_i8_index(fmt, k);
+                    n_checked++;
+                    if (rows[i][(k / 8) * 8 + moe_act_i8x2_pos(fmt, k % 8)] != MOE_I8_RESIDUAL_STEPS * xq[i][j] + xr[i][j])
+                        test_mismatch("pack_act_i8x2 [%s] %s: row %d alone, input %d misplaced", isa, desc, i, k);
+                }
+            }
+            for (int m = 1; m <= MOE_GEMV_MAX_M; m++)
+                for (int i0 = 0; i0 + m <= MT; i0 += m) {
+                    for (int i = 0; i < MT; i++)
+                        for (int r = 0; r < OUT_LEN; r++) buf[i][r] = CANARY;
+                    gj(&pc.f, &pc.p, m, (const int16_t *const *)rows + i0, (const float *const *)dx + i0,
+                       (const float *const *)xsum + i0, out + i0);
+                    for (int i = 0; i < MT; i++) {
+                        if (i < i0 || i >= i0 + m) {
+                            if (memcmp(&buf[i][0], &CANARY, sizeof(float)) != 0)
+                                test_mismatch("panel_gemv_i8x2_joined [%s] %s: wrote token %d beyond the call's", isa,
+                                              desc, i);
+                            continue;
+                        }
+                        for (int r = 0; r < nr; r++) {
+                            check_out("panel_gemv_i8x2_joined", isa, &pc, m, i, buf[i], ref2[i][r], mag2[i][r], r);
+                            if (memcmp(&buf[i][r], &gemv[i][r], sizeof(float)) != 0)
+                                test_mismatch("panel_gemv_i8x2_joined [%s] %s m %d: out[%d][%d] = %.9g, "
+                                              "panel_gemv_i8x2 %.9g (other bits)",
+                                              isa, desc, m, i, r, (double)buf[i][r], (double)gemv[i][r]);
+                        }
+                        for (int r = nr; r < OUT_LEN; r++)
+                            if (memcmp(&buf[i][r], &CANARY, sizeof(float)) != 0)
+                                test_mismatch("panel_gemv_i8x2_joined [%s] %s: wrote out[%d][%d], beyond nr", isa,
+                                              desc, i, r);
+                    }
+                }
+            for (int i = 0; i < MT; i++) free(rows[i]);
+        }
         for (int m = 1; m <= mr; m++) {
             /* the joined tile, in buffers of exactly its size, checked
              * against its definition in kernels.h */

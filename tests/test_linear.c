@@ -95,7 +95,7 @@ static const lin_case CASES[] = {
      * over the team */
     { 1029, 160, 0, 0, MOE_DTYPE_F32 }, { 1041, 1024, 4, 64, MOE_DTYPE_BF16 },
 };
-static const int TOKENS[] = { 1, 3, 4, 5, 13, 100 };
+static const int TOKENS[] = { 1, 2, 3, 4, 5, 13, 100 };
 
 static void formats_exact(void **state)
 {

@@ -75,7 +75,7 @@ void moe_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t *con
     for (int i = 0; i < m; i++) {
         if (f == MOE_WF_Q4) pack_runs_i8x2(K, m, i, xq[i], xr[i], PERM_Q4, a);
         else pack_runs_i8x2(K, m, i, xq[i], xr[i], PERM_Q8, a);
-        for (int g = 0; g < K / group; g++) {
+        for (int g = 0; d && g < K / group; g++) {
             d[(size_t)g * m + i] = dx[i][g];
             s[(size_t)g * m + i] = xsum[i][g];
         }

@@ -157,6 +157,13 @@ typedef struct moe_cpu_kernels {
                             float *const *out);
     void (*panel_gemm_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
                             const float *d, const float *s, float *const *out);
+    /* panel_gemv_i8x2 on rows whose digits the caller joined once for all
+     * the panels they meet (moe_pack_act_i8x2 of each row alone, m = 1):
+     * the same bits. Set where a kernel set multiplies joined digits
+     * (AVX2's vpmaddwd) and would otherwise join them in every call; NULL
+     * where panel_gemv_i8x2 takes the digits apart. */
+    void (*panel_gemv_i8x2_joined)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *const *rows,
+                                   const float *const *dx, const float *const *xsum, float *const *out);
     /* moe_quantize_act_i8 (the same xq and dx, bit for bit) and
      * moe_group_sums (xsum, summed in another order) in one pass over x;
      * with xr, also moe_quantize_act_i8_residual's digits (bit for bit).
@@ -223,7 +230,8 @@ void moe_pack_act_i8(int K, int group, int m, const int8_t *const *xq, const flo
  * at (b·m + i)·8), each run in the order moe_act_i8x2_pos gives: the pairs
  * of inputs that one int32 of code pairs meets (Q4: j and j+4 of a code
  * word; Q8: j and j+2 of each 4). xq and xr in moe_quantize_act_i8's order;
- * d [K/group][m] and s as moe_pack_act_i8 packs them. K a multiple of 32. */
+ * d [K/group][m] and s as moe_pack_act_i8 packs them, or neither where
+ * both are NULL (a row joined alone keeps its own). K a multiple of 32. */
 void moe_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t *const *xq, const int8_t *const *xr,
                        const float *const *dx, const float *const *xsum, int16_t *a, float *d, float *s);
 /* Position in its run of 8 of input j (0..7 within the run). */

@@ -195,6 +195,10 @@ typedef struct {
     /* x2 through the panel GEMM's joined-digit entry (panel_gemm_i8x2):
      * tiles of `tile` tokens, each input's two digits one int16 */
     int joined;
+    /* x2 through the matrix-vector kernel's joined entry
+     * (panel_gemv_i8x2_joined): each token's digits joined once, a row of
+     * int16 for every panel */
+    int rows_joined;
     moe_work *panels;       /* output panels handed out (int8 and matrix-vector paths) */
 } linear_ctx;
 
@@ -247,6 +251,12 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
     if (c->path == PATH_I8) {
         moe_parallel_split(c->tokens, t, nt, &lo, &hi);
         quantize_tokens(c, lo, hi);
+        for (int tok = lo; c->rows_joined && tok < hi; tok++) {
+            const int8_t *q = l->ws->xq + (size_t)tok * 2 * K, *r = q + K;
+            (c->k->pack_act_i8x2 ? c->k->pack_act_i8x2 : moe_pack_act_i8x2)(l->w.fmt.fmt, K, G, 1, &q, &r, NULL, NULL,
+                                                                            (int16_t *)l->ws->aq + (size_t)tok * K,
+                                                                            NULL, NULL);
+        }
         if (!c->k->panel_gemm_i8 || c->rows <= MOE_GEMV_MAX_M) return;
         /* int8 tiles for the panel GEMM, packed once for all threads */
         moe_parallel_barrier();
@@ -342,15 +352,18 @@ static void run_i8(const linear_ctx *c, int p0, int p1)
             } else if (c->x2 && c->k->panel_gemv_i8x2) {
                 /* each token's two digits in one call, the codes split once */
                 const int8_t *q[MOE_GEMV_MAX_M], *qr[MOE_GEMV_MAX_M];
+                const int16_t *a[MOE_GEMV_MAX_M];
                 const float *d[MOE_GEMV_MAX_M], *s[MOE_GEMV_MAX_M];
                 float *o[MOE_GEMV_MAX_M];
                 for (int i = 0; i < m / 2; i++) {
                     size_t row = (size_t)(r0 + 2 * i);
                     q[i] = l->ws->xq + row * K, qr[i] = l->ws->xq + (row + 1) * K;
+                    a[i] = (const int16_t *)l->ws->aq + row / 2 * K;
                     d[i] = l->ws->xd + row * ng, s[i] = l->ws->xsum + row * ng;
                     o[i] = out[2 * i];
                 }
-                c->k->panel_gemv_i8x2(&l->w.fmt, &pn, m / 2, q, qr, d, s, o);
+                if (c->rows_joined) c->k->panel_gemv_i8x2_joined(&l->w.fmt, &pn, m / 2, a, d, s, o);
+                else c->k->panel_gemv_i8x2(&l->w.fmt, &pn, m / 2, q, qr, d, s, o);
                 continue;
             } else {
                 const int8_t *q[MOE_GEMV_MAX_M];
@@ -441,6 +454,9 @@ static moe_status prepare_workspace(moe_linear *l, const linear_ctx *c)
     if ((st = MOE_GROW(l->ws->xq, l->ws->xq_bytes, rows * K, "int8 activations")) != MOE_OK ||
         (st = MOE_GROW(l->ws->xd, l->ws->xd_floats, rows * K / G, "activation scales")) != MOE_OK)
         return st;
+    if (c->rows_joined &&
+        (st = MOE_GROW(l->ws->aq, l->ws->aq_bytes, (size_t)c->tokens * K * 2, "joined int8 digits")) != MOE_OK)
+        return st;
     if (c->k->panel_gemm_i8 && rows > MOE_GEMV_MAX_M) {
         /* joined: tiles of tokens, two bytes an input */
         size_t tiled = c->joined ? (size_t)c->tokens : rows;
@@ -471,6 +487,8 @@ moe_status moe_linear_forward(moe_linear *l, const float *x, int tokens, float *
         c.rows = tokens * (c.x2 ? 2 : 1);
         c.tile = c.k->panel_gemm_i8 && c.rows > MOE_GEMV_MAX_M ? c.k->mr_i8 : MOE_GEMV_MAX_M;
         c.joined = c.x2 && c.k->panel_gemm_i8x2 && c.rows > MOE_GEMV_MAX_M;
+        c.rows_joined = c.x2 && !c.joined && c.rows <= MOE_GEMV_MAX_M && c.k->panel_gemv_i8x2 &&
+                        c.k->panel_gemv_i8x2_joined;
     } else if (tokens > MOE_GEMV_MAX_M) c.path = PATH_GEMM;
     else c.path = PATH_GEMV;
     moe_status st = prepare_workspace(l, &c);

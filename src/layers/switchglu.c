@@ -291,6 +291,7 @@ static void workspace_release(switchglu_workspace *w)
     moe_free(w->h), moe_free(w->g), moe_free(w->u), moe_free(w->xsum), moe_free(w->hsum);
     moe_free(w->xq), moe_free(w->hq), moe_free(w->xd), moe_free(w->hd);
     moe_free(w->xqr), moe_free(w->hqr), moe_free(w->xdr), moe_free(w->hdr), moe_free(w->zsum);
+    moe_free(w->xa), moe_free(w->ha);
     moe_free(w->order), moe_free(w->group_start), moe_free(w->group_expert), moe_free(w->count);
     for (int t = 0; t < MOE_SWITCHGLU_MAX_THREADS; t++) {
         thread_scratch *sc = &w->scratch[t];

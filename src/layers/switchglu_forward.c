@@ -22,6 +22,7 @@ typedef struct {
     int x2;                     /* with int8: a residual digit too (MOE_ACT_INT8X2) */
     int chunk;                  /* vectors a matrix-vector call takes: MOE_GEMV_MAX_M, half with x2
                                  * as two rows (no panel_gemv_i8x2) */
+    int rows_joined;            /* x2 rows joined once (xa, ha) for panel_gemv_i8x2_joined */
     /* every group on the matrix-vector kernels (a few tokens: decode):
      * panels are handed out from counters, so that a thread slowed by
      * another process does not hold the others up; larger groups keep
@@ -45,6 +46,7 @@ typedef struct {
     const float *v[MOE_GEMV_MAX_M], *sum[MOE_GEMV_MAX_M], *d[MOE_GEMV_MAX_M], *dr[MOE_GEMV_MAX_M];
     const float *zero[MOE_GEMV_MAX_M];
     const int8_t *q[MOE_GEMV_MAX_M], *qr[MOE_GEMV_MAX_M];
+    const int16_t *joined[MOE_GEMV_MAX_M];
     int m, i8, x2;
 } gemv_args;
 
@@ -66,6 +68,7 @@ static void gemv_arg(const forward_ctx *c, gemv_args *a, int i, int down, int ro
         a->qr[i] = (down ? l->ws->hqr : l->ws->xqr) + (size_t)row * K;
         a->dr[i] = (down ? l->ws->hdr : l->ws->xdr) + (size_t)row * (K / G);
         a->zero[i] = l->ws->zsum;
+        if (c->rows_joined) a->joined[i] = (down ? l->ws->ha : l->ws->xa) + (size_t)row * K;
     }
 }
 
@@ -85,6 +88,10 @@ static void run_gemv(const forward_ctx *c, const moe_panel_format *f, const moe_
     }
     if (!a->x2) {
         c->kern->panel_gemv_i8(f, p, a->m, a->q, a->d, a->sum, out);
+        return;
+    }
+    if (c->rows_joined) {
+        c->kern->panel_gemv_i8x2_joined(f, p, a->m, a->joined, a->d, a->sum, out);
         return;
     }
     if (c->kern->panel_gemv_i8x2) {
@@ -443,9 +450,10 @@ static void down_gemm_i8(const forward_ctx *c, thread_scratch *sc, int e, const 
 /* ---- the parallel body ------------------------------------------------ */
 
 /* A row's group sums, and with i8 its int8 activations and their scales:
- * in one pass where the kernel set has one. */
+ * in one pass where the kernel set has one; with rows_joined, the two
+ * digits joined into a too. */
 static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int G, const float *row, float *sums,
-                        int8_t *q, float *d, int8_t *qr, float *dr)
+                        int8_t *q, float *d, int8_t *qr, float *dr, int16_t *a)
 {
     int x2 = i8 && c->x2;
     if (i8 && c->kern->quantize_act_i8) c->kern->quantize_act_i8(f, K, G, row, q, d, sums, x2 ? qr : NULL);
@@ -456,6 +464,11 @@ static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int 
     }
     if (!x2) return;
     for (int g = 0; g < K / G; g++) dr[g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
+    if (c->rows_joined) {
+        const int8_t *dq = q, *dqr = qr;
+        (c->kern->pack_act_i8x2 ? c->kern->pack_act_i8x2 : moe_pack_act_i8x2)(f, K, G, 1, &dq, &dqr, NULL, NULL, a,
+                                                                            NULL, NULL);
+    }
 }
 
 /* Group gi's expert and pairs into job (its panels are the caller's). */
@@ -496,7 +509,8 @@ static void forward_thread(void *arg, int t, int nt)
         for (int tok = lo; tok < hi; tok++)
             prepare_row(c, l->gate_up.fmt.fmt, c->i8_x, D, G, c->x + (size_t)tok * D, l->ws->xsum + (size_t)tok * (D / G),
                         c->i8_x ? l->ws->xq + (size_t)tok * D : NULL, c->i8_x ? l->ws->xd + (size_t)tok * (D / G) : NULL,
-                        c->x2 ? l->ws->xqr + (size_t)tok * D : NULL, c->x2 ? l->ws->xdr + (size_t)tok * (D / G) : NULL);
+                        c->x2 ? l->ws->xqr + (size_t)tok * D : NULL, c->x2 ? l->ws->xdr + (size_t)tok * (D / G) : NULL,
+                        c->rows_joined && c->i8_x ? l->ws->xa + (size_t)tok * D : NULL);
         moe_parallel_barrier();
     }
 
@@ -531,7 +545,8 @@ static void forward_thread(void *arg, int t, int nt)
         for (int pair = lo; pair < hi; pair++)
             prepare_row(c, l->down.fmt.fmt, c->i8_h, I, G, l->ws->h + (size_t)pair * I, l->ws->hsum + (size_t)pair * (I / G),
                         c->i8_h ? l->ws->hq + (size_t)pair * I : NULL, c->i8_h ? l->ws->hd + (size_t)pair * (I / G) : NULL,
-                        c->x2 ? l->ws->hqr + (size_t)pair * I : NULL, c->x2 ? l->ws->hdr + (size_t)pair * (I / G) : NULL);
+                        c->x2 ? l->ws->hqr + (size_t)pair * I : NULL, c->x2 ? l->ws->hdr + (size_t)pair * (I / G) : NULL,
+                        c->rows_joined && c->i8_h ? l->ws->ha + (size_t)pair * I : NULL);
         moe_parallel_barrier();
     }
 
@@ -636,6 +651,10 @@ static moe_status prepare_workspace(moe_switchglu *l, const forward_ctx *c, int 
     if (c->x2 && c->i8_h &&
         ((st = MOE_GROW(l->ws->hqr, l->ws->hqr_bytes, hf, "residual digits")) != MOE_OK ||
          (st = MOE_GROW(l->ws->hdr, l->ws->hdr_floats, hf / l->down.fmt.group_size, "residual scales")) != MOE_OK))
+        return st;
+    if (c->rows_joined &&
+        ((c->i8_x && (st = MOE_GROW(l->ws->xa, l->ws->xa_count, xf, "joined int8 digits")) != MOE_OK) ||
+         (c->i8_h && (st = MOE_GROW(l->ws->ha, l->ws->ha_count, hf, "joined int8 digits")) != MOE_OK)))
         return st;
     if (c->x2) {
         size_t zs = (size_t)(D > I ? D : I) / 32 + 1; /* groups of a row at the smallest group size */
@@ -744,6 +763,9 @@ moe_status moe_switchglu_forward(moe_switchglu *l, const float *x, int tokens, c
         c.need_xsum |= !group_uses_gemm(&c, 0, m) && moe_wformat_is_quant(l->gate_up.fmt.fmt);
         c.need_hsum |= !group_uses_gemm(&c, 1, m) && moe_wformat_is_quant(l->down.fmt.fmt);
     }
+    /* every group small (decode): each row's digits joined once for all
+     * the panels it meets, where the kernel set reads them so */
+    c.rows_joined = c.x2 && c.dynamic && c.kern->panel_gemv_i8x2 && c.kern->panel_gemv_i8x2_joined;
     if ((st = prepare_workspace(l, &c, pairs)) != MOE_OK) return st;
     moe_parallel_run(forward_thread, &c);
     return MOE_OK;

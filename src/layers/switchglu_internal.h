@@ -37,6 +37,10 @@ typedef struct {
     int8_t *xqr, *hqr;
     float *xdr, *hdr, *zsum;
     size_t xqr_bytes, hqr_bytes, xdr_floats, hdr_floats, zsum_floats;
+    /* both digits joined, a row of int16 per token (x) and pair (h), for a
+     * kernel set with panel_gemv_i8x2_joined when every group is small */
+    int16_t *xa, *ha;
+    size_t xa_count, ha_count;
     int32_t *order, *group_start, *group_expert, *count;
     size_t order_cap, group_start_cap, group_expert_cap, count_cap;
     thread_scratch scratch[MOE_SWITCHGLU_MAX_THREADS];

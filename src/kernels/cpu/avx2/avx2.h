@@ -31,6 +31,9 @@ void moe_avx2_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, int m
 void moe_avx2_panel_gemv_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                               const int8_t *const *xr, const float *const *dx, const float *const *xsum,
                               float *const *out);
+void moe_avx2_panel_gemv_i8x2_joined(const moe_panel_format *f, const moe_panel *p, int m,
+                                     const int16_t *const *rows, const float *const *dx, const float *const *xsum,
+                                     float *const *out);
 void moe_avx2_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
                               const float *d, const float *s, float *const *out);
 void moe_avx2_quantize_act_i8(moe_wformat f, int K, int group, const float *x, int8_t *xq, float *dx,

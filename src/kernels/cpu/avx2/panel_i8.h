@@ -212,7 +212,9 @@ void I8_NAME(panel_gemm_i8)(const moe_panel_format *f, const moe_panel *p, int m
  * The digits are joined into int16 pairs in the codes' order, for a tile
  * once for all its panels (moe_pack_act_i8x2; joined here for each panel,
  * that was a quarter of the kernel's time), for a matrix-vector call's rows
- * here, a group at a time (i8x2_widen):
+ * by the caller once for every panel they meet (moe_join_act_i8x2, for
+ * panel_gemv_i8x2_joined), or here, a group at a time (i8x2_widen, for
+ * panel_gemv_i8x2, whose callers hold the digits apart):
  *   Q4: a word's nibbles j and j+4 are one dword's two halves, so the
  *       codes' pairs are (n0,n4) (n1,n5) (n2,n6) (n3,n7), one mask and a
  *       shift each, and the activations' (a0,a4) (a1,a5) (a2,a6) (a3,a7);
@@ -271,13 +273,15 @@ static inline __attribute__((always_inline)) void i8x2_token(__m256i *a0, __m256
 
 /* out[i][0..16) for i < m (≤ I8_MR for a tile, ≤ MOE_GEMV_MAX_M rows);
  * bits, st and tile are constants, and m too for rows. The tile (a) is read
- * as packed; rows (xq, xr) are joined a group at a time.
+ * as packed; rows are read as joined (rows, with joined) or their digits
+ * (xq, xr) joined here a group at a time.
  * The token loop is not unrolled: the 8 code vectors stay in registers
  * while each token's two accumulators go through L1, which costs less than
  * the spills of 2·m accumulators kept "in registers". */
-static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype st, int tile, int m,
+static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype st, int tile, int joined, int m,
                                                              const moe_panel_format *f, const moe_panel *p,
                                                              const int8_t *const *xq, const int8_t *const *xr,
+                                                             const int16_t *const *rows,
                                                              const float *const *dx, const float *const *xsum,
                                                              const int16_t *a, const float *d, const float *s,
                                                              float *const *out)
@@ -302,7 +306,8 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
         for (int i = 0; !tile && i < m; i++) {
             acc[i][0] = acc[i][1] = _mm256_setzero_si256();
             dr[i] = dx[i][g] / (float)MOE_I8_RESIDUAL_STEPS;
-            for (int k = 0; k < gs; k += 16) i8x2_widen(bits, xq[i] + g * gs + k, xr[i] + g * gs + k, wide + i * gs + k);
+            for (int k = 0; !joined && k < gs; k += 16)
+                i8x2_widen(bits, xq[i] + g * gs + k, xr[i] + g * gs + k, wide + i * gs + k);
         }
         for (int k = 0; k < gs; k += 8) {
             __m256i u[8];
@@ -325,7 +330,8 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
             } else {
                 /* a few rows (m a constant): their accumulators stay in registers */
 #pragma GCC unroll 4
-                for (int i = 0; i < m; i++) i8x2_token(&acc[i][0], &acc[i][1], u, wide + i * gs + k);
+                for (int i = 0; i < m; i++)
+                    i8x2_token(&acc[i][0], &acc[i][1], u, joined ? rows[i] + g * gs + k : wide + i * gs + k);
             }
         }
         for (int h = 0; h < 2; h++) {
@@ -351,12 +357,18 @@ static inline __attribute__((always_inline)) void i8x2_panel(int bits, moe_dtype
                                        const int8_t *const *xq, const int8_t *const *xr, const float *const *dx,     \
                                        const float *const *xsum, float *const *out)                                  \
     {                                                                                                                \
-        I8_WITH_M4(i8x2_panel(bits, st, 0, m, f, p, xq, xr, dx, xsum, NULL, NULL, NULL, out))                        \
+        I8_WITH_M4(i8x2_panel(bits, st, 0, 0, m, f, p, xq, xr, NULL, dx, xsum, NULL, NULL, NULL, out))                  \
+    }                                                                                                                \
+    static void I8_NAME(gemv_x2j_##sfx)(const moe_panel_format *f, const moe_panel *p, int m,                        \
+                                        const int16_t *const *rows, const float *const *dx,                          \
+                                        const float *const *xsum, float *const *out)                                 \
+    {                                                                                                                \
+        I8_WITH_M4(i8x2_panel(bits, st, 0, 1, m, f, p, NULL, NULL, rows, dx, xsum, NULL, NULL, NULL, out))              \
     }                                                                                                                \
     static void I8_NAME(gemm_x2_##sfx)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,       \
                                        const float *d, const float *s, float *const *out)                            \
     {                                                                                                                \
-        i8x2_panel(bits, st, 1, m, f, p, NULL, NULL, NULL, NULL, a, d, s, out);                                      \
+        i8x2_panel(bits, st, 1, 0, m, f, p, NULL, NULL, NULL, NULL, NULL, a, d, s, out);                                \
     }
 I8X2_DEFINE(4, MOE_DTYPE_F32, q4_f32)
 I8X2_DEFINE(4, MOE_DTYPE_F16, q4_f16)
@@ -376,6 +388,18 @@ void I8_NAME(panel_gemv_i8x2)(const moe_panel_format *f, const moe_panel *p, int
     int v = i8_variant(f, p, I8X2_MAX_GROUP);
     if (v < 0 || m > I8_MR) moe_portable_panel_gemv_i8x2(f, p, m, xq, xr, dx, xsum, out);
     else by_variant[v](f, p, m, xq, xr, dx, xsum, out);
+}
+
+void I8_NAME(panel_gemv_i8x2_joined)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *const *rows,
+                                     const float *const *dx, const float *const *xsum, float *const *out)
+{
+    typedef void (*fn)(const moe_panel_format *, const moe_panel *, int, const int16_t *const *, const float *const *,
+                       const float *const *, float *const *);
+    static const fn by_variant[6] = { I8_NAME(gemv_x2j_q4_f32), I8_NAME(gemv_x2j_q4_f16), I8_NAME(gemv_x2j_q4_bf16),
+                                      I8_NAME(gemv_x2j_q8_f32), I8_NAME(gemv_x2j_q8_f16), I8_NAME(gemv_x2j_q8_bf16) };
+    int v = i8_variant(f, p, I8X2_MAX_GROUP);
+    if (v < 0 || m > I8_MR) moe_portable_panel_gemv_i8x2_joined(f, p, m, rows, dx, xsum, out);
+    else by_variant[v](f, p, m, rows, dx, xsum, out);
 }
 
 void I8_NAME(panel_gemm_i8x2)(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,

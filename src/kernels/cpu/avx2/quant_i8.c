@@ -113,7 +113,7 @@ void moe_avx2_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t
             _mm_storeu_si128((__m128i *)run, _mm256_castsi256_si128(v));
             _mm_storeu_si128((__m128i *)(run + (size_t)m * 8), _mm256_extracti128_si256(v, 1));
         }
-        for (int g = 0; g < K / group; g++) {
+        for (int g = 0; d && g < K / group; g++) {
             d[(size_t)g * m + i] = dx[i][g];
             s[(size_t)g * m + i] = xsum[i][g];
         }

@@ -18,6 +18,9 @@ void moe_avxvnni_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, in
 void moe_avxvnni_panel_gemv_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                                  const int8_t *const *xr, const float *const *dx, const float *const *xsum,
                                  float *const *out);
+void moe_avxvnni_panel_gemv_i8x2_joined(const moe_panel_format *f, const moe_panel *p, int m,
+                                        const int16_t *const *rows, const float *const *dx, const float *const *xsum,
+                                        float *const *out);
 void moe_avxvnni_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
                                  const float *d, const float *s, float *const *out);
 

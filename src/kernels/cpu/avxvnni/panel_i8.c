@@ -72,6 +72,7 @@ const moe_cpu_kernels moe_kernels_avxvnni = {
     .panel_gemm_i8 = moe_avxvnni_panel_gemm_i8,
     .mr_i8 = MOE_AVXVNNI_MR_I8,
     .panel_gemv_i8x2 = moe_avxvnni_panel_gemv_i8x2,
+    .panel_gemv_i8x2_joined = moe_avxvnni_panel_gemv_i8x2_joined,
     .panel_gemm_i8x2 = moe_avxvnni_panel_gemm_i8x2,
     .quantize_act_i8 = moe_avx2_quantize_act_i8,
     .pack_act_i8x2 = moe_avx2_pack_act_i8x2,

@@ -153,6 +153,14 @@ void moe_portable_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p,
         }
 }
 
+/* Rows joined alone are tiles of one token. */
+void moe_portable_panel_gemv_i8x2_joined(const moe_panel_format *f, const moe_panel *p, int m,
+                                         const int16_t *const *rows, const float *const *dx,
+                                         const float *const *xsum, float *const *out)
+{
+    for (int i = 0; i < m; i++) moe_portable_panel_gemm_i8x2(f, p, 1, rows[i], dx[i], xsum[i], out + i);
+}
+
 void moe_portable_panel_unpack(const moe_panel_format *f, const moe_panel *p, float *dst)
 {
     for (int k = 0; k < f->K; k++)

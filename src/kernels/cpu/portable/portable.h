@@ -22,12 +22,16 @@ void moe_portable_panel_gemv_i8(const moe_panel_format *f, const moe_panel *p, i
                                 const float *const *dx, const float *const *xsum, float *const *out);
 void moe_portable_panel_gemm_i8(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *q,
                                 const float *d, const float *s, float *const *out);
-/* The two-digit kernels' reference (kernels.h: panel_gemv_i8x2 and
- * panel_gemm_i8x2), for the SIMD tables' partial panels and for tests; the
- * portable table itself passes residuals as rows of their own. */
+/* The two-digit kernels' reference (kernels.h: panel_gemv_i8x2,
+ * panel_gemv_i8x2_joined and panel_gemm_i8x2), for the SIMD tables' partial
+ * panels and for tests; the portable table itself passes residuals as rows
+ * of their own. */
 void moe_portable_panel_gemv_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int8_t *const *xq,
                                   const int8_t *const *xr, const float *const *dx, const float *const *xsum,
                                   float *const *out);
+void moe_portable_panel_gemv_i8x2_joined(const moe_panel_format *f, const moe_panel *p, int m,
+                                         const int16_t *const *rows, const float *const *dx,
+                                         const float *const *xsum, float *const *out);
 void moe_portable_panel_gemm_i8x2(const moe_panel_format *f, const moe_panel *p, int m, const int16_t *a,
                                   const float *d, const float *s, float *const *out);
 /* The dequantized (or converted) weight of input k in lane r. */
