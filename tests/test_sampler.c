@@ -105,6 +105,19 @@ static void default_config_is_greedy(void **state)
     assert_true(c.top_p == 1.0f);
     assert_true(c.min_p == 0.0f);
     assert_int_equal(c.seed, 0);
+    /* the greedy rule, for a config and for a sampler made from one */
+    assert_true(moe_sampler_config_is_greedy(&c));
+    moe_sampler *s = NULL;
+    assert_int_equal(moe_sampler_create(&c, 7, &s), MOE_OK);
+    assert_true(moe_sampler_is_greedy(s));
+    moe_sampler_free(s);
+    c.temperature = 0.7f;
+    assert_false(moe_sampler_config_is_greedy(&c));
+    assert_int_equal(moe_sampler_create(&c, 7, &s), MOE_OK);
+    assert_false(moe_sampler_is_greedy(s));
+    moe_sampler_free(s);
+    assert_false(moe_sampler_config_is_greedy(NULL));
+    assert_false(moe_sampler_is_greedy(NULL));
 }
 
 static void greedy_is_argmax_lowest_id_on_ties(void **state)

@@ -53,6 +53,8 @@ int moe_sampler_sample(moe_sampler *s, const float *logits);
 /* 1 when s picks the largest logit (temperature 0): its choice is then
  * moe_context_eval_greedy's, which needs no logits brought back. */
 int moe_sampler_is_greedy(const moe_sampler *s);
+/* The same for a config, before a sampler is made from it. */
+int moe_sampler_config_is_greedy(const moe_sampler_config *cfg);
 
 void moe_sampler_free(moe_sampler *s);
 

@@ -229,7 +229,9 @@ moe_status moe_sampler_create(const moe_sampler_config *cfg, int vocab, moe_samp
     return MOE_OK;
 }
 
-int moe_sampler_is_greedy(const moe_sampler *s) { return s && s->cfg.temperature == 0.0f; }
+int moe_sampler_config_is_greedy(const moe_sampler_config *cfg) { return cfg && cfg->temperature == 0.0f; }
+
+int moe_sampler_is_greedy(const moe_sampler *s) { return s && moe_sampler_config_is_greedy(&s->cfg); }
 
 int moe_sampler_sample(moe_sampler *s, const float *logits)
 {

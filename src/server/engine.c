@@ -216,7 +216,7 @@ static int reusable(const slot *s, const moe_job *j)
 {
     int n = s->n_cache < j->n_prompt ? s->n_cache : j->n_prompt, common = 0;
     while (common < n && s->cache[common] == j->prompt[common]) common++;
-    int next_known = s->logits_valid || (s->choice_valid && j->sampling.temperature == 0.0f);
+    int next_known = s->logits_valid || (s->choice_valid && moe_sampler_config_is_greedy(&j->sampling));
     if (common == j->n_prompt && !(s->n_cache == j->n_prompt && next_known)) common--;
     return common > 0 ? common : 0;
 }
