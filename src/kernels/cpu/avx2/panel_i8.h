@@ -212,9 +212,9 @@ void I8_NAME(panel_gemm_i8)(const moe_panel_format *f, const moe_panel *p, int m
  * The digits are joined into int16 pairs in the codes' order, for a tile
  * once for all its panels (moe_pack_act_i8x2; joined here for each panel,
  * that was a quarter of the kernel's time), for a matrix-vector call's rows
- * by the caller once for every panel they meet (moe_join_act_i8x2, for
- * panel_gemv_i8x2_joined), or here, a group at a time (i8x2_widen, for
- * panel_gemv_i8x2, whose callers hold the digits apart):
+ * by the caller once for every panel they meet (moe_pack_act_i8x2 of each
+ * row alone, for panel_gemv_i8x2_joined), or here, a group at a time
+ * (i8x2_widen, for panel_gemv_i8x2, whose callers hold the digits apart):
  *   Q4: a word's nibbles j and j+4 are one dword's two halves, so the
  *       codes' pairs are (n0,n4) (n1,n5) (n2,n6) (n3,n7), one mask and a
  *       shift each, and the activations' (a0,a4) (a1,a5) (a2,a6) (a3,a7);
@@ -386,7 +386,7 @@ void I8_NAME(panel_gemv_i8x2)(const moe_panel_format *f, const moe_panel *p, int
     static const fn by_variant[6] = { I8_NAME(gemv_x2_q4_f32), I8_NAME(gemv_x2_q4_f16), I8_NAME(gemv_x2_q4_bf16),
                                       I8_NAME(gemv_x2_q8_f32), I8_NAME(gemv_x2_q8_f16), I8_NAME(gemv_x2_q8_bf16) };
     int v = i8_variant(f, p, I8X2_MAX_GROUP);
-    if (v < 0 || m > I8_MR) moe_portable_panel_gemv_i8x2(f, p, m, xq, xr, dx, xsum, out);
+    if (v < 0 || m > MOE_GEMV_MAX_M) moe_portable_panel_gemv_i8x2(f, p, m, xq, xr, dx, xsum, out);
     else by_variant[v](f, p, m, xq, xr, dx, xsum, out);
 }
 
@@ -398,7 +398,7 @@ void I8_NAME(panel_gemv_i8x2_joined)(const moe_panel_format *f, const moe_panel 
     static const fn by_variant[6] = { I8_NAME(gemv_x2j_q4_f32), I8_NAME(gemv_x2j_q4_f16), I8_NAME(gemv_x2j_q4_bf16),
                                       I8_NAME(gemv_x2j_q8_f32), I8_NAME(gemv_x2j_q8_f16), I8_NAME(gemv_x2j_q8_bf16) };
     int v = i8_variant(f, p, I8X2_MAX_GROUP);
-    if (v < 0 || m > I8_MR) moe_portable_panel_gemv_i8x2_joined(f, p, m, rows, dx, xsum, out);
+    if (v < 0 || m > MOE_GEMV_MAX_M) moe_portable_panel_gemv_i8x2_joined(f, p, m, rows, dx, xsum, out);
     else by_variant[v](f, p, m, rows, dx, xsum, out);
 }
 
