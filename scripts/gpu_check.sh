@@ -163,11 +163,12 @@ for tc in 0 1; do
 done
 
 # 6. The kernels of a decode step, timed one by one (graphs off, so each
-# launch is its own; a 16-token prompt, then 3 tokens: the last 2
-# forwards' launches are kept), and those of a 2048-token prompt's forward;
+# launch is its own; a 16-token prompt, then 3 tokens: the forward between
+# the last two embedding lookups is kept, not the last, which the bench's
+# bandwidth probe follows), and those of a 2048-token prompt's forward;
 # before the long runs and the peers, which a time limit would cut first
 if [ -n "$kernels" ] && command -v ncu >/dev/null; then
-    kernel_sums() {   # CSV, which forwards (decode: the last two; prompt: the first), title
+    kernel_sums() {   # CSV, which forward (decode: the next to last; prompt: the first), title
         python3 - "$@" <<'PY'
 import csv, sys, collections
 path, which, title = sys.argv[1:4]
@@ -182,10 +183,8 @@ def base(n):
 starts = sorted({int(r[iid]) for r in rows if base(r[name]) == "embed_rows"})
 if len(starts) < 2:
     sys.exit(f"{title}: fewer than two forwards in {path}")
-if which == "decode":
-    keep, forwards = {int(r[iid]) for r in rows if int(r[iid]) >= starts[-2]}, 2
-else:
-    keep, forwards = {int(r[iid]) for r in rows if starts[0] <= int(r[iid]) < starts[1]}, 1
+a, b = (starts[-2], starts[-1]) if which == "decode" else (starts[0], starts[1])
+keep, forwards = {int(r[iid]) for r in rows if a <= int(r[iid]) < b}, 1
 t = collections.defaultdict(float); n = collections.Counter()
 for r in rows:
     if int(r[iid]) in keep:
@@ -205,7 +204,7 @@ PY
     }
     ncu_run kernels bench --device cuda --prompt-tokens 16 --gen-tokens 3
     kernel_sums "$out/kernels.csv" decode "kernels of a decode step" | tee -a "$summary"
-    ncu_run kernels_prompt bench --device cuda --prompt-tokens 2048 --gen-tokens 1
+    ncu_run kernels_prompt bench --device cuda --prompt-tokens 2048 --gen-tokens 2
     kernel_sums "$out/kernels_prompt.csv" prompt "kernels of a 2048-token prompt" | tee -a "$summary"
 fi
 
