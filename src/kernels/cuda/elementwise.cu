@@ -21,7 +21,10 @@ namespace {
 
 unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
 
-enum { NORM_THREADS = 256, CHAIN_THREADS = 256 };
+/* A chain's steps are short loops whose iterations each wait on a load
+ * (a store may alias the next load): with 1024 threads a step of a decode
+ * token's 2048–6144 values is 2–6 of them, where 256 threads took 8–24. */
+enum { NORM_THREADS = 1024, CHAIN_THREADS = NORM_THREADS };
 
 /* ---- the steps, as device functions over threads i0, i0 + stride, … ---- */
 
@@ -109,15 +112,18 @@ struct split_parts {
     float *dst[MOE_CUDA_SPLIT_MAX];
 };
 
-__global__ void split_cols_kernel(const float *src, size_t total, split_parts s)
+/* A thread a column, its rows blockIdx.y, + gridDim.y, …: the part and
+ * the place in it are worked out once, with no division by the row's
+ * length (64-bit divisions an element made this copy a tenth of a
+ * prompt's forward). */
+__global__ void split_cols_kernel(const float *src, int T, split_parts s)
 {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total) return;
-    size_t t = i / s.row;
-    int c = (int)(i % s.row), p = 0;
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= s.row) return;
+    int p = 0;
     while (c >= s.start[p + 1]) p++;
-    int width = s.start[p + 1] - s.start[p];
-    s.dst[p][t * width + (c - s.start[p])] = src[i];
+    int width = s.start[p + 1] - s.start[p], col = c - s.start[p];
+    for (size_t t = blockIdx.y; t < (size_t)T; t += gridDim.y) s.dst[p][t * width + col] = src[t * s.row + c];
 }
 
 __global__ void clip_kernel(size_t n, float *x, float limit)
@@ -301,9 +307,9 @@ cudaError_t moe_cuda_split_cols(const float *src, int T, int n, const int *width
         s.dst[i] = dst[i];
     }
     s.row = s.start[n];
-    size_t total = (size_t)T * s.row;
-    if (!total) return cudaSuccess;
-    split_cols_kernel<<<blocks_for(total, 256), 256, 0, stream>>>(src, total, s);
+    if (T <= 0 || s.row <= 0) return cudaSuccess;
+    dim3 grid(blocks_for((size_t)s.row, 256), (unsigned)(T < 65535 ? T : 65535));
+    split_cols_kernel<<<grid, 256, 0, stream>>>(src, T, s);
     return cudaGetLastError();
 }
 

@@ -3,8 +3,8 @@
  *
  * Two shapes of work:
  *  - a few activation rows (decode): a warp per output row streams the row
- *    once, quantized rows 16 bytes a lane with a stretch of loads in flight,
- *    and takes up to 8 activation rows along (warp_dots);
+ *    once, quantized rows 8 values a lane a step with a stretch of loads in
+ *    flight, and takes up to 8 activation rows along (warp_dots);
  *  - many rows: a tiled GEMM, 64 rows × 64 outputs a block, 32 columns a
  *    step through shared memory, each thread 4 × 4 outputs in float32; the
  *    weight tile is dequantized as it is staged;

@@ -148,35 +148,39 @@ __device__ inline void warp_dots8(const wrows &m, int r, const float *x, size_t 
     }
 }
 
-/* ---- quantized rows, 16 bytes a lane at a time ----
+/* ---- quantized rows, 8 values a lane a step ----
  * Decode reads each weight once, so its speed is how many bytes are in
- * flight: a lane loads 16 bytes of codes a step (32 values of 4 bits or 16
- * of 8) and a warp loads all the steps of 2048 values before it uses any.
- * A lane's values lie in one group (groups are 32, 64 or 128 values,
- * aligned), so a step needs one scale and one bias:
+ * flight and what it costs to meet them with the activations. A step is 256
+ * values of a row: lane l takes values 8l..8l+7 (one 32-bit word of 4-bit
+ * codes, two of 8-bit ones), so the warp's code loads are one contiguous
+ * stretch and so are its loads of x (1 KB a step, float4 a lane: 4 cache
+ * wavefronts an instruction; when a lane took 32 values of its own, each
+ * float4 of x touched 32 lines and those wavefronts, not the bytes, set
+ * the time). A warp issues the loads of 8 steps (2048 values) of every row
+ * before it uses any. 8 values lie in one group (groups are 32, 64 or 128
+ * values, aligned), so a step needs one scale and one bias:
  * Σ (s·q + b)·x = s·Σ q·x + b·Σ x. Activation rows must be 16-byte aligned
- * (as load_x8 assumes), which rows of K % 32 == 0 floats from the
- * backend's allocations are. */
+ * (float4 reads), which rows of K % 32 == 0 floats from the backend's
+ * allocations are. */
 template <int F>
 struct qwide {
-    static constexpr int vals = F == MOE_CUDA_W_Q4 ? 32 : 16;  /* values in 16 bytes */
-    static constexpr int span = 32 * vals;                      /* a warp's step */
-    static constexpr int steps = 2048 / span;                   /* steps in flight */
+    static constexpr int span = 256;   /* a warp's step */
+    static constexpr int steps = 8;    /* steps in flight */
 };
 
-/* code v (0 ≤ v < vals) of a lane's 16 bytes */
+/* code v (0 ≤ v < 8) of a lane's 8 values: Q4 one word, Q8 two */
 template <int F>
-__device__ inline float q_code(const unsigned (&w)[4], int v)
+__device__ inline float q_code(uint2 w, int v)
 {
-    constexpr int bits = F == MOE_CUDA_W_Q4 ? 4 : 8;
-    return code_of<bits>(w[v * bits / 32], v % (32 / bits));
+    if (F == MOE_CUDA_W_Q4) return code_of<4>(w.x, v);
+    return code_of<8>(v < 4 ? w.x : w.y, v % 4);
 }
 
 /* The dot products of R rows (matrix m[i], row r[i]) with M activation rows
  * x + t·ldx, by one warp, every lane getting the results; all R rows'
  * loads of a stretch of 2048 values are issued before any is used. Each
- * row's codes are turned to floats 8 at a time, once for all M activation
- * rows. Float rows take warp_dots8 row by row. */
+ * row's codes are turned to floats once for all M activation rows. Float
+ * rows take warp_dots8 row by row. */
 template <int F, int M, int R>
 __device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const float *x, size_t ldx, int tokens,
                                  float (&acc)[R][M])
@@ -192,17 +196,18 @@ __device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const f
 #pragma unroll
             for (int t = 0; t < M; t++) acc[i][t] = 0.0f;
         for (int base = 0; base < K; base += Q::span * Q::steps) {
-            uint4 u[R][Q::steps];
+            uint2 u[R][Q::steps];
             float sc[R][Q::steps], bi[R][Q::steps];
 #pragma unroll
             for (int s = 0; s < Q::steps; s++) {
-                int k = base + s * Q::span + lane * Q::vals;
+                int k = base + s * Q::span + lane * 8;
 #pragma unroll
                 for (int i = 0; i < R; i++) {
-                    u[i][s] = make_uint4(0, 0, 0, 0), sc[i][s] = bi[i][s] = 0.0f;
+                    u[i][s] = make_uint2(0, 0), sc[i][s] = bi[i][s] = 0.0f;
                     if (k >= K) continue;
                     const unsigned char *row = m[i].w + (size_t)r[i] * m[i].w_row;
-                    u[i][s] = __ldcs((const uint4 *)(row + (size_t)k * (F == MOE_CUDA_W_Q4 ? 4 : 8) / 8));
+                    if (F == MOE_CUDA_W_Q4) u[i][s].x = __ldcs((const unsigned *)(row + (size_t)k / 2));
+                    else u[i][s] = __ldcs((const uint2 *)(row + (size_t)k));
                     size_t g = (size_t)r[i] * (size_t)(K / m[i].group) + (size_t)(k / m[i].group);
                     sc[i][s] = scale_at(m[i].s, m[i].sdtype, g);
                     bi[i][s] = scale_at(m[i].b, m[i].sdtype, g);
@@ -210,47 +215,34 @@ __device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const f
             }
 #pragma unroll
             for (int s = 0; s < Q::steps; s++) {
-                int k = base + s * Q::span + lane * Q::vals;
+                int k = base + s * Q::span + lane * 8;
                 if (k >= K) continue;
-                /* per activation row: Σx (two sums) and each weight row's
-                 * Σq·x (two sums), value by value in order v = 0, 1, … */
-                float sx[M][2], sq[R][M][2];
+                float qv[R][8];
 #pragma unroll
-                for (int t = 0; t < M; t++) {
-                    sx[t][0] = sx[t][1] = 0.0f;
+                for (int i = 0; i < R; i++)
 #pragma unroll
-                    for (int i = 0; i < R; i++) sq[i][t][0] = sq[i][t][1] = 0.0f;
-                }
-#pragma unroll
-                for (int v = 0; v < Q::vals; v += 4) {
-                    float qv[R][4];
-#pragma unroll
-                    for (int i = 0; i < R; i++) {
-                        unsigned w[4] = { u[i][s].x, u[i][s].y, u[i][s].z, u[i][s].w };
-#pragma unroll
-                        for (int j = 0; j < 4; j++) qv[i][j] = q_code<F>(w, v + j);
-                    }
-#pragma unroll
-                    for (int t = 0; t < M; t++) {
-                        if (t >= tokens) break;
-                        float4 x4 = *(const float4 *)(x + (size_t)t * ldx + k + v);
-                        float xv[4] = { x4.x, x4.y, x4.z, x4.w };
-#pragma unroll
-                        for (int j = 0; j < 4; j++) {
-                            sx[t][j & 1] = __fadd_rn(sx[t][j & 1], xv[j]);
-#pragma unroll
-                            for (int i = 0; i < R; i++)
-                                sq[i][t][j & 1] = __fmaf_rn(qv[i][j], xv[j], sq[i][t][j & 1]);
-                        }
-                    }
-                }
+                    for (int v = 0; v < 8; v++) qv[i][v] = q_code<F>(u[i][s], v);
 #pragma unroll
                 for (int t = 0; t < M; t++) {
                     if (t >= tokens) break;
-                    float xs = __fadd_rn(sx[t][0], sx[t][1]);
+                    /* per activation row: Σx and each weight row's Σq·x,
+                     * two sums each, value by value in order v = 0, 1, … */
+                    const float4 *xp = (const float4 *)(x + (size_t)t * ldx + k);
+                    float4 a = xp[0], b = xp[1];
+                    float xv[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
+                    float sx[2] = { 0.0f, 0.0f }, sq[R][2];
+#pragma unroll
+                    for (int i = 0; i < R; i++) sq[i][0] = sq[i][1] = 0.0f;
+#pragma unroll
+                    for (int v = 0; v < 8; v++) {
+                        sx[v & 1] = __fadd_rn(sx[v & 1], xv[v]);
+#pragma unroll
+                        for (int i = 0; i < R; i++) sq[i][v & 1] = __fmaf_rn(qv[i][v], xv[v], sq[i][v & 1]);
+                    }
+                    float xs = __fadd_rn(sx[0], sx[1]);
 #pragma unroll
                     for (int i = 0; i < R; i++) {
-                        float qs = __fadd_rn(sq[i][t][0], sq[i][t][1]);
+                        float qs = __fadd_rn(sq[i][0], sq[i][1]);
                         acc[i][t] = __fmaf_rn(bi[i][s], xs, __fmaf_rn(sc[i][s], qs, acc[i][t]));
                     }
                 }
