@@ -90,13 +90,12 @@ __device__ inline size_t store_shift(const int32_t *dpos, int pos0, size_t row)
 }
 
 /* out[t] = Σ_j y[t·k + j], j in order */
-__device__ inline void combine_at(size_t i, int k, int D, const float *y, float *out)
+__device__ inline void combine_at(size_t t, int d, int k, int D, const float *y, float *out)
 {
-    size_t t = i / D, d = i % D;
     const float *src = y + t * k * D + d;
     float s = src[0];
     for (int j = 1; j < k; j++) s = __fadd_rn(s, src[(size_t)j * D]);
-    out[i] = s;
+    out[t * D + d] = s;
 }
 
 /* ---- their own kernels ---- */
@@ -236,10 +235,12 @@ __global__ void store_kernel(const float *src, void *dst, size_t n, int kv, int 
     store_any(src, dst, n, kv, hd, (size_t)blockIdx.x * blockDim.x + threadIdx.x, (size_t)gridDim.x * blockDim.x);
 }
 
+/* a thread a column d, its rows blockIdx.y, + gridDim.y, … (no division) */
 __global__ void combine_kernel(int T, int k, int D, const float *y, float *out)
 {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < (size_t)T * D) combine_at(i, k, D, y, out);
+    int d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    for (size_t t = blockIdx.y; t < (size_t)T; t += gridDim.y) combine_at(t, d, k, D, y, out);
 }
 
 /* ---- the chain: the steps of a list, in order, by one block ---- */
@@ -277,7 +278,8 @@ __global__ void __launch_bounds__(CHAIN_THREADS) chain_kernel(moe_cuda_chain c)
             break;
         }
         case MOE_CUDA_OP_COMBINE:
-            for (size_t i = i0; i < (size_t)op.rows * op.n; i += stride) combine_at(i, op.hd, op.n, op.in, op.out);
+            for (unsigned i = (unsigned)i0; i < (unsigned)(op.rows * op.n); i += (unsigned)stride)
+                combine_at(i / (unsigned)op.n, (int)(i % (unsigned)op.n), op.hd, op.n, op.in, op.out);
             break;
         }
         __syncthreads();
@@ -363,7 +365,8 @@ cudaError_t moe_cuda_store(const float *src, void *dst, size_t n, int kv, int hd
 cudaError_t moe_cuda_combine(int T, int k, int D, const float *y, float *out, cudaStream_t stream)
 {
     if (T <= 0) return cudaSuccess;
-    combine_kernel<<<blocks_for((size_t)T * D, 256), 256, 0, stream>>>(T, k, D, y, out);
+    dim3 grid(blocks_for((size_t)D, 256), (unsigned)(T < 65535 ? T : 65535));
+    combine_kernel<<<grid, 256, 0, stream>>>(T, k, D, y, out);
     return cudaGetLastError();
 }
 
