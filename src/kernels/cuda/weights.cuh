@@ -155,10 +155,11 @@ __device__ inline void warp_dots8(const wrows &m, int r, const float *x, size_t 
  * codes, two of 8-bit ones), so the warp's code loads are one contiguous
  * stretch and so are its loads of x (1 KB a step, float4 a lane: 4 cache
  * wavefronts an instruction; when a lane took 32 values of its own, each
- * float4 of x touched 32 lines and those wavefronts, not the bytes, set
- * the time). A warp issues the loads of 8 steps (2048 values) of every row
- * before it uses any. 8 values lie in one group (groups are 32, 64 or 128
- * values, aligned), so a step needs one scale and one bias:
+ * float4 of x touched 32 lines, and those wavefronts, counted, came to about
+ * the time the kernels took on an H100). A warp issues the loads of 8 steps
+ * (2048 values) of every row before it uses any. 8 values lie in one group
+ * (groups are 32, 64 or 128 values, aligned), so a step needs one scale and
+ * one bias:
  * Σ (s·q + b)·x = s·Σ q·x + b·Σ x. Activation rows must be 16-byte aligned
  * (float4 reads), which rows of K % 32 == 0 floats from the backend's
  * allocations are. */
