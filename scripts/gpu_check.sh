@@ -21,7 +21,8 @@
 #   6. with --kernels: each kernel's time in a few plain decode steps and
 #      in a 2048-token prompt, from Nsight Compute (ncu), as kernels.csv and
 #      kernels_prompt.csv (a line a launch) and the sums by kernel in the
-#      summary;
+#      summary; then a decode step's DRAM bytes and load sectors by kernel
+#      (kernels_mem.csv);
 #   7. with --long: a 50000-token prompt and 5000 generated tokens with
 #      the default options (an f16 KV cache, as llama.cpp keeps its own),
 #      and the GPU memory the run held; then 50000 + 256 with the 8-bit
@@ -206,6 +207,41 @@ PY
     kernel_sums "$out/kernels.csv" decode "kernels of a decode step" | tee -a "$summary"
     ncu_run kernels_prompt bench --device cuda --prompt-tokens 2048 --gen-tokens 2
     kernel_sums "$out/kernels_prompt.csv" prompt "kernels of a 2048-token prompt" | tee -a "$summary"
+    # The same decode step's memory traffic by kernel: DRAM bytes read over
+    # the kernel's time, and 32-byte sectors a global load request (16: a
+    # warp's float4 loads side by side; 32: each lane on lines of its own).
+    # A run of its own, last, so that a metric this ncu lacks costs only it.
+    kernel_memory() {   # CSV
+        python3 - "$@" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows:
+    sys.exit("decode memory traffic: no kernels (see kernels_mem.log)")
+head, rows = rows[0], rows[1:]
+iid, name, metric, val = (head.index(h) for h in ("ID", "Kernel Name", "Metric Name", "Metric Value"))
+def base(n):
+    return n.replace("(anonymous namespace)::", "").split("(")[0].split("<")[0]
+starts = sorted({int(r[iid]) for r in rows if base(r[name]) == "embed_rows"})
+if len(starts) < 2:
+    sys.exit("decode memory traffic: fewer than two forwards")
+m = collections.defaultdict(lambda: collections.defaultdict(float))
+for r in rows:
+    if starts[-2] <= int(r[iid]) < starts[-1]:
+        m[base(r[name])][r[metric]] += float(r[val].replace(",", ""))
+t = lambda k: m[k]["gpu__time_duration.sum"]
+print("decode step, memory by kernel (ncu): DRAM read GB/s over the kernel's time, sectors a load request")
+for k in sorted(m, key=t, reverse=True):
+    v = m[k]
+    req = v["l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum"]
+    spr = v["l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum"] / req if req else 0.0
+    gbs = v["dram__bytes_read.sum"] / t(k) if t(k) else 0.0
+    print(f"  {k:<28} {t(k)/1000:9.1f} us {v['dram__bytes_read.sum']/1e6:8.2f} MB {gbs:7.0f} GB/s {spr:5.1f} sectors/request")
+PY
+    }
+    MOE_CUDA_GRAPHS=0 timeout 200 ncu --clock-control none --print-kernel-base function --metrics \
+        gpu__time_duration.sum,dram__bytes_read.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum \
+        --csv "$bin/moe" bench --device cuda --prompt-tokens 16 --gen-tokens 3 >"$out/kernels_mem.csv" 2>"$out/kernels_mem.log"
+    kernel_memory "$out/kernels_mem.csv" | tee -a "$summary"
 fi
 
 # 7. a long context
