@@ -178,7 +178,7 @@ static void time_gemv(const moe_cpu_kernels *k, const char *name, const moe_pane
     const int16_t *rows[MOE_GEMV_MAX_M];
     for (int i = 0; i < m; i++) {
         rows[i] = joined + (size_t)i * K;
-        moe_pack_act_i8x2(f->fmt, K, f->group_size, 1, xq + i, xr + i, NULL, NULL, joined + (size_t)i * K, NULL, NULL);
+        moe_join_row_i8x2(k, f->fmt, K, f->group_size, xq[i], xr[i], joined + (size_t)i * K);
     }
     for (int j = 0; j < (k->panel_gemv_i8x2_joined ? 2 : 1); j++) {
         gemv_batch gb = { k, f, pb, block, P, G, wpg, m, xq, xr, j ? rows : NULL, dxp, xsp, out };

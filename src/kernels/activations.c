@@ -82,6 +82,12 @@ void moe_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t *con
     }
 }
 
+void moe_join_row_i8x2(const moe_cpu_kernels *k, moe_wformat f, int K, int group, const int8_t *xq,
+                       const int8_t *xr, int16_t *a)
+{
+    (k->pack_act_i8x2 ? k->pack_act_i8x2 : moe_pack_act_i8x2)(f, K, group, 1, &xq, &xr, NULL, NULL, a, NULL, NULL);
+}
+
 void moe_group_sums(int K, int group, const float *x, float *sums)
 {
     for (int g = 0; g < K / group; g++) {

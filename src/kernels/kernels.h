@@ -234,6 +234,11 @@ void moe_pack_act_i8(int K, int group, int m, const int8_t *const *xq, const flo
  * both are NULL (a row joined alone keeps its own). K a multiple of 32. */
 void moe_pack_act_i8x2(moe_wformat f, int K, int group, int m, const int8_t *const *xq, const int8_t *const *xr,
                        const float *const *dx, const float *const *xsum, int16_t *a, float *d, float *s);
+/* One row's two digits joined alone, as moe_pack_act_i8x2 joins a tile of
+ * one without its scales (they stay in the row's own dx and xsum), through
+ * k's pack_act_i8x2 where it has one: a row for panel_gemv_i8x2_joined. */
+void moe_join_row_i8x2(const moe_cpu_kernels *k, moe_wformat f, int K, int group, const int8_t *xq,
+                       const int8_t *xr, int16_t *a);
 /* Position in its run of 8 of input j (0..7 within the run). */
 static inline int moe_act_i8x2_pos(moe_wformat f, int j)
 {

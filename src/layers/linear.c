@@ -252,10 +252,8 @@ static void prepare_tokens(const linear_ctx *c, int t, int nt)
         moe_parallel_split(c->tokens, t, nt, &lo, &hi);
         quantize_tokens(c, lo, hi);
         for (int tok = lo; c->rows_joined && tok < hi; tok++) {
-            const int8_t *q = l->ws->xq + (size_t)tok * 2 * K, *r = q + K;
-            (c->k->pack_act_i8x2 ? c->k->pack_act_i8x2 : moe_pack_act_i8x2)(l->w.fmt.fmt, K, G, 1, &q, &r, NULL, NULL,
-                                                                            (int16_t *)l->ws->aq + (size_t)tok * K,
-                                                                            NULL, NULL);
+            const int8_t *q = l->ws->xq + (size_t)tok * 2 * K;   /* its residual digits follow */
+            moe_join_row_i8x2(c->k, l->w.fmt.fmt, K, G, q, q + K, (int16_t *)l->ws->aq + (size_t)tok * K);
         }
         if (!c->k->panel_gemm_i8 || c->rows <= MOE_GEMV_MAX_M) return;
         /* int8 tiles for the panel GEMM, packed once for all threads */

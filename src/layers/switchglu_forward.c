@@ -464,11 +464,7 @@ static void prepare_row(const forward_ctx *c, moe_wformat f, int i8, int K, int 
     }
     if (!x2) return;
     for (int g = 0; g < K / G; g++) dr[g] = d[g] / (float)MOE_I8_RESIDUAL_STEPS;
-    if (c->rows_joined) {
-        const int8_t *dq = q, *dqr = qr;
-        (c->kern->pack_act_i8x2 ? c->kern->pack_act_i8x2 : moe_pack_act_i8x2)(f, K, G, 1, &dq, &dqr, NULL, NULL, a,
-                                                                            NULL, NULL);
-    }
+    if (c->rows_joined) moe_join_row_i8x2(c->kern, f, K, G, q, qr, a);
 }
 
 /* Group gi's expert and pairs into job (its panels are the caller's). */

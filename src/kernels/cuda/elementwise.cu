@@ -21,6 +21,13 @@ namespace {
 
 unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
 
+/* a thread a column of 256-thread blocks along x, rows along y (a kernel
+ * walks rows y, + gridDim.y, … past the grid's 65535) */
+dim3 column_grid(int cols, int rows)
+{
+    return dim3(blocks_for((size_t)cols, 256), (unsigned)(rows < 65535 ? rows : 65535));
+}
+
 /* A chain's steps are short loops whose iterations each wait on a load
  * (a store may alias the next load): with 1024 threads a step of a decode
  * token's 2048–6144 values is 2–6 of them, where 256 threads took 8–24. */
@@ -310,8 +317,7 @@ cudaError_t moe_cuda_split_cols(const float *src, int T, int n, const int *width
     }
     s.row = s.start[n];
     if (T <= 0 || s.row <= 0) return cudaSuccess;
-    dim3 grid(blocks_for((size_t)s.row, 256), (unsigned)(T < 65535 ? T : 65535));
-    split_cols_kernel<<<grid, 256, 0, stream>>>(src, T, s);
+    split_cols_kernel<<<column_grid(s.row, T), 256, 0, stream>>>(src, T, s);
     return cudaGetLastError();
 }
 
@@ -365,8 +371,7 @@ cudaError_t moe_cuda_store(const float *src, void *dst, size_t n, int kv, int hd
 cudaError_t moe_cuda_combine(int T, int k, int D, const float *y, float *out, cudaStream_t stream)
 {
     if (T <= 0) return cudaSuccess;
-    dim3 grid(blocks_for((size_t)D, 256), (unsigned)(T < 65535 ? T : 65535));
-    combine_kernel<<<grid, 256, 0, stream>>>(T, k, D, y, out);
+    combine_kernel<<<column_grid(D, T), 256, 0, stream>>>(T, k, D, y, out);
     return cudaGetLastError();
 }
 

@@ -163,11 +163,7 @@ __device__ inline void warp_dots8(const wrows &m, int r, const float *x, size_t 
  * Σ (s·q + b)·x = s·Σ q·x + b·Σ x. Activation rows must be 16-byte aligned
  * (float4 reads), which rows of K % 32 == 0 floats from the backend's
  * allocations are. */
-template <int F>
-struct qwide {
-    static constexpr int span = 256;   /* a warp's step */
-    static constexpr int steps = 8;    /* steps in flight */
-};
+enum { QROW_SPAN = 256, QROW_STEPS = 8 };   /* a warp's step; steps in flight */
 
 /* code v (0 ≤ v < 8) of a lane's 8 values: Q4 one word, Q8 two */
 template <int F>
@@ -190,18 +186,17 @@ __device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const f
 #pragma unroll
         for (int i = 0; i < R; i++) warp_dots8<F, M>(m[i], r[i], x, ldx, tokens, acc[i]);
     } else {
-        using Q = qwide<F>;
         int lane = threadIdx.x & 31, K = m[0].K;
 #pragma unroll
         for (int i = 0; i < R; i++)
 #pragma unroll
             for (int t = 0; t < M; t++) acc[i][t] = 0.0f;
-        for (int base = 0; base < K; base += Q::span * Q::steps) {
-            uint2 u[R][Q::steps];
-            float sc[R][Q::steps], bi[R][Q::steps];
+        for (int base = 0; base < K; base += QROW_SPAN * QROW_STEPS) {
+            uint2 u[R][QROW_STEPS];
+            float sc[R][QROW_STEPS], bi[R][QROW_STEPS];
 #pragma unroll
-            for (int s = 0; s < Q::steps; s++) {
-                int k = base + s * Q::span + lane * 8;
+            for (int s = 0; s < QROW_STEPS; s++) {
+                int k = base + s * QROW_SPAN + lane * 8;
 #pragma unroll
                 for (int i = 0; i < R; i++) {
                     u[i][s] = make_uint2(0, 0), sc[i][s] = bi[i][s] = 0.0f;
@@ -215,8 +210,8 @@ __device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const f
                 }
             }
 #pragma unroll
-            for (int s = 0; s < Q::steps; s++) {
-                int k = base + s * Q::span + lane * 8;
+            for (int s = 0; s < QROW_STEPS; s++) {
+                int k = base + s * QROW_SPAN + lane * 8;
                 if (k >= K) continue;
                 float qv[R][8];
 #pragma unroll
@@ -228,9 +223,8 @@ __device__ inline void warp_dots(const wrows (&m)[R], const int (&r)[R], const f
                     if (t >= tokens) break;
                     /* per activation row: Σx and each weight row's Σq·x,
                      * two sums each, value by value in order v = 0, 1, … */
-                    const float4 *xp = (const float4 *)(x + (size_t)t * ldx + k);
-                    float4 a = xp[0], b = xp[1];
-                    float xv[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
+                    float xv[8];
+                    load_x8(x + (size_t)t * ldx, k, K, 1, xv);
                     float sx[2] = { 0.0f, 0.0f }, sq[R][2];
 #pragma unroll
                     for (int i = 0; i < R; i++) sq[i][0] = sq[i][1] = 0.0f;
